@@ -1,0 +1,105 @@
+//! Every limit and size of the engine, in one place, checked at compile time.
+//!
+//! Names put the unit last (`segment_size_bytes`). A limit that another depends on is
+//! asserted below its definition so a change that breaks the relation fails to build.
+
+/// The unit of torn writes the fault model assumes (DESIGN section 6, fault 3).
+pub const SECTOR_SIZE_BYTES: usize = 512;
+
+/// Every log write is a multiple of this size at an offset aligned to it (O_DIRECT).
+pub const BLOCK_SIZE_BYTES: usize = 4096;
+
+/// Version of the on-disk format described in `docs/FORMAT.md`. Bumped on any change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The segment header occupies the first block of every segment file.
+pub const SEGMENT_HEADER_SIZE_BYTES: usize = BLOCK_SIZE_BYTES;
+
+/// The bytes of the segment header that carry fields; the rest of its block is zero.
+pub const SEGMENT_HEADER_FIELDS_SIZE_BYTES: usize = 64;
+
+/// Size of the batch header at the start of every batch.
+pub const BATCH_HEADER_SIZE_BYTES: usize = 64;
+
+/// Size of the header in front of every record's payload.
+pub const RECORD_HEADER_SIZE_BYTES: usize = 48;
+
+/// Records start at multiples of this within a batch.
+pub const RECORD_ALIGN_BYTES: usize = 8;
+
+/// Size of the log's metadata file `LOG`.
+pub const META_SIZE_BYTES: usize = BLOCK_SIZE_BYTES;
+
+/// The bytes of the metadata file that carry fields; the rest is zero.
+pub const META_FIELDS_SIZE_BYTES: usize = 64;
+
+/// Default size of one segment file.
+pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// Smallest segment a log may be created with (tests use small segments to exercise reuse).
+pub const SEGMENT_SIZE_BYTES_MIN: u64 = 256 * 1024;
+
+/// Largest segment a log may be created with; offsets within a segment fit in a `u32`.
+pub const SEGMENT_SIZE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// Largest batch (header, records, padding) written by one write + fdatasync.
+pub const BATCH_SIZE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Largest record payload. Any record fits in one batch in the smallest segment.
+pub const RECORD_PAYLOAD_SIZE_BYTES_MAX: usize = 128 * 1024;
+
+/// Largest number of records one batch may claim; bounds a count read from disk.
+pub const BATCH_RECORD_COUNT_MAX: usize =
+    (BATCH_SIZE_BYTES_MAX - BATCH_HEADER_SIZE_BYTES) / RECORD_HEADER_SIZE_BYTES;
+
+/// How many segments beyond the one being written are kept created and zero-filled.
+pub const SEGMENTS_READY_AHEAD_COUNT: usize = 2;
+
+/// How many bytes recovery reads at once while scanning a segment.
+pub const SCAN_CHUNK_SIZE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest number of segment files a log directory may hold.
+pub const SEGMENT_COUNT_MAX: usize = 1 << 20;
+
+const _: () = assert!(BLOCK_SIZE_BYTES.is_power_of_two());
+const _: () = assert!(BLOCK_SIZE_BYTES % SECTOR_SIZE_BYTES == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES_MIN % BLOCK_SIZE_BYTES as u64 == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES_MAX % BLOCK_SIZE_BYTES as u64 == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT >= SEGMENT_SIZE_BYTES_MIN);
+const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT <= SEGMENT_SIZE_BYTES_MAX);
+const _: () = assert!(SEGMENT_SIZE_BYTES_MAX <= u32::MAX as u64);
+const _: () = assert!(BATCH_SIZE_BYTES_MAX % BLOCK_SIZE_BYTES == 0);
+const _: () = assert!(BATCH_SIZE_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(SCAN_CHUNK_SIZE_BYTES % BLOCK_SIZE_BYTES == 0);
+const _: () = assert!(SCAN_CHUNK_SIZE_BYTES >= BATCH_SIZE_BYTES_MAX);
+const _: () = assert!(SEGMENT_HEADER_FIELDS_SIZE_BYTES <= SEGMENT_HEADER_SIZE_BYTES);
+const _: () = assert!(RECORD_HEADER_SIZE_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(BATCH_HEADER_SIZE_BYTES % RECORD_ALIGN_BYTES == 0);
+// The largest record, with its batch header and padding, fits in the smallest segment.
+const _: () = assert!(
+    (SEGMENT_HEADER_SIZE_BYTES
+        + BATCH_HEADER_SIZE_BYTES
+        + RECORD_HEADER_SIZE_BYTES
+        + RECORD_PAYLOAD_SIZE_BYTES_MAX
+        + BLOCK_SIZE_BYTES) as u64
+        <= SEGMENT_SIZE_BYTES_MIN
+);
+const _: () = assert!(
+    BATCH_HEADER_SIZE_BYTES + RECORD_HEADER_SIZE_BYTES + RECORD_PAYLOAD_SIZE_BYTES_MAX
+        <= BATCH_SIZE_BYTES_MAX
+);
+
+/// Rounds `value` up to a multiple of `align` (a power of two).
+pub const fn align_up(value: usize, align: usize) -> usize {
+    (value + align - 1) & !(align - 1)
+}
+
+/// The largest batch that fits in a segment of `segment_size_bytes` after its header.
+pub const fn batch_size_bytes_max(segment_size_bytes: u64) -> usize {
+    let room = segment_size_bytes as usize - SEGMENT_HEADER_SIZE_BYTES;
+    if room < BATCH_SIZE_BYTES_MAX {
+        room
+    } else {
+        BATCH_SIZE_BYTES_MAX
+    }
+}

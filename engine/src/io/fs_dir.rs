@@ -1,0 +1,268 @@
+//! What the posix and io_uring devices share: a locked directory of real files.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::{DeviceOptions, FileId, IoError, IoErrorKind, IoOp};
+
+/// Name of the lock file in a log directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// An exclusive `flock` on a directory's `LOCK` file, holding the owner's pid.
+/// Released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct DirLock {
+    _flock: Flock<File>,
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Locks `dir`, or fails with [`IoErrorKind::Locked`] naming the holder's pid.
+    pub fn acquire(dir: &Path) -> Result<DirLock, IoError> {
+        let path = dir.join(LOCK_FILE_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| IoError::new(IoOp::Lock, &path, 0, IoErrorKind::from_io(&e)))?;
+        let mut flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(flock) => flock,
+            Err((mut file, errno)) => {
+                let kind = if errno == nix::errno::Errno::EWOULDBLOCK {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    IoErrorKind::Locked {
+                        pid: text.trim().parse().ok(),
+                    }
+                } else {
+                    IoErrorKind::from_errno(errno as i32)
+                };
+                return Err(IoError::new(IoOp::Lock, &path, 0, kind));
+            }
+        };
+        let pid = std::process::id();
+        let written = flock
+            .set_len(0)
+            .and_then(|()| flock.rewind())
+            .and_then(|()| writeln!(flock, "{pid}"));
+        written.map_err(|e| IoError::new(IoOp::Lock, &path, 0, IoErrorKind::from_io(&e)))?;
+        Ok(DirLock {
+            _flock: flock,
+            path,
+        })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// An open file of a [`RealDir`].
+#[derive(Debug)]
+pub(crate) struct OpenFile {
+    pub file: File,
+    pub path: PathBuf,
+}
+
+/// A locked directory of real files, opened with or without O_DIRECT.
+#[derive(Debug)]
+pub(crate) struct RealDir {
+    dir: PathBuf,
+    dir_file: File,
+    direct_io: bool,
+    files: RwLock<Vec<Option<Arc<OpenFile>>>>,
+    _lock: DirLock,
+}
+
+impl RealDir {
+    pub fn open(dir: &Path, options: DeviceOptions) -> Result<RealDir, IoError> {
+        if options.create_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| IoError::new(IoOp::Open, dir, 0, IoErrorKind::from_io(&e)))?;
+        }
+        let metadata = std::fs::metadata(dir)
+            .map_err(|e| IoError::new(IoOp::Open, dir, 0, IoErrorKind::from_io(&e)))?;
+        if !metadata.is_dir() {
+            return Err(IoError::new(IoOp::Open, dir, 0, IoErrorKind::NotADirectory));
+        }
+        let dir_file = File::open(dir)
+            .map_err(|e| IoError::new(IoOp::Open, dir, 0, IoErrorKind::from_io(&e)))?;
+        let lock = DirLock::acquire(dir)?;
+        let real = RealDir {
+            dir: dir.to_path_buf(),
+            dir_file,
+            direct_io: options.direct_io,
+            files: RwLock::new(Vec::new()),
+            _lock: lock,
+        };
+        if options.direct_io {
+            real.probe_direct_io()?;
+        }
+        Ok(real)
+    }
+
+    /// Opens a scratch file with O_DIRECT so a file system that refuses it is named at open,
+    /// not at the first commit.
+    fn probe_direct_io(&self) -> Result<(), IoError> {
+        let probe = self.dir.join(".direct-io-probe");
+        let result = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe);
+        let _ = std::fs::remove_file(&probe);
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(IoError::new(
+                IoOp::Open,
+                &self.dir,
+                0,
+                IoErrorKind::DirectIoRefused,
+            )),
+            Err(e) => Err(IoError::new(
+                IoOp::Open,
+                &self.dir,
+                0,
+                IoErrorKind::from_io(&e),
+            )),
+        }
+    }
+
+    pub fn direct_io(&self) -> bool {
+        self.direct_io
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn file(&self, id: FileId) -> Result<Arc<OpenFile>, IoError> {
+        let files = self.files.read().unwrap_or_else(|e| e.into_inner());
+        files
+            .get(id.0 as usize)
+            .and_then(Clone::clone)
+            .ok_or_else(|| IoError::new(IoOp::Read, &self.dir, 0, IoErrorKind::InvalidArgument))
+    }
+
+    pub fn list(&self) -> Result<Vec<String>, IoError> {
+        let map =
+            |e: std::io::Error| IoError::new(IoOp::List, &self.dir, 0, IoErrorKind::from_io(&e));
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(map)? {
+            let entry = entry.map_err(map)?;
+            if entry.file_type().map_err(map)?.is_file() {
+                if let Some(name) = entry.file_name().to_str() {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn open_file(&self, name: &str, create: bool) -> Result<FileId, IoError> {
+        let path = self.dir.join(name);
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(create);
+        if self.direct_io {
+            options.custom_flags(libc::O_DIRECT);
+        }
+        let file = options.open(&path).map_err(|e| {
+            let kind = match e.raw_os_error() {
+                Some(libc::EINVAL) if self.direct_io => IoErrorKind::DirectIoRefused,
+                _ => IoErrorKind::from_io(&e),
+            };
+            IoError::new(IoOp::Open, &path, 0, kind)
+        })?;
+        let mut files = self.files.write().unwrap_or_else(|e| e.into_inner());
+        let open = Some(Arc::new(OpenFile { file, path }));
+        if let Some(slot) = files.iter().position(Option::is_none) {
+            files[slot] = open;
+            Ok(FileId(slot as u32))
+        } else {
+            files.push(open);
+            Ok(FileId(files.len() as u32 - 1))
+        }
+    }
+
+    pub fn close(&self, id: FileId) {
+        let mut files = self.files.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = files.get_mut(id.0 as usize) {
+            *slot = None;
+        }
+    }
+
+    pub fn len(&self, id: FileId) -> Result<u64, IoError> {
+        let open = self.file(id)?;
+        let metadata = open
+            .file
+            .metadata()
+            .map_err(|e| IoError::new(IoOp::Read, &open.path, 0, IoErrorKind::from_io(&e)))?;
+        Ok(metadata.len())
+    }
+
+    pub fn set_len(&self, id: FileId, len: u64) -> Result<(), IoError> {
+        let open = self.file(id)?;
+        open.file
+            .set_len(len)
+            .map_err(|e| IoError::new(IoOp::SetLen, &open.path, len, IoErrorKind::from_io(&e)))
+    }
+
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
+        let from_path = self.dir.join(from);
+        std::fs::rename(&from_path, self.dir.join(to))
+            .map_err(|e| IoError::new(IoOp::Rename, &from_path, 0, IoErrorKind::from_io(&e)))
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), IoError> {
+        let path = self.dir.join(name);
+        std::fs::remove_file(&path)
+            .map_err(|e| IoError::new(IoOp::Remove, &path, 0, IoErrorKind::from_io(&e)))
+    }
+
+    pub fn sync_dir(&self) -> Result<(), IoError> {
+        self.dir_file
+            .sync_all()
+            .map_err(|e| IoError::new(IoOp::SyncDir, &self.dir, 0, IoErrorKind::from_io(&e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_names_the_holder_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = DirLock::acquire(dir.path()).unwrap();
+        let error = DirLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(
+            error.kind,
+            IoErrorKind::Locked {
+                pid: Some(std::process::id())
+            }
+        );
+        assert!(error.to_string().contains("LOCK"));
+    }
+
+    #[test]
+    fn lock_is_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(DirLock::acquire(dir.path()).unwrap());
+        DirLock::acquire(dir.path()).unwrap();
+    }
+}

@@ -1,0 +1,1094 @@
+//! A deterministic simulated device with crash faults (DESIGN section 6, faults 1-11, and
+//! 14 for names).
+//!
+//! Each file keeps two images: `live` (what reads see: every completed write) and
+//! `durable` (what a power loss with no luck leaves). Completed writes wait in a pending
+//! list until `sync` applies them, in order, to the durable image. Names likewise: the live
+//! namespace becomes durable only at `sync_dir`.
+//!
+//! [`SimDevice::crash`] cuts the power: every call fails with [`IoErrorKind::Crashed`]
+//! until [`SimDevice::restart`] applies a [`CrashPlan`], which decides per pending write and
+//! per sector what survives (kept, lost, torn at 512 B or 4 KiB with the rest old, zeros or
+//! garbage, in any order) and then damages durable data (bit rot, stale writes resurrected
+//! past the tail, unreadable sectors). [`FaultConfig`] injects faults while running:
+//! failed and short writes, failed syncs, lost and misdirected writes, misdirected reads,
+//! and a crash after a given number of operations with that operation in flight.
+//!
+//! Every decision comes from one seeded RNG, so the same seed and the same sequence of
+//! calls give the same result. Every fault applied is recorded in [`SimDevice::fault_log`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{check_aligned, Device, FileId, IoError, IoErrorKind, IoOp};
+use crate::constants::{BLOCK_SIZE_BYTES, SECTOR_SIZE_BYTES};
+
+/// Writes remembered per file for resurrection (fault 5).
+const HISTORY_WRITES_MAX: usize = 64;
+
+/// What a torn write leaves in the part that did not make it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TornFill {
+    /// The bytes that were there before.
+    Old,
+    /// Zeros.
+    Zeros,
+    /// Random bytes.
+    Garbage,
+}
+
+/// Faults injected while the device runs. Probabilities are per operation, in percent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultConfig {
+    /// Crash when this many mutating operations (writes, syncs) have started; that
+    /// operation's write is in flight (fault 4) and it fails with `Crashed`.
+    pub crash_after_ops: Option<u64>,
+    /// The write operation with this number fails with this error (fault 11).
+    pub fail_write_at_op: Option<(u64, IoErrorKind)>,
+    /// The write operation with this number applies only its first half, then fails with
+    /// ENOSPC (a short write, fault 11).
+    pub short_write_at_op: Option<u64>,
+    /// The sync operation with this number fails with EIO (fault 11).
+    pub fail_sync_at_op: Option<u64>,
+    /// Percent of writes that are acknowledged but never reach the durable image (fault 7).
+    pub lost_write_percent: u8,
+    /// Percent of writes that land at another block of the same file (fault 6).
+    pub misdirected_write_percent: u8,
+    /// Percent of reads that return another block of the same file (fault 8).
+    pub misdirected_read_percent: u8,
+}
+
+/// What happens at a crash to what was not durable, and to what was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashPlan {
+    /// Percent of pending writes kept whole (fault 2).
+    pub keep_percent: u8,
+    /// Percent of pending writes torn (fault 3); the rest are lost (fault 1).
+    pub torn_percent: u8,
+    /// Apply the surviving writes in a random order rather than the order they completed.
+    pub reorder: bool,
+    /// Bits to flip in durable, written data of random files (fault 10).
+    pub bit_rot_count: u32,
+    /// Old writes to resurrect over all-zero sectors (fault 5: stale data past the tail).
+    pub resurrect_count: u32,
+    /// Sectors of written data that return EIO on every read from now on (fault 9).
+    pub bad_sector_count: u32,
+}
+
+impl CrashPlan {
+    /// Power loss: every unsynced write is lost.
+    pub fn power_loss() -> CrashPlan {
+        CrashPlan {
+            keep_percent: 0,
+            torn_percent: 0,
+            reorder: false,
+            bit_rot_count: 0,
+            resurrect_count: 0,
+            bad_sector_count: 0,
+        }
+    }
+
+    /// Every unsynced write survives whole (a clean stop).
+    pub fn keep_all() -> CrashPlan {
+        CrashPlan {
+            keep_percent: 100,
+            ..CrashPlan::power_loss()
+        }
+    }
+
+    /// A random mix of kept, torn and lost writes in a random order, without damage to
+    /// durable data (faults 1-5).
+    pub fn random_unsynced<R: Rng>(rng: &mut R) -> CrashPlan {
+        let keep_percent = rng.gen_range(0..=100u8);
+        let torn_percent = rng.gen_range(0..=(100 - keep_percent));
+        CrashPlan {
+            keep_percent,
+            torn_percent,
+            reorder: rng.gen_bool(0.5),
+            bit_rot_count: 0,
+            resurrect_count: rng.gen_range(0..3),
+            bad_sector_count: 0,
+        }
+    }
+}
+
+/// One fault the device applied, for tests that check a fault was reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultEvent {
+    /// An unsynced write was lost at a crash.
+    Lost {
+        /// File name.
+        file: String,
+        /// Offset of the write.
+        offset: u64,
+    },
+    /// An unsynced write survived whole.
+    Kept {
+        /// File name.
+        file: String,
+        /// Offset of the write.
+        offset: u64,
+    },
+    /// An unsynced write was torn.
+    Torn {
+        /// File name.
+        file: String,
+        /// Offset of the write.
+        offset: u64,
+        /// Tearing unit: 512 or 4096.
+        unit_bytes: usize,
+        /// Bytes that survived.
+        kept_bytes: usize,
+        /// Whether the surviving part is the prefix (else the suffix).
+        prefix: bool,
+        /// What replaced the rest.
+        fill: TornFill,
+    },
+    /// The surviving writes were applied out of order.
+    Reordered,
+    /// The operation in flight at the crash.
+    InFlight {
+        /// File name.
+        file: String,
+        /// Offset of the write.
+        offset: u64,
+    },
+    /// A stale write came back over zeroed sectors.
+    Resurrected {
+        /// File name.
+        file: String,
+        /// Offset of the sector run.
+        offset: u64,
+    },
+    /// A bit flipped in durable data.
+    BitRot {
+        /// File name.
+        file: String,
+        /// Byte offset.
+        offset: u64,
+    },
+    /// A sector became unreadable.
+    BadSector {
+        /// File name.
+        file: String,
+        /// Byte offset of the sector.
+        offset: u64,
+    },
+    /// A write was acknowledged and lost.
+    LostWrite {
+        /// File name.
+        file: String,
+        /// Offset of the write.
+        offset: u64,
+    },
+    /// A write landed elsewhere.
+    MisdirectedWrite {
+        /// File name.
+        file: String,
+        /// Intended offset.
+        offset: u64,
+        /// Where it landed.
+        landed: u64,
+    },
+    /// A read returned another block.
+    MisdirectedRead {
+        /// File name.
+        file: String,
+        /// Requested offset.
+        offset: u64,
+    },
+    /// A read hit an unreadable sector.
+    ReadError {
+        /// File name.
+        file: String,
+        /// Offset of the read.
+        offset: u64,
+    },
+    /// A write failed.
+    WriteFailed {
+        /// File name.
+        file: String,
+        /// Offset.
+        offset: u64,
+        /// Whether part of it was applied first.
+        short: bool,
+    },
+    /// A sync failed.
+    SyncFailed {
+        /// File name.
+        file: String,
+    },
+    /// A name created or renamed since the last directory sync was lost at a crash.
+    NameLost {
+        /// The name.
+        name: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        /// Acknowledged but never to reach the durable image (fault 7).
+        lost: bool,
+    },
+    SetLen(u64),
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+    pending: Vec<Pending>,
+    history: VecDeque<(u64, Vec<u8>)>,
+    bad_sectors: BTreeSet<u64>,
+}
+
+fn write_into(image: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    let end = offset as usize + data.len();
+    if image.len() < end {
+        image.resize(end, 0);
+    }
+    image[offset as usize..end].copy_from_slice(data);
+}
+
+fn set_len_of(image: &mut Vec<u8>, len: u64) {
+    image.resize(len as usize, 0);
+}
+
+#[derive(Debug)]
+struct State {
+    rng: ChaCha8Rng,
+    inodes: Vec<Inode>,
+    names: BTreeMap<String, usize>,
+    durable_names: BTreeMap<String, usize>,
+    open: Vec<Option<(usize, String)>>,
+    faults: FaultConfig,
+    crashed: bool,
+    mutating_ops: u64,
+    write_ops: u64,
+    sync_ops: u64,
+    in_flight: Option<(usize, String, u64, Vec<u8>)>,
+    fault_log: Vec<FaultEvent>,
+}
+
+/// A deterministic, seeded simulated directory of files. See the module docs.
+#[derive(Debug)]
+pub struct SimDevice {
+    state: Mutex<State>,
+}
+
+impl SimDevice {
+    /// A new, empty device whose every decision follows `seed`.
+    pub fn new(seed: u64) -> SimDevice {
+        SimDevice {
+            state: Mutex::new(State {
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                inodes: Vec::new(),
+                names: BTreeMap::new(),
+                durable_names: BTreeMap::new(),
+                open: Vec::new(),
+                faults: FaultConfig::default(),
+                crashed: false,
+                mutating_ops: 0,
+                write_ops: 0,
+                sync_ops: 0,
+                in_flight: None,
+                fault_log: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the running faults. Operation numbers count from now.
+    pub fn set_faults(&self, faults: FaultConfig) {
+        let mut state = self.lock();
+        state.faults = faults;
+        state.mutating_ops = 0;
+        state.write_ops = 0;
+        state.sync_ops = 0;
+    }
+
+    /// Mutating operations (writes and syncs) since the faults were last set.
+    pub fn mutating_op_count(&self) -> u64 {
+        self.lock().mutating_ops
+    }
+
+    /// Cuts the power now: every call fails until [`SimDevice::restart`].
+    pub fn crash(&self) {
+        self.lock().crashed = true;
+    }
+
+    /// Whether the device has crashed.
+    pub fn is_crashed(&self) -> bool {
+        self.lock().crashed
+    }
+
+    /// Powers the device back on: applies `plan` to what was not durable and to what was,
+    /// forgets open files, and clears the running faults.
+    pub fn restart(&self, plan: &CrashPlan) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.crashed = false;
+        state.faults = FaultConfig::default();
+        state.open.clear();
+        if let Some((inode, file, offset, data)) = state.in_flight.take() {
+            state.fault_log.push(FaultEvent::InFlight { file, offset });
+            state.inodes[inode].pending.push(Pending::Write {
+                offset,
+                data,
+                lost: false,
+            });
+        }
+        let names: BTreeMap<usize, String> =
+            state.names.iter().map(|(n, i)| (*i, n.clone())).collect();
+        for (index, inode) in state.inodes.iter_mut().enumerate() {
+            let file = names.get(&index).cloned().unwrap_or_default();
+            let mut pending = std::mem::take(&mut inode.pending);
+            if plan.reorder && pending.len() > 1 {
+                for i in (1..pending.len()).rev() {
+                    let j = state.rng.gen_range(0..=i);
+                    pending.swap(i, j);
+                }
+                state.fault_log.push(FaultEvent::Reordered);
+            }
+            for op in pending {
+                apply_at_crash(&mut state.rng, plan, &file, inode, op, &mut state.fault_log);
+            }
+            inode.live = inode.durable.clone();
+        }
+        for (name, inode) in &state.names {
+            if state.durable_names.get(name) != Some(inode) {
+                state
+                    .fault_log
+                    .push(FaultEvent::NameLost { name: name.clone() });
+            }
+        }
+        state.names = state.durable_names.clone();
+        damage_durable(state, plan);
+    }
+
+    /// Every fault applied so far.
+    pub fn fault_log(&self) -> Vec<FaultEvent> {
+        self.lock().fault_log.clone()
+    }
+
+    /// The durable image of a file, by name (the bytes a crash with no luck leaves).
+    pub fn durable_image(&self, name: &str) -> Option<Vec<u8>> {
+        let state = self.lock();
+        let inode = *state.durable_names.get(name)?;
+        Some(state.inodes[inode].durable.clone())
+    }
+
+    /// Overwrites bytes of a file in both images, as damage from outside (tests use it to
+    /// plant corruption at an exact place).
+    pub fn poke(&self, name: &str, offset: u64, bytes: &[u8]) {
+        let mut state = self.lock();
+        let Some(&inode) = state.names.get(name) else {
+            return;
+        };
+        let inode = &mut state.inodes[inode];
+        write_into(&mut inode.live, offset, bytes);
+        write_into(&mut inode.durable, offset, bytes);
+    }
+
+    /// Makes a sector of `name` unreadable (EIO on every read that covers it).
+    pub fn make_unreadable(&self, name: &str, offset: u64) {
+        let mut state = self.lock();
+        let Some(&inode) = state.names.get(name) else {
+            return;
+        };
+        let sector = offset / SECTOR_SIZE_BYTES as u64;
+        state.inodes[inode].bad_sectors.insert(sector);
+    }
+
+    fn crashed_error(op: IoOp, name: &str, offset: u64) -> IoError {
+        IoError::new(op, sim_path(name), offset, IoErrorKind::Crashed)
+    }
+
+    fn resolve(state: &State, file: FileId, op: IoOp) -> Result<(usize, String), IoError> {
+        if state.crashed {
+            return Err(Self::crashed_error(op, "?", 0));
+        }
+        state
+            .open
+            .get(file.0 as usize)
+            .and_then(Clone::clone)
+            .ok_or_else(|| IoError::new(op, sim_path("?"), 0, IoErrorKind::InvalidArgument))
+    }
+
+    fn do_write(
+        &self,
+        file: FileId,
+        offset: u64,
+        buf: &[u8],
+        durable: bool,
+    ) -> Result<(), IoError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let (inode, name) = Self::resolve(state, file, IoOp::Write)?;
+        check_aligned(offset, buf)
+            .map_err(|kind| IoError::new(IoOp::Write, sim_path(&name), offset, kind))?;
+        state.mutating_ops += 1;
+        state.write_ops += 1;
+        if state.faults.crash_after_ops == Some(state.mutating_ops) {
+            state.crashed = true;
+            state.in_flight = Some((inode, name.clone(), offset, buf.to_vec()));
+            return Err(Self::crashed_error(IoOp::Write, &name, offset));
+        }
+        if let Some((at, kind)) = state.faults.fail_write_at_op {
+            if at == state.write_ops {
+                state.fault_log.push(FaultEvent::WriteFailed {
+                    file: name.clone(),
+                    offset,
+                    short: false,
+                });
+                return Err(IoError::new(IoOp::Write, sim_path(&name), offset, kind));
+            }
+        }
+        let mut data = buf;
+        let mut short = false;
+        if state.faults.short_write_at_op == Some(state.write_ops) {
+            data = &buf[..buf.len() / 2];
+            short = true;
+        }
+        let mut landed = offset;
+        let percent = state.faults.misdirected_write_percent;
+        let len = state.inodes[inode].live.len() as u64;
+        if percent > 0 && state.rng.gen_range(0..100) < percent && len > buf.len() as u64 {
+            let blocks = (len - buf.len() as u64) / BLOCK_SIZE_BYTES as u64;
+            landed = state.rng.gen_range(0..=blocks) * BLOCK_SIZE_BYTES as u64;
+            state.fault_log.push(FaultEvent::MisdirectedWrite {
+                file: name.clone(),
+                offset,
+                landed,
+            });
+        }
+        let lost = state.faults.lost_write_percent > 0
+            && state.rng.gen_range(0..100) < state.faults.lost_write_percent;
+        if lost {
+            state.fault_log.push(FaultEvent::LostWrite {
+                file: name.clone(),
+                offset,
+            });
+        }
+        let node = &mut state.inodes[inode];
+        write_into(&mut node.live, landed, data);
+        node.pending.push(Pending::Write {
+            offset: landed,
+            data: data.to_vec(),
+            lost,
+        });
+        if node.history.len() == HISTORY_WRITES_MAX {
+            node.history.pop_front();
+        }
+        node.history.push_back((landed, data.to_vec()));
+        if short {
+            state.fault_log.push(FaultEvent::WriteFailed {
+                file: name.clone(),
+                offset,
+                short: true,
+            });
+            return Err(IoError::new(
+                IoOp::Write,
+                sim_path(&name),
+                offset + data.len() as u64,
+                IoErrorKind::NoSpace,
+            ));
+        }
+        if durable {
+            drop(guard);
+            return self.sync(file);
+        }
+        Ok(())
+    }
+}
+
+fn sim_path(name: &str) -> PathBuf {
+    PathBuf::from("sim:").join(name)
+}
+
+fn apply_at_crash(
+    rng: &mut ChaCha8Rng,
+    plan: &CrashPlan,
+    file: &str,
+    inode: &mut Inode,
+    op: Pending,
+    log: &mut Vec<FaultEvent>,
+) {
+    let (offset, data) = match op {
+        Pending::SetLen(len) => {
+            if rng.gen_range(0..100) < plan.keep_percent {
+                set_len_of(&mut inode.durable, len);
+            }
+            return;
+        }
+        Pending::Write { offset, data, .. } => (offset, data),
+    };
+    let roll = rng.gen_range(0..100u8);
+    let file = file.to_owned();
+    if roll < plan.keep_percent {
+        write_into(&mut inode.durable, offset, &data);
+        log.push(FaultEvent::Kept { file, offset });
+    } else if roll < plan.keep_percent.saturating_add(plan.torn_percent) {
+        let unit_bytes = if rng.gen_bool(0.5) {
+            SECTOR_SIZE_BYTES
+        } else {
+            BLOCK_SIZE_BYTES
+        };
+        let units = data.len().div_ceil(unit_bytes);
+        let kept_units = if units > 1 {
+            rng.gen_range(1..units)
+        } else {
+            0
+        };
+        let kept_bytes = (kept_units * unit_bytes).min(data.len());
+        let prefix = rng.gen_bool(0.5);
+        let fill = match rng.gen_range(0..3) {
+            0 => TornFill::Old,
+            1 => TornFill::Zeros,
+            _ => TornFill::Garbage,
+        };
+        let (kept, lost_range) = if prefix {
+            (0..kept_bytes, kept_bytes..data.len())
+        } else {
+            (
+                data.len() - kept_bytes..data.len(),
+                0..data.len() - kept_bytes,
+            )
+        };
+        write_into(&mut inode.durable, offset + kept.start as u64, &data[kept]);
+        match fill {
+            TornFill::Old => {}
+            TornFill::Zeros => {
+                let zeros = vec![0u8; lost_range.len()];
+                write_into(&mut inode.durable, offset + lost_range.start as u64, &zeros);
+            }
+            TornFill::Garbage => {
+                let mut garbage = vec![0u8; lost_range.len()];
+                rng.fill(&mut garbage[..]);
+                write_into(
+                    &mut inode.durable,
+                    offset + lost_range.start as u64,
+                    &garbage,
+                );
+            }
+        }
+        log.push(FaultEvent::Torn {
+            file,
+            offset,
+            unit_bytes,
+            kept_bytes,
+            prefix,
+            fill,
+        });
+    } else {
+        log.push(FaultEvent::Lost { file, offset });
+    }
+}
+
+fn damage_durable(state: &mut State, plan: &CrashPlan) {
+    let names: BTreeMap<usize, String> = state.names.iter().map(|(n, i)| (*i, n.clone())).collect();
+    let candidates: Vec<usize> = names
+        .keys()
+        .copied()
+        .filter(|i| !state.inodes[*i].durable.is_empty())
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    for _ in 0..plan.bit_rot_count {
+        let inode = candidates[state.rng.gen_range(0..candidates.len())];
+        let node = &mut state.inodes[inode];
+        let offset = state.rng.gen_range(0..node.durable.len());
+        let bit = state.rng.gen_range(0..8);
+        node.durable[offset] ^= 1 << bit;
+        node.live = node.durable.clone();
+        state.fault_log.push(FaultEvent::BitRot {
+            file: names[&inode].clone(),
+            offset: offset as u64,
+        });
+    }
+    for _ in 0..plan.bad_sector_count {
+        let inode = candidates[state.rng.gen_range(0..candidates.len())];
+        let node = &mut state.inodes[inode];
+        let sectors = node.durable.len() / SECTOR_SIZE_BYTES;
+        if sectors == 0 {
+            continue;
+        }
+        let sector = state.rng.gen_range(0..sectors) as u64;
+        node.bad_sectors.insert(sector);
+        state.fault_log.push(FaultEvent::BadSector {
+            file: names[&inode].clone(),
+            offset: sector * SECTOR_SIZE_BYTES as u64,
+        });
+    }
+    for _ in 0..plan.resurrect_count {
+        let inode = candidates[state.rng.gen_range(0..candidates.len())];
+        let node = &mut state.inodes[inode];
+        if node.history.is_empty() {
+            continue;
+        }
+        let (offset, data) = node.history[state.rng.gen_range(0..node.history.len())].clone();
+        // Stale data comes back only where the sector is all zeros (never written, or
+        // zeroed by a later write): past the tail, never over live data.
+        let mut resurrected = false;
+        for (i, sector) in data.chunks(SECTOR_SIZE_BYTES).enumerate() {
+            let at = offset as usize + i * SECTOR_SIZE_BYTES;
+            let end = (at + sector.len()).min(node.durable.len());
+            if at >= end || node.durable[at..end].iter().any(|b| *b != 0) {
+                continue;
+            }
+            node.durable[at..end].copy_from_slice(&sector[..end - at]);
+            resurrected = true;
+        }
+        if resurrected {
+            node.live = node.durable.clone();
+            state.fault_log.push(FaultEvent::Resurrected {
+                file: names[&inode].clone(),
+                offset,
+            });
+        }
+    }
+}
+
+impl Device for SimDevice {
+    fn describe(&self) -> String {
+        "simulated device".to_owned()
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        sim_path(name)
+    }
+
+    fn list(&self) -> Result<Vec<String>, IoError> {
+        let state = self.lock();
+        if state.crashed {
+            return Err(Self::crashed_error(IoOp::List, "", 0));
+        }
+        Ok(state.names.keys().cloned().collect())
+    }
+
+    fn open(&self, name: &str, create: bool) -> Result<FileId, IoError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.crashed {
+            return Err(Self::crashed_error(IoOp::Open, name, 0));
+        }
+        let inode = match state.names.get(name) {
+            Some(inode) => *inode,
+            None if create => {
+                state.inodes.push(Inode::default());
+                let inode = state.inodes.len() - 1;
+                state.names.insert(name.to_owned(), inode);
+                inode
+            }
+            None => {
+                return Err(IoError::new(
+                    IoOp::Open,
+                    sim_path(name),
+                    0,
+                    IoErrorKind::NotFound,
+                ))
+            }
+        };
+        state.open.push(Some((inode, name.to_owned())));
+        Ok(FileId(state.open.len() as u32 - 1))
+    }
+
+    fn close(&self, file: FileId) {
+        let mut state = self.lock();
+        if let Some(slot) = state.open.get_mut(file.0 as usize) {
+            *slot = None;
+        }
+    }
+
+    fn len(&self, file: FileId) -> Result<u64, IoError> {
+        let state = self.lock();
+        let (inode, _) = Self::resolve(&state, file, IoOp::Read)?;
+        Ok(state.inodes[inode].live.len() as u64)
+    }
+
+    fn set_len(&self, file: FileId, len: u64) -> Result<(), IoError> {
+        let mut state = self.lock();
+        let (inode, _) = Self::resolve(&state, file, IoOp::SetLen)?;
+        let node = &mut state.inodes[inode];
+        set_len_of(&mut node.live, len);
+        node.pending.push(Pending::SetLen(len));
+        Ok(())
+    }
+
+    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let (inode, name) = Self::resolve(state, file, IoOp::Read)?;
+        check_aligned(offset, buf)
+            .map_err(|kind| IoError::new(IoOp::Read, sim_path(&name), offset, kind))?;
+        let node = &state.inodes[inode];
+        let end = offset + buf.len() as u64;
+        if end > node.live.len() as u64 {
+            return Err(IoError::new(
+                IoOp::Read,
+                sim_path(&name),
+                node.live.len() as u64,
+                IoErrorKind::UnexpectedEof,
+            ));
+        }
+        let first = offset / SECTOR_SIZE_BYTES as u64;
+        let last = end.div_ceil(SECTOR_SIZE_BYTES as u64);
+        if node.bad_sectors.range(first..last).next().is_some() {
+            state.fault_log.push(FaultEvent::ReadError {
+                file: name.clone(),
+                offset,
+            });
+            return Err(IoError::new(
+                IoOp::Read,
+                sim_path(&name),
+                offset,
+                IoErrorKind::Io,
+            ));
+        }
+        let mut from = offset;
+        let percent = state.faults.misdirected_read_percent;
+        let len = node.live.len() as u64;
+        if percent > 0 && state.rng.gen_range(0..100) < percent && len >= buf.len() as u64 {
+            let blocks = (len - buf.len() as u64) / BLOCK_SIZE_BYTES as u64;
+            from = state.rng.gen_range(0..=blocks) * BLOCK_SIZE_BYTES as u64;
+            state.fault_log.push(FaultEvent::MisdirectedRead {
+                file: name.clone(),
+                offset,
+            });
+        }
+        let node = &state.inodes[inode];
+        buf.copy_from_slice(&node.live[from as usize..from as usize + buf.len()]);
+        Ok(())
+    }
+
+    fn write_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.do_write(file, offset, buf, false)
+    }
+
+    fn write_durable_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.do_write(file, offset, buf, true)
+    }
+
+    fn sync(&self, file: FileId) -> Result<(), IoError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let (inode, name) = Self::resolve(state, file, IoOp::Sync)?;
+        state.mutating_ops += 1;
+        state.sync_ops += 1;
+        if state.faults.crash_after_ops == Some(state.mutating_ops) {
+            state.crashed = true;
+            return Err(Self::crashed_error(IoOp::Sync, &name, 0));
+        }
+        if state.faults.fail_sync_at_op == Some(state.sync_ops) {
+            state
+                .fault_log
+                .push(FaultEvent::SyncFailed { file: name.clone() });
+            return Err(IoError::new(
+                IoOp::Sync,
+                sim_path(&name),
+                0,
+                IoErrorKind::Io,
+            ));
+        }
+        let node = &mut state.inodes[inode];
+        for op in std::mem::take(&mut node.pending) {
+            match op {
+                Pending::Write { lost: true, .. } => {}
+                Pending::Write { offset, data, .. } => write_into(&mut node.durable, offset, &data),
+                Pending::SetLen(len) => set_len_of(&mut node.durable, len),
+            }
+        }
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
+        let mut state = self.lock();
+        if state.crashed {
+            return Err(Self::crashed_error(IoOp::Rename, from, 0));
+        }
+        let Some(inode) = state.names.remove(from) else {
+            return Err(IoError::new(
+                IoOp::Rename,
+                sim_path(from),
+                0,
+                IoErrorKind::NotFound,
+            ));
+        };
+        state.names.insert(to.to_owned(), inode);
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Result<(), IoError> {
+        let mut state = self.lock();
+        if state.crashed {
+            return Err(Self::crashed_error(IoOp::Remove, name, 0));
+        }
+        match state.names.remove(name) {
+            Some(_) => Ok(()),
+            None => Err(IoError::new(
+                IoOp::Remove,
+                sim_path(name),
+                0,
+                IoErrorKind::NotFound,
+            )),
+        }
+    }
+
+    fn sync_dir(&self) -> Result<(), IoError> {
+        let mut state = self.lock();
+        if state.crashed {
+            return Err(Self::crashed_error(IoOp::SyncDir, "", 0));
+        }
+        state.durable_names = state.names.clone();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::AlignedBuf;
+
+    fn block(fill: u8) -> AlignedBuf {
+        let mut buf = AlignedBuf::new_zeroed(BLOCK_SIZE_BYTES);
+        buf.fill(fill);
+        buf
+    }
+
+    fn setup(seed: u64) -> (SimDevice, FileId) {
+        let device = SimDevice::new(seed);
+        let file = device.open("f", true).unwrap();
+        device.set_len(file, 8 * BLOCK_SIZE_BYTES as u64).unwrap();
+        device.sync(file).unwrap();
+        device.sync_dir().unwrap();
+        (device, file)
+    }
+
+    fn read_block(device: &SimDevice, file: FileId, index: u64) -> Vec<u8> {
+        let mut buf = AlignedBuf::new_zeroed(BLOCK_SIZE_BYTES);
+        device
+            .read_at(file, index * BLOCK_SIZE_BYTES as u64, &mut buf)
+            .unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn power_loss_drops_unsynced_and_keeps_synced() {
+        let (device, file) = setup(1);
+        device.write_durable_at(file, 0, &block(1)).unwrap();
+        device.write_at(file, 4096, &block(2)).unwrap();
+        assert_eq!(read_block(&device, file, 1), vec![2; 4096]);
+        device.crash();
+        assert_eq!(
+            device.read_at(file, 0, &mut block(0)).unwrap_err().kind,
+            IoErrorKind::Crashed
+        );
+        device.restart(&CrashPlan::power_loss());
+        let file = device.open("f", false).unwrap();
+        assert_eq!(read_block(&device, file, 0), vec![1; 4096]);
+        assert_eq!(read_block(&device, file, 1), vec![0; 4096]);
+        assert!(device.fault_log().contains(&FaultEvent::Lost {
+            file: "f".into(),
+            offset: 4096
+        }));
+    }
+
+    #[test]
+    fn names_not_synced_are_lost_at_crash() {
+        let (device, _) = setup(2);
+        device.open("new", true).unwrap();
+        device.rename("f", "g").unwrap();
+        device.crash();
+        device.restart(&CrashPlan::power_loss());
+        assert_eq!(device.list().unwrap(), vec!["f".to_owned()]);
+    }
+
+    #[test]
+    fn torn_writes_keep_a_prefix_or_suffix_of_sectors() {
+        let mut seen_prefix = false;
+        let mut seen_suffix = false;
+        for seed in 0..64 {
+            let (device, file) = setup(seed);
+            let mut data = AlignedBuf::new_zeroed(2 * BLOCK_SIZE_BYTES);
+            data.fill(9);
+            device.write_at(file, 0, &data).unwrap();
+            device.crash();
+            device.restart(&CrashPlan {
+                torn_percent: 100,
+                ..CrashPlan::power_loss()
+            });
+            let torn = device.fault_log().into_iter().find_map(|e| match e {
+                FaultEvent::Torn {
+                    kept_bytes,
+                    prefix,
+                    unit_bytes,
+                    ..
+                } => Some((kept_bytes, prefix, unit_bytes)),
+                _ => None,
+            });
+            let (kept_bytes, prefix, unit_bytes) = torn.expect("torn");
+            assert_eq!(kept_bytes % unit_bytes, 0);
+            let image = device.durable_image("f").unwrap();
+            let nines = image[..8192].iter().filter(|b| **b == 9).count();
+            assert!(nines >= kept_bytes, "{nines} < {kept_bytes}");
+            if prefix {
+                seen_prefix = true;
+                assert!(image[..kept_bytes].iter().all(|b| *b == 9));
+            } else {
+                seen_suffix = true;
+                assert!(image[8192 - kept_bytes..8192].iter().all(|b| *b == 9));
+            }
+        }
+        assert!(seen_prefix && seen_suffix);
+    }
+
+    #[test]
+    fn crash_after_ops_puts_the_write_in_flight() {
+        let (device, file) = setup(3);
+        device.set_faults(FaultConfig {
+            crash_after_ops: Some(2),
+            ..FaultConfig::default()
+        });
+        device.write_at(file, 0, &block(1)).unwrap();
+        let error = device.write_at(file, 4096, &block(2)).unwrap_err();
+        assert_eq!(error.kind, IoErrorKind::Crashed);
+        assert!(device.is_crashed());
+        device.restart(&CrashPlan::keep_all());
+        assert!(device.fault_log().contains(&FaultEvent::InFlight {
+            file: "f".into(),
+            offset: 4096
+        }));
+        let file = device.open("f", false).unwrap();
+        assert_eq!(read_block(&device, file, 1), vec![2; 4096]);
+    }
+
+    #[test]
+    fn write_and_sync_failures_are_reported() {
+        let (device, file) = setup(4);
+        device.set_faults(FaultConfig {
+            fail_write_at_op: Some((1, IoErrorKind::Io)),
+            fail_sync_at_op: Some(1),
+            short_write_at_op: Some(2),
+            ..FaultConfig::default()
+        });
+        assert_eq!(
+            device.write_at(file, 0, &block(1)).unwrap_err().kind,
+            IoErrorKind::Io
+        );
+        let mut two = AlignedBuf::new_zeroed(8192);
+        two.fill(5);
+        assert_eq!(
+            device.write_at(file, 0, &two).unwrap_err().kind,
+            IoErrorKind::NoSpace
+        );
+        assert_eq!(read_block(&device, file, 0), vec![5; 4096]);
+        assert_eq!(read_block(&device, file, 1), vec![0; 4096]);
+        assert_eq!(device.sync(file).unwrap_err().kind, IoErrorKind::Io);
+    }
+
+    #[test]
+    fn lost_writes_read_back_but_do_not_survive() {
+        let (device, file) = setup(5);
+        device.set_faults(FaultConfig {
+            lost_write_percent: 100,
+            ..FaultConfig::default()
+        });
+        device.write_durable_at(file, 0, &block(7)).unwrap();
+        assert_eq!(read_block(&device, file, 0), vec![7; 4096]);
+        device.crash();
+        device.restart(&CrashPlan::keep_all());
+        let file = device.open("f", false).unwrap();
+        assert_eq!(read_block(&device, file, 0), vec![0; 4096]);
+    }
+
+    #[test]
+    fn misdirected_writes_land_elsewhere_and_reads_come_from_elsewhere() {
+        let (device, file) = setup(6);
+        device.set_faults(FaultConfig {
+            misdirected_write_percent: 100,
+            ..FaultConfig::default()
+        });
+        device.write_durable_at(file, 4096, &block(3)).unwrap();
+        let landed = device.fault_log().into_iter().find_map(|e| match e {
+            FaultEvent::MisdirectedWrite { landed, .. } => Some(landed),
+            _ => None,
+        });
+        let landed = landed.expect("misdirected");
+        assert_eq!(read_block(&device, file, landed / 4096), vec![3; 4096]);
+        device.set_faults(FaultConfig {
+            misdirected_read_percent: 100,
+            ..FaultConfig::default()
+        });
+        let mut buf = block(0);
+        device.read_at(file, 0, &mut buf).unwrap();
+        assert!(device
+            .fault_log()
+            .iter()
+            .any(|e| matches!(e, FaultEvent::MisdirectedRead { .. })));
+    }
+
+    #[test]
+    fn damage_plans_rot_bits_resurrect_and_break_sectors() {
+        let (device, file) = setup(7);
+        device.write_durable_at(file, 0, &block(1)).unwrap();
+        device.write_durable_at(file, 4096, &block(0)).unwrap();
+        device.write_at(file, 8192, &block(4)).unwrap();
+        device.crash();
+        device.restart(&CrashPlan {
+            bit_rot_count: 1,
+            resurrect_count: 8,
+            bad_sector_count: 1,
+            ..CrashPlan::power_loss()
+        });
+        let log = device.fault_log();
+        assert!(log.iter().any(|e| matches!(e, FaultEvent::BitRot { .. })));
+        assert!(log
+            .iter()
+            .any(|e| matches!(e, FaultEvent::Resurrected { .. })));
+        assert!(log
+            .iter()
+            .any(|e| matches!(e, FaultEvent::BadSector { .. })));
+        let file = device.open("f", false).unwrap();
+        let errors = (0..8)
+            .filter(|i| {
+                device
+                    .read_at(file, i * 4096, &mut block(0))
+                    .is_err_and(|e| e.kind == IoErrorKind::Io)
+            })
+            .count();
+        assert_eq!(errors, 1);
+    }
+
+    #[test]
+    fn same_seed_same_outcome() {
+        let run = |seed| {
+            let (device, file) = setup(seed);
+            for i in 0..6 {
+                device
+                    .write_at(file, i * 4096, &block(i as u8 + 1))
+                    .unwrap();
+            }
+            device.crash();
+            device.restart(&CrashPlan {
+                keep_percent: 40,
+                torn_percent: 40,
+                reorder: true,
+                ..CrashPlan::power_loss()
+            });
+            device.durable_image("f").unwrap()
+        };
+        assert_eq!(run(11), run(11));
+        assert_ne!(run(11), run(12));
+    }
+}

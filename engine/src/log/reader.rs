@@ -1,0 +1,744 @@
+//! [`LogReader`]: walks a log from its first segment and yields every record, then either
+//! the clean end, a torn tail, or corruption with its segment, offset and LSN.
+//!
+//! A batch is accepted only whole: its header must be valid for the exact place it was read
+//! from (log id, segment incarnation, offset, the next LSN, the CRC chain) and every record
+//! in it must be valid and continue the chain. Where that fails, the reader decides what the
+//! damage is with this table (first matching row wins; each row has a test):
+//!
+//! | # | evidence | verdict |
+//! |---|---|---|
+//! | 1 | a later batch of this log vouches for the LSN (`durable_lsn` >= it), or a later segment starts past it | corruption; reading resumes there |
+//! | 2 | the batch here is valid for this place and LSN but its chain value contradicts the records before it, and it was written by the same or a newer writer epoch | corruption (what came before is not what was durable) |
+//! | 3 | the bytes here are all zero | the clean end of the log |
+//! | 4 | anything else (a partial batch, garbage, a stale batch) | a torn tail |
+//!
+//! Only one batch is ever in flight, so a batch past the damage that vouches for it proves
+//! the damaged bytes were durable once; without such a batch the damage is in the last,
+//! unacknowledged write.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+
+use super::segment::{parse_segment_file_name, read_meta, segment_file_name};
+use super::{LogError, Lsn};
+use crate::constants::{
+    BATCH_HEADER_SIZE_BYTES, BLOCK_SIZE_BYTES, SCAN_CHUNK_SIZE_BYTES, SEGMENT_COUNT_MAX,
+    SEGMENT_HEADER_SIZE_BYTES,
+};
+use crate::format::{
+    chain_seed, decode_record, BatchHeader, DecodeError, Meta, RecordFields, SegmentHeader,
+};
+use crate::io::{AlignedBuf, Device, FileId, IoError, IoErrorKind};
+
+/// A record read back from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// Transaction, step and kind.
+    pub fields: RecordFields,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Its CRC (valid: the reader yields no other).
+    pub crc: u32,
+    /// The segment it was read from.
+    pub segment_seq: u64,
+    /// Offset of its batch in the segment.
+    pub batch_offset: u64,
+}
+
+/// Where and what damage the reader found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// Segment sequence number.
+    pub segment_seq: u64,
+    /// Segment file path.
+    pub path: PathBuf,
+    /// Byte offset in the segment.
+    pub offset: u64,
+    /// The LSN expected there.
+    pub lsn: Lsn,
+    /// What is wrong.
+    pub why: String,
+    /// For corruption: the LSN at which reading resumed (records `lsn..resume_lsn` are lost).
+    pub resume_lsn: Option<Lsn>,
+}
+
+/// One step of a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanItem {
+    /// A valid record.
+    Record(Record),
+    /// Damage in the last write, after the durable mark: the end of the log.
+    TornTail(Damage),
+    /// Damage before the durable mark. The reader resumes after it (salvage).
+    Corrupt(Damage),
+}
+
+/// Where a writer resumes after a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tail {
+    /// LSN of the next record.
+    pub next_lsn: Lsn,
+    /// CRC chain value of the last record.
+    pub chain: u32,
+    /// The segment of the next batch.
+    pub segment_seq: u64,
+    /// Offset of the next batch in it; 0 when the segment is not started.
+    pub segment_offset: u64,
+    /// Highest writer epoch seen.
+    pub epoch: u32,
+    /// First LSN of every started segment.
+    pub segment_first_lsn: BTreeMap<u64, Lsn>,
+    /// The highest durable mark read: every LSN up to it was durable.
+    pub mark_lsn: Lsn,
+}
+
+impl Tail {
+    /// The tail of an empty log.
+    pub fn empty(meta: &Meta) -> Tail {
+        Tail {
+            next_lsn: 1,
+            chain: chain_seed(meta.log_id),
+            segment_seq: meta.first_segment_seq,
+            segment_offset: 0,
+            epoch: 0,
+            segment_first_lsn: BTreeMap::new(),
+            mark_lsn: 0,
+        }
+    }
+}
+
+/// Counts gathered while scanning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Valid records.
+    pub record_count: u64,
+    /// Valid batches.
+    pub batch_count: u64,
+    /// Bytes of valid batches, padding included.
+    pub batch_bytes: u64,
+    /// Bytes read from the device.
+    pub read_bytes: u64,
+    /// Records per kind.
+    pub kind_counts: BTreeMap<u16, u64>,
+}
+
+struct Chunk {
+    buf: AlignedBuf,
+    segment_seq: u64,
+    start: u64,
+    len: usize,
+}
+
+enum Found {
+    /// A batch vouching for the damaged LSN, or a later segment start.
+    Vouch {
+        segment_seq: u64,
+        offset: u64,
+        first_lsn: Lsn,
+        prev_crc: u32,
+        starts_segment: bool,
+        why: String,
+    },
+    Nothing,
+}
+
+/// Reads a log from its first segment. See the module docs for the damage table.
+pub struct LogReader<'d, D: Device + ?Sized> {
+    device: &'d D,
+    meta: Meta,
+    present: BTreeSet<u64>,
+    files: BTreeMap<u64, FileId>,
+    chunk: Chunk,
+    segment_seq: u64,
+    started: bool,
+    offset: u64,
+    expected_lsn: Lsn,
+    chain: u32,
+    last_epoch: u32,
+    max_epoch: u32,
+    mark_lsn: Lsn,
+    queue: VecDeque<Record>,
+    finished: bool,
+    /// Whether the damage at the current place was already re-read once.
+    reread: bool,
+    segment_first_lsn: BTreeMap<u64, Lsn>,
+    stats: ScanStats,
+}
+
+impl<D: Device + ?Sized> std::fmt::Debug for LogReader<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader")
+            .field("segment_seq", &self.segment_seq)
+            .field("offset", &self.offset)
+            .field("expected_lsn", &self.expected_lsn)
+            .finish_non_exhaustive()
+    }
+}
+
+fn zeroed(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| *b == 0)
+}
+
+impl<'d, D: Device + ?Sized> LogReader<'d, D> {
+    /// Opens the log on `device` for reading from its first segment.
+    pub fn open(device: &'d D) -> Result<LogReader<'d, D>, LogError> {
+        let meta = read_meta(device)?;
+        let names = device.list()?;
+        let present: BTreeSet<u64> = names
+            .iter()
+            .filter_map(|n| parse_segment_file_name(n))
+            .filter(|seq| *seq >= meta.first_segment_seq)
+            .collect();
+        if present.len() > SEGMENT_COUNT_MAX {
+            return Err(LogError::InvalidOptions(format!(
+                "{} segment files, more than the {SEGMENT_COUNT_MAX} a log may hold",
+                present.len()
+            )));
+        }
+        Ok(LogReader {
+            device,
+            meta,
+            present,
+            files: BTreeMap::new(),
+            chunk: Chunk {
+                buf: AlignedBuf::new_zeroed(SCAN_CHUNK_SIZE_BYTES),
+                segment_seq: 0,
+                start: 0,
+                len: 0,
+            },
+            segment_seq: meta.first_segment_seq,
+            started: false,
+            offset: 0,
+            expected_lsn: 1,
+            chain: chain_seed(meta.log_id),
+            last_epoch: 0,
+            max_epoch: 0,
+            mark_lsn: 0,
+            queue: VecDeque::new(),
+            finished: false,
+            reread: false,
+            segment_first_lsn: BTreeMap::new(),
+            stats: ScanStats::default(),
+        })
+    }
+
+    /// The log's metadata.
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// Segment files present from the first live one.
+    pub fn segment_count(&self) -> usize {
+        self.present.len()
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &ScanStats {
+        &self.stats
+    }
+
+    /// Bytes of segments behind the reader's position (for progress bars).
+    pub fn position_bytes(&self) -> u64 {
+        let done = self.present.range(..self.segment_seq).count() as u64;
+        done * self.meta.segment_size_bytes + self.offset
+    }
+
+    /// Where a writer resumes: valid once the reader has returned `None` or a torn tail.
+    pub fn tail(&self) -> Tail {
+        Tail {
+            next_lsn: self.expected_lsn,
+            chain: self.chain,
+            segment_seq: self.segment_seq,
+            segment_offset: if self.started { self.offset } else { 0 },
+            epoch: self.max_epoch,
+            segment_first_lsn: self.segment_first_lsn.clone(),
+            mark_lsn: self.mark_lsn,
+        }
+    }
+
+    fn path(&self, seq: u64) -> PathBuf {
+        self.device.path_of(&segment_file_name(seq))
+    }
+
+    fn file(&mut self, seq: u64) -> Result<FileId, IoError> {
+        if let Some(file) = self.files.get(&seq) {
+            return Ok(*file);
+        }
+        let file = self.device.open(&segment_file_name(seq), false)?;
+        self.files.insert(seq, file);
+        Ok(file)
+    }
+
+    /// Returns `len` bytes at `offset` of segment `seq` (within one scan chunk).
+    fn bytes(&mut self, seq: u64, offset: u64, len: usize) -> Result<&[u8], IoError> {
+        assert!(len <= SCAN_CHUNK_SIZE_BYTES);
+        let chunk = &self.chunk;
+        let cached = chunk.segment_seq == seq
+            && offset >= chunk.start
+            && offset + len as u64 <= chunk.start + chunk.len as u64;
+        if !cached {
+            let file = self.file(seq)?;
+            let file_len = self.device.len(file)?;
+            let segment_len = self.meta.segment_size_bytes.min(file_len);
+            if offset + len as u64 > segment_len {
+                return Err(IoError::new(
+                    crate::io::IoOp::Read,
+                    self.path(seq),
+                    segment_len,
+                    IoErrorKind::UnexpectedEof,
+                ));
+            }
+            let aligned_len = ((segment_len - offset) as usize).min(SCAN_CHUNK_SIZE_BYTES)
+                / BLOCK_SIZE_BYTES
+                * BLOCK_SIZE_BYTES;
+            self.chunk.len = 0;
+            self.device
+                .read_at(file, offset, &mut self.chunk.buf[..aligned_len])?;
+            self.stats.read_bytes += aligned_len as u64;
+            self.chunk.segment_seq = seq;
+            self.chunk.start = offset;
+            self.chunk.len = aligned_len;
+        }
+        let at = (offset - self.chunk.start) as usize;
+        Ok(&self.chunk.buf[at..at + len])
+    }
+
+    /// Reads a block (through the scan chunk).
+    fn block(&mut self, seq: u64, offset: u64) -> Result<Vec<u8>, IoError> {
+        Ok(self.bytes(seq, offset, BLOCK_SIZE_BYTES)?.to_vec())
+    }
+
+    fn drop_cache(&mut self) {
+        self.chunk.len = 0;
+    }
+
+    /// Decodes the segment header of `seq`, valid for this log and incarnation.
+    fn segment_header(&mut self, seq: u64) -> Result<Result<SegmentHeader, String>, IoError> {
+        if !self.present.contains(&seq) {
+            return Ok(Err("segment file is missing".into()));
+        }
+        let block = match self.block(seq, 0) {
+            Ok(block) => block,
+            Err(e) if e.kind == IoErrorKind::UnexpectedEof => {
+                return Ok(Err(format!("segment file is short: {e}")))
+            }
+            Err(e) if e.kind == IoErrorKind::Io => return Ok(Err(format!("unreadable: {e}"))),
+            Err(e) => return Err(e),
+        };
+        Ok(match SegmentHeader::decode(&block) {
+            Err(DecodeError::Zeroed) => Err("zeroed".into()),
+            Err(why) => Err(format!("segment header: {why}")),
+            Ok(h) if h.log_id != self.meta.log_id => {
+                Err(format!("segment header of another log ({:#x})", h.log_id))
+            }
+            Ok(h) if h.segment_seq != seq => Err(format!(
+                "segment header of incarnation {}, not {seq}",
+                h.segment_seq
+            )),
+            Ok(h) if h.segment_size_bytes != self.meta.segment_size_bytes => {
+                Err("segment header names another segment size".into())
+            }
+            Ok(h) => Ok(h),
+        })
+    }
+
+    /// Decodes a batch header at (seq, offset), valid for this log and place.
+    fn place_valid_header(
+        &self,
+        block: &[u8],
+        seq: u64,
+        offset: u64,
+    ) -> Result<BatchHeader, String> {
+        let header = BatchHeader::decode(block).map_err(|why| match why {
+            DecodeError::Zeroed => "zeroed".to_owned(),
+            why => format!("batch header: {why}"),
+        })?;
+        if header.log_id != self.meta.log_id {
+            return Err(format!("batch of another log ({:#x})", header.log_id));
+        }
+        if header.segment_seq != seq {
+            return Err(format!(
+                "batch of incarnation {}, not {seq}",
+                header.segment_seq
+            ));
+        }
+        if u64::from(header.segment_offset) != offset {
+            return Err(format!(
+                "batch written for offset {}, found at {offset} (misdirected)",
+                header.segment_offset
+            ));
+        }
+        if offset + header.padded_size_bytes() as u64 > self.meta.segment_size_bytes {
+            return Err("batch runs past the end of the segment".into());
+        }
+        Ok(header)
+    }
+
+    /// Reads the next item: a record, damage, or `None` at the end of the log.
+    pub fn next_item(&mut self) -> Result<Option<ScanItem>, LogError> {
+        loop {
+            if let Some(record) = self.queue.pop_front() {
+                return Ok(Some(ScanItem::Record(record)));
+            }
+            if self.finished {
+                return Ok(None);
+            }
+            if !self.started {
+                match self.segment_header(self.segment_seq)? {
+                    Ok(h) if h.first_lsn == self.expected_lsn && h.prev_crc == self.chain => {
+                        self.start_segment(&h);
+                        continue;
+                    }
+                    Ok(h)
+                        if self.segment_seq == self.meta.first_segment_seq
+                            && self.meta.first_segment_seq > 1
+                            && self.stats.batch_count == 0
+                            && self.expected_lsn == 1 =>
+                    {
+                        // The first live segment defines where the log starts (its prefix
+                        // was released).
+                        self.expected_lsn = h.first_lsn;
+                        self.chain = h.prev_crc;
+                        self.start_segment(&h);
+                        continue;
+                    }
+                    Ok(h) => {
+                        let why = format!(
+                            "segment starts at LSN {} with chain {:#010x}, expected LSN {} chain {:#010x}",
+                            h.first_lsn, h.prev_crc, self.expected_lsn, self.chain
+                        );
+                        let block = self.block(self.segment_seq, 0).unwrap_or_default();
+                        return self.damage(0, why, zeroed(&block));
+                    }
+                    Err(why) => {
+                        let missing = !self.present.contains(&self.segment_seq);
+                        let block = if missing {
+                            Vec::new()
+                        } else {
+                            self.block(self.segment_seq, 0).unwrap_or_default()
+                        };
+                        if missing || zeroed(&block) {
+                            let found = self.look_ahead(self.segment_seq, 0)?;
+                            if missing {
+                                if let Found::Vouch { .. } = found {
+                                    return Err(LogError::MissingSegment {
+                                        segment_seq: self.segment_seq,
+                                        path: self.path(self.segment_seq),
+                                    });
+                                }
+                                self.finished = true;
+                                return Ok(None);
+                            }
+                        }
+                        return self.damage(0, why, zeroed(&block));
+                    }
+                }
+            }
+            if self.offset + 2 * BLOCK_SIZE_BYTES as u64 > self.meta.segment_size_bytes {
+                self.next_segment();
+                continue;
+            }
+            let (seq, offset) = (self.segment_seq, self.offset);
+            let block = match self.block(seq, offset) {
+                Ok(block) => block,
+                Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
+                    return self.damage(offset, format!("unreadable: {e}"), false);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let header = match self.place_valid_header(&block, seq, offset) {
+                Ok(h) if h.first_lsn == self.expected_lsn && h.prev_crc == self.chain => h,
+                Ok(h) => {
+                    let why = format!(
+                        "batch claims LSN {} chain {:#010x}, expected LSN {} chain {:#010x}",
+                        h.first_lsn, h.prev_crc, self.expected_lsn, self.chain
+                    );
+                    if self.segment_continues_next()? {
+                        continue;
+                    }
+                    return self.damage(offset, why, false);
+                }
+                Err(why) => {
+                    if self.segment_continues_next()? {
+                        continue;
+                    }
+                    let is_zero = zeroed(&block);
+                    return self.damage(offset, why, is_zero);
+                }
+            };
+            match self.read_batch(&header) {
+                Ok(Ok(records)) => {
+                    self.reread = false;
+                    self.accept_batch(&header, records);
+                }
+                Ok(Err(why)) => return self.damage(offset, why, false),
+                Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
+                    return self.damage(offset, format!("unreadable: {e}"), false);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn start_segment(&mut self, header: &SegmentHeader) {
+        self.started = true;
+        self.offset = SEGMENT_HEADER_SIZE_BYTES as u64;
+        self.max_epoch = self.max_epoch.max(header.epoch);
+        self.segment_first_lsn
+            .insert(header.segment_seq, header.first_lsn);
+    }
+
+    fn next_segment(&mut self) {
+        if let Some(file) = self.files.remove(&self.segment_seq) {
+            self.device.close(file);
+        }
+        self.segment_seq += 1;
+        self.started = false;
+        self.offset = 0;
+    }
+
+    /// Whether the next segment starts exactly where this one stopped (the writer leaves the
+    /// rest of a segment unused when a batch does not fit).
+    fn segment_continues_next(&mut self) -> Result<bool, LogError> {
+        let next = self.segment_seq + 1;
+        match self.segment_header(next)? {
+            Ok(h) if h.first_lsn == self.expected_lsn && h.prev_crc == self.chain => {
+                self.next_segment();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Reads and checks every record of a batch whose header is valid here.
+    fn read_batch(&mut self, header: &BatchHeader) -> Result<Result<Vec<Record>, String>, IoError> {
+        let seq = self.segment_seq;
+        let offset = self.offset;
+        let used = header.used_bytes as usize;
+        let expected_lsn = self.expected_lsn;
+        let mut chain = self.chain;
+        let bytes = self.bytes(seq, offset, used)?;
+        let mut at = BATCH_HEADER_SIZE_BYTES;
+        let mut records = Vec::with_capacity(header.record_count as usize);
+        for i in 0..u64::from(header.record_count) {
+            let lsn = expected_lsn + i;
+            let (record, payload) = match decode_record(&bytes[at..used]) {
+                Ok(decoded) => decoded,
+                Err(why) => return Ok(Err(format!("record LSN {lsn} at batch byte {at}: {why}"))),
+            };
+            if record.lsn != lsn {
+                return Ok(Err(format!(
+                    "record at batch byte {at} has LSN {}, expected {lsn}",
+                    record.lsn
+                )));
+            }
+            if record.incarnation != seq {
+                return Ok(Err(format!(
+                    "record LSN {lsn} of incarnation {}, not {seq}",
+                    record.incarnation
+                )));
+            }
+            if record.prev_crc != chain {
+                return Ok(Err(format!("record LSN {lsn} breaks the CRC chain")));
+            }
+            chain = record.crc;
+            at += crate::format::record_size_bytes(payload.len());
+            records.push(Record {
+                lsn,
+                fields: record.fields,
+                payload: payload.to_vec(),
+                crc: record.crc,
+                segment_seq: seq,
+                batch_offset: offset,
+            });
+        }
+        if at != used {
+            return Ok(Err(format!(
+                "records end at batch byte {at}, the header says {used}"
+            )));
+        }
+        Ok(Ok(records))
+    }
+
+    fn accept_batch(&mut self, header: &BatchHeader, records: Vec<Record>) {
+        if let Some(last) = records.last() {
+            self.chain = last.crc;
+        }
+        self.expected_lsn += records.len() as u64;
+        self.offset += header.padded_size_bytes() as u64;
+        self.last_epoch = header.epoch;
+        self.max_epoch = self.max_epoch.max(header.epoch);
+        self.mark_lsn = self.mark_lsn.max(header.durable_lsn);
+        self.stats.batch_count += 1;
+        self.stats.batch_bytes += header.padded_size_bytes() as u64;
+        for record in &records {
+            self.stats.record_count += 1;
+            *self
+                .stats
+                .kind_counts
+                .entry(record.fields.kind)
+                .or_default() += 1;
+        }
+        self.queue.extend(records);
+    }
+
+    /// Looks past damage at (seq, offset) for proof that the expected LSN was durable.
+    fn look_ahead(&mut self, seq: u64, offset: u64) -> Result<Found, LogError> {
+        let expected = self.expected_lsn;
+        let size = self.meta.segment_size_bytes;
+        let last = self.present.last().copied().unwrap_or(seq);
+        for s in seq..=last {
+            if !self.present.contains(&s) {
+                continue;
+            }
+            let mut at = if s == seq {
+                offset + BLOCK_SIZE_BYTES as u64
+            } else {
+                match self.segment_header(s)? {
+                    Ok(h) if h.first_lsn > expected => {
+                        return Ok(Found::Vouch {
+                            segment_seq: s,
+                            offset: SEGMENT_HEADER_SIZE_BYTES as u64,
+                            first_lsn: h.first_lsn,
+                            prev_crc: h.prev_crc,
+                            starts_segment: true,
+                            why: format!("segment {s} starts at LSN {}", h.first_lsn),
+                        });
+                    }
+                    Ok(_) => SEGMENT_HEADER_SIZE_BYTES as u64,
+                    Err(_) => continue,
+                }
+            };
+            while at + BLOCK_SIZE_BYTES as u64 <= size {
+                let block = match self.bytes(s, at, BLOCK_SIZE_BYTES) {
+                    Ok(block) => block,
+                    Err(e) if matches!(e.kind, IoErrorKind::Io) => {
+                        at += BLOCK_SIZE_BYTES as u64;
+                        continue;
+                    }
+                    Err(e) if e.kind == IoErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(e.into()),
+                };
+                if u32::from_le_bytes([block[4], block[5], block[6], block[7]])
+                    == crate::format::BATCH_MAGIC
+                {
+                    let block = block.to_vec();
+                    if let Ok(h) = self.place_valid_header(&block, s, at) {
+                        if h.durable_lsn >= expected {
+                            return Ok(Found::Vouch {
+                                segment_seq: s,
+                                offset: at,
+                                first_lsn: h.first_lsn,
+                                prev_crc: h.prev_crc,
+                                starts_segment: false,
+                                why: format!(
+                                    "the batch at segment {s} offset {at} says LSN {} was durable",
+                                    h.durable_lsn
+                                ),
+                            });
+                        }
+                    }
+                }
+                at += BLOCK_SIZE_BYTES as u64;
+            }
+        }
+        Ok(Found::Nothing)
+    }
+
+    /// Classifies damage at `offset` of the current segment (table in the module docs).
+    fn damage(
+        &mut self,
+        offset: u64,
+        why: String,
+        is_zero: bool,
+    ) -> Result<Option<ScanItem>, LogError> {
+        if !self.reread && !is_zero {
+            // A misdirected read is transient: read the place again before judging it.
+            self.reread = true;
+            self.drop_cache();
+            return self.next_item();
+        }
+        self.reread = false;
+        let seq = self.segment_seq;
+        let mut damage = Damage {
+            segment_seq: seq,
+            path: self.path(seq),
+            offset,
+            lsn: self.expected_lsn,
+            why,
+            resume_lsn: None,
+        };
+        // Row 1: a later batch vouches for this LSN.
+        if let Found::Vouch {
+            segment_seq,
+            offset: at,
+            first_lsn,
+            prev_crc,
+            starts_segment,
+            why,
+        } = self.look_ahead(seq, offset)?
+        {
+            damage.why = format!("{}; {why}", damage.why);
+            damage.resume_lsn = Some(first_lsn);
+            while self.segment_seq < segment_seq {
+                self.next_segment();
+            }
+            self.started = !starts_segment;
+            if starts_segment {
+                self.started = false;
+            } else {
+                self.offset = at;
+            }
+            self.expected_lsn = first_lsn;
+            self.chain = prev_crc;
+            self.drop_cache();
+            return Ok(Some(ScanItem::Corrupt(damage)));
+        }
+        // Row 2: the batch here contradicts the chain that led to it.
+        if self.started && offset >= SEGMENT_HEADER_SIZE_BYTES as u64 {
+            if let Ok(block) = self.block(seq, offset) {
+                if let Ok(h) = self.place_valid_header(&block, seq, offset) {
+                    if h.first_lsn == self.expected_lsn
+                        && h.durable_lsn + 1 == h.first_lsn
+                        && h.prev_crc != self.chain
+                        && h.epoch >= self.last_epoch
+                    {
+                        damage.why = format!(
+                            "{}; its writer (epoch {}) logged different records before it",
+                            damage.why, h.epoch
+                        );
+                        damage.resume_lsn = Some(h.first_lsn);
+                        self.chain = h.prev_crc;
+                        self.drop_cache();
+                        return Ok(Some(ScanItem::Corrupt(damage)));
+                    }
+                }
+            }
+        }
+        self.finished = true;
+        // Row 3: zeros, the clean end.
+        if is_zero {
+            return Ok(None);
+        }
+        // Row 4: a torn tail.
+        Ok(Some(ScanItem::TornTail(damage)))
+    }
+}
+
+impl<D: Device + ?Sized> Drop for LogReader<'_, D> {
+    fn drop(&mut self) {
+        for (_, file) in std::mem::take(&mut self.files) {
+            self.device.close(file);
+        }
+    }
+}
+
+impl<D: Device + ?Sized> Iterator for LogReader<'_, D> {
+    type Item = Result<ScanItem, LogError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item().transpose()
+    }
+}

@@ -1,0 +1,275 @@
+//! Segment files and the `LOG` metadata file, and the preparer thread that keeps the next
+//! segments created, zero-filled and named durably before the writer needs them.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use super::LogError;
+use crate::constants::{BLOCK_SIZE_BYTES, META_SIZE_BYTES, SEGMENTS_READY_AHEAD_COUNT};
+use crate::format::{DecodeError, Meta};
+use crate::io::{AlignedBuf, Device, IoError, IoErrorKind};
+
+/// Name of the metadata file in a log directory.
+pub const META_FILE_NAME: &str = "LOG";
+const META_TEMP_FILE_NAME: &str = "LOG.tmp";
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// Bytes written per zero-fill write.
+const ZERO_FILL_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The file name of segment `seq`: twenty decimal digits and `.seg`.
+pub fn segment_file_name(seq: u64) -> String {
+    format!("{seq:020}{SEGMENT_SUFFIX}")
+}
+
+/// The sequence number in a segment file name, if it is one.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Reads and validates the `LOG` file.
+pub fn read_meta<D: Device + ?Sized>(device: &D) -> Result<Meta, LogError> {
+    let path = device.path_of(META_FILE_NAME);
+    let file = match device.open(META_FILE_NAME, false) {
+        Ok(file) => file,
+        Err(e) if e.kind == IoErrorKind::NotFound => {
+            return Err(LogError::NotALog {
+                path: device.path_of(""),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut buf = AlignedBuf::new_zeroed(META_SIZE_BYTES);
+    let result = device.read_at(file, 0, &mut buf);
+    device.close(file);
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind == IoErrorKind::UnexpectedEof => {
+            return Err(LogError::BadMeta {
+                path,
+                why: DecodeError::TooShort {
+                    len_bytes: 0,
+                    need_bytes: META_SIZE_BYTES,
+                },
+            })
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Meta::decode(&buf).map_err(|why| LogError::BadMeta { path, why })
+}
+
+/// Writes the `LOG` file atomically: a temporary file, synced, renamed over, directory synced.
+pub fn write_meta<D: Device + ?Sized>(device: &D, meta: &Meta) -> Result<(), LogError> {
+    let mut buf = AlignedBuf::new_zeroed(META_SIZE_BYTES);
+    meta.encode(&mut buf);
+    let file = device.open(META_TEMP_FILE_NAME, true)?;
+    let written = device
+        .set_len(file, META_SIZE_BYTES as u64)
+        .and_then(|()| device.write_durable_at(file, 0, &buf));
+    device.close(file);
+    written?;
+    device.rename(META_TEMP_FILE_NAME, META_FILE_NAME)?;
+    device.sync_dir()?;
+    Ok(())
+}
+
+/// Creates segment `seq` (or renames a recycled segment to it), sets its length, zero-fills
+/// it when new, and makes its data and name durable.
+fn prepare_segment<D: Device>(
+    device: &D,
+    seq: u64,
+    segment_size_bytes: u64,
+    recycled: Option<String>,
+    zeros: &AlignedBuf,
+) -> Result<(), IoError> {
+    let name = segment_file_name(seq);
+    // A recycled segment is zeroed under its old (dead) name, then renamed: its old records
+    // name another incarnation and could never pass, but zeros past the tail let recovery
+    // tell a torn write (non-zero, invalid) from the clean end of the log (zeros) exactly.
+    let (open_name, must_zero) = match &recycled {
+        Some(old) => (old.as_str(), true),
+        None => (name.as_str(), false),
+    };
+    let file = device.open(open_name, true)?;
+    let result = (|| {
+        let len = device.len(file)?;
+        if len == segment_size_bytes && !must_zero {
+            return device.sync(file);
+        }
+        device.set_len(file, segment_size_bytes)?;
+        let mut offset = 0u64;
+        while offset < segment_size_bytes {
+            let chunk = (segment_size_bytes - offset).min(zeros.len() as u64) as usize;
+            device.write_at(file, offset, &zeros[..chunk])?;
+            offset += chunk as u64;
+        }
+        device.sync(file)
+    })();
+    device.close(file);
+    result?;
+    if let Some(old) = &recycled {
+        device.rename(old, &name)?;
+    }
+    device.sync_dir()
+}
+
+#[derive(Debug)]
+struct PrepState {
+    ready_up_to: u64,
+    want_up_to: u64,
+    recyclable: VecDeque<String>,
+    error: Option<IoError>,
+    shutdown: bool,
+}
+
+#[derive(Debug)]
+struct PrepShared<D> {
+    device: D,
+    segment_size_bytes: u64,
+    state: Mutex<PrepState>,
+    changed: Condvar,
+}
+
+/// Keeps segments up to [`SEGMENTS_READY_AHEAD_COUNT`] ahead of the one being written
+/// created and zero-filled, on its own thread, so no commit waits for a fallocate or a
+/// zero-fill.
+#[derive(Debug)]
+pub struct Preparer<D: Device + Clone> {
+    shared: Arc<PrepShared<D>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<D: Device + Clone> Preparer<D> {
+    /// Starts the thread. Segments up to `ready_up_to` already exist.
+    pub fn start(device: D, segment_size_bytes: u64, ready_up_to: u64) -> Preparer<D> {
+        let shared = Arc::new(PrepShared {
+            device,
+            segment_size_bytes,
+            state: Mutex::new(PrepState {
+                ready_up_to,
+                want_up_to: ready_up_to,
+                recyclable: VecDeque::new(),
+                error: None,
+                shutdown: false,
+            }),
+            changed: Condvar::new(),
+        });
+        let worker = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("smlog-prepare".into())
+            .spawn(move || run(&worker))
+            .expect("spawn the segment preparer");
+        Preparer {
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until segment `seq` is ready, asking for more ahead of it.
+    pub fn wait_ready(&self, seq: u64) -> Result<(), IoError> {
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let want = seq + SEGMENTS_READY_AHEAD_COUNT as u64;
+        if state.want_up_to < want {
+            state.want_up_to = want;
+            self.shared.changed.notify_all();
+        }
+        loop {
+            if state.ready_up_to >= seq {
+                return Ok(());
+            }
+            if let Some(error) = &state.error {
+                return Err(error.clone());
+            }
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Hands old segment files over for reuse.
+    pub fn recycle(&self, names: impl IntoIterator<Item = String>) {
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.recyclable.extend(names);
+    }
+}
+
+fn run<D: Device>(shared: &PrepShared<D>) {
+    let zeros = AlignedBuf::new_zeroed(ZERO_FILL_CHUNK_BYTES.max(BLOCK_SIZE_BYTES));
+    loop {
+        let (seq, recycled) = {
+            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            while !state.shutdown
+                && (state.ready_up_to >= state.want_up_to || state.error.is_some())
+            {
+                state = shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            if state.shutdown {
+                return;
+            }
+            (state.ready_up_to + 1, state.recyclable.pop_front())
+        };
+        let result = prepare_segment(
+            &shared.device,
+            seq,
+            shared.segment_size_bytes,
+            recycled,
+            &zeros,
+        );
+        let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => state.ready_up_to = seq,
+            Err(error) => state.error = Some(error),
+        }
+        shared.changed.notify_all();
+    }
+}
+
+impl<D: Device + Clone> Drop for Preparer<D> {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.shutdown = true;
+            self.shared.changed.notify_all();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Prepares segment `seq` on the calling thread (log creation).
+pub fn prepare_now<D: Device>(
+    device: &D,
+    seq: u64,
+    segment_size_bytes: u64,
+) -> Result<(), IoError> {
+    let zeros = AlignedBuf::new_zeroed(ZERO_FILL_CHUNK_BYTES);
+    prepare_segment(device, seq, segment_size_bytes, None, &zeros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_reject_others() {
+        assert_eq!(segment_file_name(7), "00000000000000000007.seg");
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_segment_file_name("LOG"), None);
+        assert_eq!(parse_segment_file_name("7.seg"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000000x.seg"), None);
+    }
+}
