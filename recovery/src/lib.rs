@@ -173,6 +173,7 @@ pub fn open_log<D: Device>(
     let mut report = scan(&*device, options.mode, on_record)?;
     report.scrubbed_bytes = scrub_past_tail(&*device, &report.meta, &report.tail)?;
     let log = Log::open_at(device, report.meta, &report.tail)?;
+    log.write_mark()?;
     Ok((log, report))
 }
 

@@ -56,6 +56,9 @@ pub struct FaultConfig {
     pub fail_sync_at_op: Option<u64>,
     /// Percent of writes that are acknowledged but never reach the durable image (fault 7).
     pub lost_write_percent: u8,
+    /// The write operation with this number is acknowledged but never reaches the durable
+    /// image (fault 7, at an exact place).
+    pub lose_write_at_op: Option<u64>,
     /// Percent of writes that land at another block of the same file (fault 6).
     pub misdirected_write_percent: u8,
     /// Percent of reads that return another block of the same file (fault 8).
@@ -472,8 +475,9 @@ impl SimDevice {
                 landed,
             });
         }
-        let lost = state.faults.lost_write_percent > 0
-            && state.rng.gen_range(0..100) < state.faults.lost_write_percent;
+        let lost = state.faults.lose_write_at_op == Some(state.write_ops)
+            || (state.faults.lost_write_percent > 0
+                && state.rng.gen_range(0..100) < state.faults.lost_write_percent);
         if lost {
             state.fault_log.push(FaultEvent::LostWrite {
                 file: name.clone(),

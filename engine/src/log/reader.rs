@@ -9,7 +9,7 @@
 //! | # | evidence | verdict |
 //! |---|---|---|
 //! | 1 | a later batch of this log vouches for the LSN (`durable_lsn` >= it), or a later segment starts past it | corruption; reading resumes there |
-//! | 2 | the batch here is valid for this place and LSN but its chain value contradicts the records before it, and it was written by the same or a newer writer epoch | corruption (what came before is not what was durable) |
+//! | 2 | the batch here is valid for this place, was written by the same or a newer writer epoch than the batch before it, yet does not continue it (LSN or CRC chain) | corruption: what came before is not what that writer saw durable |
 //! | 3 | the bytes here are all zero | the clean end of the log |
 //! | 4 | anything else (a partial batch, garbage, a stale batch) | a torn tail |
 //!
@@ -178,8 +178,9 @@ impl<D: Device + ?Sized> std::fmt::Debug for LogReader<'_, D> {
     }
 }
 
+/// Whether a block read back is all zeros (an unreadable block, read as empty, is not).
 fn zeroed(bytes: &[u8]) -> bool {
-    bytes.iter().all(|b| *b == 0)
+    !bytes.is_empty() && bytes.iter().all(|b| *b == 0)
 }
 
 impl<'d, D: Device + ?Sized> LogReader<'d, D> {
@@ -295,8 +296,21 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                 / BLOCK_SIZE_BYTES
                 * BLOCK_SIZE_BYTES;
             self.chunk.len = 0;
-            self.device
-                .read_at(file, offset, &mut self.chunk.buf[..aligned_len])?;
+            let mut read_len = aligned_len;
+            let read = self
+                .device
+                .read_at(file, offset, &mut self.chunk.buf[..read_len]);
+            if let Err(e) = read {
+                if e.kind != IoErrorKind::Io {
+                    return Err(e);
+                }
+                // One unreadable sector must not hide a whole chunk: read only what was
+                // asked for, so the error (if it persists) names this place alone.
+                read_len = crate::constants::align_up(len, BLOCK_SIZE_BYTES);
+                self.device
+                    .read_at(file, offset, &mut self.chunk.buf[..read_len])?;
+            }
+            let aligned_len = read_len;
             self.stats.read_bytes += aligned_len as u64;
             self.chunk.segment_seq = seq;
             self.chunk.start = offset;
@@ -697,20 +711,20 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             self.drop_cache();
             return Ok(Some(ScanItem::Corrupt(damage)));
         }
-        // Row 2: the batch here contradicts the chain that led to it.
-        if self.started && offset >= SEGMENT_HEADER_SIZE_BYTES as u64 {
+        // Row 2: the batch here was written after the one before it (by the same or a newer
+        // writer) yet does not continue it: what came before is not what was durable.
+        if self.started && offset >= SEGMENT_HEADER_SIZE_BYTES as u64 && self.stats.batch_count > 0
+        {
             if let Ok(block) = self.block(seq, offset) {
                 if let Ok(h) = self.place_valid_header(&block, seq, offset) {
-                    if h.first_lsn == self.expected_lsn
-                        && h.durable_lsn + 1 == h.first_lsn
-                        && h.prev_crc != self.chain
-                        && h.epoch >= self.last_epoch
-                    {
+                    let continues = h.first_lsn == self.expected_lsn && h.prev_crc == self.chain;
+                    if !continues && h.epoch >= self.last_epoch {
                         damage.why = format!(
                             "{}; its writer (epoch {}) logged different records before it",
                             damage.why, h.epoch
                         );
                         damage.resume_lsn = Some(h.first_lsn);
+                        self.expected_lsn = h.first_lsn;
                         self.chain = h.prev_crc;
                         self.drop_cache();
                         return Ok(Some(ScanItem::Corrupt(damage)));

@@ -377,22 +377,34 @@ impl<D: Device> Log<D> {
         self.lock().failed.clone()
     }
 
-    /// Makes everything durable, then writes an empty batch whose durable mark covers
-    /// every record, so no damage to any record can pass as a torn tail. Closes the log.
-    pub fn close(self) -> Result<Lsn, LogError> {
+    /// Makes everything appended durable, then writes an empty batch whose durable mark
+    /// covers every record: from then on, damage to any record is corruption, never a torn
+    /// tail. Recovery writes one at the tail it found, so that bytes it discarded (and
+    /// zeroed) cannot come back as a continuation of the log even if the zeroing is lost.
+    pub fn write_mark(&self) -> Result<Lsn, LogError> {
         let lsn = self.sync()?;
         let mut state = self.lock();
-        check_usable(&state)?;
-        while state.in_flight {
-            state = self.wait(state);
+        loop {
             check_usable(&state)?;
+            if state.in_flight {
+                state = self.wait(state);
+                continue;
+            }
+            if state.fill.record_count > 0
+                || state.mark_lsn < state.durable_lsn
+                || state.stats.batch_count == 0
+            {
+                state = self.lead(state);
+                check_usable(&state)?;
+            }
+            return Ok(lsn);
         }
-        if state.mark_lsn < state.durable_lsn {
-            state = self.lead(state);
-            check_usable(&state)?;
-        }
-        state.closed = true;
-        drop(state);
+    }
+
+    /// Writes a final durable mark ([`Log::write_mark`]) and closes the log.
+    pub fn close(self) -> Result<Lsn, LogError> {
+        let lsn = self.write_mark()?;
+        self.lock().closed = true;
         Ok(lsn)
     }
 

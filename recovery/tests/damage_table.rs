@@ -1,0 +1,371 @@
+//! One test per row of the reader's damage table, and per kind of bad input: each fault
+//! is injected through the simulated device at an exact place.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use smlog::constants::{BLOCK_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES};
+use smlog::io::sim::{CrashPlan, FaultConfig, SimDevice};
+use smlog::io::{Device, IoErrorKind};
+use smlog::log::segment_file_name;
+use smlog::{LogError, RecoveryMode};
+use smlog_recovery::{scan, RecoveryOptions};
+
+const FIRST_SEGMENT: &str = "00000000000000000001.seg";
+
+/// A log with `count` records, one durable batch each (each batch one block).
+fn log_with(device: &Arc<SimDevice>, count: u64) -> SimLog {
+    let log = create(device);
+    for lsn in 1..=count {
+        let payload = payload_for(0, lsn);
+        log.append_durable(&[record_for(0, lsn, &payload[..payload.len().min(200)])])
+            .unwrap();
+    }
+    log
+}
+
+/// Offset of the batch holding `lsn` in the first segment, when every batch is one block.
+fn batch_offset(lsn: u64) -> u64 {
+    SEGMENT_HEADER_SIZE_BYTES as u64 + (lsn - 1) * BLOCK_SIZE_BYTES as u64
+}
+
+fn lsns(device: &SimDevice, mode: RecoveryMode) -> Result<Vec<u64>, LogError> {
+    let mut lsns = Vec::new();
+    scan(device, mode, |r| lsns.push(r.lsn))?;
+    Ok(lsns)
+}
+
+#[test]
+fn torn_tail_is_discarded_and_can_never_come_back() {
+    let device = Arc::new(SimDevice::new(1));
+    let log = log_with(&device, 10);
+    // The eleventh batch is written but its sync never happens: the crash tears it.
+    device.set_faults(FaultConfig {
+        crash_after_ops: Some(2),
+        ..FaultConfig::default()
+    });
+    let payload = vec![7u8; 3000];
+    let error = log
+        .append_durable(&[record_for(0, 11, &payload)])
+        .unwrap_err();
+    assert!(
+        matches!(&error, LogError::Failed { cause } if matches!(&**cause, LogError::Io(e) if e.kind == IoErrorKind::Crashed)),
+        "{error}"
+    );
+    drop(log);
+    // The write reached the disk but its end did not: the last sector is garbage.
+    device.restart(&CrashPlan::keep_all());
+    device.poke(FIRST_SEGMENT, batch_offset(11) + 2560, &[0xC3; 512]);
+    let (log, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
+    assert_eq!(records.len(), 10);
+    let torn = report.torn_tail.expect("a torn tail");
+    assert_eq!(torn.lsn, 11);
+    assert_eq!(torn.offset, batch_offset(11));
+    assert!(report.scrubbed_bytes > 0);
+    // Strict mode would have refused it; now the bytes are gone for good.
+    drop(log);
+    device.crash();
+    device.restart(&CrashPlan::power_loss());
+    // Recovery zeroed the torn batch and wrote its mark (an empty batch) in its place.
+    let image = device.durable_image(FIRST_SEGMENT).unwrap();
+    let at = batch_offset(11) as usize;
+    assert!(image[at + 64..at + BLOCK_SIZE_BYTES]
+        .iter()
+        .all(|b| *b == 0));
+    let (_, again, records_again) = recover(&device, RecoveryOptions::default()).unwrap();
+    assert!(again.torn_tail.is_none());
+    assert_eq!(records_again, records);
+}
+
+#[test]
+fn strict_mode_refuses_a_torn_tail_with_its_place() {
+    let device = Arc::new(SimDevice::new(2));
+    drop(log_with(&device, 5));
+    device.poke(FIRST_SEGMENT, batch_offset(6), &[0xEE; 512]);
+    match lsns(&device, RecoveryMode::Strict) {
+        Err(LogError::TornTail {
+            segment_seq,
+            offset,
+            lsn,
+            ..
+        }) => {
+            assert_eq!((segment_seq, offset, lsn), (1, batch_offset(6), 6));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        lsns(&device, RecoveryMode::TornTail).unwrap(),
+        (1..=5).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn row_1_corruption_before_the_mark_is_an_error_never_a_truncation() {
+    let device = Arc::new(SimDevice::new(3));
+    drop(log_with(&device, 20));
+    // Bit rot inside the record of LSN 7; batches 8..20 vouch that 7 was durable.
+    device.poke(FIRST_SEGMENT, batch_offset(7) + 100, &[0x55]);
+    for mode in [RecoveryMode::Strict, RecoveryMode::TornTail] {
+        match lsns(&device, mode) {
+            Err(LogError::Corrupt {
+                segment_seq,
+                offset,
+                lsn,
+                path,
+                why,
+            }) => {
+                assert_eq!((segment_seq, offset, lsn), (1, batch_offset(7), 7));
+                assert!(path.ends_with(FIRST_SEGMENT));
+                assert!(why.contains("durable"), "{why}");
+            }
+            other => panic!("{mode}: {other:?}"),
+        }
+    }
+    // Recovery refuses to open the log rather than truncate it.
+    assert!(matches!(
+        recover(&device, RecoveryOptions::default()),
+        Err(LogError::Corrupt { .. })
+    ));
+    // Salvage keeps every valid record and reports the gap.
+    let mut kept = Vec::new();
+    let report = scan(&*device, RecoveryMode::Salvage, |r| kept.push(r.lsn)).unwrap();
+    let expected: Vec<u64> = (1..=20).filter(|l| *l != 7).collect();
+    assert_eq!(kept, expected);
+    assert_eq!(report.gaps.len(), 1);
+    assert_eq!(report.gaps[0].lsn, 7);
+    assert_eq!(report.gaps[0].resume_lsn, Some(8));
+}
+
+#[test]
+fn row_1_a_later_segment_vouches_for_a_damaged_end_of_segment() {
+    let device = Arc::new(SimDevice::new(4));
+    let log = create(&device);
+    // Fill the first segment and start the second.
+    let payload = vec![3u8; 3000];
+    let mut lsn = 0;
+    while log.stats().batch_count == 0 || log.device().list().unwrap().len() < 2 || lsn < 100 {
+        lsn = log
+            .append_durable(&[record_for(0, lsn + 1, &payload)])
+            .unwrap();
+    }
+    drop(log);
+    let (_, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
+    assert!(report.tail.segment_seq >= 2);
+    let second_first = report.tail.segment_first_lsn[&2];
+    // Damage the last batch of the first segment.
+    let last_in_first = second_first - 1;
+    let image = device.durable_image(FIRST_SEGMENT).unwrap();
+    let _ = image;
+    let mut offset = None;
+    scan(&*device, RecoveryMode::TornTail, |r| {
+        if r.lsn == last_in_first {
+            offset = Some(r.batch_offset);
+        }
+    })
+    .unwrap();
+    device.poke(FIRST_SEGMENT, offset.unwrap(), &[0xAB; 64]);
+    match lsns(&device, RecoveryMode::TornTail) {
+        Err(LogError::Corrupt { lsn, why, .. }) => {
+            assert_eq!(lsn, last_in_first);
+            assert!(why.contains("segment 2 starts"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn row_2_a_resurrected_batch_contradicted_by_the_next_is_corruption() {
+    let device = Arc::new(SimDevice::new(5));
+    let log = log_with(&device, 9);
+    // History A: LSN 10 with payload "a", durable.
+    log.append_durable(&[record_for(0, 10, b"history a")])
+        .unwrap();
+    drop(log);
+    let at = batch_offset(10);
+    let image = device.durable_image(FIRST_SEGMENT).unwrap();
+    let history_a = image[at as usize..at as usize + BLOCK_SIZE_BYTES].to_vec();
+    // Lose it (zeros: the clean end), recover, and write history B over the same place.
+    device.poke(FIRST_SEGMENT, at, &[0u8; BLOCK_SIZE_BYTES]);
+    let (log, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
+    assert_eq!(report.tail.next_lsn, 10);
+    log.append_durable(&[record_for(1, 10, b"history b")])
+        .unwrap();
+    log.append_durable(&[record_for(1, 11, b"after b")])
+        .unwrap();
+    drop(log);
+    // History A comes back over the mark recovery wrote. It is whole and continues the
+    // chain from LSN 9, but the next batch, written by a newer writer, starts at LSN 10
+    // itself: the records before it are not what that writer saw.
+    device.poke(FIRST_SEGMENT, at, &history_a);
+    match lsns(&device, RecoveryMode::TornTail) {
+        Err(LogError::Corrupt { lsn, why, .. }) => {
+            assert_eq!(lsn, 11);
+            assert!(why.contains("different records"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn row_3_zeros_are_the_clean_end_even_in_strict_mode() {
+    let device = Arc::new(SimDevice::new(6));
+    let log = log_with(&device, 12);
+    log.close().unwrap();
+    assert_eq!(
+        lsns(&device, RecoveryMode::Strict).unwrap(),
+        (1..=12).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn closing_writes_a_mark_so_damage_to_the_last_batch_is_corruption() {
+    let device = Arc::new(SimDevice::new(7));
+    let log = log_with(&device, 12);
+    log.close().unwrap();
+    device.poke(FIRST_SEGMENT, batch_offset(12) + 60, &[0x7F]);
+    let result = lsns(&device, RecoveryMode::TornTail);
+    assert!(
+        matches!(result, Err(LogError::Corrupt { lsn: 12, .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn lost_write_in_the_middle_is_detected() {
+    let device = Arc::new(SimDevice::new(8));
+    let log = log_with(&device, 4);
+    device.set_faults(FaultConfig {
+        lose_write_at_op: Some(3),
+        ..FaultConfig::default()
+    });
+    for lsn in 5..=12 {
+        log.append_durable(&[record_for(0, lsn, b"after")]).unwrap();
+    }
+    drop(log);
+    device.crash();
+    device.restart(&CrashPlan::power_loss());
+    assert!(matches!(
+        lsns(&device, RecoveryMode::TornTail),
+        Err(LogError::Corrupt { lsn: 7, .. })
+    ));
+}
+
+#[test]
+fn misdirected_write_is_detected_where_it_should_have_landed() {
+    let device = Arc::new(SimDevice::new(9));
+    let log = log_with(&device, 6);
+    device.set_faults(FaultConfig {
+        misdirected_write_percent: 100,
+        ..FaultConfig::default()
+    });
+    log.append_durable(&[record_for(0, 7, b"misdirected")])
+        .unwrap();
+    device.set_faults(FaultConfig::default());
+    for lsn in 8..=10 {
+        log.append_durable(&[record_for(0, lsn, b"after")]).unwrap();
+    }
+    drop(log);
+    let result = lsns(&device, RecoveryMode::TornTail);
+    assert!(
+        matches!(result, Err(LogError::Corrupt { .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn unreadable_sector_before_the_mark_is_an_error() {
+    let device = Arc::new(SimDevice::new(10));
+    drop(log_with(&device, 10));
+    device.make_unreadable(FIRST_SEGMENT, batch_offset(3) + 512);
+    match lsns(&device, RecoveryMode::TornTail) {
+        Err(LogError::Corrupt { lsn, why, .. }) => {
+            assert_eq!(lsn, 3);
+            assert!(why.contains("EIO"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn missing_segment_is_a_typed_error_naming_it() {
+    let device = Arc::new(SimDevice::new(11));
+    let log = create(&device);
+    let payload = vec![9u8; 4000];
+    for lsn in 1..=200 {
+        log.append_durable(&[record_for(0, lsn, &payload)]).unwrap();
+    }
+    drop(log);
+    device.remove(&segment_file_name(2)).unwrap();
+    match lsns(&device, RecoveryMode::TornTail) {
+        Err(LogError::MissingSegment { segment_seq, path }) => {
+            assert_eq!(segment_seq, 2);
+            assert!(path.ends_with(segment_file_name(2)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn wrong_version_and_not_a_log_are_typed_errors() {
+    let device = Arc::new(SimDevice::new(12));
+    assert!(matches!(
+        lsns(&device, RecoveryMode::TornTail),
+        Err(LogError::NotALog { .. })
+    ));
+    drop(log_with(&device, 1));
+    // Version field of the LOG file (bytes 8..12) set to 99, CRC left stale.
+    device.poke("LOG", 8, &99u32.to_le_bytes());
+    let error = lsns(&device, RecoveryMode::TornTail).unwrap_err();
+    assert!(matches!(error, LogError::BadMeta { .. }), "{error:?}");
+    assert!(error.to_string().contains("LOG"), "{error}");
+}
+
+#[test]
+fn failed_sync_stops_the_log_and_nothing_after_it_is_acknowledged() {
+    let device = Arc::new(SimDevice::new(13));
+    let log = log_with(&device, 3);
+    device.set_faults(FaultConfig {
+        fail_sync_at_op: Some(1),
+        ..FaultConfig::default()
+    });
+    let error = log.append_durable(&[record_for(0, 4, b"x")]).unwrap_err();
+    assert!(
+        matches!(&error, LogError::Failed { cause } if matches!(&**cause, LogError::Io(e) if e.kind == IoErrorKind::Io)),
+        "{error}"
+    );
+    assert!(log.failure().is_some());
+    device.set_faults(FaultConfig::default());
+    let refused = log.append_durable(&[record_for(0, 5, b"y")]).unwrap_err();
+    assert!(matches!(refused, LogError::Failed { .. }), "{refused}");
+    assert!(refused.to_string().contains("refuses commits"));
+    assert_eq!(log.durable_lsn(), 3);
+}
+
+#[test]
+fn released_segments_are_reused_and_their_stale_records_never_pass() {
+    let device = Arc::new(SimDevice::new(14));
+    let log = create(&device);
+    let payload = vec![5u8; 4000];
+    let mut released = 0;
+    for lsn in 1..=600u64 {
+        log.append_durable(&[record_for(0, lsn, &payload)]).unwrap();
+        if lsn % 100 == 0 {
+            released += log.release_prefix(lsn - 50).unwrap();
+        }
+    }
+    assert!(released >= 3, "released {released}");
+    drop(log);
+    device.crash();
+    device.restart(&CrashPlan::power_loss());
+    let (_, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
+    let first = records.first().unwrap().lsn;
+    assert!(first > 1 && first <= 551, "first {first}");
+    assert_eq!(records.last().unwrap().lsn, 600);
+    assert!(records.windows(2).all(|w| w[0].lsn + 1 == w[1].lsn));
+    assert!(report.torn_tail.is_none());
+    // Segment files were recycled, not multiplied.
+    let files = device.list().unwrap();
+    assert!(files.len() < 12, "{files:?}");
+}
