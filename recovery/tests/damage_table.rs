@@ -82,8 +82,10 @@ fn torn_tail_is_discarded_and_can_never_come_back() {
 #[test]
 fn strict_mode_refuses_a_torn_tail_with_its_place() {
     let device = Arc::new(SimDevice::new(2));
-    drop(log_with(&device, 5));
-    device.poke(FIRST_SEGMENT, batch_offset(6), &[0xEE; 512]);
+    let log = log_with(&device, 6);
+    drop(log);
+    // The sixth batch's header reached the disk, its record did not.
+    device.poke(FIRST_SEGMENT, batch_offset(6) + 100, &[0xEE; 64]);
     match lsns(&device, RecoveryMode::Strict) {
         Err(LogError::TornTail {
             segment_seq,
@@ -213,6 +215,20 @@ fn row_3_zeros_are_the_clean_end_even_in_strict_mode() {
     let device = Arc::new(SimDevice::new(6));
     let log = log_with(&device, 12);
     log.close().unwrap();
+    assert_eq!(
+        lsns(&device, RecoveryMode::Strict).unwrap(),
+        (1..=12).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn row_3_stale_bytes_of_another_incarnation_are_the_clean_end() {
+    let device = Arc::new(SimDevice::new(15));
+    let log = log_with(&device, 12);
+    log.close().unwrap();
+    // Garbage past the end (a recycled segment's old records look like this) is no
+    // evidence that the last write reached that place.
+    device.poke(FIRST_SEGMENT, batch_offset(14), &[0xEE; 4096]);
     assert_eq!(
         lsns(&device, RecoveryMode::Strict).unwrap(),
         (1..=12).collect::<Vec<_>>()

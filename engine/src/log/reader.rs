@@ -10,8 +10,8 @@
 //! |---|---|---|
 //! | 1 | a later batch of this log vouches for the LSN (`durable_lsn` >= it), or a later segment starts past it | corruption; reading resumes there |
 //! | 2 | the batch here is valid for this place, was written by the same or a newer writer epoch than the batch before it, yet does not continue it (LSN or CRC chain) | corruption: what came before is not what that writer saw durable |
-//! | 3 | the bytes here are all zero | the clean end of the log |
-//! | 4 | anything else (a partial batch, garbage, a stale batch) | a torn tail |
+//! | 3 | no batch of this segment's incarnation starts here (zeros, or stale bytes of a recycled segment) | the clean end of the log |
+//! | 4 | a batch of this incarnation starts here but is not whole, or the place is unreadable | a torn tail |
 //!
 //! Only one batch is ever in flight, so a batch past the damage that vouches for it proves
 //! the damaged bytes were durable once; without such a batch the damage is in the last,
@@ -424,8 +424,9 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                             "segment starts at LSN {} with chain {:#010x}, expected LSN {} chain {:#010x}",
                             h.first_lsn, h.prev_crc, self.expected_lsn, self.chain
                         );
-                        let block = self.block(self.segment_seq, 0).unwrap_or_default();
-                        return self.damage(0, why, zeroed(&block));
+                        // A header of this incarnation that does not continue the log: written
+                        // here, so evidence of a write.
+                        return self.damage(0, why, true);
                     }
                     Err(why) => {
                         let missing = !self.present.contains(&self.segment_seq);
@@ -447,7 +448,8 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                                 return Ok(None);
                             }
                         }
-                        return self.damage(0, why, zeroed(&block));
+                        let _ = block;
+                        return self.damage(0, why, false);
                     }
                 }
             }
@@ -459,7 +461,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             let block = match self.block(seq, offset) {
                 Ok(block) => block,
                 Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
-                    return self.damage(offset, format!("unreadable: {e}"), false);
+                    return self.damage(offset, format!("unreadable: {e}"), true);
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -473,14 +475,16 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     if self.segment_continues_next()? {
                         continue;
                     }
-                    return self.damage(offset, why, false);
+                    return self.damage(offset, why, true);
                 }
                 Err(why) => {
                     if self.segment_continues_next()? {
                         continue;
                     }
-                    let is_zero = zeroed(&block);
-                    return self.damage(offset, why, is_zero);
+                    // Only a batch header of this incarnation is evidence that the last
+                    // write reached this place; zeros and stale bytes of a recycled segment
+                    // are the clean end.
+                    return self.damage(offset, why, false);
                 }
             };
             match self.read_batch(&header) {
@@ -488,9 +492,9 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     self.reread = false;
                     self.accept_batch(&header, records);
                 }
-                Ok(Err(why)) => return self.damage(offset, why, false),
+                Ok(Err(why)) => return self.damage(offset, why, true),
                 Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
-                    return self.damage(offset, format!("unreadable: {e}"), false);
+                    return self.damage(offset, format!("unreadable: {e}"), true);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -667,9 +671,9 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         &mut self,
         offset: u64,
         why: String,
-        is_zero: bool,
+        evidence: bool,
     ) -> Result<Option<ScanItem>, LogError> {
-        if !self.reread && !is_zero {
+        if !self.reread {
             // A misdirected read is transient: read the place again before judging it.
             self.reread = true;
             self.drop_cache();
@@ -733,8 +737,8 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             }
         }
         self.finished = true;
-        // Row 3: zeros, the clean end.
-        if is_zero {
+        // Row 3: nothing of this incarnation here: the clean end.
+        if !evidence {
             return Ok(None);
         }
         // Row 4: a torn tail.
