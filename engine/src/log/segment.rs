@@ -88,17 +88,19 @@ fn prepare_segment<D: Device>(
     zeros: &AlignedBuf,
 ) -> Result<(), IoError> {
     let name = segment_file_name(seq);
-    // A recycled segment is zeroed under its old (dead) name, then renamed: its old records
-    // name another incarnation and could never pass, but zeros past the tail let recovery
-    // tell a torn write (non-zero, invalid) from the clean end of the log (zeros) exactly.
-    let (open_name, must_zero) = match &recycled {
-        Some(old) => (old.as_str(), true),
-        None => (name.as_str(), false),
-    };
-    let file = device.open(open_name, true)?;
+    if let Some(old) = recycled {
+        // A recycled segment keeps its old bytes: they name another incarnation, so none of
+        // them can pass as a record of the new one, and recovery reads them as the clean end.
+        // Its blocks are allocated and written already, so O_DIRECT overwrites stay cheap.
+        device.rename(&old, &name)?;
+        return device.sync_dir();
+    }
+    // A new segment is zero-filled, so the writer's O_DIRECT writes never land in
+    // unwritten extents (whose conversion would make every fdatasync a journal commit).
+    let file = device.open(&name, true)?;
     let result = (|| {
         let len = device.len(file)?;
-        if len == segment_size_bytes && !must_zero {
+        if len == segment_size_bytes {
             return device.sync(file);
         }
         device.set_len(file, segment_size_bytes)?;
@@ -112,9 +114,6 @@ fn prepare_segment<D: Device>(
     })();
     device.close(file);
     result?;
-    if let Some(old) = &recycled {
-        device.rename(old, &name)?;
-    }
     device.sync_dir()
 }
 

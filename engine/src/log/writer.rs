@@ -206,6 +206,16 @@ impl<D: Device> Log<D> {
             tail.segment_seq
         };
         let preparer = Preparer::start(Arc::clone(&device), meta.segment_size_bytes, ready_up_to);
+        // Segments released before a crash, and never reused, are reused now.
+        let dead: Vec<String> = device
+            .list()?
+            .into_iter()
+            .filter(|name| {
+                segment::parse_segment_file_name(name)
+                    .is_some_and(|seq| seq < meta.first_segment_seq)
+            })
+            .collect();
+        preparer.recycle(dead);
         Ok(Log {
             shared: Arc::new(Shared {
                 device,
