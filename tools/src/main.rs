@@ -1,1 +1,199 @@
-fn main() {}
+//! `smlog`: inspect, verify and recover logs, run the crash demo and the benchmarks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use smlog::io::{DeviceKind, DeviceOptions};
+use smlog::RecoveryMode;
+
+mod bench;
+mod demo;
+mod inspect;
+
+/// smlog: a crash-safe logged storage engine for file servers.
+#[derive(Debug, Parser)]
+#[command(name = "smlog", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect a log: dump its records, summarise it, or verify it.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Recover a log after a crash: discard a torn tail, refuse corruption.
+    Recover {
+        /// The log directory.
+        dir: PathBuf,
+        /// Report what recovery would do; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// strict, torn-tail (default) or salvage.
+        #[arg(long, default_value = "torn-tail")]
+        mode: RecoveryMode,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Append from several threads in a child process, SIGKILL it mid-flight, recover, and
+    /// check that every acknowledged record is intact. Repeats for several rounds.
+    Demo {
+        /// Directory for the demo's log (default: a new directory under /var/tmp).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Kill-and-recover rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Appending threads in the child.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        #[command(flatten)]
+        open: OpenArgs,
+    },
+    /// The child process of `smlog demo` (not for direct use).
+    #[command(hide = true)]
+    DemoChild {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        threads: usize,
+        #[arg(long)]
+        round: u32,
+        #[command(flatten)]
+        open: OpenArgs,
+    },
+    /// Benchmarks, each beside its baseline in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// One line per record: LSN, transaction, step, kind, length, CRC, place.
+    Dump {
+        /// The log directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Segments, records, bytes, durable mark, torn tail, records per kind.
+    Stat {
+        /// The log directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 when clean, 1 when a torn tail is found, 2 on corruption (with its place).
+    Verify {
+        /// The log directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Durable commits through the log against plain pwrite + fdatasync of the same batches.
+    Log {
+        /// Committing threads (a comma-separated list runs each).
+        #[arg(long, value_delimiter = ',', default_value = "16")]
+        threads: Vec<usize>,
+        /// Payload bytes per record (a comma-separated list runs each).
+        #[arg(long, value_delimiter = ',', default_value = "512")]
+        record_bytes: Vec<usize>,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Directory on the file system to measure.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// One JSON object per run.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How to open a log directory.
+#[derive(Debug, Clone, Copy, Args)]
+struct OpenArgs {
+    /// Use pwrite + fdatasync instead of io_uring.
+    #[arg(long)]
+    posix: bool,
+    /// Buffered IO instead of O_DIRECT (for file systems that refuse O_DIRECT, like tmpfs).
+    #[arg(long)]
+    buffered: bool,
+}
+
+impl OpenArgs {
+    fn device_options(self, create_dir: bool) -> DeviceOptions {
+        DeviceOptions {
+            kind: if self.posix {
+                DeviceKind::Posix
+            } else {
+                DeviceKind::Uring
+            },
+            direct_io: !self.buffered,
+            create_dir,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Log(LogCommand::Dump { dir, open, json }) => inspect::dump(&dir, open, json),
+        Command::Log(LogCommand::Stat { dir, open, json }) => inspect::stat(&dir, open, json),
+        Command::Log(LogCommand::Verify { dir, open, json }) => inspect::verify(&dir, open, json),
+        Command::Recover {
+            dir,
+            dry_run,
+            mode,
+            open,
+            json,
+        } => inspect::recover(&dir, open, mode, dry_run, json),
+        Command::Demo {
+            dir,
+            rounds,
+            threads,
+            open,
+        } => demo::run(dir, rounds, threads, open),
+        Command::DemoChild {
+            dir,
+            threads,
+            round,
+            open,
+        } => demo::child(&dir, threads, round, open),
+        Command::Bench(BenchCommand::Log {
+            threads,
+            record_bytes,
+            seconds,
+            dir,
+            open,
+            json,
+        }) => bench::log(&threads, &record_bytes, seconds, &dir, open, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("smlog: {error}");
+            ExitCode::from(3)
+        }
+    }
+}

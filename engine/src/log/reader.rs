@@ -8,6 +8,7 @@
 //!
 //! | # | evidence | verdict |
 //! |---|---|---|
+//! | 0 | the segment's file is shorter than a segment (segments are created whole) | corruption: truncated from outside |
 //! | 1 | a later batch of this log vouches for the LSN (`durable_lsn` >= it), or a later segment starts past it | corruption; reading resumes there |
 //! | 2 | the batch here is valid for this place, was written by the same or a newer writer epoch than the batch before it, yet does not continue it (LSN or CRC chain) | corruption: what came before is not what that writer saw durable |
 //! | 3 | no batch of this segment's incarnation starts here (zeros, or stale bytes of a recycled segment) | the clean end of the log |
@@ -164,6 +165,8 @@ pub struct LogReader<'d, D: Device + ?Sized> {
     finished: bool,
     /// Whether the damage at the current place was already re-read once.
     reread: bool,
+    /// Length of the current segment's file when it is shorter than a segment.
+    truncated_len: Option<u64>,
     segment_first_lsn: BTreeMap<u64, Lsn>,
     stats: ScanStats,
 }
@@ -221,6 +224,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             queue: VecDeque::new(),
             finished: false,
             reread: false,
+            truncated_len: None,
             segment_first_lsn: BTreeMap::new(),
             stats: ScanStats::default(),
         })
@@ -502,6 +506,12 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
     }
 
     fn start_segment(&mut self, header: &SegmentHeader) {
+        let seq = header.segment_seq;
+        let len = self
+            .file(seq)
+            .and_then(|file| self.device.len(file))
+            .unwrap_or(self.meta.segment_size_bytes);
+        self.truncated_len = (len < self.meta.segment_size_bytes).then_some(len);
         self.started = true;
         self.offset = SEGMENT_HEADER_SIZE_BYTES as u64;
         self.max_epoch = self.max_epoch.max(header.epoch);
@@ -516,6 +526,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         self.segment_seq += 1;
         self.started = false;
         self.offset = 0;
+        self.truncated_len = None;
     }
 
     /// Whether the next segment starts exactly where this one stopped (the writer leaves the
@@ -626,8 +637,9 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                             why: format!("segment {s} starts at LSN {}", h.first_lsn),
                         });
                     }
-                    Ok(_) => SEGMENT_HEADER_SIZE_BYTES as u64,
-                    Err(_) => continue,
+                    // A damaged segment header does not hide the batches after it: each
+                    // names its own incarnation and place.
+                    Ok(_) | Err(_) => SEGMENT_HEADER_SIZE_BYTES as u64,
                 }
             };
             while at + BLOCK_SIZE_BYTES as u64 <= size {
@@ -689,6 +701,16 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             why,
             resume_lsn: None,
         };
+        // Row 0: a segment file is never shorter than a segment after a crash (segments are
+        // created whole before use): it was truncated from outside.
+        if let Some(len) = self.truncated_len.filter(|_| self.started) {
+            damage.why = format!(
+                "{}; the segment file is {len} bytes, a segment is {}: truncated",
+                damage.why, self.meta.segment_size_bytes
+            );
+            self.finished = true;
+            return Ok(Some(ScanItem::Corrupt(damage)));
+        }
         // Row 1: a later batch vouches for this LSN.
         if let Found::Vouch {
             segment_seq,

@@ -192,6 +192,18 @@ impl<D: Device + Clone> Preparer<D> {
         }
     }
 
+    /// Waits until every segment up to `seq` is ready.
+    pub fn reserve(&self, seq: u64) -> Result<(), IoError> {
+        {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.want_up_to < seq {
+                state.want_up_to = seq;
+                self.shared.changed.notify_all();
+            }
+        }
+        self.wait_ready(seq)
+    }
+
     /// Hands old segment files over for reuse.
     pub fn recycle(&self, names: impl IntoIterator<Item = String>) {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());

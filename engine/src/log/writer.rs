@@ -418,6 +418,14 @@ impl<D: Device> Log<D> {
         Ok(lsn)
     }
 
+    /// Waits until the next `count` segments after the one being filled exist, created and
+    /// zero-filled (a benchmark or a bulk load calls this before it starts).
+    pub fn reserve_segments(&self, count: u64) -> Result<(), LogError> {
+        let seq = self.lock().fill.segment_seq;
+        self.preparer.reserve(seq + count)?;
+        Ok(())
+    }
+
     /// Releases the segments whose records all have LSNs up to `lsn` (checkpointed or
     /// purged): the `LOG` file's first segment moves past them, then their files are
     /// recycled as future segments. Never touches the segment being written.

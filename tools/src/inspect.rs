@@ -1,0 +1,325 @@
+//! `smlog log dump|stat|verify` and `smlog recover`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use smlog::io::{open_dir, Device};
+use smlog::log::reader::Damage;
+use smlog::{LogReader, RecoveryMode, ScanItem};
+use smlog_recovery::{open_log, scan, RecoveryOptions, RecoveryReport};
+
+use crate::OpenArgs;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn open(dir: &Path, args: OpenArgs) -> Result<Box<dyn Device>> {
+    if !dir.is_dir() {
+        return Err(format!("{}: not a directory", dir.display()).into());
+    }
+    if !dir.join(smlog::log::META_FILE_NAME).exists() {
+        // Checked before opening, which would lock the directory (creating LOCK).
+        return Err(smlog::LogError::NotALog {
+            path: dir.to_path_buf(),
+        }
+        .into());
+    }
+    Ok(open_dir(dir, args.device_options(false))?)
+}
+
+/// A progress bar on stderr over the bytes of the log, when stderr is a terminal.
+fn progress(total_bytes: u64) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(total_bytes);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} scanning {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+fn damage_json(kind: &str, damage: &Damage) -> serde_json::Value {
+    json!({
+        "type": kind,
+        "segment": damage.segment_seq,
+        "path": damage.path.display().to_string(),
+        "offset": damage.offset,
+        "lsn": damage.lsn,
+        "why": damage.why,
+        "resume_lsn": damage.resume_lsn,
+    })
+}
+
+fn damage_line(kind: &str, damage: &Damage) -> String {
+    format!(
+        "{kind}: segment {} ({}) offset {} LSN {}: {}{}",
+        damage.segment_seq,
+        damage.path.display(),
+        damage.offset,
+        damage.lsn,
+        damage.why,
+        damage
+            .resume_lsn
+            .map(|l| format!(" (resumed at LSN {l})"))
+            .unwrap_or_default()
+    )
+}
+
+pub fn dump(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+    match dump_to_stdout(dir, args, as_json) {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            // The reader (`head`, a pager) has seen enough.
+            Ok(ExitCode::SUCCESS)
+        }
+        other => other,
+    }
+}
+
+fn dump_to_stdout(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+    let device = open(dir, args)?;
+    let mut reader = LogReader::open(&*device)?;
+    let bar = progress(reader.segment_count() as u64 * reader.meta().segment_size_bytes);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if !as_json {
+        writeln!(
+            out,
+            "{:>10} {:>12} {:>6} {:>5} {:>7} {:>10} crc  place",
+            "lsn", "txn", "step", "kind", "length", "crc"
+        )?;
+    }
+    let mut count = 0u64;
+    while let Some(item) = reader.next_item()? {
+        match item {
+            ScanItem::Record(r) => {
+                if as_json {
+                    let value = json!({
+                        "type": "record", "lsn": r.lsn, "txn": r.fields.txn_id, "step": r.fields.step,
+                        "kind": r.fields.kind, "length": r.payload.len(), "crc": r.crc, "crc_ok": true,
+                        "segment": r.segment_seq, "batch_offset": r.batch_offset,
+                    });
+                    writeln!(out, "{value}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:>10} {:>12} {:>6} {:>5} {:>7} {:#010x} ok   {}:{}",
+                        r.lsn,
+                        r.fields.txn_id,
+                        r.fields.step,
+                        r.fields.kind,
+                        r.payload.len(),
+                        r.crc,
+                        r.segment_seq,
+                        r.batch_offset
+                    )?;
+                }
+                count += 1;
+                if count % 4096 == 0 {
+                    if let Some(bar) = &bar {
+                        bar.set_position(reader.position_bytes());
+                    }
+                }
+            }
+            ScanItem::TornTail(d) => {
+                if as_json {
+                    writeln!(out, "{}", damage_json("torn_tail", &d))?;
+                } else {
+                    writeln!(out, "{}", damage_line("torn tail", &d))?;
+                }
+            }
+            ScanItem::Corrupt(d) => {
+                if as_json {
+                    writeln!(out, "{}", damage_json("corrupt", &d))?;
+                } else {
+                    writeln!(out, "{}", damage_line("CORRUPT", &d))?;
+                }
+            }
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Scans in salvage mode so that every damage is seen; returns the report.
+fn scan_all(device: &dyn Device) -> Result<RecoveryReport> {
+    let reader = LogReader::open(device)?;
+    let bar = progress(reader.segment_count() as u64 * reader.meta().segment_size_bytes);
+    drop(reader);
+    let mut seen = 0u64;
+    let report = scan(device, RecoveryMode::Salvage, |r| {
+        seen += 1;
+        if seen % 4096 == 0 {
+            if let Some(bar) = &bar {
+                bar.inc(4096 * (r.payload.len() as u64 + 48));
+            }
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(report)
+}
+
+fn report_json(report: &RecoveryReport) -> serde_json::Value {
+    json!({
+        "log_id": format!("{:#018x}", report.meta.log_id),
+        "segment_size_bytes": report.meta.segment_size_bytes,
+        "first_segment": report.meta.first_segment_seq,
+        "segments": report.segment_count,
+        "records": report.record_count,
+        "batches": report.batch_count,
+        "bytes": report.batch_bytes,
+        "first_lsn": report.tail.next_lsn - report.record_count.min(report.tail.next_lsn.saturating_sub(1)),
+        "next_lsn": report.tail.next_lsn,
+        "durable_lsn": report.tail.mark_lsn,
+        "epoch": report.tail.epoch,
+        "torn_tail": report.torn_tail.as_ref().map(|d| damage_json("torn_tail", d)),
+        "corruption": report.gaps.iter().map(|d| damage_json("corrupt", d)).collect::<Vec<_>>(),
+        "kinds": report.kind_counts.iter().map(|(k, c)| (k.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+pub fn stat(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+    let device = open(dir, args)?;
+    let report = scan_all(&*device)?;
+    if as_json {
+        println!("{}", report_json(&report));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "log            {}  ({:#018x})",
+        dir.display(),
+        report.meta.log_id
+    );
+    println!("device         {}", device.describe());
+    println!(
+        "segments       {} of {} bytes, first live segment {}",
+        report.segment_count, report.meta.segment_size_bytes, report.meta.first_segment_seq
+    );
+    println!(
+        "records        {} in {} batches, {} bytes",
+        report.record_count, report.batch_count, report.batch_bytes
+    );
+    println!("next LSN       {}", report.tail.next_lsn);
+    println!(
+        "durable mark   LSN {} (every record up to it is vouched durable by a later batch)",
+        report.tail.mark_lsn
+    );
+    println!("writer epoch   {}", report.tail.epoch);
+    match &report.torn_tail {
+        Some(d) => println!("{}", damage_line("torn tail     ", d)),
+        None => println!("torn tail      none"),
+    }
+    for gap in &report.gaps {
+        println!("{}", damage_line("CORRUPTION    ", gap));
+    }
+    println!("records by kind");
+    for (kind, count) in &report.kind_counts {
+        println!("  kind {kind:>5}  {count}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+    let device = open(dir, args)?;
+    let report = scan_all(&*device)?;
+    let (status, code) = if !report.gaps.is_empty() {
+        ("corrupt", 2)
+    } else if report.torn_tail.is_some() {
+        ("torn_tail", 1)
+    } else {
+        ("clean", 0)
+    };
+    if as_json {
+        let mut value = report_json(&report);
+        value["status"] = json!(status);
+        println!("{value}");
+    } else {
+        match status {
+            "corrupt" => {
+                for gap in &report.gaps {
+                    println!("{}", damage_line("CORRUPTION", gap));
+                }
+            }
+            "torn_tail" => {
+                if let Some(d) = &report.torn_tail {
+                    println!("{}", damage_line("torn tail", d));
+                }
+            }
+            _ => println!(
+                "clean: {} records, LSN {}..{}",
+                report.record_count,
+                report.tail.next_lsn - report.record_count.min(report.tail.next_lsn - 1),
+                report.tail.next_lsn - 1
+            ),
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+pub fn recover(
+    dir: &Path,
+    args: OpenArgs,
+    mode: RecoveryMode,
+    dry_run: bool,
+    as_json: bool,
+) -> Result<ExitCode> {
+    let device: Arc<Box<dyn Device>> = Arc::new(open(dir, args)?);
+    let report = if dry_run {
+        scan(&**device, mode, |_| {})?
+    } else {
+        let (log, report) = open_log(
+            Arc::clone(&device),
+            RecoveryOptions { mode, dry_run },
+            |_| {},
+        )?;
+        drop(log);
+        report
+    };
+    if as_json {
+        let mut value = report_json(&report);
+        value["dry_run"] = json!(dry_run);
+        value["mode"] = json!(mode.to_string());
+        value["scrubbed_bytes"] = json!(report.scrubbed_bytes);
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if dry_run { "would resume" } else { "resumes" };
+    println!(
+        "{} records up to LSN {}; the writer {verb} at LSN {}",
+        report.record_count,
+        report.tail.next_lsn - 1,
+        report.tail.next_lsn
+    );
+    if let Some(d) = &report.torn_tail {
+        let what = if dry_run {
+            "would be discarded"
+        } else {
+            "discarded"
+        };
+        println!("{} ({what})", damage_line("torn tail", d));
+    }
+    for gap in &report.gaps {
+        println!("{} (salvage: skipped)", damage_line("CORRUPTION", gap));
+    }
+    if !dry_run {
+        println!(
+            "zeroed {} bytes past the tail and wrote a recovery mark",
+            report.scrubbed_bytes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
