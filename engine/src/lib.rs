@@ -10,5 +10,7 @@ pub mod constants;
 pub mod format;
 pub mod io;
 pub mod log;
+#[cfg(feature = "sim")]
+pub mod testing;
 
 pub use log::{Log, LogError, LogReader, Lsn, NewRecord, Record, RecoveryMode, ScanItem};

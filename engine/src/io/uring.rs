@@ -1,8 +1,9 @@
 //! io_uring on O_DIRECT files: the default device, and the only file that imports `io_uring`.
 //!
-//! A durable write is a `WRITE` linked (`IO_LINK`) to an `FSYNC(DATASYNC)`, so the sync is
-//! ordered after the write; an unlinked fsync would not be. Short writes are completed
-//! (the link breaks, the sync is cancelled, the rest is written and synced again);
+//! A durable write is one `WRITE` with `RWF_DSYNC`: it completes only once its data is
+//! durable. Where the kernel refuses that flag, it is a `WRITE` linked (`IO_LINK`) to an
+//! `FSYNC(DATASYNC)`, so the sync is ordered after the write (an unlinked fsync would not
+//! be). Short writes are completed (the rest is written, durably, again);
 //! EINTR and EAGAIN are retried; every other errno is mapped to an [`IoErrorKind`].
 //!
 //! Each operation takes a ring from a small pool (one per concurrently calling thread), so
@@ -10,6 +11,7 @@
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
@@ -28,6 +30,10 @@ const RING_POOL_SIZE_MAX: usize = 8;
 pub struct UringDevice {
     dir: RealDir,
     rings: Mutex<Vec<IoUring>>,
+    /// Durable writes as one `WRITE` with `RWF_DSYNC` (the default, measured faster here:
+    /// one request, no fsync punted to a worker); cleared if the kernel refuses the flag,
+    /// and then a `WRITE` linked to an `FSYNC(DATASYNC)`.
+    dsync: AtomicBool,
 }
 
 impl std::fmt::Debug for UringDevice {
@@ -59,6 +65,7 @@ impl UringDevice {
         Ok(UringDevice {
             dir: RealDir::open(dir, options)?,
             rings: Mutex::new(vec![ring]),
+            dsync: AtomicBool::new(true),
         })
     }
 
@@ -190,7 +197,24 @@ impl UringDevice {
                     .offset(at)
                     .build()
                     .user_data(0);
-                let written = if durable {
+                let written = if durable && self.dsync.load(Ordering::Relaxed) {
+                    // One request: the write carries RWF_DSYNC, so it completes only once
+                    // its data (and any metadata needed to read it) is durable.
+                    let write = opcode::Write::new(fd, rest.as_ptr(), rest.len() as u32)
+                        .offset(at)
+                        .rw_flags(libc::RWF_DSYNC)
+                        .build()
+                        .user_data(0);
+                    // SAFETY: `rest` is borrowed for the whole call and outlives it.
+                    let [w] =
+                        unsafe { submit_and_reap(ring, [write], IoOp::Write, &open.path, at)? };
+                    if w == -libc::EOPNOTSUPP || (w == -libc::EINVAL && done == 0) {
+                        // This kernel or file system refuses RWF_DSYNC: link a sync instead.
+                        self.dsync.store(false, Ordering::Relaxed);
+                        continue;
+                    }
+                    w
+                } else if durable {
                     let sync = opcode::Fsync::new(fd)
                         .flags(types::FsyncFlags::DATASYNC)
                         .build()

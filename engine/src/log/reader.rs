@@ -43,6 +43,8 @@ pub struct Record {
     pub payload: Vec<u8>,
     /// Its CRC (valid: the reader yields no other).
     pub crc: u32,
+    /// The CRC of the record before it (the chain).
+    pub prev_crc: u32,
     /// The segment it was read from.
     pub segment_seq: u64,
     /// Offset of its batch in the segment.
@@ -580,6 +582,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                 fields: record.fields,
                 payload: payload.to_vec(),
                 crc: record.crc,
+                prev_crc: record.prev_crc,
                 segment_seq: seq,
                 batch_offset: offset,
             });

@@ -31,6 +31,10 @@ use crate::io::{AlignedBuf, Device, FileId};
 
 use super::reader::Tail;
 
+/// How many batches a leader writes after its own before it returns, when more records
+/// are waiting: the device stays busy without waiting for another thread to wake.
+const LEADER_EXTRA_BATCHES_MAX: u32 = 2;
+
 /// A record to append.
 #[derive(Clone, Copy, Debug)]
 pub struct NewRecord<'a> {
@@ -93,6 +97,10 @@ struct WriterState {
     current: Option<(u64, FileId)>,
     /// First LSN of every live segment that has been started.
     segment_first_lsn: BTreeMap<u64, Lsn>,
+    /// Sequence number of the batch being filled; the one in flight is one less.
+    fill_batch_seq: u64,
+    /// Last LSN of the batch in flight.
+    in_flight_last_lsn: Lsn,
     stats: LogStats,
 }
 
@@ -103,7 +111,9 @@ struct Shared<D: Device> {
     epoch: u32,
     batch_size_bytes_max: usize,
     state: Mutex<WriterState>,
-    changed: Condvar,
+    /// Waiters for batch `n` sleep on `batch_done[n % 2]`: a batch's completion wakes its
+    /// own committers, not the ones already gathering in the next batch.
+    batch_done: [Condvar; 2],
     appended_lsn: AtomicU64,
 }
 
@@ -189,6 +199,8 @@ impl<D: Device> Log<D> {
             closed: false,
             current: None,
             segment_first_lsn: tail.segment_first_lsn.clone(),
+            fill_batch_seq: 1,
+            in_flight_last_lsn: 0,
             stats: LogStats::default(),
         };
         position_fill(
@@ -223,7 +235,7 @@ impl<D: Device> Log<D> {
                 epoch: tail.epoch.saturating_add(1),
                 batch_size_bytes_max,
                 state: Mutex::new(state),
-                changed: Condvar::new(),
+                batch_done: [Condvar::new(), Condvar::new()],
                 appended_lsn: AtomicU64::new(tail.next_lsn - 1),
             }),
             preparer,
@@ -339,10 +351,26 @@ impl<D: Device> Log<D> {
             }
             check_usable(&state)?;
             assert!(lsn < state.next_lsn, "waiting for LSN {lsn} never appended");
-            if state.in_flight {
+            if state.in_flight && lsn <= state.in_flight_last_lsn {
                 state = self.wait(state);
+            } else if state.in_flight {
+                // Wait with the next batch's committers; one of them is woken to lead it.
+                let cv = &self.shared.batch_done[(state.fill_batch_seq % 2) as usize];
+                state = cv.wait(state).unwrap_or_else(|e| e.into_inner());
             } else {
                 state = self.lead(state);
+                // The device is idle now. If records are waiting, write them at once rather
+                // than hand the next batch to a thread that has yet to wake up; a few times
+                // at most, so no caller waits long for its own durable record.
+                let mut extra = 0;
+                while extra < LEADER_EXTRA_BATCHES_MAX
+                    && state.fill.record_count > 0
+                    && !state.in_flight
+                    && state.failed.is_none()
+                {
+                    state = self.lead(state);
+                    extra += 1;
+                }
             }
         }
     }
@@ -485,9 +513,10 @@ impl<D: Device> Log<D> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits until the batch in flight completes (or anything else ends the wait).
     fn wait<'a>(&'a self, state: MutexGuard<'a, WriterState>) -> MutexGuard<'a, WriterState> {
-        self.shared
-            .changed
+        let in_flight_seq = state.fill_batch_seq - 1;
+        self.shared.batch_done[(in_flight_seq % 2) as usize]
             .wait(state)
             .unwrap_or_else(|e| e.into_inner())
     }
@@ -555,6 +584,9 @@ impl<D: Device> Log<D> {
         }
         let current = state.current;
         state.in_flight = true;
+        state.in_flight_last_lsn = next_lsn - 1;
+        let batch_seq = state.fill_batch_seq;
+        state.fill_batch_seq += 1;
         drop(state);
 
         let result = (|| -> Result<FileId, LogError> {
@@ -607,7 +639,15 @@ impl<D: Device> Log<D> {
                 }
             }
         }
-        shared.changed.notify_all();
+        if state.failed.is_some() {
+            shared.batch_done.iter().for_each(Condvar::notify_all);
+        } else {
+            shared.batch_done[(batch_seq % 2) as usize].notify_all();
+            if state.fill.record_count > 0 {
+                // Someone gathering in the next batch leads it, unless this leader does.
+                shared.batch_done[(state.fill_batch_seq % 2) as usize].notify_one();
+            }
+        }
         state
     }
 }
