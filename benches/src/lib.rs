@@ -55,8 +55,11 @@ pub struct LogBenchReport {
     pub records_per_batch: f64,
     /// Bytes per batch written, on average (padding included).
     pub batch_bytes: u64,
-    /// Commits per second the baseline reaches with batches of that size.
+    /// Commits per second the baseline reaches: the same number of threads each writing
+    /// batches of that size with pwrite + fdatasync.
     pub baseline_commits_per_sec: f64,
+    /// Commits per second one thread reaches writing those batches back to back.
+    pub sequential_commits_per_sec: f64,
     /// Baseline p50 of one batch write + fdatasync, microseconds.
     pub baseline_p50_us: f64,
     /// Baseline p99, microseconds.
@@ -157,8 +160,14 @@ fn run_both(options: &LogBenchOptions, dir: &std::path::Path) -> Result<LogBench
         (stats.written_bytes / stats.batch_count.max(1)) as usize,
         BLOCK_SIZE_BYTES,
     ) as u64;
-    let (baseline_batches_per_sec, baseline_hist) =
-        baseline(&dir.join("baseline"), batch_bytes as usize, options)?;
+    let (baseline_batches_per_sec, baseline_hist) = baseline(
+        &dir.join("baseline"),
+        batch_bytes as usize,
+        options.threads,
+        options,
+    )?;
+    let (sequential_batches_per_sec, _) =
+        baseline(&dir.join("baseline"), batch_bytes as usize, 1, options)?;
     let commits_per_sec = commits as f64 / elapsed;
     let baseline_commits_per_sec = baseline_batches_per_sec * records_per_batch;
     let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
@@ -173,6 +182,7 @@ fn run_both(options: &LogBenchOptions, dir: &std::path::Path) -> Result<LogBench
         records_per_batch,
         batch_bytes,
         baseline_commits_per_sec,
+        sequential_commits_per_sec: sequential_batches_per_sec * records_per_batch,
         baseline_p50_us: us(&baseline_hist, 0.5),
         baseline_p99_us: us(&baseline_hist, 0.99),
         ratio: commits_per_sec / baseline_commits_per_sec.max(1e-9),
@@ -181,27 +191,29 @@ fn run_both(options: &LogBenchOptions, dir: &std::path::Path) -> Result<LogBench
     })
 }
 
-/// Back-to-back O_DIRECT pwrite + fdatasync of `batch_bytes`, sequentially through a
-/// preallocated, zero-filled file: the device's limit for the batches smlog wrote.
+/// O_DIRECT pwrite + fdatasync of `batch_bytes`, back to back, from `threads` threads (each
+/// in its own region of one preallocated, zero-filled file): the device's limit for the
+/// batches smlog wrote. Returns batches per second and the latency of each write + sync.
 fn baseline(
     dir: &std::path::Path,
     batch_bytes: usize,
+    threads: usize,
     options: &LogBenchOptions,
 ) -> Result<(f64, Histogram<u64>), String> {
-    let device = open_dir(
-        dir,
-        DeviceOptions {
-            kind: DeviceKind::Posix,
-            direct_io: options.direct_io,
-            create_dir: true,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let device = Arc::new(
+        open_dir(
+            dir,
+            DeviceOptions {
+                kind: DeviceKind::Posix,
+                direct_io: options.direct_io,
+                create_dir: true,
+            },
+        )
+        .map_err(|e| e.to_string())?,
+    );
     let file_bytes: u64 = 256 * 1024 * 1024;
     let file = device.open("baseline", true).map_err(|e| e.to_string())?;
-    device
-        .set_len(file, file_bytes)
-        .map_err(|e| e.to_string())?;
+    device.set_len(file, file_bytes).map_err(|e| e.to_string())?;
     let zeros = AlignedBuf::new_zeroed(1024 * 1024);
     let mut offset = 0;
     while offset < file_bytes {
@@ -211,25 +223,43 @@ fn baseline(
         offset += zeros.len() as u64;
     }
     device.sync(file).map_err(|e| e.to_string())?;
-    let mut buf = AlignedBuf::new_zeroed(batch_bytes.max(BLOCK_SIZE_BYTES));
-    buf.fill(0x5A);
-    let mut hist = histogram();
-    let mut batches = 0u64;
-    let mut offset = 0u64;
-    let start = Instant::now();
+    let write_bytes = batch_bytes.max(BLOCK_SIZE_BYTES);
+    let region_bytes = (file_bytes / threads as u64) / BLOCK_SIZE_BYTES as u64 * BLOCK_SIZE_BYTES as u64;
     let deadline = Duration::from_secs_f64(options.seconds);
-    while start.elapsed() < deadline {
-        if offset + buf.len() as u64 > file_bytes {
-            offset = 0;
-        }
-        let began = Instant::now();
-        device
-            .write_at(file, offset, &buf)
-            .and_then(|()| device.sync(file))
-            .map_err(|e| e.to_string())?;
-        record_ns(&mut hist, began.elapsed());
-        offset += buf.len() as u64;
-        batches += 1;
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads as u64)
+        .map(|t| {
+            let device = Arc::clone(&device);
+            std::thread::spawn(move || -> Result<(Histogram<u64>, u64), String> {
+                let mut buf = AlignedBuf::new_zeroed(write_bytes);
+                buf.fill(0x5A);
+                let mut hist = histogram();
+                let mut batches = 0u64;
+                let base = t * region_bytes;
+                let mut offset = 0u64;
+                while start.elapsed() < deadline {
+                    if offset + write_bytes as u64 > region_bytes {
+                        offset = 0;
+                    }
+                    let began = Instant::now();
+                    device
+                        .write_at(file, base + offset, &buf)
+                        .and_then(|()| device.sync(file))
+                        .map_err(|e| e.to_string())?;
+                    record_ns(&mut hist, began.elapsed());
+                    offset += write_bytes as u64;
+                    batches += 1;
+                }
+                Ok((hist, batches))
+            })
+        })
+        .collect();
+    let mut hist = histogram();
+    let mut batches = 0;
+    for worker in workers {
+        let (h, b) = worker.join().map_err(|_| "a baseline thread panicked")??;
+        hist.add(h).map_err(|e| e.to_string())?;
+        batches += b;
     }
     let elapsed = start.elapsed().as_secs_f64();
     device.close(file);
