@@ -32,6 +32,8 @@ pub struct LogBenchOptions {
     pub device: DeviceKind,
     /// O_DIRECT (default) or buffered.
     pub direct_io: bool,
+    /// Batches in flight at once (see `Log::set_batches_in_flight`).
+    pub batches_in_flight: usize,
 }
 
 /// Figures of one run.
@@ -112,6 +114,8 @@ fn run_both(options: &LogBenchOptions, dir: &std::path::Path) -> Result<LogBench
     );
     // Segments are created and zero-filled ahead of the timed run, as a log that has been
     // running a while reuses its segments.
+    log.set_batches_in_flight(options.batches_in_flight)
+        .map_err(|e| e.to_string())?;
     let estimate_bytes = (options.seconds * 400e6) as u64;
     let segments = (estimate_bytes / log.meta().segment_size_bytes).clamp(2, 24);
     log.reserve_segments(segments).map_err(|e| e.to_string())?;
@@ -213,7 +217,9 @@ fn baseline(
     );
     let file_bytes: u64 = 256 * 1024 * 1024;
     let file = device.open("baseline", true).map_err(|e| e.to_string())?;
-    device.set_len(file, file_bytes).map_err(|e| e.to_string())?;
+    device
+        .set_len(file, file_bytes)
+        .map_err(|e| e.to_string())?;
     let zeros = AlignedBuf::new_zeroed(1024 * 1024);
     let mut offset = 0;
     while offset < file_bytes {
@@ -224,7 +230,8 @@ fn baseline(
     }
     device.sync(file).map_err(|e| e.to_string())?;
     let write_bytes = batch_bytes.max(BLOCK_SIZE_BYTES);
-    let region_bytes = (file_bytes / threads as u64) / BLOCK_SIZE_BYTES as u64 * BLOCK_SIZE_BYTES as u64;
+    let region_bytes =
+        (file_bytes / threads as u64) / BLOCK_SIZE_BYTES as u64 * BLOCK_SIZE_BYTES as u64;
     let deadline = Duration::from_secs_f64(options.seconds);
     let start = Instant::now();
     let workers: Vec<_> = (0..threads as u64)

@@ -52,7 +52,9 @@ pub fn check_log_reader(data: &[u8]) -> usize {
     let mut block = AlignedBuf::new_zeroed(META_SIZE_BYTES);
     meta.encode(&mut block);
     let file = device.open(META_FILE_NAME, true).expect("sim open");
-    device.set_len(file, META_SIZE_BYTES as u64).expect("sim set_len");
+    device
+        .set_len(file, META_SIZE_BYTES as u64)
+        .expect("sim set_len");
     device.write_durable_at(file, 0, &block).expect("sim write");
     let size = FUZZ_SEGMENT_SIZE_BYTES as usize;
     let mut image = AlignedBuf::new_zeroed(size);
@@ -84,7 +86,10 @@ pub fn check_log_reader(data: &[u8]) -> usize {
                     record.fields,
                     &record.payload,
                 );
-                assert_eq!(crc, record.crc, "the reader yielded a record whose CRC fails");
+                assert_eq!(
+                    crc, record.crc,
+                    "the reader yielded a record whose CRC fails"
+                );
                 if let Some((lsn, crc)) = previous {
                     assert_eq!(record.lsn, lsn + 1, "LSNs not consecutive");
                     assert_eq!(record.prev_crc, crc, "chain broken between yielded records");

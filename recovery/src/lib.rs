@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use smlog::constants::{batch_size_bytes_max, SEGMENT_HEADER_SIZE_BYTES};
+use smlog::constants::{batch_size_bytes_max, BATCHES_IN_FLIGHT_MAX, SEGMENT_HEADER_SIZE_BYTES};
 use smlog::format::Meta;
 use smlog::io::{AlignedBuf, Device, IoErrorKind};
 use smlog::log::reader::Damage;
@@ -121,15 +121,16 @@ pub fn scan<D: Device + ?Sized>(
 }
 
 /// Zeroes, durably, every byte past the tail that the last writer could have written
-/// without syncing (one batch in the tail's segment and the start of the next), so that
-/// nothing discarded now can be read as part of the log later.
+/// without syncing (as many batches as may be in flight, in the tail's segment and at the
+/// start of the next), so that nothing discarded now can be read as part of the log later.
 fn scrub_past_tail<D: Device + ?Sized>(
     device: &D,
     meta: &Meta,
     tail: &Tail,
 ) -> Result<u64, LogError> {
     let batch_max = batch_size_bytes_max(meta.segment_size_bytes) as u64;
-    let zeros = AlignedBuf::new_zeroed((SEGMENT_HEADER_SIZE_BYTES as u64 + batch_max) as usize);
+    let reach = SEGMENT_HEADER_SIZE_BYTES as u64 + BATCHES_IN_FLIGHT_MAX as u64 * batch_max;
+    let zeros = AlignedBuf::new_zeroed(reach as usize);
     let mut scrubbed = 0u64;
     let ranges = [
         (tail.segment_seq, tail.segment_offset),

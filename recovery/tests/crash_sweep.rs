@@ -225,6 +225,8 @@ fn sweep_seed(seed: u64, cycles: u64) -> u64 {
         let io_failure = faults.crash_after_ops.is_none();
         device.set_faults(faults);
         let threads = rng.gen_range(1..=4);
+        log.set_batches_in_flight(rng.gen_range(1..=smlog::constants::BATCHES_IN_FLIGHT_MAX))
+            .unwrap();
         let outcome = run_threads(&log, seed, cycle, threads, rng.gen_range(5..60));
         assert!(
             !outcome.acked_after_failure,
@@ -307,6 +309,8 @@ fn damage_seed(seed: u64) -> &'static str {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xDA4A6E);
     let device = Arc::new(SimDevice::new(seed));
     let log = Arc::new(create(&device));
+    log.set_batches_in_flight(rng.gen_range(1..=smlog::constants::BATCHES_IN_FLIGHT_MAX))
+        .unwrap();
     let kind = rng.gen_range(0..5);
     device.set_faults(FaultConfig {
         lost_write_percent: if kind == 0 { 5 } else { 0 },

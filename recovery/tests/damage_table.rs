@@ -141,7 +141,7 @@ fn row_1_corruption_before_the_mark_is_an_error_never_a_truncation() {
 }
 
 #[test]
-fn row_1_a_later_segment_vouches_for_a_damaged_end_of_segment() {
+fn row_1_a_batch_in_the_next_segment_vouches_for_a_damaged_end_of_segment() {
     let device = Arc::new(SimDevice::new(4));
     let log = create(&device);
     // Fill the first segment and start the second.
@@ -171,7 +171,7 @@ fn row_1_a_later_segment_vouches_for_a_damaged_end_of_segment() {
     match lsns(&device, RecoveryMode::TornTail) {
         Err(LogError::Corrupt { lsn, why, .. }) => {
             assert_eq!(lsn, last_in_first);
-            assert!(why.contains("segment 2 starts"), "{why}");
+            assert!(why.contains("at segment 2"), "{why}");
         }
         other => panic!("{other:?}"),
     }

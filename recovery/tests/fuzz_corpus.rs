@@ -10,7 +10,9 @@ use smlog::testing::{check_log_reader, check_record_decode, FUZZ_SEGMENT_SIZE_BY
 use smlog::{Log, NewRecord};
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -87,6 +89,10 @@ fn generate_seed_corpus() {
         std::fs::write(root.join("log_reader").join(format!("seed-{seed}")), &bytes).unwrap();
         // The first record of the log, as a record_decode seed.
         let record = &image[4096 + 64..4096 + 64 + 48 + size.div_ceil(8) * 8];
-        std::fs::write(root.join("record_decode").join(format!("seed-{seed}")), record).unwrap();
+        std::fs::write(
+            root.join("record_decode").join(format!("seed-{seed}")),
+            record,
+        )
+        .unwrap();
     }
 }

@@ -14,6 +14,7 @@ pub fn log(
     record_bytes: &[usize],
     seconds: f64,
     dir: &Path,
+    in_flight: usize,
     args: OpenArgs,
     as_json: bool,
 ) -> Result<ExitCode> {
@@ -43,6 +44,7 @@ pub fn log(
                 dir: dir.to_path_buf(),
                 device: options.kind,
                 direct_io: options.direct_io,
+                batches_in_flight: in_flight,
             })?;
             if as_json {
                 println!("{}", serde_json::to_string(&report)?);

@@ -122,6 +122,9 @@ enum BenchCommand {
         /// Directory on the file system to measure.
         #[arg(long, default_value = "/var/tmp")]
         dir: PathBuf,
+        /// Batches in flight at once (1 ..= 4).
+        #[arg(long, default_value_t = smlog::constants::BATCHES_IN_FLIGHT_DEFAULT)]
+        in_flight: usize,
         #[command(flatten)]
         open: OpenArgs,
         /// One JSON object per run.
@@ -185,9 +188,18 @@ fn main() -> ExitCode {
             record_bytes,
             seconds,
             dir,
+            in_flight,
             open,
             json,
-        }) => bench::log(&threads, &record_bytes, seconds, &dir, open, json),
+        }) => bench::log(
+            &threads,
+            &record_bytes,
+            seconds,
+            &dir,
+            in_flight,
+            open,
+            json,
+        ),
     };
     match result {
         Ok(code) => code,

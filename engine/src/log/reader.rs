@@ -9,14 +9,14 @@
 //! | # | evidence | verdict |
 //! |---|---|---|
 //! | 0 | the segment's file is shorter than a segment (segments are created whole) | corruption: truncated from outside |
-//! | 1 | a later batch of this log vouches for the LSN (`durable_lsn` >= it), or a later segment starts past it | corruption; reading resumes there |
+//! | 1 | a later batch of this log, valid for its own place, vouches for the LSN (`durable_lsn` >= it) | corruption; reading resumes there |
 //! | 2 | the batch here is valid for this place, was written by the same or a newer writer epoch than the batch before it, yet does not continue it (LSN or CRC chain) | corruption: what came before is not what that writer saw durable |
 //! | 3 | no batch of this segment's incarnation starts here (zeros, or stale bytes of a recycled segment) | the clean end of the log |
 //! | 4 | a batch of this incarnation starts here but is not whole, or the place is unreadable | a torn tail |
 //!
-//! Only one batch is ever in flight, so a batch past the damage that vouches for it proves
-//! the damaged bytes were durable once; without such a batch the damage is in the last,
-//! unacknowledged write.
+//! A batch's `durable_lsn` is what was durable when it was sealed, so a batch past the
+//! damage that vouches for it proves the damaged bytes were durable once; without such a
+//! batch the damage is in a write that was never acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -629,21 +629,11 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             let mut at = if s == seq {
                 offset + BLOCK_SIZE_BYTES as u64
             } else {
-                match self.segment_header(s)? {
-                    Ok(h) if h.first_lsn > expected => {
-                        return Ok(Found::Vouch {
-                            segment_seq: s,
-                            offset: SEGMENT_HEADER_SIZE_BYTES as u64,
-                            first_lsn: h.first_lsn,
-                            prev_crc: h.prev_crc,
-                            starts_segment: true,
-                            why: format!("segment {s} starts at LSN {}", h.first_lsn),
-                        });
-                    }
-                    // A damaged segment header does not hide the batches after it: each
-                    // names its own incarnation and place.
-                    Ok(_) | Err(_) => SEGMENT_HEADER_SIZE_BYTES as u64,
-                }
+                // A later segment's start proves nothing by itself (its first batch may
+                // have been in flight beside the damaged one); its batches' marks do. A
+                // damaged segment header does not hide them: each batch names its own
+                // incarnation and place.
+                SEGMENT_HEADER_SIZE_BYTES as u64
             };
             while at + BLOCK_SIZE_BYTES as u64 <= size {
                 let block = match self.bytes(s, at, BLOCK_SIZE_BYTES) {

@@ -1,28 +1,36 @@
 //! [`Log`]: appends from many threads, made durable by group commit.
 //!
 //! Appenders encode their records straight into the batch being filled (one aligned buffer),
-//! under one mutex. The first thread that needs a record durable while no batch is in
-//! flight becomes the leader: it seals the filling batch, installs the spare buffer as the
-//! next one, and writes the sealed batch with one write + fdatasync while the others keep
-//! filling the next batch. When the write completes it wakes everyone; the first waiter
-//! whose record is still not durable leads the next batch. There is never more than one
-//! batch in flight, so every batch's `durable_lsn` (the durable mark) covers every batch
-//! before it, and at most one batch's worth of bytes past the tail can be unsynced at a
-//! crash. No thread ever sleeps to wait for company: the batch size follows the load.
+//! under one mutex. A thread that needs its record durable, finding it in the filling batch
+//! and a free slot among the batches that may be in flight (one by default, at most
+//! [`BATCHES_IN_FLIGHT_MAX`]), becomes that batch's leader: it seals the batch, installs a spare buffer as the next one, and writes
+//! the sealed batch with one durable write (write + fdatasync) while the others keep filling
+//! the next. When no slot is free, records gather in the filling batch until one frees: the
+//! batch size follows the load, and no thread ever sleeps to wait for company.
+//!
+//! Batches may complete out of order; the durable LSN advances only over batches that are
+//! all complete. Each batch carries the durable LSN as it was when the batch was sealed
+//! (the durable mark), so any batch on disk vouches for everything durable before it. At a
+//! crash, at most [`BATCHES_IN_FLIGHT_MAX`] batches past the durable tail can be partly on
+//! disk; recovery scrubs that much past the tail.
+//!
+//! Committers waiting on batch `n` sleep on condition variable `n % (K + 1)`: a batch
+//! becoming durable wakes its own committers and, when records wait, one more thread to
+//! lead them, never the whole crowd.
 //!
 //! A failed write or sync is fail-stop: the log records the failure, wakes every waiter
 //! with it, and refuses every later append and wait.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::segment::{self, Preparer};
 use super::{LogError, Lsn};
 use crate::constants::{
-    align_up, batch_size_bytes_max, BATCH_HEADER_SIZE_BYTES, BLOCK_SIZE_BYTES,
-    RECORD_PAYLOAD_SIZE_BYTES_MAX, SEGMENT_HEADER_SIZE_BYTES, SEGMENT_SIZE_BYTES_MAX,
-    SEGMENT_SIZE_BYTES_MIN,
+    align_up, batch_size_bytes_max, BATCHES_IN_FLIGHT_DEFAULT, BATCHES_IN_FLIGHT_MAX,
+    BATCH_HEADER_SIZE_BYTES, BLOCK_SIZE_BYTES, RECORD_PAYLOAD_SIZE_BYTES_MAX,
+    SEGMENT_HEADER_SIZE_BYTES, SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN,
 };
 use crate::format::{
     encode_record, record_size_bytes, BatchHeader, Meta, RecordFields, SegmentHeader,
@@ -32,8 +40,12 @@ use crate::io::{AlignedBuf, Device, FileId};
 use super::reader::Tail;
 
 /// How many batches a leader writes after its own before it returns, when more records
-/// are waiting: the device stays busy without waiting for another thread to wake.
+/// are waiting and a slot is free: the device stays busy without waiting for another
+/// thread to wake.
 const LEADER_EXTRA_BATCHES_MAX: u32 = 2;
+
+/// Condition variables: one per batch that may be in flight, plus the filling one.
+const WAIT_QUEUE_COUNT: usize = BATCHES_IN_FLIGHT_MAX + 1;
 
 /// A record to append.
 #[derive(Clone, Copy, Debug)]
@@ -51,7 +63,7 @@ pub struct NewRecord<'a> {
 /// Counters of a log's writer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
-    /// Batches written (each one write + one fdatasync).
+    /// Batches written (each one durable write).
     pub batch_count: u64,
     /// Records written.
     pub record_count: u64,
@@ -82,26 +94,55 @@ impl Batch {
     }
 }
 
+/// A batch being written.
+#[derive(Debug)]
+struct InFlight {
+    /// The batch's sequence number (counts batches since open).
+    batch_seq: u64,
+    segment_seq: u64,
+    /// Last LSN in it (first - 1 for an empty batch).
+    last_lsn: Lsn,
+    /// Its write completed.
+    done: bool,
+}
+
 #[derive(Debug)]
 struct WriterState {
     fill: Batch,
-    spare: Option<AlignedBuf>,
-    in_flight: bool,
+    /// Sequence number of the filling batch.
+    fill_seq: u64,
+    spares: Vec<AlignedBuf>,
+    /// Batches being written, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// How many may be in flight at once (1 ..= [`BATCHES_IN_FLIGHT_MAX`]).
+    in_flight_limit: usize,
     next_lsn: Lsn,
     chain: u32,
     durable_lsn: Lsn,
     mark_lsn: Lsn,
     failed: Option<LogError>,
     closed: bool,
-    /// The segment the last written batch went to, and its open file.
-    current: Option<(u64, FileId)>,
+    /// Open segment files.
+    files: BTreeMap<u64, FileId>,
     /// First LSN of every live segment that has been started.
     segment_first_lsn: BTreeMap<u64, Lsn>,
-    /// Sequence number of the batch being filled; the one in flight is one less.
-    fill_batch_seq: u64,
-    /// Last LSN of the batch in flight.
-    in_flight_last_lsn: Lsn,
     stats: LogStats,
+}
+
+impl WriterState {
+    /// Whether another batch may be written now.
+    fn slot_free(&self) -> bool {
+        self.in_flight.len() < self.in_flight_limit
+    }
+
+    /// The sequence number of the batch that holds `lsn` (in flight or filling).
+    fn batch_of(&self, lsn: Lsn) -> u64 {
+        self.in_flight
+            .iter()
+            .find(|b| b.last_lsn >= lsn)
+            .map(|b| b.batch_seq)
+            .unwrap_or(self.fill_seq)
+    }
 }
 
 #[derive(Debug)]
@@ -111,9 +152,8 @@ struct Shared<D: Device> {
     epoch: u32,
     batch_size_bytes_max: usize,
     state: Mutex<WriterState>,
-    /// Waiters for batch `n` sleep on `batch_done[n % 2]`: a batch's completion wakes its
-    /// own committers, not the ones already gathering in the next batch.
-    batch_done: [Condvar; 2],
+    /// Committers of batch `n` wait on `waiters[n % WAIT_QUEUE_COUNT]`.
+    waiters: [Condvar; WAIT_QUEUE_COUNT],
     appended_lsn: AtomicU64,
 }
 
@@ -175,8 +215,9 @@ impl<D: Device> Log<D> {
     /// has made sure nothing past the tail can be mistaken for a record.
     pub fn open_at(device: Arc<D>, meta: Meta, tail: &Tail) -> Result<Log<D>, LogError> {
         let batch_size_bytes_max = batch_size_bytes_max(meta.segment_size_bytes);
-        let fill = Batch {
-            buf: AlignedBuf::new_zeroed(SEGMENT_HEADER_SIZE_BYTES + batch_size_bytes_max),
+        let buffer = || AlignedBuf::new_zeroed(SEGMENT_HEADER_SIZE_BYTES + batch_size_bytes_max);
+        let mut fill = Batch {
+            buf: buffer(),
             segment_seq: tail.segment_seq,
             segment_offset: 0,
             capacity_bytes: 0,
@@ -185,31 +226,29 @@ impl<D: Device> Log<D> {
             first_lsn: tail.next_lsn,
             prev_crc: tail.chain,
         };
-        let mut state = WriterState {
+        position_fill(
+            &mut fill,
+            tail.segment_seq,
+            tail.segment_offset,
+            meta.segment_size_bytes,
+            batch_size_bytes_max,
+        );
+        let state = WriterState {
             fill,
-            spare: Some(AlignedBuf::new_zeroed(
-                SEGMENT_HEADER_SIZE_BYTES + batch_size_bytes_max,
-            )),
-            in_flight: false,
+            fill_seq: 1,
+            spares: (0..BATCHES_IN_FLIGHT_MAX).map(|_| buffer()).collect(),
+            in_flight: VecDeque::with_capacity(BATCHES_IN_FLIGHT_MAX),
+            in_flight_limit: BATCHES_IN_FLIGHT_DEFAULT,
             next_lsn: tail.next_lsn,
             chain: tail.chain,
             durable_lsn: tail.next_lsn - 1,
             mark_lsn: tail.next_lsn - 1,
             failed: None,
             closed: false,
-            current: None,
+            files: BTreeMap::new(),
             segment_first_lsn: tail.segment_first_lsn.clone(),
-            fill_batch_seq: 1,
-            in_flight_last_lsn: 0,
             stats: LogStats::default(),
         };
-        position_fill(
-            &mut state.fill,
-            tail.segment_seq,
-            tail.segment_offset,
-            meta.segment_size_bytes,
-            batch_size_bytes_max,
-        );
         // The preparer checks (and creates or completes) every segment from the first one
         // the writer may need; a started segment is whole already.
         let ready_up_to = if tail.segment_offset == 0 {
@@ -235,7 +274,7 @@ impl<D: Device> Log<D> {
                 epoch: tail.epoch.saturating_add(1),
                 batch_size_bytes_max,
                 state: Mutex::new(state),
-                batch_done: [Condvar::new(), Condvar::new()],
+                waiters: std::array::from_fn(|_| Condvar::new()),
                 appended_lsn: AtomicU64::new(tail.next_lsn - 1),
             }),
             preparer,
@@ -250,6 +289,19 @@ impl<D: Device> Log<D> {
     /// The log's metadata.
     pub fn meta(&self) -> Meta {
         *self.shared.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets how many batches may be in flight at once, 1 ..= [`BATCHES_IN_FLIGHT_MAX`]
+    /// (default [`BATCHES_IN_FLIGHT_DEFAULT`]). More lets a device with parallel queues
+    /// make batches durable side by side, at the cost of smaller batches and more IOs.
+    pub fn set_batches_in_flight(&self, count: usize) -> Result<(), LogError> {
+        if !(1..=BATCHES_IN_FLIGHT_MAX).contains(&count) {
+            return Err(LogError::InvalidOptions(format!(
+                "batches in flight {count}: must be 1 ..= {BATCHES_IN_FLIGHT_MAX}"
+            )));
+        }
+        self.lock().in_flight_limit = count;
+        Ok(())
     }
 
     /// The open epoch this writer stamps into its batches.
@@ -304,10 +356,13 @@ impl<D: Device> Log<D> {
                 );
                 continue;
             }
-            if state.in_flight {
-                state = self.wait(state);
-            } else {
+            if state.slot_free() {
                 state = self.lead(state);
+                self.hand_off(&state);
+            } else {
+                // Wait with the filling batch's committers until a slot frees.
+                let seq = state.fill_seq;
+                state = self.wait_on(state, seq);
             }
         }
         let mut lsn = state.next_lsn;
@@ -342,7 +397,8 @@ impl<D: Device> Log<D> {
         Ok(lsn - 1)
     }
 
-    /// Waits until every record up to `lsn` is durable, leading a batch if none is in flight.
+    /// Waits until every record up to `lsn` is durable, leading its batch when a slot is
+    /// free.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<(), LogError> {
         let mut state = self.lock();
         loop {
@@ -351,26 +407,25 @@ impl<D: Device> Log<D> {
             }
             check_usable(&state)?;
             assert!(lsn < state.next_lsn, "waiting for LSN {lsn} never appended");
-            if state.in_flight && lsn <= state.in_flight_last_lsn {
-                state = self.wait(state);
-            } else if state.in_flight {
-                // Wait with the next batch's committers; one of them is woken to lead it.
-                let cv = &self.shared.batch_done[(state.fill_batch_seq % 2) as usize];
-                state = cv.wait(state).unwrap_or_else(|e| e.into_inner());
-            } else {
+            let in_fill = lsn >= state.fill.first_lsn;
+            if in_fill && state.slot_free() {
                 state = self.lead(state);
-                // The device is idle now. If records are waiting, write them at once rather
-                // than hand the next batch to a thread that has yet to wake up; a few times
-                // at most, so no caller waits long for its own durable record.
+                // If records are waiting and a slot is free, write them at once rather than
+                // hand the batch to a thread that has yet to wake up; a few times at most,
+                // so no caller waits long after its own record is durable.
                 let mut extra = 0;
                 while extra < LEADER_EXTRA_BATCHES_MAX
                     && state.fill.record_count > 0
-                    && !state.in_flight
+                    && state.slot_free()
                     && state.failed.is_none()
                 {
                     state = self.lead(state);
                     extra += 1;
                 }
+                self.hand_off(&state);
+            } else {
+                let seq = state.batch_of(lsn);
+                state = self.wait_on(state, seq);
             }
         }
     }
@@ -394,8 +449,8 @@ impl<D: Device> Log<D> {
         self.lock().durable_lsn
     }
 
-    /// The durable mark of the last durable batch: every LSN up to it is vouched for by a
-    /// later batch on disk, so damage below it is corruption, never a torn tail.
+    /// The highest durable mark on disk: every LSN up to it is vouched for by a batch on
+    /// disk, so damage below it is corruption, never a torn tail.
     pub fn mark_lsn(&self) -> Lsn {
         self.lock().mark_lsn
     }
@@ -424,8 +479,9 @@ impl<D: Device> Log<D> {
         let mut state = self.lock();
         loop {
             check_usable(&state)?;
-            if state.in_flight {
-                state = self.wait(state);
+            if let Some(newest) = state.in_flight.back() {
+                let seq = newest.batch_seq;
+                state = self.wait_on(state, seq);
                 continue;
             }
             if state.fill.record_count > 0
@@ -434,6 +490,7 @@ impl<D: Device> Log<D> {
             {
                 state = self.lead(state);
                 check_usable(&state)?;
+                self.hand_off(&state);
             }
             return Ok(lsn);
         }
@@ -443,6 +500,7 @@ impl<D: Device> Log<D> {
     pub fn close(self) -> Result<Lsn, LogError> {
         let lsn = self.write_mark()?;
         self.lock().closed = true;
+        self.shared.waiters.iter().for_each(Condvar::notify_all);
         Ok(lsn)
     }
 
@@ -456,19 +514,19 @@ impl<D: Device> Log<D> {
 
     /// Releases the segments whose records all have LSNs up to `lsn` (checkpointed or
     /// purged): the `LOG` file's first segment moves past them, then their files are
-    /// recycled as future segments. Never touches the segment being written.
+    /// recycled as future segments. Never touches a segment being written.
     pub fn release_prefix(&self, lsn: Lsn) -> Result<u64, LogError> {
         let (new_first, released) = {
             let state = self.lock();
-            let current = state.fill.segment_seq.min(
-                state
-                    .current
-                    .map(|(seq, _)| seq)
-                    .unwrap_or(state.fill.segment_seq),
-            );
+            let oldest_written = state
+                .in_flight
+                .front()
+                .map(|b| b.segment_seq)
+                .unwrap_or(state.fill.segment_seq)
+                .min(state.fill.segment_seq);
             let mut new_first = None;
             for (&seq, _) in state.segment_first_lsn.iter() {
-                if seq >= current {
+                if seq + 1 >= oldest_written {
                     break;
                 }
                 let Some(&next_first) = state.segment_first_lsn.get(&(seq + 1)) else {
@@ -502,6 +560,9 @@ impl<D: Device> Log<D> {
         let mut state = self.lock();
         for seq in &released {
             state.segment_first_lsn.remove(seq);
+            if let Some(file) = state.files.remove(seq) {
+                self.shared.device.close(file);
+            }
         }
         drop(state);
         self.preparer
@@ -513,23 +574,35 @@ impl<D: Device> Log<D> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until the batch in flight completes (or anything else ends the wait).
-    fn wait<'a>(&'a self, state: MutexGuard<'a, WriterState>) -> MutexGuard<'a, WriterState> {
-        let in_flight_seq = state.fill_batch_seq - 1;
-        self.shared.batch_done[(in_flight_seq % 2) as usize]
+    /// Sleeps with the committers of batch `batch_seq` until it becomes durable, a slot
+    /// frees for the filling batch, or the log stops; returns with the lock held again.
+    fn wait_on<'a>(
+        &'a self,
+        state: MutexGuard<'a, WriterState>,
+        batch_seq: u64,
+    ) -> MutexGuard<'a, WriterState> {
+        self.shared.waiters[(batch_seq % WAIT_QUEUE_COUNT as u64) as usize]
             .wait(state)
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// When records wait in the filling batch and a slot is free, wakes one of their
+    /// committers to lead it.
+    fn hand_off(&self, state: &WriterState) {
+        if state.fill.record_count > 0 && state.slot_free() && state.failed.is_none() {
+            self.shared.waiters[(state.fill_seq % WAIT_QUEUE_COUNT as u64) as usize].notify_one();
+        }
+    }
+
     /// Seals the filling batch and writes it; returns with the lock held again.
     fn lead<'a>(&'a self, mut state: MutexGuard<'a, WriterState>) -> MutexGuard<'a, WriterState> {
-        assert!(!state.in_flight);
+        assert!(state.slot_free());
         let shared = &*self.shared;
         let meta = self.meta();
         let spare = state
-            .spare
-            .take()
-            .expect("the spare buffer is home when nothing is in flight");
+            .spares
+            .pop()
+            .expect("a spare buffer for every free slot");
         let next_lsn = state.next_lsn;
         let chain = state.chain;
         let mut batch = std::mem::replace(
@@ -553,8 +626,10 @@ impl<D: Device> Log<D> {
             meta.segment_size_bytes,
             shared.batch_size_bytes_max,
         );
-        assert_eq!(state.durable_lsn + 1, batch.first_lsn);
+        let batch_seq = state.fill_seq;
+        state.fill_seq += 1;
         let durable_lsn = state.durable_lsn;
+        assert!(durable_lsn < batch.first_lsn);
         let header = BatchHeader {
             record_count: batch.record_count,
             log_id: meta.log_id,
@@ -582,25 +657,22 @@ impl<D: Device> Log<D> {
             }
             .encode(&mut batch.buf[..SEGMENT_HEADER_SIZE_BYTES]);
         }
-        let current = state.current;
-        state.in_flight = true;
-        state.in_flight_last_lsn = next_lsn - 1;
-        let batch_seq = state.fill_batch_seq;
-        state.fill_batch_seq += 1;
+        state.in_flight.push_back(InFlight {
+            batch_seq,
+            segment_seq: batch.segment_seq,
+            last_lsn: next_lsn - 1,
+            done: false,
+        });
+        let file = state.files.get(&batch.segment_seq).copied();
         drop(state);
 
-        let result = (|| -> Result<FileId, LogError> {
-            let file = match current {
-                Some((seq, file)) if seq == batch.segment_seq => file,
-                _ => {
+        let result = (|| -> Result<(FileId, bool), LogError> {
+            let (file, opened) = match file {
+                Some(file) => (file, false),
+                None => {
                     self.preparer.wait_ready(batch.segment_seq)?;
-                    let file = shared
-                        .device
-                        .open(&segment::segment_file_name(batch.segment_seq), false)?;
-                    if let Some((_, old)) = current {
-                        shared.device.close(old);
-                    }
-                    file
+                    let name = segment::segment_file_name(batch.segment_seq);
+                    (shared.device.open(&name, false)?, true)
                 }
             };
             let (from, offset) = if starts_segment {
@@ -608,20 +680,39 @@ impl<D: Device> Log<D> {
             } else {
                 (SEGMENT_HEADER_SIZE_BYTES, batch.segment_offset)
             };
-            shared
-                .device
-                .write_durable_at(file, offset, &batch.buf[from..start + padded_bytes])?;
-            Ok(file)
+            let written = shared.device.write_durable_at(
+                file,
+                offset,
+                &batch.buf[from..start + padded_bytes],
+            );
+            if let Err(error) = written {
+                if opened {
+                    shared.device.close(file);
+                }
+                return Err(error.into());
+            }
+            Ok((file, opened))
         })();
 
         let mut state = self.lock();
-        state.in_flight = false;
-        state.spare = Some(batch.buf);
+        state.spares.push(batch.buf);
+        let entry = state
+            .in_flight
+            .iter_mut()
+            .find(|b| b.batch_seq == batch_seq)
+            .expect("the batch is in flight");
+        entry.done = true;
         match result {
-            Ok(file) => {
-                state.current = Some((batch.segment_seq, file));
-                state.durable_lsn = batch.first_lsn + u64::from(batch.record_count) - 1;
-                state.mark_lsn = durable_lsn;
+            Ok((file, opened)) => {
+                if opened {
+                    match state.files.get(&batch.segment_seq) {
+                        Some(_) => shared.device.close(file),
+                        None => {
+                            state.files.insert(batch.segment_seq, file);
+                        }
+                    }
+                }
+                state.mark_lsn = state.mark_lsn.max(durable_lsn);
                 if starts_segment {
                     state
                         .segment_first_lsn
@@ -633,19 +724,35 @@ impl<D: Device> Log<D> {
                     (padded_bytes + if starts_segment { start } else { 0 }) as u64;
             }
             Err(error) => {
-                state.current = None;
                 if state.failed.is_none() {
                     state.failed = Some(error);
                 }
             }
         }
         if state.failed.is_some() {
-            shared.batch_done.iter().for_each(Condvar::notify_all);
-        } else {
-            shared.batch_done[(batch_seq % 2) as usize].notify_all();
-            if state.fill.record_count > 0 {
-                // Someone gathering in the next batch leads it, unless this leader does.
-                shared.batch_done[(state.fill_batch_seq % 2) as usize].notify_one();
+            // Nothing after a failure is acknowledged: durable_lsn stays where it is.
+            state.in_flight.retain(|b| !b.done);
+            shared.waiters.iter().for_each(Condvar::notify_all);
+            return state;
+        }
+        // The durable LSN advances over the batches that are all complete, oldest first;
+        // their committers wake.
+        while state.in_flight.front().is_some_and(|b| b.done) {
+            let done = state.in_flight.pop_front().expect("front exists");
+            state.durable_lsn = state.durable_lsn.max(done.last_lsn);
+            shared.waiters[(done.batch_seq % WAIT_QUEUE_COUNT as u64) as usize].notify_all();
+        }
+        // Segment files no batch can write to any more are closed.
+        let oldest = state
+            .in_flight
+            .front()
+            .map(|b| b.segment_seq)
+            .unwrap_or(state.fill.segment_seq)
+            .min(state.fill.segment_seq);
+        let stale: Vec<u64> = state.files.range(..oldest).map(|(s, _)| *s).collect();
+        for seq in stale {
+            if let Some(file) = state.files.remove(&seq) {
+                shared.device.close(file);
             }
         }
         state
@@ -708,7 +815,7 @@ fn random_log_id() -> u64 {
 impl<D: Device> Drop for Log<D> {
     fn drop(&mut self) {
         let mut state = self.lock();
-        if let Some((_, file)) = state.current.take() {
+        for (_, file) in std::mem::take(&mut state.files) {
             self.shared.device.close(file);
         }
     }
