@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use smlog_benches::{log_bench, LogBenchOptions};
+use smlog_benches::{log_bench, recovery_bench, LogBenchOptions, RecoveryBenchOptions};
 
 use crate::OpenArgs;
 
@@ -65,6 +65,35 @@ pub fn log(
                 );
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn recovery(
+    megabytes: u64,
+    record_bytes: usize,
+    dir: &Path,
+    args: OpenArgs,
+    as_json: bool,
+) -> Result<ExitCode> {
+    let report = recovery_bench(&RecoveryBenchOptions {
+        log_bytes: megabytes * 1024 * 1024,
+        record_bytes,
+        dir: dir.to_path_buf(),
+        device: args.device_options(true).kind,
+    })?;
+    if as_json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "recovered {} records, {:.0} MB of log, in {:.3} s: {:.0} MB/s; sequential O_DIRECT read of the same files {:.0} MB/s; ratio {:.2}",
+            report.records,
+            report.log_bytes as f64 / 1e6,
+            report.recovery_secs,
+            report.scan_mb_per_sec,
+            report.read_mb_per_sec,
+            report.ratio
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -108,6 +108,23 @@ enum LogCommand {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Time to recover a log of a given size, against reading its files sequentially.
+    Recovery {
+        /// Megabytes of log to write and recover.
+        #[arg(long, default_value_t = 1024)]
+        megabytes: u64,
+        /// Payload bytes per record.
+        #[arg(long, default_value_t = 4096)]
+        record_bytes: usize,
+        /// Directory on the file system to measure.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Durable commits through the log against plain pwrite + fdatasync of the same batches.
     Log {
         /// Committing threads (a comma-separated list runs each).
@@ -200,6 +217,13 @@ fn main() -> ExitCode {
             open,
             json,
         ),
+        Command::Bench(BenchCommand::Recovery {
+            megabytes,
+            record_bytes,
+            dir,
+            open,
+            json,
+        }) => bench::recovery(megabytes, record_bytes, &dir, open, json),
     };
     match result {
         Ok(code) => code,

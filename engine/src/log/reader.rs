@@ -210,7 +210,9 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             present,
             files: BTreeMap::new(),
             chunk: Chunk {
-                buf: AlignedBuf::new_zeroed(SCAN_CHUNK_SIZE_BYTES),
+                buf: AlignedBuf::new_zeroed(
+                    SCAN_CHUNK_SIZE_BYTES.min(meta.segment_size_bytes as usize),
+                ),
                 segment_seq: 0,
                 start: 0,
                 len: 0,
@@ -281,7 +283,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
 
     /// Returns `len` bytes at `offset` of segment `seq` (within one scan chunk).
     fn bytes(&mut self, seq: u64, offset: u64, len: usize) -> Result<&[u8], IoError> {
-        assert!(len <= SCAN_CHUNK_SIZE_BYTES);
+        assert!(len <= self.chunk.buf.len());
         let chunk = &self.chunk;
         let cached = chunk.segment_seq == seq
             && offset >= chunk.start
@@ -298,7 +300,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     IoErrorKind::UnexpectedEof,
                 ));
             }
-            let aligned_len = ((segment_len - offset) as usize).min(SCAN_CHUNK_SIZE_BYTES)
+            let aligned_len = ((segment_len - offset) as usize).min(self.chunk.buf.len())
                 / BLOCK_SIZE_BYTES
                 * BLOCK_SIZE_BYTES;
             self.chunk.len = 0;
