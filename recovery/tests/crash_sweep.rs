@@ -15,7 +15,7 @@
 //! reads, unreadable sectors): recovery must then return every record below the durable
 //! mark intact, or fail with an error; it must never return wrong records or silently fewer.
 //!
-//! Size: `SMLOG_SWEEP_SEEDS` (default 120) seeds x `SMLOG_SWEEP_CYCLES` (default 6) crash
+//! Size: `SMLOG_SWEEP_SEEDS` (default 1500) seeds x `SMLOG_SWEEP_CYCLES` (default 6) crash
 //! cycles each, every cycle with its own random crash point.
 
 mod common;
@@ -291,7 +291,7 @@ fn sweep_seed(seed: u64, cycles: u64) -> u64 {
 
 #[test]
 fn crash_sweep_every_acknowledged_record_survives() {
-    let seeds = env_or("SMLOG_SWEEP_SEEDS", 120);
+    let seeds = env_or("SMLOG_SWEEP_SEEDS", 1500);
     let cycles = env_or("SMLOG_SWEEP_CYCLES", 6);
     let mut checks = 0;
     let first_seed = env_or("SMLOG_SWEEP_FIRST_SEED", 0);
@@ -387,7 +387,7 @@ fn damage_seed(seed: u64) -> &'static str {
 
 #[test]
 fn damage_sweep_returns_the_vouched_records_or_an_error() {
-    let seeds = env_or("SMLOG_SWEEP_SEEDS", 120);
+    let seeds = env_or("SMLOG_SWEEP_SEEDS", 1500);
     let mut outcomes: BTreeMap<&str, u64> = BTreeMap::new();
     let first_seed = env_or("SMLOG_SWEEP_FIRST_SEED", 0);
     for seed in first_seed..first_seed + seeds {
