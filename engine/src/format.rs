@@ -214,7 +214,7 @@ pub fn chain_seed(log_id: u64) -> u32 {
 /// | 0 | 4 | `crc`: CRC-32 (IEEE) of bytes 4..64 |
 /// | 4 | 4 | `magic`: "SMLG" |
 /// | 8 | 4 | `version` |
-/// | 12 | 4 | reserved, zero |
+/// | 12 | 4 | `open_epoch`: the epoch of the last writer opened; raised before it writes |
 /// | 16 | 8 | `log_id`: random, names this log in every segment and batch |
 /// | 24 | 8 | `segment_size_bytes` |
 /// | 32 | 8 | `first_segment_seq`: the oldest segment still part of the log |
@@ -226,7 +226,7 @@ pub struct MetaHeader {
     crc: U32Le,
     magic: U32Le,
     version: U32Le,
-    reserved0: U32Le,
+    open_epoch: U32Le,
     log_id: U64Le,
     segment_size_bytes: U64Le,
     first_segment_seq: U64Le,
@@ -247,6 +247,9 @@ pub struct Meta {
     pub first_segment_seq: u64,
     /// When the log was created.
     pub created_unix_secs: u64,
+    /// Epoch of the last writer opened on the log. Each writer takes one more than this and
+    /// than any epoch on disk, and records it here before it writes, so epochs only grow.
+    pub open_epoch: u32,
 }
 
 impl Meta {
@@ -257,7 +260,7 @@ impl Meta {
             crc: U32Le::new(0),
             magic: U32Le::new(META_MAGIC),
             version: U32Le::new(FORMAT_VERSION),
-            reserved0: U32Le::new(0),
+            open_epoch: U32Le::new(self.open_epoch),
             log_id: U64Le::new(self.log_id),
             segment_size_bytes: U64Le::new(self.segment_size_bytes),
             first_segment_seq: U64Le::new(self.first_segment_seq),
@@ -280,7 +283,7 @@ impl Meta {
         check_magic(header.magic.get(), META_MAGIC)?;
         check_crc(header.crc.get(), crc_of(&[&fields[4..]]))?;
         check_version(header.version.get())?;
-        if header.reserved0.get() != 0 || header.reserved1.iter().any(|r| r.get() != 0) {
+        if header.reserved1.iter().any(|r| r.get() != 0) {
             return Err(DecodeError::ReservedNotZero { field: "reserved" });
         }
         let segment_size_bytes = header.segment_size_bytes.get();
@@ -290,6 +293,7 @@ impl Meta {
             segment_size_bytes,
             first_segment_seq: header.first_segment_seq.get(),
             created_unix_secs: header.created_unix_secs.get(),
+            open_epoch: header.open_epoch.get(),
         })
     }
 }
@@ -916,11 +920,13 @@ mod tests {
             segment_size_bytes: 1 << 20,
             first_segment_seq: 3,
             created_unix_secs: 1000,
+            open_epoch: 5,
         };
         let mut bytes = [0u8; 64];
         meta.encode(&mut bytes);
         assert_eq!(Meta::decode(&bytes).unwrap(), meta);
         assert_eq!(&bytes[4..8], b"SMLG");
+        assert_eq!(&bytes[12..16], &5u32.to_le_bytes());
         assert_eq!(&bytes[32..40], &3u64.to_le_bytes());
         let bad = Meta {
             segment_size_bytes: 1000,

@@ -47,6 +47,7 @@ pub fn check_log_reader(data: &[u8]) -> usize {
         segment_size_bytes: FUZZ_SEGMENT_SIZE_BYTES,
         first_segment_seq: 1,
         created_unix_secs: 0,
+        open_epoch: 0,
     };
     let device = SimDevice::new(0);
     let mut block = AlignedBuf::new_zeroed(META_SIZE_BYTES);

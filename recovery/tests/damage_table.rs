@@ -385,3 +385,59 @@ fn released_segments_are_reused_and_their_stale_records_never_pass() {
     let files = device.list().unwrap();
     assert!(files.len() < 12, "{files:?}");
 }
+
+#[test]
+fn a_stale_batch_of_a_writer_whose_work_never_became_durable_is_a_torn_tail() {
+    // Found by the crash sweep (seed 1324): with batches in flight side by side, a crashed
+    // writer can leave a later batch (LSN 3, durable mark 0) while nothing before it
+    // survived. Recovery's writer must take a newer epoch even though it saw none of the
+    // crashed writer's batches, or that stale batch, coming back after the recovery mark,
+    // looks like the newer writer's own and is taken for corruption.
+    use smlog::format::{encode_record, record_size_bytes, BatchHeader, RecordFields};
+    let device = Arc::new(SimDevice::new(16));
+    drop(create(&device));
+    let meta = smlog::log::segment::read_meta(&*device).unwrap();
+    let first_writer_epoch = meta.open_epoch;
+    // The stale batch: LSN 3, written by the first writer at offset 8192, mark 0.
+    let payload = b"in flight beside a batch that was lost";
+    let record_bytes = record_size_bytes(payload.len());
+    let mut stale = vec![0u8; BLOCK_SIZE_BYTES];
+    let fields = RecordFields {
+        txn_id: 1,
+        step: 1,
+        kind: 1,
+    };
+    encode_record(
+        &mut stale[64..64 + record_bytes],
+        3,
+        1,
+        0x1234,
+        fields,
+        payload,
+    );
+    BatchHeader {
+        record_count: 1,
+        log_id: meta.log_id,
+        segment_seq: 1,
+        segment_offset: 8192,
+        used_bytes: (64 + record_bytes) as u32,
+        first_lsn: 3,
+        durable_lsn: 0,
+        prev_crc: 0x1234,
+        epoch: first_writer_epoch,
+    }
+    .encode(&mut stale[..64]);
+    let (log, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
+    assert!(records.is_empty());
+    assert_eq!(report.tail.next_lsn, 1);
+    assert!(log.epoch() > first_writer_epoch);
+    drop(log);
+    // The stale batch appears after the recovery mark (a lost zeroing write).
+    device.poke(FIRST_SEGMENT, 8192, &stale);
+    let (_, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
+    assert!(records.is_empty());
+    let torn = report
+        .torn_tail
+        .expect("the stale batch is evidence of a write");
+    assert_eq!(torn.offset, 8192);
+}

@@ -163,3 +163,65 @@ impl Device for PosixDevice {
         self.dir.sync_dir()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::AlignedBuf;
+
+    #[test]
+    fn durable_write_reads_back_and_bad_requests_are_typed() {
+        let dir = tempfile::Builder::new()
+            .prefix("smlog-posix-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let device = PosixDevice::open(dir.path(), DeviceOptions::default()).unwrap();
+        let file = device.open("f", true).unwrap();
+        device.set_len(file, 64 * 1024).unwrap();
+        let mut out = AlignedBuf::new_zeroed(8192);
+        out.fill(0x3C);
+        device.write_durable_at(file, 8192, &out).unwrap();
+        let mut back = AlignedBuf::new_zeroed(8192);
+        device.read_at(file, 8192, &mut back).unwrap();
+        assert_eq!(&back[..], &out[..]);
+        assert_eq!(
+            device.read_at(file, 64 * 1024, &mut back).unwrap_err().kind,
+            IoErrorKind::UnexpectedEof
+        );
+        assert_eq!(
+            device.write_at(file, 10, &out).unwrap_err().kind,
+            IoErrorKind::Unaligned
+        );
+        let missing = device.open("missing", false).unwrap_err();
+        assert_eq!(missing.kind, IoErrorKind::NotFound);
+        assert!(missing.path.ends_with("missing"));
+        assert!(device.describe().contains("O_DIRECT"));
+    }
+
+    #[test]
+    fn refusing_o_direct_names_the_option_that_selects_buffered_io() {
+        let text =
+            IoError::new(IoOp::Open, "/dev/shm/x", 0, IoErrorKind::DirectIoRefused).to_string();
+        assert!(text.contains("/dev/shm/x"), "{text}");
+        assert!(
+            text.contains("direct_io = false") && text.contains("--buffered"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_file_is_not_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plain");
+        std::fs::write(&path, b"x").unwrap();
+        let error = PosixDevice::open(
+            &path,
+            DeviceOptions {
+                create_dir: false,
+                ..DeviceOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(error.kind, IoErrorKind::NotADirectory);
+    }
+}

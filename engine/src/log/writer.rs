@@ -204,6 +204,7 @@ impl<D: Device> Log<D> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            open_epoch: 0,
         };
         segment::prepare_now(&*device, 1, size)?;
         segment::write_meta(&*device, &meta)?;
@@ -214,6 +215,19 @@ impl<D: Device> Log<D> {
     /// Opens a log for writing at `tail`, as found by a recovery scan. The caller (recovery)
     /// has made sure nothing past the tail can be mistaken for a record.
     pub fn open_at(device: Arc<D>, meta: Meta, tail: &Tail) -> Result<Log<D>, LogError> {
+        // This writer's epoch is above every epoch on disk and every writer opened before
+        // (even one that crashed before anything it wrote became durable), and is recorded
+        // before the first write: a batch's epoch tells which writer came later.
+        let epoch = meta
+            .open_epoch
+            .max(tail.epoch)
+            .checked_add(1)
+            .ok_or_else(|| LogError::InvalidOptions("writer epochs exhausted".into()))?;
+        let meta = Meta {
+            open_epoch: epoch,
+            ..meta
+        };
+        segment::write_meta(&*device, &meta)?;
         let batch_size_bytes_max = batch_size_bytes_max(meta.segment_size_bytes);
         let buffer = || AlignedBuf::new_zeroed(SEGMENT_HEADER_SIZE_BYTES + batch_size_bytes_max);
         let mut fill = Batch {
@@ -271,7 +285,7 @@ impl<D: Device> Log<D> {
             shared: Arc::new(Shared {
                 device,
                 meta: Mutex::new(meta),
-                epoch: tail.epoch.saturating_add(1),
+                epoch,
                 batch_size_bytes_max,
                 state: Mutex::new(state),
                 waiters: std::array::from_fn(|_| Condvar::new()),
@@ -818,5 +832,157 @@ impl<D: Device> Drop for Log<D> {
         for (_, file) in std::mem::take(&mut state.files) {
             self.shared.device.close(file);
         }
+    }
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use super::*;
+    use crate::io::sim::SimDevice;
+    use crate::log::reader::{LogReader, ScanItem};
+
+    fn new_log() -> Log<SimDevice> {
+        Log::create(
+            Arc::new(SimDevice::new(1)),
+            CreateOptions {
+                segment_size_bytes: SEGMENT_SIZE_BYTES_MIN,
+            },
+        )
+        .unwrap()
+    }
+
+    fn record(payload: &[u8]) -> NewRecord<'_> {
+        NewRecord {
+            txn_id: 1,
+            step: 2,
+            kind: 3,
+            payload,
+        }
+    }
+
+    fn read_all(device: &SimDevice) -> Vec<u64> {
+        LogReader::open(device)
+            .unwrap()
+            .map(|item| match item.unwrap() {
+                ScanItem::Record(r) => r.lsn,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bad_appends_are_refused_before_anything_is_written() {
+        let log = new_log();
+        let big = vec![1u8; RECORD_PAYLOAD_SIZE_BYTES_MAX + 1];
+        assert!(matches!(
+            log.append(&[record(&big)]),
+            Err(LogError::RecordTooLarge { .. })
+        ));
+        let zero_kind = NewRecord {
+            kind: 0,
+            ..record(b"x")
+        };
+        assert!(matches!(
+            log.append(&[zero_kind]),
+            Err(LogError::InvalidKind)
+        ));
+        let full = vec![1u8; RECORD_PAYLOAD_SIZE_BYTES_MAX];
+        let too_many = [record(&full), record(&full)];
+        assert!(matches!(
+            log.append(&too_many),
+            Err(LogError::AppendTooLarge { .. })
+        ));
+        assert_eq!(log.last_lsn(), 0);
+        assert!(matches!(
+            log.set_batches_in_flight(0),
+            Err(LogError::InvalidOptions(_))
+        ));
+        assert!(matches!(
+            log.set_batches_in_flight(BATCHES_IN_FLIGHT_MAX + 1),
+            Err(LogError::InvalidOptions(_))
+        ));
+    }
+
+    #[test]
+    fn records_of_one_append_share_a_batch_and_consecutive_lsns() {
+        let log = new_log();
+        let last = log
+            .append(&[record(b"a"), record(b"b"), record(b"c")])
+            .unwrap();
+        assert_eq!(last, 3);
+        assert_eq!(log.durable_lsn(), 0);
+        log.wait_durable(3).unwrap();
+        assert_eq!(log.stats().batch_count, 1);
+        assert_eq!(log.stats().record_count, 3);
+        assert_eq!(log.durable_lsn(), 3);
+    }
+
+    #[test]
+    fn async_appends_become_durable_at_sync_and_close_writes_the_mark() {
+        let log = new_log();
+        for _ in 0..10 {
+            log.append(&[record(b"unstable")]).unwrap();
+        }
+        assert_eq!(log.durable_lsn(), 0);
+        assert_eq!(log.sync().unwrap(), 10);
+        assert_eq!(log.durable_lsn(), 10);
+        assert!(log.mark_lsn() < 10);
+        let device = Arc::clone(log.device());
+        assert_eq!(log.close().unwrap(), 10);
+        assert_eq!(read_all(&device), (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_record_that_does_not_fit_starts_the_next_segment() {
+        let log = new_log();
+        let payload = vec![7u8; 100 * 1024];
+        for _ in 0..6 {
+            log.append_durable(&[record(&payload)]).unwrap();
+        }
+        let device = Arc::clone(log.device());
+        log.close().unwrap();
+        assert_eq!(read_all(&device), (1..=6).collect::<Vec<_>>());
+        let names = device.list().unwrap();
+        assert!(names.contains(&segment::segment_file_name(3)), "{names:?}");
+    }
+
+    #[test]
+    fn release_prefix_keeps_the_segment_being_written() {
+        let log = new_log();
+        assert_eq!(log.release_prefix(100).unwrap(), 0);
+        let payload = vec![7u8; 100 * 1024];
+        for _ in 0..8 {
+            log.append_durable(&[record(&payload)]).unwrap();
+        }
+        let released = log.release_prefix(log.durable_lsn()).unwrap();
+        assert!(released >= 2, "{released}");
+        assert!(log.meta().first_segment_seq > 1);
+        let device = Arc::clone(log.device());
+        log.close().unwrap();
+        let lsns = read_all(&device);
+        assert_eq!(*lsns.last().unwrap(), 8);
+        assert!(lsns[0] > 1);
+    }
+
+    #[test]
+    fn many_batches_in_flight_still_complete_in_order() {
+        let log = Arc::new(new_log());
+        log.set_batches_in_flight(BATCHES_IN_FLIGHT_MAX).unwrap();
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        log.append_durable(&[record(b"concurrent")]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(log.durable_lsn(), 1200);
+        let log = Arc::into_inner(log).unwrap();
+        let device = Arc::clone(log.device());
+        log.close().unwrap();
+        assert_eq!(read_all(&device), (1..=1200).collect::<Vec<_>>());
     }
 }
