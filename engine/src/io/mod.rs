@@ -2,7 +2,7 @@
 //!
 //! - [`uring::UringDevice`]: io_uring on O_DIRECT files (the default);
 //! - [`posix::PosixDevice`]: pwrite + fdatasync through `nix`, the same bytes on disk;
-//! - [`sim::SimDevice`] (feature `sim`): a deterministic simulated device with crash faults.
+//! - `sim::SimDevice` (feature `sim`): a deterministic simulated device with crash faults.
 //!
 //! The contract every implementation keeps, and every caller relies on:
 //! offsets and lengths of reads and writes are multiples of [`BLOCK_SIZE_BYTES`] and
