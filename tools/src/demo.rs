@@ -98,6 +98,9 @@ pub fn run(dir: Option<PathBuf>, rounds: u32, threads: usize, args: OpenArgs) ->
         "SIGKILLed mid-flight; recovery then checks every acknowledged record. {rounds} rounds,"
     );
     println!("one log: {}\n", dir.display());
+    // Open (and release) the directory here first, so that a file system that refuses
+    // O_DIRECT, or a log held by another process, is reported plainly.
+    drop(open_dir(&dir, args.device_options(true))?);
     let exe = std::env::current_exe()?;
     let mut acked: BTreeMap<u64, u32> = BTreeMap::new();
     let seed = std::time::SystemTime::now()

@@ -191,3 +191,47 @@ fn a_second_opener_is_told_the_holder_pid() {
         "{err}"
     );
 }
+
+/// ramfs refuses O_DIRECT (tmpfs accepts it since Linux 6.6): the error names the path and
+/// the option that selects buffered IO, and `--buffered` works there.
+#[test]
+fn a_file_system_that_refuses_o_direct_is_named_with_the_way_out() {
+    let base = tempdir();
+    let mount_point = base.path().join("ramfs");
+    std::fs::create_dir_all(&mount_point).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "ramfs", "none"])
+        .arg(&mount_point)
+        .output();
+    match mounted {
+        Ok(out) if out.status.success() => {}
+        _ => {
+            eprintln!("skipped: cannot mount a ramfs here (needs root); O_DIRECT refusal untested");
+            return;
+        }
+    }
+    let dir = mount_point.join("log");
+    let out = Command::new(env!("CARGO_BIN_EXE_smlog"))
+        .args(["demo", "--rounds", "1", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let buffered = Command::new(env!("CARGO_BIN_EXE_smlog"))
+        .args(["demo", "--rounds", "1", "--buffered", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let _ = Command::new("umount").arg(&mount_point).status();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("refuses O_DIRECT"), "{err}");
+    assert!(
+        err.contains("--buffered") && err.contains(&dir.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        buffered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&buffered.stderr)
+    );
+}

@@ -156,7 +156,7 @@ pub enum IoErrorKind {
     /// The file system refused O_DIRECT (tmpfs does).
     #[error(
         "the file system refuses O_DIRECT; put the log on a disk file system, or select \
-         buffered IO (Options::direct_io = false, `--buffered` on the command line)"
+         buffered IO (`DeviceOptions::direct_io = false`, `--buffered` on the command line)"
     )]
     DirectIoRefused,
     /// Another process holds the directory's lock.
