@@ -241,6 +241,41 @@ impl RealDir {
     }
 }
 
+/// The [`super::Device`] methods a device over a [`RealDir`] (in a field `dir`) forwards to
+/// it unchanged: everything but reading, writing and syncing data.
+macro_rules! forward_to_real_dir {
+    () => {
+        fn path_of(&self, name: &str) -> std::path::PathBuf {
+            self.dir.path_of(name)
+        }
+        fn list(&self) -> Result<Vec<String>, IoError> {
+            self.dir.list()
+        }
+        fn open(&self, name: &str, create: bool) -> Result<FileId, IoError> {
+            self.dir.open_file(name, create)
+        }
+        fn close(&self, file: FileId) {
+            self.dir.close(file)
+        }
+        fn len(&self, file: FileId) -> Result<u64, IoError> {
+            self.dir.len(file)
+        }
+        fn set_len(&self, file: FileId, len: u64) -> Result<(), IoError> {
+            self.dir.set_len(file, len)
+        }
+        fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
+            self.dir.rename(from, to)
+        }
+        fn remove(&self, name: &str) -> Result<(), IoError> {
+            self.dir.remove(name)
+        }
+        fn sync_dir(&self) -> Result<(), IoError> {
+            self.dir.sync_dir()
+        }
+    };
+}
+pub(crate) use forward_to_real_dir;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -392,95 +392,59 @@ pub fn open_dir(dir: &Path, options: DeviceOptions) -> Result<Box<dyn Device>, I
     }
 }
 
-impl<D: Device + ?Sized> Device for Box<D> {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-    fn path_of(&self, name: &str) -> PathBuf {
-        (**self).path_of(name)
-    }
-    fn list(&self) -> Result<Vec<String>, IoError> {
-        (**self).list()
-    }
-    fn open(&self, name: &str, create: bool) -> Result<FileId, IoError> {
-        (**self).open(name, create)
-    }
-    fn close(&self, file: FileId) {
-        (**self).close(file)
-    }
-    fn len(&self, file: FileId) -> Result<u64, IoError> {
-        (**self).len(file)
-    }
-    fn set_len(&self, file: FileId, len: u64) -> Result<(), IoError> {
-        (**self).set_len(file, len)
-    }
-    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        (**self).read_at(file, offset, buf)
-    }
-    fn write_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        (**self).write_at(file, offset, buf)
-    }
-    fn write_durable_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        (**self).write_durable_at(file, offset, buf)
-    }
-    fn sync(&self, file: FileId) -> Result<(), IoError> {
-        (**self).sync(file)
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
-        (**self).rename(from, to)
-    }
-    fn remove(&self, name: &str) -> Result<(), IoError> {
-        (**self).remove(name)
-    }
-    fn sync_dir(&self) -> Result<(), IoError> {
-        (**self).sync_dir()
-    }
+/// A smart pointer to a device is a device: `Box<dyn Device>` from [`open_dir`], and an
+/// `Arc<SimDevice>` a test keeps to crash it.
+macro_rules! forward_device {
+    ($($pointer:ident),*) => {$(
+        impl<D: Device + ?Sized> Device for $pointer<D> {
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
+            fn path_of(&self, name: &str) -> PathBuf {
+                (**self).path_of(name)
+            }
+            fn list(&self) -> Result<Vec<String>, IoError> {
+                (**self).list()
+            }
+            fn open(&self, name: &str, create: bool) -> Result<FileId, IoError> {
+                (**self).open(name, create)
+            }
+            fn close(&self, file: FileId) {
+                (**self).close(file)
+            }
+            fn len(&self, file: FileId) -> Result<u64, IoError> {
+                (**self).len(file)
+            }
+            fn set_len(&self, file: FileId, len: u64) -> Result<(), IoError> {
+                (**self).set_len(file, len)
+            }
+            fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+                (**self).read_at(file, offset, buf)
+            }
+            fn write_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+                (**self).write_at(file, offset, buf)
+            }
+            fn write_durable_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+                (**self).write_durable_at(file, offset, buf)
+            }
+            fn sync(&self, file: FileId) -> Result<(), IoError> {
+                (**self).sync(file)
+            }
+            fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
+                (**self).rename(from, to)
+            }
+            fn remove(&self, name: &str) -> Result<(), IoError> {
+                (**self).remove(name)
+            }
+            fn sync_dir(&self) -> Result<(), IoError> {
+                (**self).sync_dir()
+            }
+        }
+    )*};
 }
 
-impl<D: Device + ?Sized> Device for std::sync::Arc<D> {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-    fn path_of(&self, name: &str) -> PathBuf {
-        (**self).path_of(name)
-    }
-    fn list(&self) -> Result<Vec<String>, IoError> {
-        (**self).list()
-    }
-    fn open(&self, name: &str, create: bool) -> Result<FileId, IoError> {
-        (**self).open(name, create)
-    }
-    fn close(&self, file: FileId) {
-        (**self).close(file)
-    }
-    fn len(&self, file: FileId) -> Result<u64, IoError> {
-        (**self).len(file)
-    }
-    fn set_len(&self, file: FileId, len: u64) -> Result<(), IoError> {
-        (**self).set_len(file, len)
-    }
-    fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        (**self).read_at(file, offset, buf)
-    }
-    fn write_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        (**self).write_at(file, offset, buf)
-    }
-    fn write_durable_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        (**self).write_durable_at(file, offset, buf)
-    }
-    fn sync(&self, file: FileId) -> Result<(), IoError> {
-        (**self).sync(file)
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
-        (**self).rename(from, to)
-    }
-    fn remove(&self, name: &str) -> Result<(), IoError> {
-        (**self).remove(name)
-    }
-    fn sync_dir(&self) -> Result<(), IoError> {
-        (**self).sync_dir()
-    }
-}
+use std::sync::Arc;
+forward_device!(Box, Arc);
 
 #[cfg(test)]
 mod tests {

@@ -2,11 +2,11 @@
 //! Writes the same bytes at the same offsets as the io_uring device.
 
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 
-use super::fs_dir::{OpenFile, RealDir};
+use super::fs_dir::{forward_to_real_dir, OpenFile, RealDir};
 use super::{check_aligned, Device, DeviceOptions, FileId, IoError, IoErrorKind, IoOp};
 
 /// A log directory written with pwrite and fdatasync.
@@ -105,6 +105,8 @@ pub(crate) fn check(op: IoOp, path: &Path, offset: u64, buf: &[u8]) -> Result<()
 }
 
 impl Device for PosixDevice {
+    forward_to_real_dir!();
+
     fn describe(&self) -> String {
         let mode = if self.dir.direct_io() {
             "O_DIRECT"
@@ -115,24 +117,6 @@ impl Device for PosixDevice {
             "posix pwrite+fdatasync, {mode}, {}",
             self.dir.dir().display()
         )
-    }
-    fn path_of(&self, name: &str) -> PathBuf {
-        self.dir.path_of(name)
-    }
-    fn list(&self) -> Result<Vec<String>, IoError> {
-        self.dir.list()
-    }
-    fn open(&self, name: &str, create: bool) -> Result<FileId, IoError> {
-        self.dir.open_file(name, create)
-    }
-    fn close(&self, file: FileId) {
-        self.dir.close(file)
-    }
-    fn len(&self, file: FileId) -> Result<u64, IoError> {
-        self.dir.len(file)
-    }
-    fn set_len(&self, file: FileId, len: u64) -> Result<(), IoError> {
-        self.dir.set_len(file, len)
     }
     fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let open = self.dir.file(file)?;
@@ -152,15 +136,6 @@ impl Device for PosixDevice {
     }
     fn sync(&self, file: FileId) -> Result<(), IoError> {
         fdatasync(&*self.dir.file(file)?)
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
-        self.dir.rename(from, to)
-    }
-    fn remove(&self, name: &str) -> Result<(), IoError> {
-        self.dir.remove(name)
-    }
-    fn sync_dir(&self) -> Result<(), IoError> {
-        self.dir.sync_dir()
     }
 }
 

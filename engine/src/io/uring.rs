@@ -10,13 +10,13 @@
 //! a background zero-fill never stalls a commit behind the same ring.
 
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
-use super::fs_dir::{OpenFile, RealDir};
+use super::fs_dir::{forward_to_real_dir, OpenFile, RealDir};
 use super::posix::check;
 use super::{Device, DeviceOptions, FileId, IoError, IoErrorKind, IoOp};
 
@@ -280,6 +280,8 @@ fn sync_retrying(ring: &mut IoUring, fd: types::Fd, path: &Path) -> Result<(), I
 }
 
 impl Device for UringDevice {
+    forward_to_real_dir!();
+
     fn describe(&self) -> String {
         let mode = if self.dir.direct_io() {
             "O_DIRECT"
@@ -287,24 +289,6 @@ impl Device for UringDevice {
             "buffered"
         };
         format!("io_uring, {mode}, {}", self.dir.dir().display())
-    }
-    fn path_of(&self, name: &str) -> PathBuf {
-        self.dir.path_of(name)
-    }
-    fn list(&self) -> Result<Vec<String>, IoError> {
-        self.dir.list()
-    }
-    fn open(&self, name: &str, create: bool) -> Result<FileId, IoError> {
-        self.dir.open_file(name, create)
-    }
-    fn close(&self, file: FileId) {
-        self.dir.close(file)
-    }
-    fn len(&self, file: FileId) -> Result<u64, IoError> {
-        self.dir.len(file)
-    }
-    fn set_len(&self, file: FileId, len: u64) -> Result<(), IoError> {
-        self.dir.set_len(file, len)
     }
     fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let open = self.dir.file(file)?;
@@ -324,15 +308,6 @@ impl Device for UringDevice {
         self.with_ring(IoOp::Sync, &open.path, |ring| {
             sync_retrying(ring, fd, &open.path)
         })
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
-        self.dir.rename(from, to)
-    }
-    fn remove(&self, name: &str) -> Result<(), IoError> {
-        self.dir.remove(name)
-    }
-    fn sync_dir(&self) -> Result<(), IoError> {
-        self.dir.sync_dir()
     }
 }
 

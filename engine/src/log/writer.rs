@@ -135,6 +135,14 @@ impl WriterState {
         self.in_flight.len() < self.in_flight_limit
     }
 
+    /// The oldest segment a batch in flight or the filling batch writes to.
+    fn oldest_segment_in_use(&self) -> u64 {
+        self.in_flight
+            .front()
+            .map_or(self.fill.segment_seq, |b| b.segment_seq)
+            .min(self.fill.segment_seq)
+    }
+
     /// The sequence number of the batch that holds `lsn` (in flight or filling).
     fn batch_of(&self, lsn: Lsn) -> u64 {
         self.in_flight
@@ -532,12 +540,7 @@ impl<D: Device> Log<D> {
     pub fn release_prefix(&self, lsn: Lsn) -> Result<u64, LogError> {
         let (new_first, released) = {
             let state = self.lock();
-            let oldest_written = state
-                .in_flight
-                .front()
-                .map(|b| b.segment_seq)
-                .unwrap_or(state.fill.segment_seq)
-                .min(state.fill.segment_seq);
+            let oldest_written = state.oldest_segment_in_use();
             let mut new_first = None;
             for (&seq, _) in state.segment_first_lsn.iter() {
                 if seq + 1 >= oldest_written {
@@ -757,12 +760,7 @@ impl<D: Device> Log<D> {
             shared.waiters[(done.batch_seq % WAIT_QUEUE_COUNT as u64) as usize].notify_all();
         }
         // Segment files no batch can write to any more are closed.
-        let oldest = state
-            .in_flight
-            .front()
-            .map(|b| b.segment_seq)
-            .unwrap_or(state.fill.segment_seq)
-            .min(state.fill.segment_seq);
+        let oldest = state.oldest_segment_in_use();
         let stale: Vec<u64> = state.files.range(..oldest).map(|(s, _)| *s).collect();
         for seq in stale {
             if let Some(file) = state.files.remove(&seq) {
