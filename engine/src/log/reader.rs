@@ -183,11 +183,6 @@ impl<D: Device + ?Sized> std::fmt::Debug for LogReader<'_, D> {
     }
 }
 
-/// Whether a block read back is all zeros (an unreadable block, read as empty, is not).
-fn zeroed(bytes: &[u8]) -> bool {
-    !bytes.is_empty() && bytes.iter().all(|b| *b == 0)
-}
-
 impl<'d, D: Device + ?Sized> LogReader<'d, D> {
     /// Opens the log on `device` for reading from its first segment.
     pub fn open(device: &'d D) -> Result<LogReader<'d, D>, LogError> {
@@ -328,9 +323,11 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         Ok(&self.chunk.buf[at..at + len])
     }
 
-    /// Reads a block (through the scan chunk).
-    fn block(&mut self, seq: u64, offset: u64) -> Result<Vec<u8>, IoError> {
-        Ok(self.bytes(seq, offset, BLOCK_SIZE_BYTES)?.to_vec())
+    /// Whether the block at (seq, offset) reads back as all zeros (an unreadable one does
+    /// not).
+    fn zero_block_at(&mut self, seq: u64, offset: u64) -> bool {
+        self.bytes(seq, offset, BLOCK_SIZE_BYTES)
+            .is_ok_and(|block| block.iter().all(|b| *b == 0))
     }
 
     fn drop_cache(&mut self) {
@@ -342,15 +339,15 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         if !self.present.contains(&seq) {
             return Ok(Err("segment file is missing".into()));
         }
-        let block = match self.block(seq, 0) {
-            Ok(block) => block,
+        let decoded = match self.bytes(seq, 0, BLOCK_SIZE_BYTES) {
+            Ok(block) => SegmentHeader::decode(block),
             Err(e) if e.kind == IoErrorKind::UnexpectedEof => {
                 return Ok(Err(format!("segment file is short: {e}")))
             }
             Err(e) if e.kind == IoErrorKind::Io => return Ok(Err(format!("unreadable: {e}"))),
             Err(e) => return Err(e),
         };
-        Ok(match SegmentHeader::decode(&block) {
+        Ok(match decoded {
             Err(DecodeError::Zeroed) => Err("zeroed".into()),
             Err(why) => Err(format!("segment header: {why}")),
             Ok(h) if h.log_id != self.meta.log_id => {
@@ -367,17 +364,25 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         })
     }
 
-    /// Decodes a batch header at (seq, offset), valid for this log and place.
-    fn place_valid_header(
+    /// Reads and decodes the batch header at (seq, offset) and checks that it is valid for
+    /// this log and this place. The outer error is the device's.
+    fn header_at(&mut self, seq: u64, offset: u64) -> Result<Result<BatchHeader, String>, IoError> {
+        let decoded = BatchHeader::decode(self.bytes(seq, offset, BATCH_HEADER_SIZE_BYTES)?);
+        Ok(decoded
+            .map_err(|why| match why {
+                DecodeError::Zeroed => "zeroed".to_owned(),
+                why => format!("batch header: {why}"),
+            })
+            .and_then(|header| self.check_place(header, seq, offset)))
+    }
+
+    /// Checks that a decoded batch header is valid for this log and place.
+    fn check_place(
         &self,
-        block: &[u8],
+        header: BatchHeader,
         seq: u64,
         offset: u64,
     ) -> Result<BatchHeader, String> {
-        let header = BatchHeader::decode(block).map_err(|why| match why {
-            DecodeError::Zeroed => "zeroed".to_owned(),
-            why => format!("batch header: {why}"),
-        })?;
         if header.log_id != self.meta.log_id {
             return Err(format!("batch of another log ({:#x})", header.log_id));
         }
@@ -438,12 +443,8 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     }
                     Err(why) => {
                         let missing = !self.present.contains(&self.segment_seq);
-                        let block = if missing {
-                            Vec::new()
-                        } else {
-                            self.block(self.segment_seq, 0).unwrap_or_default()
-                        };
-                        if missing || zeroed(&block) {
+                        let zero = !missing && self.zero_block_at(self.segment_seq, 0);
+                        if missing || zero {
                             let found = self.look_ahead(self.segment_seq, 0)?;
                             if missing {
                                 if let Found::Vouch { .. } = found {
@@ -456,7 +457,6 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                                 return Ok(None);
                             }
                         }
-                        let _ = block;
                         return self.damage(0, why, false);
                     }
                 }
@@ -466,14 +466,14 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                 continue;
             }
             let (seq, offset) = (self.segment_seq, self.offset);
-            let block = match self.block(seq, offset) {
-                Ok(block) => block,
+            let header_here = match self.header_at(seq, offset) {
+                Ok(decoded) => decoded,
                 Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
                     return self.damage(offset, format!("unreadable: {e}"), true);
                 }
                 Err(e) => return Err(e.into()),
             };
-            let header = match self.place_valid_header(&block, seq, offset) {
+            let header = match header_here {
                 Ok(h) if h.first_lsn == self.expected_lsn && h.prev_crc == self.chain => h,
                 Ok(h) => {
                     let why = format!(
@@ -650,8 +650,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                 if u32::from_le_bytes([block[4], block[5], block[6], block[7]])
                     == crate::format::BATCH_MAGIC
                 {
-                    let block = block.to_vec();
-                    if let Ok(h) = self.place_valid_header(&block, s, at) {
+                    if let Ok(Ok(h)) = self.header_at(s, at) {
                         if h.durable_lsn >= expected {
                             return Ok(Found::Vouch {
                                 segment_seq: s,
@@ -734,22 +733,20 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         }
         // Row 2: the batch here was written after the one before it (by the same or a newer
         // writer) yet does not continue it: what came before is not what was durable.
-        if self.started && offset >= SEGMENT_HEADER_SIZE_BYTES as u64 && self.stats.batch_count > 0
-        {
-            if let Ok(block) = self.block(seq, offset) {
-                if let Ok(h) = self.place_valid_header(&block, seq, offset) {
-                    let continues = h.first_lsn == self.expected_lsn && h.prev_crc == self.chain;
-                    if !continues && h.epoch >= self.last_epoch {
-                        damage.why = format!(
-                            "{}; its writer (epoch {}) logged different records before it",
-                            damage.why, h.epoch
-                        );
-                        damage.resume_lsn = Some(h.first_lsn);
-                        self.expected_lsn = h.first_lsn;
-                        self.chain = h.prev_crc;
-                        self.drop_cache();
-                        return Ok(Some(ScanItem::Corrupt(damage)));
-                    }
+        let after_a_batch = self.started && self.stats.batch_count > 0;
+        if after_a_batch && offset >= SEGMENT_HEADER_SIZE_BYTES as u64 {
+            if let Ok(Ok(h)) = self.header_at(seq, offset) {
+                let continues = h.first_lsn == self.expected_lsn && h.prev_crc == self.chain;
+                if !continues && h.epoch >= self.last_epoch {
+                    damage.why = format!(
+                        "{}; its writer (epoch {}) logged different records before it",
+                        damage.why, h.epoch
+                    );
+                    damage.resume_lsn = Some(h.first_lsn);
+                    self.expected_lsn = h.first_lsn;
+                    self.chain = h.prev_crc;
+                    self.drop_cache();
+                    return Ok(Some(ScanItem::Corrupt(damage)));
                 }
             }
         }
