@@ -323,13 +323,6 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         Ok(&self.chunk.buf[at..at + len])
     }
 
-    /// Whether the block at (seq, offset) reads back as all zeros (an unreadable one does
-    /// not).
-    fn zero_block_at(&mut self, seq: u64, offset: u64) -> bool {
-        self.bytes(seq, offset, BLOCK_SIZE_BYTES)
-            .is_ok_and(|block| block.iter().all(|b| *b == 0))
-    }
-
     fn drop_cache(&mut self) {
         self.chunk.len = 0;
     }
@@ -442,21 +435,20 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                         return self.damage(0, why, true);
                     }
                     Err(why) => {
-                        let missing = !self.present.contains(&self.segment_seq);
-                        let zero = !missing && self.zero_block_at(self.segment_seq, 0);
-                        if missing || zero {
-                            let found = self.look_ahead(self.segment_seq, 0)?;
-                            if missing {
-                                if let Found::Vouch { .. } = found {
-                                    return Err(LogError::MissingSegment {
-                                        segment_seq: self.segment_seq,
-                                        path: self.path(self.segment_seq),
-                                    });
-                                }
-                                self.finished = true;
-                                return Ok(None);
+                        if !self.present.contains(&self.segment_seq) {
+                            // The end of the log, unless a later batch proves this segment
+                            // held durable records.
+                            if let Found::Vouch { .. } = self.look_ahead(self.segment_seq, 0)? {
+                                return Err(LogError::MissingSegment {
+                                    segment_seq: self.segment_seq,
+                                    path: self.path(self.segment_seq),
+                                });
                             }
+                            self.finished = true;
+                            return Ok(None);
                         }
+                        // Zeros or stale bytes of a recycled segment are no evidence of a
+                        // write; a later batch may still prove the header was durable.
                         return self.damage(0, why, false);
                     }
                 }
