@@ -71,7 +71,19 @@ pub fn scan<D: Device + ?Sized>(
     mode: RecoveryMode,
     mut on_record: impl FnMut(&Record),
 ) -> Result<RecoveryReport, LogError> {
-    let mut reader = LogReader::open(device)?;
+    std::thread::scope(|scope| {
+        let mut reader = LogReader::open(device)?;
+        // The next chunk is read while this one is checked.
+        reader.read_ahead(scope);
+        scan_with(reader, mode, &mut on_record)
+    })
+}
+
+fn scan_with<D: Device + ?Sized>(
+    mut reader: LogReader<'_, D>,
+    mode: RecoveryMode,
+    on_record: &mut impl FnMut(&Record),
+) -> Result<RecoveryReport, LogError> {
     let mut torn_tail = None;
     let mut gaps = Vec::new();
     while let Some(item) = reader.next_item()? {

@@ -61,6 +61,9 @@ pub struct FaultConfig {
     pub lose_write_at_op: Option<u64>,
     /// Percent of writes that land at another block of the same file (fault 6).
     pub misdirected_write_percent: u8,
+    /// The write operation with this number lands at another block (fault 6, at an exact
+    /// place).
+    pub misdirect_write_at_op: Option<u64>,
     /// Percent of reads that return another block of the same file (fault 8).
     pub misdirected_read_percent: u8,
 }
@@ -466,7 +469,9 @@ impl SimDevice {
         let mut landed = offset;
         let percent = state.faults.misdirected_write_percent;
         let len = state.inodes[inode].live.len() as u64;
-        if percent > 0 && state.rng.gen_range(0..100) < percent && len > buf.len() as u64 {
+        let misdirect = state.faults.misdirect_write_at_op == Some(state.write_ops)
+            || (percent > 0 && state.rng.gen_range(0..100) < percent);
+        if misdirect && len > buf.len() as u64 {
             let blocks = (len - buf.len() as u64) / BLOCK_SIZE_BYTES as u64;
             landed = state.rng.gen_range(0..=blocks) * BLOCK_SIZE_BYTES as u64;
             state.fault_log.push(FaultEvent::MisdirectedWrite {

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::mpsc;
 
 use super::segment::{parse_segment_file_name, read_meta, segment_file_name};
 use super::{LogError, Lsn};
@@ -128,11 +129,37 @@ pub struct ScanStats {
     pub kind_counts: BTreeMap<u16, u64>,
 }
 
+/// The bytes of segment `segment_seq` from `start` for `len`, held at `buf[base..]`.
 struct Chunk {
     buf: AlignedBuf,
+    base: usize,
     segment_seq: u64,
     start: u64,
     len: usize,
+}
+
+/// A read the read-ahead thread is asked to do, into the buffer after its head room.
+struct ReadRequest {
+    segment_seq: u64,
+    offset: u64,
+    len: usize,
+    buf: AlignedBuf,
+}
+
+/// What the read-ahead thread read.
+struct ReadDone {
+    request: ReadRequest,
+    result: Result<(), IoError>,
+}
+
+/// A thread that reads the next chunk while the reader checks this one.
+struct ReadAhead {
+    requests: mpsc::Sender<ReadRequest>,
+    done: mpsc::Receiver<ReadDone>,
+    /// A read is outstanding.
+    pending: bool,
+    /// The buffer the next read goes into.
+    spare: Option<AlignedBuf>,
 }
 
 enum Found {
@@ -155,6 +182,11 @@ pub struct LogReader<'d, D: Device + ?Sized> {
     present: BTreeSet<u64>,
     files: BTreeMap<u64, FileId>,
     chunk: Chunk,
+    /// Bytes of room in front of a chunk's data, to carry a batch that straddles chunks.
+    chunk_head_bytes: usize,
+    /// Bytes of data a chunk holds.
+    chunk_window_bytes: usize,
+    read_ahead: Option<ReadAhead>,
     segment_seq: u64,
     started: bool,
     offset: u64,
@@ -199,19 +231,23 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                 present.len()
             )));
         }
+        let window = SCAN_CHUNK_SIZE_BYTES.min(meta.segment_size_bytes as usize);
+        let head = crate::constants::batch_size_bytes_max(meta.segment_size_bytes);
         Ok(LogReader {
             device,
             meta,
             present,
             files: BTreeMap::new(),
             chunk: Chunk {
-                buf: AlignedBuf::new_zeroed(
-                    SCAN_CHUNK_SIZE_BYTES.min(meta.segment_size_bytes as usize),
-                ),
+                buf: AlignedBuf::new_zeroed(head + window),
+                base: head,
                 segment_seq: 0,
                 start: 0,
                 len: 0,
             },
+            chunk_head_bytes: head,
+            chunk_window_bytes: window,
+            read_ahead: None,
             segment_seq: meta.first_segment_seq,
             started: false,
             offset: 0,
@@ -276,14 +312,140 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         Ok(file)
     }
 
+    /// Starts a thread, in `scope`, that reads the next chunk of the log while the reader
+    /// checks the current one, so a scan runs at the device's read rate rather than at read
+    /// time plus check time.
+    pub fn read_ahead<'scope>(&mut self, scope: &'scope std::thread::Scope<'scope, '_>)
+    where
+        'd: 'scope,
+    {
+        let (requests, inbox) = mpsc::channel::<ReadRequest>();
+        let (outbox, done) = mpsc::channel::<ReadDone>();
+        let device = self.device;
+        let head = self.chunk_head_bytes;
+        scope.spawn(move || {
+            for mut request in inbox {
+                let name = segment_file_name(request.segment_seq);
+                let result = device.open(&name, false).and_then(|file| {
+                    let range = head..head + request.len;
+                    let read = device.read_at(file, request.offset, &mut request.buf[range]);
+                    device.close(file);
+                    read
+                });
+                if outbox.send(ReadDone { request, result }).is_err() {
+                    return;
+                }
+            }
+        });
+        self.read_ahead = Some(ReadAhead {
+            requests,
+            done,
+            pending: false,
+            spare: Some(AlignedBuf::new_zeroed(head + self.chunk_window_bytes)),
+        });
+    }
+
+    /// Asks the read-ahead thread for the chunk after the current one.
+    fn request_next_chunk(&mut self) {
+        let Some(ahead) = self.read_ahead.as_mut() else {
+            return;
+        };
+        if ahead.pending || self.chunk.len == 0 {
+            return;
+        }
+        let size = self.meta.segment_size_bytes;
+        let mut seq = self.chunk.segment_seq;
+        let mut offset = self.chunk.start + self.chunk.len as u64;
+        if offset >= size {
+            seq += 1;
+            offset = 0;
+            if !self.present.contains(&seq) {
+                return;
+            }
+        }
+        let Some(buf) = ahead.spare.take() else {
+            return;
+        };
+        let len = ((size - offset) as usize).min(self.chunk_window_bytes);
+        let request = ReadRequest {
+            segment_seq: seq,
+            offset,
+            len,
+            buf,
+        };
+        match ahead.requests.send(request) {
+            Ok(()) => ahead.pending = true,
+            Err(mpsc::SendError(request)) => ahead.spare = Some(request.buf),
+        }
+    }
+
+    /// Takes the outstanding read-ahead when it holds `len` bytes at `offset` of `seq`
+    /// (with what the current chunk holds just before it). Returns whether it did.
+    fn take_read_ahead(&mut self, seq: u64, offset: u64, len: usize) -> bool {
+        let Some(ahead) = self.read_ahead.as_mut() else {
+            return false;
+        };
+        if !ahead.pending {
+            return false;
+        }
+        ahead.pending = false;
+        let Ok(ReadDone { request, result }) = ahead.done.recv() else {
+            return false;
+        };
+        let chunk = &self.chunk;
+        let next = request.offset;
+        let contiguous =
+            chunk.len > 0 && chunk.segment_seq == seq && next == chunk.start + chunk.len as u64;
+        let usable = result.is_ok()
+            && request.segment_seq == seq
+            && offset + len as u64 <= next + request.len as u64
+            && if offset < next {
+                // Carry the tail of the current chunk in front of the new data.
+                contiguous && offset >= chunk.start && next - offset <= self.chunk_head_bytes as u64
+            } else {
+                true
+            };
+        if !usable {
+            ahead.spare = Some(request.buf);
+            return false;
+        }
+        let mut buf = request.buf;
+        let head = self.chunk_head_bytes;
+        let (start, carry) = if offset < next {
+            let carry = (next - offset) as usize;
+            let from = chunk.base + (offset - chunk.start) as usize;
+            buf[head - carry..head].copy_from_slice(&chunk.buf[from..from + carry]);
+            (offset, carry)
+        } else {
+            (next, 0)
+        };
+        let old = std::mem::replace(
+            &mut self.chunk,
+            Chunk {
+                buf,
+                base: head - carry,
+                segment_seq: seq,
+                start,
+                len: carry + request.len,
+            },
+        );
+        self.stats.read_bytes += request.len as u64;
+        if let Some(ahead) = self.read_ahead.as_mut() {
+            ahead.spare = Some(old.buf);
+        }
+        true
+    }
+
     /// Returns `len` bytes at `offset` of segment `seq` (within one scan chunk).
     fn bytes(&mut self, seq: u64, offset: u64, len: usize) -> Result<&[u8], IoError> {
-        assert!(len <= self.chunk.buf.len());
+        assert!(len <= self.chunk_window_bytes);
         let chunk = &self.chunk;
         let cached = chunk.segment_seq == seq
             && offset >= chunk.start
             && offset + len as u64 <= chunk.start + chunk.len as u64;
-        if !cached {
+        if !cached && self.take_read_ahead(seq, offset, len) {
+            self.request_next_chunk();
+        } else if !cached {
             let file = self.file(seq)?;
             let file_len = self.device.len(file)?;
             let segment_len = self.meta.segment_size_bytes.min(file_len);
@@ -295,14 +457,16 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     IoErrorKind::UnexpectedEof,
                 ));
             }
-            let aligned_len = ((segment_len - offset) as usize).min(self.chunk.buf.len())
+            let aligned_len = ((segment_len - offset) as usize).min(self.chunk_window_bytes)
                 / BLOCK_SIZE_BYTES
                 * BLOCK_SIZE_BYTES;
+            let head = self.chunk_head_bytes;
             self.chunk.len = 0;
+            self.chunk.base = head;
             let mut read_len = aligned_len;
-            let read = self
-                .device
-                .read_at(file, offset, &mut self.chunk.buf[..read_len]);
+            let read =
+                self.device
+                    .read_at(file, offset, &mut self.chunk.buf[head..head + read_len]);
             if let Err(e) = read {
                 if e.kind != IoErrorKind::Io {
                     return Err(e);
@@ -311,15 +475,15 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                 // asked for, so the error (if it persists) names this place alone.
                 read_len = crate::constants::align_up(len, BLOCK_SIZE_BYTES);
                 self.device
-                    .read_at(file, offset, &mut self.chunk.buf[..read_len])?;
+                    .read_at(file, offset, &mut self.chunk.buf[head..head + read_len])?;
             }
-            let aligned_len = read_len;
-            self.stats.read_bytes += aligned_len as u64;
+            self.stats.read_bytes += read_len as u64;
             self.chunk.segment_seq = seq;
             self.chunk.start = offset;
-            self.chunk.len = aligned_len;
+            self.chunk.len = read_len;
+            self.request_next_chunk();
         }
-        let at = (offset - self.chunk.start) as usize;
+        let at = self.chunk.base + (offset - self.chunk.start) as usize;
         Ok(&self.chunk.buf[at..at + len])
     }
 
