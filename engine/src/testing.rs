@@ -70,9 +70,19 @@ pub fn check_log_reader(data: &[u8]) -> usize {
     }
     device.sync_dir().expect("sim sync_dir");
 
-    let Ok(mut reader) = LogReader::open(&device) else {
-        return 0;
-    };
+    std::thread::scope(|scope| {
+        let Ok(mut reader) = LogReader::open(&device) else {
+            return 0;
+        };
+        // Half the inputs read ahead on a second thread, as recovery does.
+        if data.first().is_some_and(|b| b % 2 == 0) {
+            reader.read_ahead(scope);
+        }
+        check_items(&mut reader)
+    })
+}
+
+fn check_items(reader: &mut LogReader<'_, SimDevice>) -> usize {
     let mut records = 0usize;
     let mut previous: Option<(u64, u32)> = None;
     for _ in 0..ITEMS_MAX {
