@@ -163,13 +163,12 @@ struct ReadAhead {
 }
 
 enum Found {
-    /// A batch vouching for the damaged LSN, or a later segment start.
+    /// A batch, valid for its own place, vouching for the damaged LSN.
     Vouch {
         segment_seq: u64,
         offset: u64,
         first_lsn: Lsn,
         prev_crc: u32,
-        starts_segment: bool,
         why: String,
     },
     Nothing,
@@ -813,7 +812,6 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                                 offset: at,
                                 first_lsn: h.first_lsn,
                                 prev_crc: h.prev_crc,
-                                starts_segment: false,
                                 why: format!(
                                     "the batch at segment {s} offset {at} says LSN {} was durable",
                                     h.durable_lsn
@@ -867,7 +865,6 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             offset: at,
             first_lsn,
             prev_crc,
-            starts_segment,
             why,
         } = self.look_ahead(seq, offset)?
         {
@@ -876,12 +873,9 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             while self.segment_seq < segment_seq {
                 self.next_segment();
             }
-            self.started = !starts_segment;
-            if starts_segment {
-                self.started = false;
-            } else {
-                self.offset = at;
-            }
+            // Salvage resumes at the vouching batch.
+            self.started = true;
+            self.offset = at;
             self.expected_lsn = first_lsn;
             self.chain = prev_crc;
             self.drop_cache();
