@@ -138,12 +138,14 @@ impl RealDir {
         }
     }
 
-    pub fn direct_io(&self) -> bool {
-        self.direct_io
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// One line for reports: the device `kind`, the IO mode and the directory.
+    pub fn describe(&self, kind: &str) -> String {
+        let mode = if self.direct_io {
+            "O_DIRECT"
+        } else {
+            "buffered"
+        };
+        format!("{kind}, {mode}, {}", self.dir.display())
     }
 
     pub fn path_of(&self, name: &str) -> PathBuf {

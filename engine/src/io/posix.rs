@@ -108,15 +108,7 @@ impl Device for PosixDevice {
     forward_to_real_dir!();
 
     fn describe(&self) -> String {
-        let mode = if self.dir.direct_io() {
-            "O_DIRECT"
-        } else {
-            "buffered"
-        };
-        format!(
-            "posix pwrite+fdatasync, {mode}, {}",
-            self.dir.dir().display()
-        )
+        self.dir.describe("posix pwrite+fdatasync")
     }
     fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let open = self.dir.file(file)?;

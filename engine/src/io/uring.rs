@@ -283,12 +283,7 @@ impl Device for UringDevice {
     forward_to_real_dir!();
 
     fn describe(&self) -> String {
-        let mode = if self.dir.direct_io() {
-            "O_DIRECT"
-        } else {
-            "buffered"
-        };
-        format!("io_uring, {mode}, {}", self.dir.dir().display())
+        self.dir.describe("io_uring")
     }
     fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let open = self.dir.file(file)?;
