@@ -323,17 +323,32 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         let device = self.device;
         let head = self.chunk_head_bytes;
         scope.spawn(move || {
+            // The segment file stays open while the reads stay in it.
+            let mut open: Option<(u64, FileId)> = None;
             for mut request in inbox {
-                let name = segment_file_name(request.segment_seq);
-                let result = device.open(&name, false).and_then(|file| {
-                    let range = head..head + request.len;
-                    let read = device.read_at(file, request.offset, &mut request.buf[range]);
-                    device.close(file);
-                    read
-                });
+                let seq = request.segment_seq;
+                let file = match open {
+                    Some((open_seq, file)) if open_seq == seq => Ok(file),
+                    _ => {
+                        if let Some((_, file)) = open.take() {
+                            device.close(file);
+                        }
+                        let opened = device.open(&segment_file_name(seq), false);
+                        if let Ok(file) = opened {
+                            open = Some((seq, file));
+                        }
+                        opened
+                    }
+                };
+                let range = head..head + request.len;
+                let result = file
+                    .and_then(|file| device.read_at(file, request.offset, &mut request.buf[range]));
                 if outbox.send(ReadDone { request, result }).is_err() {
-                    return;
+                    break;
                 }
+            }
+            if let Some((_, file)) = open {
+                device.close(file);
             }
         });
         self.read_ahead = Some(ReadAhead {

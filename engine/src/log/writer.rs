@@ -156,7 +156,11 @@ impl WriterState {
 #[derive(Debug)]
 struct Shared<D: Device> {
     device: Arc<D>,
+    /// The `LOG` file's contents; only `first_segment_seq` changes (at `release_prefix`).
     meta: Mutex<Meta>,
+    /// Fixed for the log's life, so the commit path reads them without a lock.
+    log_id: u64,
+    segment_size_bytes: u64,
     epoch: u32,
     batch_size_bytes_max: usize,
     state: Mutex<WriterState>,
@@ -293,6 +297,8 @@ impl<D: Device> Log<D> {
             shared: Arc::new(Shared {
                 device,
                 meta: Mutex::new(meta),
+                log_id: meta.log_id,
+                segment_size_bytes: meta.segment_size_bytes,
                 epoch,
                 batch_size_bytes_max,
                 state: Mutex::new(state),
@@ -368,12 +374,11 @@ impl<D: Device> Log<D> {
                 // Not even an empty batch here has room: the rest of this segment stays
                 // unused and the batch starts the next segment.
                 let next = state.fill.segment_seq + 1;
-                let meta = self.meta();
                 position_fill(
                     &mut state.fill,
                     next,
                     0,
-                    meta.segment_size_bytes,
+                    self.shared.segment_size_bytes,
                     self.shared.batch_size_bytes_max,
                 );
                 continue;
@@ -615,7 +620,6 @@ impl<D: Device> Log<D> {
     fn lead<'a>(&'a self, mut state: MutexGuard<'a, WriterState>) -> MutexGuard<'a, WriterState> {
         assert!(state.slot_free());
         let shared = &*self.shared;
-        let meta = self.meta();
         let spare = state
             .spares
             .pop()
@@ -640,7 +644,7 @@ impl<D: Device> Log<D> {
             &mut state.fill,
             batch.segment_seq,
             batch.segment_offset + padded_bytes as u64,
-            meta.segment_size_bytes,
+            shared.segment_size_bytes,
             shared.batch_size_bytes_max,
         );
         let batch_seq = state.fill_seq;
@@ -649,7 +653,7 @@ impl<D: Device> Log<D> {
         assert!(durable_lsn < batch.first_lsn);
         let header = BatchHeader {
             record_count: batch.record_count,
-            log_id: meta.log_id,
+            log_id: shared.log_id,
             segment_seq: batch.segment_seq,
             segment_offset: batch.segment_offset as u32,
             used_bytes: batch.used_bytes as u32,
@@ -666,10 +670,10 @@ impl<D: Device> Log<D> {
             batch.buf[..SEGMENT_HEADER_SIZE_BYTES].fill(0);
             SegmentHeader {
                 epoch: shared.epoch,
-                log_id: meta.log_id,
+                log_id: shared.log_id,
                 segment_seq: batch.segment_seq,
                 first_lsn: batch.first_lsn,
-                segment_size_bytes: meta.segment_size_bytes,
+                segment_size_bytes: shared.segment_size_bytes,
                 prev_crc: batch.prev_crc,
             }
             .encode(&mut batch.buf[..SEGMENT_HEADER_SIZE_BYTES]);
