@@ -114,3 +114,52 @@ pub const fn batch_size_bytes_max(segment_size_bytes: u64) -> usize {
         BATCH_SIZE_BYTES_MAX
     }
 }
+
+// --- The store ---
+
+/// Longest name in a directory, in bytes.
+pub const NAME_SIZE_BYTES_MAX: usize = 255;
+
+/// Longest symbolic-link target, in bytes.
+pub const SYMLINK_TARGET_SIZE_BYTES_MAX: usize = 4095;
+
+/// Largest file, in bytes (16 TiB).
+pub const FILE_SIZE_BYTES_MAX: u64 = 1 << 44;
+
+/// Largest single write, in bytes (what NFS and FUSE send at most).
+pub const WRITE_SIZE_BYTES_MAX: usize = 1024 * 1024;
+
+/// A write with fewer whole blocks than this travels in the log (and is written back at the
+/// next checkpoint); one with this many or more goes to newly allocated blocks first.
+pub const WRITE_EXTENT_BLOCKS_MIN: usize = 16;
+
+/// Most links to one inode.
+pub const LINK_COUNT_MAX: u32 = 65_000;
+
+/// Request keys remembered by default (see `EngineOptions::request_keys_max`).
+pub const REQUEST_KEYS_DEFAULT: usize = 65_536;
+
+/// Blocks the data file grows by at once.
+pub const DATA_GROW_BLOCKS: u64 = 256;
+
+/// Largest checkpoint image recovery accepts, in bytes.
+pub const IMAGE_SIZE_BYTES_MAX: u64 = 64 << 30;
+
+/// Largest data file, in blocks (256 TiB).
+pub const DATA_BLOCKS_MAX: u64 = 1 << 36;
+
+/// Bytes read or written per device call when moving an image.
+pub const IMAGE_CHUNK_SIZE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Version of the superblock and image format (docs/FORMAT.md, "The store").
+pub const STORE_FORMAT_VERSION: u32 = 1;
+
+const _: () = assert!(WRITE_SIZE_BYTES_MAX % BLOCK_SIZE_BYTES == 0);
+// An inline write (fewer than WRITE_EXTENT_BLOCKS_MIN whole blocks plus two partial ones)
+// fits in one record with room for the machine's control values.
+const _: () = assert!(
+    (WRITE_EXTENT_BLOCKS_MIN + 1) * BLOCK_SIZE_BYTES + 4096 <= RECORD_PAYLOAD_SIZE_BYTES_MAX
+);
+const _: () = assert!(FILE_SIZE_BYTES_MAX % BLOCK_SIZE_BYTES as u64 == 0);
+const _: () = assert!(IMAGE_CHUNK_SIZE_BYTES % BLOCK_SIZE_BYTES == 0);
+const _: () = assert!(DATA_GROW_BLOCKS > 0);

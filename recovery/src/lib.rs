@@ -26,6 +26,10 @@ use smlog::log::reader::Damage;
 use smlog::log::{segment_file_name, Tail};
 use smlog::{Log, LogError, LogReader, Record, RecoveryMode, ScanItem};
 
+mod engine;
+
+pub use engine::{inspect, open, open_device, EngineRecoveryReport, InFlight, OpenOptions};
+
 /// How to recover.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryOptions {

@@ -1,0 +1,1168 @@
+//! The public [`Engine`]: runs file transactions, owns durability and checkpoints.
+//!
+//! Every change is a machine ([`crate::txn`]) run under the engine lock: each step is
+//! appended to the log, then applied to the in-memory store; the last step and the commit
+//! share one append. The lock is released before the caller waits for durability, so
+//! concurrent committers share one log write and one fdatasync (group commit). A large
+//! write leaves the lock while its data goes to newly allocated blocks.
+//!
+//! A checkpoint holds the lock for an O(1) snapshot of the metadata plus the assignment of
+//! new blocks to the dirty cache (copy on write), then writes data, image and superblock
+//! without it, and finally reuses the log before the oldest transaction it still needs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use crate::constants::{BLOCK_SIZE_BYTES, REQUEST_KEYS_DEFAULT};
+use crate::error::FsError;
+use crate::io::{AlignedBuf, Device};
+use crate::log::{Log, Lsn, NewRecord};
+use crate::store::fsck::{self, FsckReport};
+use crate::store::image::{self, Superblock};
+use crate::store::{
+    runs_of, Attr, Block, DataFile, FileKind, Ino, Meta, Name, Op, Outcome, RequestKey, Run, Store,
+    Time, TxnResult,
+};
+use crate::txn::machines::{
+    Create, CreateState, Link, NewAttrs, SetAttr, SetAttrState, Unlink, UnlinkState, Write,
+    WriteState,
+};
+use crate::txn::{
+    Context, FileTxn, Machine, NewNode, RenameFlags, SetAttrChanges, StepRecord, Transition,
+    TxnRecord,
+};
+
+/// When a call returns relative to durability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Return once the commit is durable (shared with concurrent commits). The default.
+    #[default]
+    Sync,
+    /// Return at once; a later `Sync` commit or [`Engine::sync`] makes it durable (NFS
+    /// UNSTABLE writes and COMMIT).
+    Async,
+}
+
+/// Per-call options: durability and the caller's request key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxnOptions {
+    /// When to return.
+    pub durability: Durability,
+    /// The request, so a retransmission is answered exactly once (see [`Engine::outcome`]).
+    pub key: Option<RequestKey>,
+}
+
+impl TxnOptions {
+    /// Sync, with `key`.
+    pub fn keyed(client_id: u64, request_id: u64) -> TxnOptions {
+        TxnOptions {
+            durability: Durability::Sync,
+            key: Some(RequestKey {
+                client_id,
+                request_id,
+            }),
+        }
+    }
+}
+
+impl From<Durability> for TxnOptions {
+    fn from(durability: Durability) -> TxnOptions {
+        TxnOptions {
+            durability,
+            key: None,
+        }
+    }
+}
+
+/// How an engine runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Largest data file, in bytes (ENOSPC past it).
+    pub data_capacity_bytes: u64,
+    /// Request keys remembered (the window in which a retransmission is recognised).
+    pub request_keys_max: usize,
+    /// Checkpoint automatically after this many bytes of log (0: only on request).
+    pub checkpoint_log_bytes: u64,
+    /// Checkpoint automatically when this many bytes of data are dirty (0: only on request).
+    pub checkpoint_dirty_bytes: u64,
+    /// For crash tests: make every step durable before the next, so that a crash can fall
+    /// between any two steps of a transaction. Slow.
+    pub sync_every_step: bool,
+    /// Segment size of a newly created log.
+    pub segment_size_bytes: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            data_capacity_bytes: 64 << 30,
+            request_keys_max: REQUEST_KEYS_DEFAULT,
+            checkpoint_log_bytes: 256 << 20,
+            checkpoint_dirty_bytes: 256 << 20,
+            sync_every_step: false,
+            segment_size_bytes: crate::constants::SEGMENT_SIZE_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl EngineOptions {
+    /// The data file's capacity in blocks.
+    pub fn capacity_blocks(&self) -> u64 {
+        (self.data_capacity_bytes / BLOCK_SIZE_BYTES as u64).min(crate::constants::DATA_BLOCKS_MAX)
+    }
+}
+
+/// A directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Its name.
+    pub name: Vec<u8>,
+    /// The inode it names.
+    pub ino: Ino,
+    /// What that is.
+    pub kind: FileKind,
+}
+
+/// Space and inode counts, for statfs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    /// Bytes per block.
+    pub block_size_bytes: u64,
+    /// Blocks the data file may hold.
+    pub blocks_total: u64,
+    /// Blocks that can be allocated now (quarantined and reserved ones excluded).
+    pub blocks_free: u64,
+    /// Inodes in use.
+    pub inodes: u64,
+}
+
+/// What a checkpoint did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The image reflects every record up to here.
+    pub applied_lsn: Lsn,
+    /// Recovery reads the log from here.
+    pub scan_start_lsn: Lsn,
+    /// Dirty blocks written back.
+    pub written_blocks: u64,
+    /// Bytes of the image.
+    pub image_bytes: u64,
+    /// Log segments released for reuse.
+    pub released_segments: u64,
+    /// How long commits were held off (the snapshot under the engine lock).
+    pub stall: Duration,
+    /// How long the whole checkpoint took.
+    pub elapsed: Duration,
+}
+
+/// A transaction in flight, as the checkpoint and fsck need to know.
+#[derive(Clone, Copy, Debug)]
+struct Active {
+    first_lsn: Lsn,
+    allocated_blocks: u64,
+}
+
+#[derive(Debug)]
+struct Inner<D: Device> {
+    store: Store<D>,
+    active: BTreeMap<u64, Active>,
+    stopped: Option<String>,
+    checkpoint_seq: u64,
+    log_bytes_at_checkpoint: u64,
+}
+
+#[derive(Debug)]
+struct Shared<D: Device> {
+    log: Log<D>,
+    data: Arc<DataFile<D>>,
+    inner: Mutex<Inner<D>>,
+    checkpoint_lock: Mutex<()>,
+    options: EngineOptions,
+    closing: AtomicBool,
+}
+
+/// The storage engine. Cheap to clone (one shared engine); every method takes `&self`.
+#[derive(Debug)]
+pub struct Engine<D: Device> {
+    shared: Arc<Shared<D>>,
+}
+
+impl<D: Device> Clone for Engine<D> {
+    fn clone(&self) -> Self {
+        Engine {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// A transaction being run.
+struct Running {
+    txn_id: u64,
+    key: Option<RequestKey>,
+    machine: FileTxn,
+    step_no: u32,
+    /// Applied steps: (LSN, undo), oldest first.
+    steps: Vec<(Lsn, Vec<Op>)>,
+    /// Resumed by recovery: a commit is logged even without a further step.
+    resumed: bool,
+}
+
+type Guard<'a, D> = MutexGuard<'a, Inner<D>>;
+
+impl<D: Device> Engine<D> {
+    /// Creates a new, empty file system on `device` (like mkfs), which must hold no log.
+    pub fn format(device: Arc<D>, options: EngineOptions) -> Result<Engine<D>, FsError> {
+        let log = Log::create(
+            Arc::clone(&device),
+            crate::log::writer::CreateOptions {
+                segment_size_bytes: options.segment_size_bytes,
+            },
+        )?;
+        image::create_super(&*device)?;
+        let meta = Meta::new(created_time(&log), options.capacity_blocks());
+        let data = Arc::new(DataFile::open(device)?);
+        Ok(Engine::from_recovery(
+            log,
+            Store::new(meta, data),
+            0,
+            options,
+        ))
+    }
+
+    /// Wraps a log and a store recovered to the log's tail (smlog-recovery calls this,
+    /// then finishes the transactions that were in flight with [`Engine::resume`] and
+    /// [`Engine::roll_back`]).
+    pub fn from_recovery(
+        log: Log<D>,
+        store: Store<D>,
+        checkpoint_seq: u64,
+        options: EngineOptions,
+    ) -> Engine<D> {
+        let data = Arc::clone(&store.data);
+        let log_bytes = log.stats().written_bytes;
+        let engine = Engine {
+            shared: Arc::new(Shared {
+                log,
+                data,
+                inner: Mutex::new(Inner {
+                    store,
+                    active: BTreeMap::new(),
+                    stopped: None,
+                    checkpoint_seq,
+                    log_bytes_at_checkpoint: log_bytes,
+                }),
+                checkpoint_lock: Mutex::new(()),
+                options,
+                closing: AtomicBool::new(false),
+            }),
+        };
+        if options.checkpoint_log_bytes > 0 || options.checkpoint_dirty_bytes > 0 {
+            let weak = Arc::downgrade(&engine.shared);
+            std::thread::Builder::new()
+                .name("smlog-checkpoint".into())
+                .spawn(move || checkpointer(weak))
+                .expect("spawning the checkpoint thread");
+        }
+        engine
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log<D> {
+        &self.shared.log
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> EngineOptions {
+        self.shared.options
+    }
+
+    fn lock(&self) -> Guard<'_, D> {
+        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_usable(&self) -> Result<Guard<'_, D>, FsError> {
+        let inner = self.lock();
+        if let Some(why) = &inner.stopped {
+            return Err(FsError::Stopped(why.clone()));
+        }
+        Ok(inner)
+    }
+
+    /// Why the engine stopped, if it did.
+    pub fn stopped(&self) -> Option<String> {
+        self.lock().stopped.clone()
+    }
+
+    // --- Reads ---
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        Ok(self.lock_usable()?.store.meta.inode(ino)?.attr())
+    }
+
+    /// Attributes of what `name` in directory `parent` names.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        let name = Name::new(name)?;
+        let inner = self.lock_usable()?;
+        let ino = inner.store.meta.lookup(parent, &name)?;
+        Ok(inner.store.meta.inode(ino)?.attr())
+    }
+
+    /// Up to `limit` entries of directory `ino` in name order, after `after` (exclusive;
+    /// `None` from the start). A name is a cursor that survives concurrent changes.
+    pub fn readdir(
+        &self,
+        ino: Ino,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<DirEntry>, FsError> {
+        let inner = self.lock_usable()?;
+        let meta = &inner.store.meta;
+        let entries = meta.dir(ino)?;
+        let iter: Box<dyn Iterator<Item = (&Name, &Ino)>> = match after {
+            None => Box::new(entries.iter()),
+            Some(after) => {
+                let after = Name::new(after)?;
+                Box::new(
+                    entries.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+                )
+            }
+        };
+        let mut out = Vec::new();
+        for (name, &child) in iter.take(limit) {
+            out.push(DirEntry {
+                name: name.as_bytes().to_vec(),
+                ino: child,
+                kind: meta.inode(child)?.kind,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `len` bytes of file `ino` from `offset` (fewer at its end).
+    pub fn read(&self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
+        let len = len.min(crate::constants::WRITE_SIZE_BYTES_MAX * 16);
+        self.lock_usable()?.store.read(ino, offset, len)
+    }
+
+    /// The target of symbolic link `ino`.
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        let inner = self.lock_usable()?;
+        let inode = inner.store.meta.inode(ino)?;
+        if inode.kind != FileKind::Symlink {
+            return Err(FsError::NotSymlink);
+        }
+        Ok(inode.target.clone())
+    }
+
+    /// What became of request `key`: committed (with its result) or rolled back; `None`
+    /// when it is not remembered (never seen, or older than the window).
+    pub fn outcome(&self, key: RequestKey) -> Option<Outcome> {
+        self.lock().store.meta.keys.get(&key)
+    }
+
+    /// Space and inode counts.
+    pub fn statfs(&self) -> Result<StatFs, FsError> {
+        let inner = self.lock_usable()?;
+        let meta = &inner.store.meta;
+        Ok(StatFs {
+            block_size_bytes: BLOCK_SIZE_BYTES as u64,
+            blocks_total: meta.space.capacity_blocks,
+            blocks_free: meta
+                .space
+                .available_blocks()
+                .saturating_sub(inner.store.cache.dirty.len() as u64),
+            inodes: meta.inodes.len() as u64,
+        })
+    }
+
+    /// Checks the live store (namespace, link counts, data blocks, free space).
+    pub fn fsck(&self) -> FsckReport {
+        let inner = self.lock();
+        let allocated: u64 = inner.active.values().map(|a| a.allocated_blocks).sum();
+        fsck::check(&inner.store, allocated)
+    }
+
+    /// A copy of the metadata (O(1)), for tools and tests.
+    pub fn meta(&self) -> Meta {
+        self.lock().store.meta.clone()
+    }
+
+    // --- Changes ---
+
+    /// Creates a regular file.
+    pub fn create(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        attrs: NewAttrs,
+        options: impl Into<TxnOptions>,
+    ) -> Result<Attr, FsError> {
+        self.create_node(parent, name, NewNode::File, attrs, options.into())
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        attrs: NewAttrs,
+        options: impl Into<TxnOptions>,
+    ) -> Result<Attr, FsError> {
+        self.create_node(parent, name, NewNode::Dir, attrs, options.into())
+    }
+
+    /// Creates a symbolic link to `target`.
+    pub fn symlink(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+        attrs: NewAttrs,
+        options: impl Into<TxnOptions>,
+    ) -> Result<Attr, FsError> {
+        let node = NewNode::Symlink(target.to_vec());
+        self.create_node(parent, name, node, attrs, options.into())
+    }
+
+    fn create_node(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        node: NewNode,
+        attrs: NewAttrs,
+        options: TxnOptions,
+    ) -> Result<Attr, FsError> {
+        let machine = FileTxn::Create(Create {
+            parent,
+            name: Name::new(name)?,
+            node,
+            attrs,
+            now: Time::now(),
+            state: CreateState::Start,
+        });
+        let result = self.run(machine, options)?;
+        self.attr_of(result)
+    }
+
+    fn attr_of(&self, result: TxnResult) -> Result<Attr, FsError> {
+        match result {
+            TxnResult::Ino(ino) => self.getattr(ino),
+            other => Err(FsError::Corrupt(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Adds the name `name` in `parent` for inode `ino`.
+    pub fn link(
+        &self,
+        ino: Ino,
+        parent: Ino,
+        name: &[u8],
+        options: impl Into<TxnOptions>,
+    ) -> Result<Attr, FsError> {
+        let machine = FileTxn::Link(Link {
+            ino,
+            parent,
+            name: Name::new(name)?,
+            now: Time::now(),
+            linked: false,
+        });
+        let result = self.run(machine, options.into())?;
+        self.attr_of(result)
+    }
+
+    /// Removes a name that is not a directory; the inode goes with its last name.
+    pub fn unlink(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        options: impl Into<TxnOptions>,
+    ) -> Result<(), FsError> {
+        self.remove(parent, name, false, options.into())
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        options: impl Into<TxnOptions>,
+    ) -> Result<(), FsError> {
+        self.remove(parent, name, true, options.into())
+    }
+
+    fn remove(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        dir: bool,
+        options: TxnOptions,
+    ) -> Result<(), FsError> {
+        let machine = FileTxn::Unlink(Unlink {
+            parent,
+            name: Name::new(name)?,
+            dir,
+            now: Time::now(),
+            state: UnlinkState::Start,
+        });
+        self.run(machine, options).map(|_| ())
+    }
+
+    /// Renames `from_parent/from_name` to `to_parent/to_name`.
+    pub fn rename(
+        &self,
+        from_parent: Ino,
+        from_name: &[u8],
+        to_parent: Ino,
+        to_name: &[u8],
+        flags: RenameFlags,
+        options: impl Into<TxnOptions>,
+    ) -> Result<(), FsError> {
+        let machine = FileTxn::Rename(crate::txn::machines::Rename {
+            from_parent,
+            from_name: Name::new(from_name)?,
+            to_parent,
+            to_name: Name::new(to_name)?,
+            flags,
+            now: Time::now(),
+            state: crate::txn::machines::RenameState::Start,
+        });
+        self.run(machine, options.into()).map(|_| ())
+    }
+
+    /// Writes `data` at `offset` of file `ino`; returns the bytes written.
+    pub fn write(
+        &self,
+        ino: Ino,
+        offset: u64,
+        data: &[u8],
+        options: impl Into<TxnOptions>,
+    ) -> Result<u64, FsError> {
+        let machine = FileTxn::Write(Write {
+            ino,
+            offset,
+            len: data.len() as u64,
+            now: Time::now(),
+            state: WriteState::Start,
+            data: Arc::new(data.to_vec()),
+        });
+        match self.run(machine, options.into())? {
+            TxnResult::Bytes(n) => Ok(n),
+            other => Err(FsError::Corrupt(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Sets the size of file `ino` (data past it is released; growth reads as zeros).
+    pub fn truncate(
+        &self,
+        ino: Ino,
+        size: u64,
+        options: impl Into<TxnOptions>,
+    ) -> Result<Attr, FsError> {
+        let changes = SetAttrChanges {
+            size: Some(size),
+            ..SetAttrChanges::default()
+        };
+        self.setattr(ino, changes, options)
+    }
+
+    /// Changes attributes of `ino`.
+    pub fn setattr(
+        &self,
+        ino: Ino,
+        changes: SetAttrChanges,
+        options: impl Into<TxnOptions>,
+    ) -> Result<Attr, FsError> {
+        let machine = FileTxn::SetAttr(SetAttr {
+            ino,
+            changes,
+            now: Time::now(),
+            state: SetAttrState::Start,
+        });
+        self.run(machine, options.into())?;
+        self.getattr(ino)
+    }
+
+    /// Makes every commit so far durable.
+    pub fn sync(&self) -> Result<(), FsError> {
+        if let Some(why) = self.stopped() {
+            return Err(FsError::Stopped(why));
+        }
+        self.shared.log.sync().map_err(|e| self.stop(e.into()))?;
+        Ok(())
+    }
+
+    fn stop(&self, error: FsError) -> FsError {
+        let mut inner = self.lock();
+        if inner.stopped.is_none() {
+            inner.stopped = Some(error.to_string());
+        }
+        error
+    }
+
+    // --- Running machines ---
+
+    fn run(&self, machine: FileTxn, options: TxnOptions) -> Result<TxnResult, FsError> {
+        let mut inner = self.lock_usable()?;
+        if let Some(key) = options.key {
+            if let Some(Outcome::Committed(result)) = inner.store.meta.keys.get(&key) {
+                return Ok(result);
+            }
+        }
+        let txn_id = inner.store.meta.next_txn_id;
+        inner.store.meta.next_txn_id += 1;
+        let mut running = Running {
+            txn_id,
+            key: options.key,
+            machine,
+            step_no: 0,
+            steps: Vec::new(),
+            resumed: false,
+        };
+        let (mut inner, outcome) = self.drive(inner, &mut running);
+        let wait_lsn = match outcome {
+            Ok((result, lsn)) => {
+                drop(inner);
+                if options.durability == Durability::Sync {
+                    self.wait_durable(lsn)?;
+                }
+                return Ok(result);
+            }
+            Err(error) if is_transaction_failure(&error) && inner.stopped.is_none() => {
+                let undo: Vec<(Lsn, Vec<Op>)> = running.steps.iter().rev().cloned().collect();
+                if undo.is_empty() && running.key.is_none() {
+                    inner.active.remove(&txn_id);
+                    return Err(error);
+                }
+                match self.roll_back_locked(
+                    &mut inner,
+                    txn_id,
+                    running.key,
+                    running.step_no,
+                    &undo,
+                    error.errno(),
+                ) {
+                    Ok(lsn) => (lsn, error),
+                    Err(failure) => {
+                        inner.stopped.get_or_insert_with(|| failure.to_string());
+                        return Err(failure);
+                    }
+                }
+            }
+            Err(error) => {
+                inner.stopped.get_or_insert_with(|| error.to_string());
+                return Err(error);
+            }
+        };
+        drop(inner);
+        let (lsn, error) = wait_lsn;
+        if options.durability == Durability::Sync {
+            self.wait_durable(lsn)?;
+        }
+        Err(error)
+    }
+
+    fn wait_durable(&self, lsn: Lsn) -> Result<(), FsError> {
+        if lsn == 0 {
+            return Ok(());
+        }
+        self.shared
+            .log
+            .wait_durable(lsn)
+            .map_err(|e| self.stop(e.into()))
+    }
+
+    fn append(
+        &self,
+        inner: &mut Inner<D>,
+        txn_id: u64,
+        first_step_no: u32,
+        records: &[TxnRecord],
+    ) -> Result<Lsn, FsError> {
+        let payloads: Vec<Vec<u8>> = records.iter().map(TxnRecord::encode).collect();
+        let new: Vec<NewRecord<'_>> = records
+            .iter()
+            .zip(&payloads)
+            .enumerate()
+            .map(|(i, (record, payload))| NewRecord {
+                txn_id,
+                step: first_step_no + i as u32,
+                kind: record.kind(),
+                payload,
+            })
+            .collect();
+        let lsn = self.shared.log.append(&new)?;
+        inner.store.meta.applied_lsn = lsn;
+        if self.shared.options.sync_every_step {
+            self.shared.log.wait_durable(lsn)?;
+        }
+        Ok(lsn)
+    }
+
+    fn record_outcome(&self, inner: &mut Inner<D>, key: Option<RequestKey>, outcome: Outcome) {
+        if let Some(key) = key {
+            let keys_max = self.shared.options.request_keys_max;
+            inner.store.meta.keys.record(key, outcome, keys_max);
+        }
+    }
+
+    /// Runs `running` until it is done; returns the lock (it may have been released during
+    /// a large write's data IO) and the result with the commit's LSN.
+    fn drive<'a>(
+        &'a self,
+        mut inner: Guard<'a, D>,
+        running: &mut Running,
+    ) -> (Guard<'a, D>, Result<(TxnResult, Lsn), FsError>) {
+        loop {
+            let context = Context {
+                reserved_blocks: inner.store.cache.dirty.len() as u64,
+            };
+            let transition = match running.machine.next(&inner.store.meta, &context) {
+                Ok(t) => t,
+                Err(e) => return (inner, Err(e)),
+            };
+            match transition {
+                Transition::Done(result) => {
+                    let mut lsn = 0;
+                    if running.step_no > 0 || running.key.is_some() || running.resumed {
+                        let commit = TxnRecord::Commit {
+                            key: running.key,
+                            result,
+                        };
+                        running.step_no += 1;
+                        lsn = match self.append(
+                            &mut inner,
+                            running.txn_id,
+                            running.step_no,
+                            &[commit],
+                        ) {
+                            Ok(lsn) => lsn,
+                            Err(e) => return (inner, Err(e)),
+                        };
+                    }
+                    inner.active.remove(&running.txn_id);
+                    self.record_outcome(&mut inner, running.key, Outcome::Committed(result));
+                    return (inner, Ok((result, lsn)));
+                }
+                Transition::Step {
+                    next,
+                    redo,
+                    undo,
+                    result,
+                } => {
+                    running.step_no += 1;
+                    let mut records = vec![TxnRecord::Step(StepRecord {
+                        machine: next.clone(),
+                        key: running.key,
+                        redo,
+                        undo,
+                    })];
+                    if let Some(result) = result {
+                        records.push(TxnRecord::Commit {
+                            key: running.key,
+                            result,
+                        });
+                    }
+                    let last_lsn =
+                        match self.append(&mut inner, running.txn_id, running.step_no, &records) {
+                            Ok(lsn) => lsn,
+                            Err(e) => return (inner, Err(e)),
+                        };
+                    let step_lsn = last_lsn + 1 - records.len() as u64;
+                    if result.is_some() {
+                        running.step_no += 1;
+                    }
+                    let TxnRecord::Step(step) = records.swap_remove(0) else {
+                        unreachable!("the first record is the step");
+                    };
+                    if let Err(e) = inner.store.apply(&step.redo, step_lsn) {
+                        return (inner, Err(e));
+                    }
+                    let allocated: u64 = step
+                        .redo
+                        .iter()
+                        .map(|op| match op {
+                            Op::AllocBlocks { runs } => runs.iter().map(|r| r.len).sum(),
+                            _ => 0,
+                        })
+                        .sum();
+                    let active = inner.active.entry(running.txn_id).or_insert(Active {
+                        first_lsn: step_lsn,
+                        allocated_blocks: 0,
+                    });
+                    active.allocated_blocks = allocated;
+                    running.steps.push((step_lsn, step.undo));
+                    running.machine = next;
+                    if let Some(result) = result {
+                        inner.active.remove(&running.txn_id);
+                        self.record_outcome(&mut inner, running.key, Outcome::Committed(result));
+                        return (inner, Ok((result, last_lsn)));
+                    }
+                }
+                Transition::WriteData {
+                    next,
+                    runs,
+                    data_offset,
+                } => {
+                    let FileTxn::Write(write) = &running.machine else {
+                        let e = FsError::Corrupt("only a write writes data".into());
+                        return (inner, Err(e));
+                    };
+                    let data = Arc::clone(&write.data);
+                    let high_water = inner.store.meta.space.high_water_blocks;
+                    if let Err(e) = self.shared.data.ensure_len(high_water) {
+                        return (inner, Err(e));
+                    }
+                    drop(inner);
+                    let written = write_runs(&self.shared.data, &runs, &data[data_offset..]);
+                    inner = self.lock();
+                    if let Err(e) = written {
+                        return (inner, Err(e));
+                    }
+                    if let Some(why) = &inner.stopped {
+                        let e = FsError::Stopped(why.clone());
+                        return (inner, Err(e));
+                    }
+                    running.machine = next;
+                }
+            }
+        }
+    }
+
+    fn roll_back_locked(
+        &self,
+        inner: &mut Inner<D>,
+        txn_id: u64,
+        key: Option<RequestKey>,
+        mut step_no: u32,
+        undo: &[(Lsn, Vec<Op>)],
+        errno: i32,
+    ) -> Result<Lsn, FsError> {
+        for (i, (undoes_lsn, ops)) in undo.iter().enumerate() {
+            let undo_next_lsn = undo.get(i + 1).map_or(0, |(lsn, _)| *lsn);
+            step_no += 1;
+            let record = TxnRecord::Compensation {
+                undoes_lsn: *undoes_lsn,
+                redo: ops.clone(),
+                undo_next_lsn,
+            };
+            let lsn = self.append(inner, txn_id, step_no, &[record])?;
+            inner.store.apply(ops, lsn)?;
+        }
+        step_no += 1;
+        let lsn = self.append(inner, txn_id, step_no, &[TxnRecord::Abort { key, errno }])?;
+        inner.active.remove(&txn_id);
+        self.record_outcome(inner, key, Outcome::RolledBack { errno });
+        Ok(lsn)
+    }
+
+    /// Recovery: rolls back transaction `txn_id`, undoing `undo` (LSN and undo of each
+    /// applied step not yet compensated, newest first), then logging its abort.
+    pub fn roll_back(
+        &self,
+        txn_id: u64,
+        key: Option<RequestKey>,
+        last_step_no: u32,
+        undo: &[(Lsn, Vec<Op>)],
+    ) -> Result<(), FsError> {
+        let mut inner = self.lock_usable()?;
+        let result = self.roll_back_locked(&mut inner, txn_id, key, last_step_no, undo, 0);
+        if let Err(e) = &result {
+            inner.stopped.get_or_insert_with(|| e.to_string());
+        }
+        result.map(|_| ())
+    }
+
+    /// Recovery: runs the remaining steps of transaction `txn_id` from `machine` (its state
+    /// after its last logged step) and commits it. Returns the steps logged.
+    pub fn resume(
+        &self,
+        txn_id: u64,
+        key: Option<RequestKey>,
+        last_step_no: u32,
+        machine: FileTxn,
+    ) -> Result<u32, FsError> {
+        let inner = self.lock_usable()?;
+        let mut running = Running {
+            txn_id,
+            key,
+            machine,
+            step_no: last_step_no,
+            steps: Vec::new(),
+            resumed: true,
+        };
+        let (mut inner, outcome) = self.drive(inner, &mut running);
+        match outcome {
+            Ok(_) => Ok(running.step_no - last_step_no),
+            Err(e) => {
+                let e = FsError::Corrupt(format!(
+                    "resuming transaction {txn_id} ({}) failed: {e}",
+                    running.machine.describe()
+                ));
+                inner.stopped.get_or_insert_with(|| e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Recovery: makes transaction ids continue above `max_seen`.
+    pub fn advance_txn_id(&self, max_seen: u64) {
+        let mut inner = self.lock();
+        let next = &mut inner.store.meta.next_txn_id;
+        *next = (*next).max(max_seen + 1);
+    }
+
+    // --- Checkpoints ---
+
+    /// Writes the dirty state back and a new superblock, then reuses the log before the
+    /// oldest record recovery still needs. Commits go on meanwhile, held off only for the
+    /// snapshot ([`CheckpointStats::stall`]).
+    pub fn checkpoint(&self) -> Result<CheckpointStats, FsError> {
+        let _one_at_a_time = self
+            .shared
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let started = Instant::now();
+        let log_id = self.shared.log.meta().log_id;
+        // 1. Under the lock: copy-on-write blocks for the dirty cache, then the snapshot.
+        let (snapshot, writes, quarantine, scan_start_lsn, seq, stall) = {
+            let mut inner = self.lock_usable()?;
+            let stall_started = Instant::now();
+            let store = &mut inner.store;
+            let mut dirty: Vec<((Ino, u64), Box<Block>)> = store.cache.dirty.drain().collect();
+            dirty.sort_unstable_by_key(|(key, _)| *key);
+            let mut writes: Vec<(u64, Arc<Block>)> = Vec::with_capacity(dirty.len());
+            if !dirty.is_empty() {
+                let runs = match store.meta.space.plan(dirty.len() as u64) {
+                    Ok(runs) => runs,
+                    Err(e) => {
+                        // Nothing changed yet: put the cache back.
+                        store.cache.dirty.extend(dirty);
+                        return Err(e);
+                    }
+                };
+                store.meta.space.mark_used(&runs)?;
+                let blocks = runs.iter().flat_map(|r| r.start..r.end());
+                let mut released = Vec::new();
+                for (((ino, file_block), block), data_block) in dirty.into_iter().zip(blocks) {
+                    let Some(inode) = store.meta.inodes.get_mut(&ino) else {
+                        return Err(self.stop(FsError::Corrupt(format!(
+                            "dirty data for missing inode {ino}"
+                        ))));
+                    };
+                    if let Some(old) = inode.blocks.insert(file_block, data_block) {
+                        released.push(old);
+                    }
+                    let block: Arc<Block> = Arc::from(block);
+                    store
+                        .cache
+                        .flushing
+                        .insert((ino, file_block), Arc::clone(&block));
+                    writes.push((data_block, block));
+                }
+                store.meta.space.release(&runs_of(released.into_iter()))?;
+                let high_water = store.meta.space.high_water_blocks;
+                self.shared
+                    .data
+                    .ensure_len(high_water)
+                    .map_err(|e| self.stop_in(&mut inner, e))?;
+            }
+            let snapshot = inner.store.meta.clone();
+            let quarantine = inner.store.meta.space.take_quarantine();
+            let scan_start_lsn = inner
+                .active
+                .values()
+                .map(|a| a.first_lsn)
+                .min()
+                .unwrap_or(snapshot.applied_lsn + 1)
+                .min(snapshot.applied_lsn + 1);
+            inner.checkpoint_seq += 1;
+            inner.log_bytes_at_checkpoint = self.shared.log.stats().written_bytes;
+            let seq = inner.checkpoint_seq;
+            (
+                snapshot,
+                writes,
+                quarantine,
+                scan_start_lsn,
+                seq,
+                stall_started.elapsed(),
+            )
+        };
+        // 2. Without it: the log first (write-ahead), then data, image, superblock.
+        let written = (|| {
+            self.shared.log.wait_durable(snapshot.applied_lsn)?;
+            write_blocks(&self.shared.data, &writes)?;
+            if !writes.is_empty() {
+                self.shared.data.sync()?;
+            }
+            let image_bytes = image::encode_image(&snapshot)?;
+            let device = self.shared.data.device();
+            image::write_image(&**device, seq, &image_bytes)?;
+            image::write_super(
+                &**device,
+                &Superblock {
+                    seq,
+                    applied_lsn: snapshot.applied_lsn,
+                    scan_start_lsn,
+                    image_len: image_bytes.len() as u64,
+                    image_crc: crc32fast::hash(&image_bytes),
+                    log_id,
+                },
+            )?;
+            Ok::<u64, FsError>(image_bytes.len() as u64)
+        })();
+        let image_bytes = match written {
+            Ok(n) => n,
+            // The live mapping names blocks that may not hold their data: stop.
+            Err(e) => return Err(self.stop(e)),
+        };
+        // 3. The old image no longer names the quarantined blocks: reuse them.
+        {
+            let mut inner = self.lock();
+            if let Err(e) = inner.store.meta.space.make_free(&quarantine) {
+                return Err(self.stop_in(&mut inner, e));
+            }
+            let flushing = &mut inner.store.cache.flushing;
+            flushing.retain(|_, block| !writes.iter().any(|(_, w)| Arc::ptr_eq(w, block)));
+        }
+        // 4. Reuse the log before what recovery needs, and remove older images.
+        let released_segments = self
+            .shared
+            .log
+            .release_prefix(scan_start_lsn.saturating_sub(1))
+            .map_err(|e| self.stop(e.into()))?;
+        let device = self.shared.data.device();
+        if let Ok(names) = device.list() {
+            for name in names {
+                if image::parse_image_file_name(&name).is_some_and(|s| s < seq) {
+                    // A leftover image is harmless; recovery reads only the one named.
+                    let _ = device.remove(&name);
+                }
+            }
+        }
+        Ok(CheckpointStats {
+            seq,
+            applied_lsn: snapshot.applied_lsn,
+            scan_start_lsn,
+            written_blocks: writes.len() as u64,
+            image_bytes,
+            released_segments,
+            stall,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn stop_in(&self, inner: &mut Inner<D>, error: FsError) -> FsError {
+        inner.stopped.get_or_insert_with(|| error.to_string());
+        error
+    }
+
+    /// Checkpoints and makes everything durable; the engine keeps working. Call before
+    /// exit so the next open replays little.
+    pub fn shutdown(&self) -> Result<(), FsError> {
+        self.shared.closing.store(true, Ordering::Release);
+        self.checkpoint()?;
+        self.sync()
+    }
+}
+
+/// A transaction that fails with this error is rolled back and the engine goes on: a
+/// refusal, or a data-file write that failed (its blocks are never linked).
+fn is_transaction_failure(error: &FsError) -> bool {
+    error.is_refusal() || matches!(error, FsError::Io(_))
+}
+
+fn created_time<D: Device>(log: &Log<D>) -> Time {
+    Time {
+        secs: log.meta().created_unix_secs as i64,
+        nanos: 0,
+    }
+}
+
+/// The root's times in a store that has no checkpoint yet: the log's creation time.
+pub fn initial_meta<D: Device>(log: &Log<D>, options: &EngineOptions) -> Meta {
+    Meta::new(created_time(log), options.capacity_blocks())
+}
+
+/// Writes `data` (whole blocks, in order) to `runs` and makes it durable.
+fn write_runs<D: Device>(
+    data_file: &DataFile<D>,
+    runs: &[Run],
+    data: &[u8],
+) -> Result<(), FsError> {
+    let mut offset = 0usize;
+    for run in runs {
+        let len = run.len as usize * BLOCK_SIZE_BYTES;
+        let mut buf = AlignedBuf::new_zeroed(len);
+        buf.copy_from_slice(&data[offset..offset + len]);
+        data_file.write_blocks(run.start, &buf)?;
+        offset += len;
+    }
+    data_file.sync()
+}
+
+/// Writes checkpoint blocks, grouping consecutive data blocks into one write.
+fn write_blocks<D: Device>(
+    data_file: &DataFile<D>,
+    writes: &[(u64, Arc<Block>)],
+) -> Result<(), FsError> {
+    const GROUP_BLOCKS_MAX: usize = 256;
+    let mut buf = AlignedBuf::new_zeroed(GROUP_BLOCKS_MAX * BLOCK_SIZE_BYTES);
+    let mut i = 0;
+    while i < writes.len() {
+        let start = writes[i].0;
+        let mut count = 0usize;
+        while i + count < writes.len()
+            && count < GROUP_BLOCKS_MAX
+            && writes[i + count].0 == start + count as u64
+        {
+            let at = count * BLOCK_SIZE_BYTES;
+            buf[at..at + BLOCK_SIZE_BYTES].copy_from_slice(&writes[i + count].1[..]);
+            count += 1;
+        }
+        data_file.write_blocks(start, &buf[..count * BLOCK_SIZE_BYTES])?;
+        i += count;
+    }
+    Ok(())
+}
+
+/// The automatic checkpoint thread: checkpoints when enough log or dirty data has piled up.
+fn checkpointer<D: Device>(weak: Weak<Shared<D>>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        if shared.closing.load(Ordering::Acquire) {
+            return;
+        }
+        let (log_bytes, dirty_bytes, stopped) = {
+            let inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                shared.log.stats().written_bytes - inner.log_bytes_at_checkpoint,
+                inner.store.cache.dirty_bytes(),
+                inner.stopped.is_some(),
+            )
+        };
+        if stopped {
+            return;
+        }
+        let options = shared.options;
+        let due = (options.checkpoint_log_bytes > 0 && log_bytes >= options.checkpoint_log_bytes)
+            || (options.checkpoint_dirty_bytes > 0
+                && dirty_bytes >= options.checkpoint_dirty_bytes);
+        if due {
+            let engine = Engine { shared };
+            if let Err(e) = engine.checkpoint() {
+                if !matches!(e, FsError::NoSpace(_)) {
+                    return;
+                }
+            }
+        }
+    }
+}

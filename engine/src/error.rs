@@ -1,0 +1,119 @@
+//! The engine's error type: every failure a file operation can meet, each mapping to the
+//! errno a file server returns.
+
+use crate::io::IoError;
+use crate::log::LogError;
+
+/// Everything a file operation, a checkpoint or recovery can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FsError {
+    /// No such file or directory (ENOENT).
+    #[error("no such file or directory")]
+    NotFound,
+    /// The name exists already (EEXIST).
+    #[error("file exists")]
+    Exists,
+    /// A directory was expected (ENOTDIR).
+    #[error("not a directory")]
+    NotDir,
+    /// A directory was not expected (EISDIR).
+    #[error("is a directory")]
+    IsDir,
+    /// The directory has entries (ENOTEMPTY).
+    #[error("directory not empty")]
+    NotEmpty,
+    /// A name longer than 255 bytes (ENAMETOOLONG).
+    #[error("name of {len_bytes} bytes is longer than 255")]
+    NameTooLong {
+        /// Its length.
+        len_bytes: usize,
+    },
+    /// An invalid argument (EINVAL), with why.
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    /// Out of data blocks or inodes (ENOSPC).
+    #[error("no space left: {0}")]
+    NoSpace(&'static str),
+    /// The file would grow past the maximum size (EFBIG).
+    #[error("file too large")]
+    FileTooBig,
+    /// Too many links to one inode (EMLINK).
+    #[error("too many links")]
+    TooManyLinks,
+    /// The operation is not permitted on this inode (EPERM: a hard link to a directory).
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
+    /// Not a symbolic link (EINVAL for readlink).
+    #[error("not a symbolic link")]
+    NotSymlink,
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A store file could not be read or written.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// The engine stopped after a failed write or sync and refuses changes.
+    #[error("the engine stopped after a failure and refuses changes: {0}")]
+    Stopped(String),
+    /// The store's durable files or the log contradict each other.
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl FsError {
+    /// The errno a file server returns for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::NameTooLong { .. } => libc::ENAMETOOLONG,
+            FsError::Invalid(_) | FsError::NotSymlink => libc::EINVAL,
+            FsError::NoSpace(_) => libc::ENOSPC,
+            FsError::FileTooBig => libc::EFBIG,
+            FsError::TooManyLinks => libc::EMLINK,
+            FsError::NotPermitted(_) => libc::EPERM,
+            FsError::Log(e) => e.errno(),
+            FsError::Io(e) => e.kind.errno(),
+            FsError::Stopped(_) | FsError::Corrupt(_) => libc::EIO,
+        }
+    }
+
+    /// Whether the error is a refusal of the request (the store is unchanged and the engine
+    /// keeps working), as opposed to a failure of the engine.
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            FsError::Log(_) | FsError::Io(_) | FsError::Stopped(_) | FsError::Corrupt(_)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_maps_to_its_errno() {
+        let cases = [
+            (FsError::NotFound, libc::ENOENT),
+            (FsError::Exists, libc::EEXIST),
+            (FsError::NotDir, libc::ENOTDIR),
+            (FsError::IsDir, libc::EISDIR),
+            (FsError::NotEmpty, libc::ENOTEMPTY),
+            (FsError::NameTooLong { len_bytes: 256 }, libc::ENAMETOOLONG),
+            (FsError::Invalid("x"), libc::EINVAL),
+            (FsError::NoSpace("x"), libc::ENOSPC),
+            (FsError::FileTooBig, libc::EFBIG),
+            (FsError::TooManyLinks, libc::EMLINK),
+            (FsError::Stopped("x".into()), libc::EIO),
+        ];
+        for (error, errno) in cases {
+            assert_eq!(error.errno(), errno, "{error}");
+        }
+        assert!(FsError::NotFound.is_refusal());
+        assert!(!FsError::Stopped("x".into()).is_refusal());
+    }
+}

@@ -1,0 +1,348 @@
+//! Checkpoints on disk: the `SUPER` file (two alternating 4 KiB superblocks with CRC) and
+//! the image files (`ckpt-<seq>.img`) they name.
+//!
+//! A checkpoint writes its image to a new file and makes it durable (file and directory),
+//! then writes the superblock slot `seq % 2` durably. A crash at any point leaves the other
+//! slot naming the previous, whole image; recovery takes the valid slot with the highest
+//! sequence number. Layouts are in docs/FORMAT.md, "The store".
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::constants::{
+    align_up, BLOCK_SIZE_BYTES, IMAGE_CHUNK_SIZE_BYTES, IMAGE_SIZE_BYTES_MAX, STORE_FORMAT_VERSION,
+};
+use crate::error::FsError;
+use crate::format::{U32Le, U64Le};
+use crate::io::{AlignedBuf, Device, IoErrorKind};
+use crate::log::Lsn;
+
+use super::Meta;
+
+/// Name of the superblock file.
+pub const SUPER_FILE_NAME: &str = "SUPER";
+
+/// "SMLGSUPR", little-endian.
+pub const SUPER_MAGIC: u64 = u64::from_le_bytes(*b"SMLGSUPR");
+
+/// Bytes of one superblock slot.
+pub const SUPER_SLOT_SIZE_BYTES: usize = BLOCK_SIZE_BYTES;
+
+/// Bytes of the fields at the start of a slot (the rest is zero).
+pub const SUPER_FIELDS_SIZE_BYTES: usize = 64;
+
+/// The name of checkpoint `seq`'s image file.
+pub fn image_file_name(seq: u64) -> String {
+    format!("ckpt-{seq:020}.img")
+}
+
+/// The sequence number in an image file's name.
+pub fn parse_image_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("ckpt-")?.strip_suffix(".img")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A superblock slot on disk.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | magic `SMLGSUPR` |
+/// | 8 | 4 | `version` ([`STORE_FORMAT_VERSION`]) |
+/// | 12 | 4 | `image_crc`: CRC-32 (IEEE) of the image's `image_len` bytes |
+/// | 16 | 8 | `seq`: checkpoint sequence number, from 1 |
+/// | 24 | 8 | `applied_lsn`: the image reflects every record up to it |
+/// | 32 | 8 | `scan_start_lsn`: recovery reads the log from here |
+/// | 40 | 8 | `image_len`: bytes of the encoded image |
+/// | 48 | 8 | `log_id`: the log this store belongs to |
+/// | 56 | 4 | reserved, zero |
+/// | 60 | 4 | `crc`: CRC-32 of bytes 0..60 |
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct RawSuper {
+    magic: U64Le,
+    version: U32Le,
+    image_crc: U32Le,
+    seq: U64Le,
+    applied_lsn: U64Le,
+    scan_start_lsn: U64Le,
+    image_len: U64Le,
+    log_id: U64Le,
+    reserved: U32Le,
+    crc: U32Le,
+}
+
+const _: () = assert!(std::mem::size_of::<RawSuper>() == SUPER_FIELDS_SIZE_BYTES);
+
+/// A valid superblock: where the latest checkpoint is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Superblock {
+    /// Checkpoint sequence number.
+    pub seq: u64,
+    /// The image reflects every record up to this LSN.
+    pub applied_lsn: Lsn,
+    /// Recovery reads the log from this LSN (transactions in flight at the checkpoint
+    /// started at or after it).
+    pub scan_start_lsn: Lsn,
+    /// Bytes of the encoded image.
+    pub image_len: u64,
+    /// CRC of the image.
+    pub image_crc: u32,
+    /// The log this store belongs to.
+    pub log_id: u64,
+}
+
+impl Superblock {
+    fn encode(&self) -> [u8; SUPER_FIELDS_SIZE_BYTES] {
+        let mut raw = RawSuper {
+            magic: U64Le::new(SUPER_MAGIC),
+            version: U32Le::new(STORE_FORMAT_VERSION),
+            image_crc: U32Le::new(self.image_crc),
+            seq: U64Le::new(self.seq),
+            applied_lsn: U64Le::new(self.applied_lsn),
+            scan_start_lsn: U64Le::new(self.scan_start_lsn),
+            image_len: U64Le::new(self.image_len),
+            log_id: U64Le::new(self.log_id),
+            reserved: U32Le::new(0),
+            crc: U32Le::new(0),
+        };
+        let bytes = bytemuck::bytes_of(&raw);
+        raw.crc = U32Le::new(crc32fast::hash(&bytes[..60]));
+        let mut out = [0u8; SUPER_FIELDS_SIZE_BYTES];
+        out.copy_from_slice(bytemuck::bytes_of(&raw));
+        out
+    }
+
+    /// Decodes a slot: `Ok(None)` for a slot never written (all zero), an error for one
+    /// that is damaged or of another version.
+    fn decode(slot: &[u8]) -> Result<Option<Superblock>, String> {
+        assert!(slot.len() >= SUPER_FIELDS_SIZE_BYTES);
+        if slot.iter().all(|&b| b == 0) {
+            return Ok(None);
+        }
+        let raw: RawSuper = bytemuck::pod_read_unaligned(&slot[..SUPER_FIELDS_SIZE_BYTES]);
+        if raw.magic.get() != SUPER_MAGIC {
+            return Err("bad magic".into());
+        }
+        if crc32fast::hash(&slot[..60]) != raw.crc.get() {
+            return Err("CRC mismatch".into());
+        }
+        if raw.version.get() != STORE_FORMAT_VERSION {
+            return Err(format!(
+                "store format version {} (this build reads {STORE_FORMAT_VERSION})",
+                raw.version.get()
+            ));
+        }
+        let sb = Superblock {
+            seq: raw.seq.get(),
+            applied_lsn: raw.applied_lsn.get(),
+            scan_start_lsn: raw.scan_start_lsn.get(),
+            image_len: raw.image_len.get(),
+            image_crc: raw.image_crc.get(),
+            log_id: raw.log_id.get(),
+        };
+        if sb.seq == 0 || sb.image_len > IMAGE_SIZE_BYTES_MAX {
+            return Err(format!("out-of-bounds fields {sb:?}"));
+        }
+        if sb.scan_start_lsn == 0 || sb.scan_start_lsn > sb.applied_lsn + 1 {
+            return Err(format!("scan start past the applied LSN in {sb:?}"));
+        }
+        Ok(Some(sb))
+    }
+}
+
+/// Creates an empty `SUPER` file (both slots zero), durably, if there is none.
+pub fn create_super<D: Device + ?Sized>(device: &D) -> Result<(), FsError> {
+    let file = device.open(SUPER_FILE_NAME, true)?;
+    let result = (|| {
+        if device.len(file)? < 2 * SUPER_SLOT_SIZE_BYTES as u64 {
+            let zeros = AlignedBuf::new_zeroed(2 * SUPER_SLOT_SIZE_BYTES);
+            device.write_durable_at(file, 0, &zeros)?;
+        }
+        device.sync_dir()
+    })();
+    device.close(file);
+    Ok(result?)
+}
+
+/// Reads `SUPER`: the newest valid slot, `None` when there is no checkpoint yet.
+pub fn read_super<D: Device + ?Sized>(device: &D) -> Result<Option<Superblock>, FsError> {
+    let file = match device.open(SUPER_FILE_NAME, false) {
+        Ok(file) => file,
+        Err(e) if e.kind == IoErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut buf = AlignedBuf::new_zeroed(2 * SUPER_SLOT_SIZE_BYTES);
+    let result = (|| {
+        if device.len(file)? < buf.len() as u64 {
+            return Err(FsError::Corrupt(format!(
+                "{} is shorter than two superblocks",
+                device.path_of(SUPER_FILE_NAME).display()
+            )));
+        }
+        device.read_at(file, 0, &mut buf)?;
+        Ok(())
+    })();
+    device.close(file);
+    result?;
+    let mut best: Option<Superblock> = None;
+    let mut damage = Vec::new();
+    for slot in 0..2 {
+        let bytes = &buf[slot * SUPER_SLOT_SIZE_BYTES..(slot + 1) * SUPER_SLOT_SIZE_BYTES];
+        match Superblock::decode(bytes) {
+            Ok(Some(sb)) if sb.seq % 2 == slot as u64 => {
+                if best.is_none_or(|b| b.seq < sb.seq) {
+                    best = Some(sb);
+                }
+            }
+            Ok(Some(sb)) => damage.push(format!("slot {slot} holds sequence {}", sb.seq)),
+            Ok(None) => {}
+            Err(why) => damage.push(format!("slot {slot}: {why}")),
+        }
+    }
+    if best.is_none() && !damage.is_empty() {
+        return Err(FsError::Corrupt(format!(
+            "no valid superblock in {}: {}",
+            device.path_of(SUPER_FILE_NAME).display(),
+            damage.join("; ")
+        )));
+    }
+    Ok(best)
+}
+
+/// Encodes a checkpoint image.
+pub fn encode_image(meta: &Meta) -> Result<Vec<u8>, FsError> {
+    postcard::to_stdvec(meta).map_err(|e| FsError::Corrupt(format!("encoding an image: {e}")))
+}
+
+/// Writes `image` as checkpoint `seq`'s file and makes it and its name durable.
+pub fn write_image<D: Device + ?Sized>(device: &D, seq: u64, image: &[u8]) -> Result<(), FsError> {
+    let name = image_file_name(seq);
+    let file = device.open(&name, true)?;
+    let result = (|| {
+        let padded = align_up(image.len(), BLOCK_SIZE_BYTES);
+        device.set_len(file, padded as u64)?;
+        let mut buf =
+            AlignedBuf::new_zeroed(IMAGE_CHUNK_SIZE_BYTES.min(padded.max(BLOCK_SIZE_BYTES)));
+        let mut offset = 0usize;
+        while offset < padded {
+            let len = (padded - offset).min(buf.len());
+            let have = image.len().saturating_sub(offset).min(len);
+            buf[..have].copy_from_slice(&image[offset..offset + have]);
+            buf[have..len].fill(0);
+            device.write_at(file, offset as u64, &buf[..len])?;
+            offset += len;
+        }
+        device.sync(file)?;
+        device.sync_dir()
+    })();
+    device.close(file);
+    Ok(result?)
+}
+
+/// Writes `sb` durably into its slot.
+pub fn write_super<D: Device + ?Sized>(device: &D, sb: &Superblock) -> Result<(), FsError> {
+    assert!(sb.seq > 0);
+    let file = device.open(SUPER_FILE_NAME, false)?;
+    let mut buf = AlignedBuf::new_zeroed(SUPER_SLOT_SIZE_BYTES);
+    buf[..SUPER_FIELDS_SIZE_BYTES].copy_from_slice(&sb.encode());
+    let offset = (sb.seq % 2) * SUPER_SLOT_SIZE_BYTES as u64;
+    let result = device.write_durable_at(file, offset, &buf);
+    device.close(file);
+    Ok(result?)
+}
+
+/// Reads and checks the image `sb` names.
+pub fn read_image<D: Device + ?Sized>(device: &D, sb: &Superblock) -> Result<Meta, FsError> {
+    let name = image_file_name(sb.seq);
+    let path = device.path_of(&name);
+    let file = device.open(&name, false).map_err(|e| {
+        if e.kind == IoErrorKind::NotFound {
+            FsError::Corrupt(format!(
+                "the superblock names {}, which is missing",
+                path.display()
+            ))
+        } else {
+            e.into()
+        }
+    })?;
+    let result = (|| {
+        let padded = align_up(sb.image_len as usize, BLOCK_SIZE_BYTES);
+        let file_len = device.len(file)?;
+        if file_len < padded as u64 {
+            return Err(FsError::Corrupt(format!(
+                "{} holds {file_len} bytes; the superblock says {}",
+                path.display(),
+                sb.image_len
+            )));
+        }
+        let mut image = Vec::with_capacity(sb.image_len as usize);
+        let mut buf =
+            AlignedBuf::new_zeroed(IMAGE_CHUNK_SIZE_BYTES.min(padded.max(BLOCK_SIZE_BYTES)));
+        let mut offset = 0usize;
+        while offset < padded {
+            let len = (padded - offset).min(buf.len());
+            device.read_at(file, offset as u64, &mut buf[..len])?;
+            let want = (sb.image_len as usize - offset.min(sb.image_len as usize)).min(len);
+            image.extend_from_slice(&buf[..want]);
+            offset += len;
+        }
+        Ok(image)
+    })();
+    device.close(file);
+    let image = result?;
+    if crc32fast::hash(&image) != sb.image_crc {
+        return Err(FsError::Corrupt(format!(
+            "{}: CRC mismatch",
+            path.display()
+        )));
+    }
+    let meta: Meta = postcard::from_bytes(&image)
+        .map_err(|e| FsError::Corrupt(format!("{}: {e}", path.display())))?;
+    if meta.applied_lsn != sb.applied_lsn {
+        return Err(FsError::Corrupt(format!(
+            "{} reflects LSN {}; the superblock says {}",
+            path.display(),
+            meta.applied_lsn,
+            sb.applied_lsn
+        )));
+    }
+    meta.space.check().map_err(FsError::Corrupt)?;
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sb(seq: u64) -> Superblock {
+        Superblock {
+            seq,
+            applied_lsn: 100 + seq,
+            scan_start_lsn: 90,
+            image_len: 5000,
+            image_crc: 0xdead_beef,
+            log_id: 42,
+        }
+    }
+
+    #[test]
+    fn superblock_round_trips_and_every_flipped_bit_is_refused() {
+        let bytes = sb(3).encode();
+        assert_eq!(Superblock::decode(&bytes), Ok(Some(sb(3))));
+        for bit in 0..SUPER_FIELDS_SIZE_BYTES * 8 {
+            let mut bad = bytes;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(Superblock::decode(&bad).is_err(), "bit {bit}");
+        }
+        assert_eq!(Superblock::decode(&[0u8; 64]), Ok(None));
+    }
+
+    #[test]
+    fn image_names_round_trip() {
+        assert_eq!(parse_image_file_name(&image_file_name(77)), Some(77));
+        assert_eq!(parse_image_file_name("ckpt-1.img"), None);
+        assert_eq!(parse_image_file_name("00000000000000000001.seg"), None);
+    }
+}

@@ -1,0 +1,389 @@
+//! Recovery of the engine: load the newest checkpoint, scan the log from where that
+//! checkpoint says, redo what the image is missing, then resume or roll back every
+//! transaction that was in flight.
+//!
+//! 1. **Analysis and redo** (one pass over the log from the checkpoint's scan start):
+//!    every record feeds the transaction table; a record past the image's applied LSN has
+//!    its redo applied where the object's LSN shows the effect missing (repeating history,
+//!    in-flight transactions included).
+//! 2. **Finish**: each transaction with no commit or abort is resumed or rolled back by the
+//!    decision table of [`smlog::txn::TxnTrack::decision`]; both log records as they go, so
+//!    a crash during recovery leaves a log the next recovery continues from.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+use smlog::io::{open_dir, Device, DeviceOptions};
+use smlog::log::segment::read_meta;
+use smlog::store::image::{self, Superblock};
+use smlog::store::{DataFile, Meta, Store};
+use smlog::txn::{Analysis, Decision, Machine, TxnRecord, TxnTrack};
+use smlog::{Engine, EngineOptions, FsError, LogError, Lsn, Record, RequestKey};
+
+use crate::{open_log, scan, RecoveryOptions, RecoveryReport};
+
+/// How to open an engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Recovery mode, and dry run (scan and decide, write nothing).
+    pub recovery: RecoveryOptions,
+    /// How the engine runs.
+    pub engine: EngineOptions,
+    /// The device (io_uring or posix, O_DIRECT or not).
+    pub device: DeviceOptions,
+    /// Create an empty file system when the directory holds none.
+    pub create: bool,
+}
+
+/// What became of one transaction that was in flight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InFlight {
+    /// Transaction id.
+    pub txn_id: u64,
+    /// The operation and its arguments.
+    pub op: String,
+    /// The caller's request key: (client, request).
+    pub key: Option<(u64, u64)>,
+    /// Steps logged before the crash.
+    pub steps_logged: usize,
+    /// Compensations logged before the crash (a rollback under way).
+    pub compensations_logged: usize,
+    /// The machine's state after its last logged step.
+    pub state: String,
+    /// Resumed or rolled back.
+    pub decision: Decision,
+    /// Records recovery wrote for it (0 in a dry run).
+    pub records_written: u32,
+}
+
+/// What recovery of the engine found and did.
+#[derive(Clone, Debug)]
+pub struct EngineRecoveryReport {
+    /// The log's recovery (records, torn tail, gaps).
+    pub log: RecoveryReport,
+    /// The checkpoint loaded (None: no checkpoint yet, the log replayed from its start).
+    pub checkpoint: Option<Superblock>,
+    /// Records read from the checkpoint's scan start.
+    pub scanned_records: u64,
+    /// Records whose redo was applied.
+    pub redone_records: u64,
+    /// Transactions that committed after the checkpoint.
+    pub committed_txns: u64,
+    /// Transactions in flight at the crash, and what became of them.
+    pub in_flight: Vec<InFlight>,
+    /// Whether a new, empty file system was created.
+    pub created: bool,
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+}
+
+/// Opens the engine in `dir`: recovers it (or, with `options.create`, creates it).
+pub fn open(
+    dir: &Path,
+    options: OpenOptions,
+) -> Result<(Engine<Box<dyn Device>>, EngineRecoveryReport), FsError> {
+    let device = open_dir(dir, options.device)?;
+    open_device(Arc::new(device), options)
+}
+
+/// [`open`] on a device (the simulated one in tests).
+pub fn open_device<D: Device>(
+    device: Arc<D>,
+    options: OpenOptions,
+) -> Result<(Engine<D>, EngineRecoveryReport), FsError> {
+    if options.recovery.dry_run {
+        return Err(FsError::Log(LogError::InvalidOptions(
+            "a dry run opens no engine; call smlog_recovery::inspect".into(),
+        )));
+    }
+    match read_meta(&*device) {
+        Err(LogError::NotALog { .. }) if options.create => {
+            let engine = Engine::format(device, options.engine)?;
+            let report = EngineRecoveryReport {
+                log: empty_log_report(&engine),
+                checkpoint: None,
+                scanned_records: 0,
+                redone_records: 0,
+                committed_txns: 0,
+                in_flight: Vec::new(),
+                created: true,
+                dry_run: false,
+            };
+            return Ok((engine, report));
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    let (sb, meta) = load_checkpoint(&*device, &options)?;
+    let data = Arc::new(DataFile::open(Arc::clone(&device))?);
+    let mut pass = Pass::new(Store::new(meta, data), sb, &options);
+    let (log, log_report) = open_log(Arc::clone(&device), options.recovery, |record| {
+        pass.observe(record)
+    })?;
+    pass.finish_scan(&log_report)?;
+    let Pass {
+        store,
+        analysis,
+        scanned_records,
+        redone_records,
+        committed_txns,
+        ..
+    } = pass;
+    let seq = sb.map_or(0, |s| s.seq);
+    let engine = Engine::from_recovery(log, store, seq, options.engine);
+    engine.advance_txn_id(analysis.max_txn_id);
+    let mut in_flight = Vec::new();
+    for track in analysis.in_flight() {
+        let mut report = describe(track);
+        report.records_written = match report.decision {
+            Decision::Resume => {
+                let machine = track.machine().cloned().ok_or_else(|| {
+                    FsError::Corrupt(format!(
+                        "transaction {} resumes without a step",
+                        track.txn_id
+                    ))
+                })?;
+                engine.resume(track.txn_id, track.key, track.last_step_no, machine)?
+            }
+            Decision::RollBack => {
+                let undo = track.steps_to_undo();
+                engine.roll_back(track.txn_id, track.key, track.last_step_no, &undo)?;
+                undo.len() as u32 + 1
+            }
+        };
+        in_flight.push(report);
+    }
+    engine.sync()?;
+    Ok((
+        engine,
+        EngineRecoveryReport {
+            log: log_report,
+            checkpoint: sb,
+            scanned_records,
+            redone_records,
+            committed_txns,
+            in_flight,
+            created: false,
+            dry_run: false,
+        },
+    ))
+}
+
+/// A dry run: loads the checkpoint, scans the log and decides what recovery would do,
+/// writing nothing. Also returns the store as recovery would have it before finishing the
+/// transactions in flight, and every transaction seen when `keep_finished` is set.
+pub fn inspect<D: Device>(
+    device: Arc<D>,
+    options: OpenOptions,
+    keep_finished: bool,
+) -> Result<(EngineRecoveryReport, Store<D>, Analysis), FsError> {
+    read_meta(&*device)?;
+    let (sb, meta) = load_checkpoint(&*device, &options)?;
+    let data = Arc::new(DataFile::open_existing(Arc::clone(&device))?);
+    let mut pass = Pass::new(Store::new(meta, data), sb, &options);
+    pass.keep_finished = keep_finished;
+    let log_report = scan(&*device, options.recovery.mode, |record| {
+        pass.observe(record)
+    })?;
+    pass.finish_scan(&log_report)?;
+    let in_flight = pass.analysis.in_flight().map(describe).collect();
+    let report = EngineRecoveryReport {
+        log: log_report,
+        checkpoint: sb,
+        scanned_records: pass.scanned_records,
+        redone_records: pass.redone_records,
+        committed_txns: pass.committed_txns,
+        in_flight,
+        created: false,
+        dry_run: true,
+    };
+    Ok((report, pass.store, pass.analysis))
+}
+
+fn describe(track: &TxnTrack) -> InFlight {
+    InFlight {
+        txn_id: track.txn_id,
+        op: track
+            .machine()
+            .map_or_else(|| "(no step logged)".into(), |m| m.describe()),
+        key: track.key.map(|k: RequestKey| (k.client_id, k.request_id)),
+        steps_logged: track.steps.len(),
+        compensations_logged: track.compensations.len(),
+        state: track
+            .machine()
+            .map_or_else(|| "Start".into(), |m| m.state_name().to_string()),
+        decision: track.decision(),
+        records_written: 0,
+    }
+}
+
+fn empty_log_report<D: Device>(engine: &Engine<D>) -> RecoveryReport {
+    let meta = engine.log().meta();
+    RecoveryReport {
+        mode: Default::default(),
+        meta,
+        segment_count: 1,
+        record_count: 0,
+        batch_count: 0,
+        batch_bytes: 0,
+        read_bytes: 0,
+        kind_counts: Default::default(),
+        torn_tail: None,
+        gaps: Vec::new(),
+        tail: smlog::log::Tail::empty(&meta),
+        scrubbed_bytes: 0,
+    }
+}
+
+/// The newest checkpoint, or the empty file system when there is none.
+fn load_checkpoint<D: Device + ?Sized>(
+    device: &D,
+    options: &OpenOptions,
+) -> Result<(Option<Superblock>, Meta), FsError> {
+    let log_meta = read_meta(device)?;
+    let sb = image::read_super(device)?;
+    let mut meta = match &sb {
+        None => Meta::new(
+            smlog::Time {
+                secs: log_meta.created_unix_secs as i64,
+                nanos: 0,
+            },
+            options.engine.capacity_blocks(),
+        ),
+        Some(sb) => {
+            if sb.log_id != log_meta.log_id {
+                return Err(FsError::Corrupt(format!(
+                    "the checkpoint belongs to log {:#x}, the directory holds log {:#x}",
+                    sb.log_id, log_meta.log_id
+                )));
+            }
+            image::read_image(device, sb)?
+        }
+    };
+    // The image no longer names its quarantined blocks, and it is now the base.
+    let quarantine = meta.space.take_quarantine();
+    meta.space.make_free(&quarantine)?;
+    meta.space.capacity_blocks = options
+        .engine
+        .capacity_blocks()
+        .max(meta.space.high_water_blocks);
+    Ok((sb, meta))
+}
+
+/// The analysis-and-redo pass.
+struct Pass<D: Device> {
+    store: Store<D>,
+    scan_start_lsn: Lsn,
+    analysis: Analysis,
+    keep_finished: bool,
+    keys_max: usize,
+    scanned_records: u64,
+    redone_records: u64,
+    committed_txns: u64,
+    first_lsn_seen: Option<Lsn>,
+    error: Option<FsError>,
+}
+
+impl<D: Device> Pass<D> {
+    fn new(store: Store<D>, sb: Option<Superblock>, options: &OpenOptions) -> Pass<D> {
+        Pass {
+            store,
+            scan_start_lsn: sb.map_or(1, |s| s.scan_start_lsn),
+            analysis: Analysis::default(),
+            keep_finished: false,
+            keys_max: options.engine.request_keys_max,
+            scanned_records: 0,
+            redone_records: 0,
+            committed_txns: 0,
+            first_lsn_seen: None,
+            error: None,
+        }
+    }
+
+    fn observe(&mut self, record: &Record) {
+        if self.error.is_some() || record.lsn < self.scan_start_lsn {
+            return;
+        }
+        if let Err(e) = self.observe_inner(record) {
+            self.error = Some(e);
+        }
+    }
+
+    fn observe_inner(&mut self, record: &Record) -> Result<(), FsError> {
+        self.first_lsn_seen.get_or_insert(record.lsn);
+        self.scanned_records += 1;
+        let txn_record = TxnRecord::decode(record.fields.kind, &record.payload).map_err(|e| {
+            FsError::Corrupt(format!(
+                "record LSN {} (transaction {}): {e}",
+                record.lsn, record.fields.txn_id
+            ))
+        })?;
+        let txn_id = record.fields.txn_id;
+        if record.lsn > self.store.meta.applied_lsn {
+            self.store.apply(txn_record.redo(), record.lsn)?;
+            self.redone_records += 1;
+            let keys_max = self.keys_max;
+            match &txn_record {
+                TxnRecord::Commit {
+                    key: Some(key),
+                    result,
+                } => {
+                    self.store
+                        .meta
+                        .keys
+                        .record(*key, smlog::Outcome::Committed(*result), keys_max)
+                }
+                TxnRecord::Abort {
+                    key: Some(key),
+                    errno,
+                } => self.store.meta.keys.record(
+                    *key,
+                    smlog::Outcome::RolledBack { errno: *errno },
+                    keys_max,
+                ),
+                _ => {}
+            }
+            if matches!(txn_record, TxnRecord::Commit { .. }) {
+                self.committed_txns += 1;
+            }
+        }
+        self.analysis.observe(
+            record.lsn,
+            txn_id,
+            record.fields.step,
+            &txn_record,
+            self.keep_finished,
+        );
+        Ok(())
+    }
+
+    fn finish_scan(&mut self, log: &RecoveryReport) -> Result<(), FsError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        // The image reflects records up to its applied LSN, which were durable before it
+        // was written: a log ending before that lost durable records.
+        let applied = self.store.meta.applied_lsn;
+        if log.tail.next_lsn <= applied {
+            return Err(FsError::Corrupt(format!(
+                "the checkpoint reflects LSN {applied} but the log ends at {}",
+                log.tail.next_lsn - 1
+            )));
+        }
+        if let Some(first) = self.first_lsn_seen {
+            if first > self.scan_start_lsn {
+                return Err(FsError::Corrupt(format!(
+                    "recovery needs the log from LSN {}, but it starts at {first}",
+                    self.scan_start_lsn
+                )));
+            }
+        } else if log.tail.next_lsn > self.scan_start_lsn {
+            return Err(FsError::Corrupt(format!(
+                "recovery needs the log from LSN {}; none of it was found",
+                self.scan_start_lsn
+            )));
+        }
+        Ok(())
+    }
+}
