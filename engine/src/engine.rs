@@ -635,7 +635,14 @@ impl<D: Device> Engine<D> {
             Err(error) if is_transaction_failure(&error) && inner.stopped.is_none() => {
                 let undo: Vec<(Lsn, Vec<Op>)> = running.steps.iter().rev().cloned().collect();
                 if undo.is_empty() && running.key.is_none() {
+                    // A refusal observed what is logged before it: a sync caller waits
+                    // for that, so the answer holds after a crash.
                     inner.active.remove(&txn_id);
+                    let observed = inner.store.meta.applied_lsn;
+                    drop(inner);
+                    if options.durability == Durability::Sync {
+                        self.wait_durable(observed)?;
+                    }
                     return Err(error);
                 }
                 match self.roll_back_locked(
@@ -727,7 +734,9 @@ impl<D: Device> Engine<D> {
             };
             match transition {
                 Transition::Done(result) => {
-                    let mut lsn = 0;
+                    // A transaction with nothing to log still observed what is logged
+                    // before it: a sync caller waits for that.
+                    let mut lsn = inner.store.meta.applied_lsn;
                     if running.step_no > 0 || running.key.is_some() || running.resumed {
                         let commit = TxnRecord::Commit {
                             key: running.key,

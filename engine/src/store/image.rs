@@ -188,6 +188,7 @@ pub fn read_super<D: Device + ?Sized>(device: &D) -> Result<Option<Superblock>, 
     result?;
     let mut best: Option<Superblock> = None;
     let mut damage = Vec::new();
+    let mut empty_slots = 0;
     for slot in 0..2 {
         let bytes = &buf[slot * SUPER_SLOT_SIZE_BYTES..(slot + 1) * SUPER_SLOT_SIZE_BYTES];
         match Superblock::decode(bytes) {
@@ -197,11 +198,15 @@ pub fn read_super<D: Device + ?Sized>(device: &D) -> Result<Option<Superblock>, 
                 }
             }
             Ok(Some(sb)) => damage.push(format!("slot {slot} holds sequence {}", sb.seq)),
-            Ok(None) => {}
+            Ok(None) => empty_slots += 1,
             Err(why) => damage.push(format!("slot {slot}: {why}")),
         }
     }
-    if best.is_none() && !damage.is_empty() {
+    // One slot never written and the other damaged: the first checkpoint's superblock
+    // write was cut by a crash, so there is no checkpoint yet. (Recovery then needs the
+    // log from LSN 1, and refuses if it was released: that cannot happen before a
+    // superblock is durable.)
+    if best.is_none() && !damage.is_empty() && empty_slots == 0 {
         return Err(FsError::Corrupt(format!(
             "no valid superblock in {}: {}",
             device.path_of(SUPER_FILE_NAME).display(),
