@@ -1046,12 +1046,17 @@ impl<D: Device> Engine<D> {
             .release_prefix(scan_start_lsn.saturating_sub(1))
             .map_err(|e| self.stop(e.into()))?;
         let device = self.shared.data.device();
+        // A leftover image is harmless (recovery reads only the one named), so failing to
+        // remove one fails nothing.
         if let Ok(names) = device.list() {
+            let mut removed = false;
             for name in names {
                 if image::parse_image_file_name(&name).is_some_and(|s| s < seq) {
-                    // A leftover image is harmless; recovery reads only the one named.
-                    let _ = device.remove(&name);
+                    removed |= device.remove(&name).is_ok();
                 }
+            }
+            if removed {
+                let _ = device.sync_dir();
             }
         }
         Ok(CheckpointStats {

@@ -1,0 +1,455 @@
+//! The engine's promises one by one: request keys, ENOSPC, checkpoints reusing the log,
+//! bad input, fail-stop, damaged checkpoints.
+
+mod fs_common;
+
+use std::sync::Arc;
+
+use fs_common::*;
+use smlog::io::sim::{CrashPlan, FaultConfig, SimDevice};
+use smlog::io::IoErrorKind;
+use smlog::store::image::{image_file_name, read_super};
+use smlog::{
+    Durability, FsError, NewAttrs, Outcome, RenameFlags, RequestKey, TxnOptions, TxnResult,
+    ROOT_INO,
+};
+
+const FILE: NewAttrs = NewAttrs {
+    mode: 0o644,
+    uid: 1,
+    gid: 1,
+};
+
+fn reopen(device: &Arc<SimDevice>, options: smlog_recovery::OpenOptions) -> SimEngine {
+    device.crash();
+    device.restart(&CrashPlan::power_loss());
+    open_sim(device, options).unwrap().0
+}
+
+#[test]
+fn a_request_key_answers_a_retransmission_exactly_once_across_recovery() {
+    let device = Arc::new(SimDevice::new(1));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    let key = RequestKey {
+        client_id: 7,
+        request_id: 1,
+    };
+    let keyed = TxnOptions::keyed(7, 1);
+    let attr = engine.create(ROOT_INO, b"f", FILE, keyed).unwrap();
+    assert_eq!(
+        engine.outcome(key),
+        Some(Outcome::Committed(TxnResult::Ino(attr.ino)))
+    );
+    // A refused keyed request is remembered with its errno.
+    let refused = engine.mkdir(ROOT_INO, b"f", FILE, TxnOptions::keyed(7, 2));
+    assert!(matches!(refused, Err(FsError::Exists)));
+    drop(engine);
+    let engine = reopen(&device, test_options());
+    assert_eq!(
+        engine.outcome(key),
+        Some(Outcome::Committed(TxnResult::Ino(attr.ino)))
+    );
+    assert_eq!(
+        engine.outcome(RequestKey {
+            client_id: 7,
+            request_id: 2
+        }),
+        Some(Outcome::RolledBack {
+            errno: libc::EEXIST
+        })
+    );
+    // The retransmission gets the first answer, not EEXIST, and changes nothing.
+    let again = engine.create(ROOT_INO, b"f", FILE, keyed).unwrap();
+    assert_eq!(again.ino, attr.ino);
+    assert_eq!(engine.readdir(ROOT_INO, None, 10).unwrap().len(), 1);
+    assert_eq!(
+        engine.outcome(RequestKey {
+            client_id: 9,
+            request_id: 9
+        }),
+        None
+    );
+    // After a checkpoint the keys come from the image.
+    engine.checkpoint().unwrap();
+    drop(engine);
+    let engine = reopen(&device, test_options());
+    assert_eq!(
+        engine.outcome(key),
+        Some(Outcome::Committed(TxnResult::Ino(attr.ino)))
+    );
+}
+
+#[test]
+fn request_keys_are_kept_for_a_bounded_window() {
+    let device = Arc::new(SimDevice::new(2));
+    let mut options = test_options();
+    options.engine.request_keys_max = 4;
+    let (engine, _) = open_sim(&device, options).unwrap();
+    for request in 0..10u64 {
+        let name = format!("f{request}");
+        engine
+            .create(
+                ROOT_INO,
+                name.as_bytes(),
+                FILE,
+                TxnOptions::keyed(1, request),
+            )
+            .unwrap();
+    }
+    let known = |engine: &SimEngine, request| {
+        engine
+            .outcome(RequestKey {
+                client_id: 1,
+                request_id: request,
+            })
+            .is_some()
+    };
+    assert!(!known(&engine, 0));
+    assert!(!known(&engine, 5));
+    assert!((6..10).all(|r| known(&engine, r)));
+    drop(engine);
+    let engine = reopen(&device, options);
+    assert!(!known(&engine, 5));
+    assert!((6..10).all(|r| known(&engine, r)));
+}
+
+#[test]
+fn a_keyed_request_in_flight_at_a_crash_reports_what_recovery_did() {
+    let mut seen_rolled_back = false;
+    let mut seen_committed = false;
+    for crash_at in 1..40 {
+        let device = Arc::new(SimDevice::new(crash_at));
+        let mut options = test_options();
+        options.engine.sync_every_step = true;
+        let (engine, _) = open_sim(&device, options).unwrap();
+        engine
+            .create(ROOT_INO, b"a", FILE, Durability::Sync)
+            .unwrap();
+        let d = engine
+            .mkdir(ROOT_INO, b"d", FILE, Durability::Sync)
+            .unwrap()
+            .ino;
+        engine.create(d, b"b", FILE, Durability::Sync).unwrap();
+        device.set_faults(FaultConfig {
+            crash_after_ops: Some(crash_at),
+            ..FaultConfig::default()
+        });
+        let acked = engine
+            .rename(
+                ROOT_INO,
+                b"a",
+                d,
+                b"b",
+                RenameFlags::default(),
+                TxnOptions::keyed(3, 3),
+            )
+            .is_ok();
+        drop(engine);
+        device.crash();
+        device.restart(&CrashPlan::power_loss());
+        let (engine, report) = open_sim(&device, test_options()).unwrap();
+        let outcome = engine.outcome(RequestKey {
+            client_id: 3,
+            request_id: 3,
+        });
+        let renamed = engine.lookup(ROOT_INO, b"a").is_err();
+        match outcome {
+            Some(Outcome::Committed(_)) => {
+                assert!(renamed, "crash at {crash_at}");
+                seen_committed |= !report.in_flight.is_empty();
+            }
+            Some(Outcome::RolledBack { errno: 0 }) => {
+                assert!(
+                    !acked,
+                    "crash at {crash_at}: acknowledged, then rolled back"
+                );
+                assert!(engine.lookup(ROOT_INO, b"a").is_ok(), "crash at {crash_at}");
+                seen_rolled_back = true;
+            }
+            None => assert!(!acked && !renamed, "crash at {crash_at}"),
+            other => panic!("crash at {crash_at}: {other:?}"),
+        }
+        if acked {
+            break;
+        }
+    }
+    assert!(
+        seen_rolled_back,
+        "no crash point left the request to roll back"
+    );
+    assert!(seen_committed, "no crash point left the request to resume");
+}
+
+#[test]
+fn a_full_data_file_fails_the_write_cleanly_and_the_engine_goes_on() {
+    let device = Arc::new(SimDevice::new(3));
+    let mut options = test_options();
+    options.engine.data_capacity_bytes = 64 * 4096;
+    let (engine, _) = open_sim(&device, options).unwrap();
+    let f = engine
+        .create(ROOT_INO, b"f", FILE, Durability::Sync)
+        .unwrap();
+    let big = vec![7u8; 128 * 1024];
+    let mut offset = 0;
+    let error = loop {
+        match engine.write(f.ino, offset, &big, Durability::Sync) {
+            Ok(_) => offset += big.len() as u64,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(error, FsError::NoSpace(_)), "{error}");
+    assert_eq!(error.errno(), libc::ENOSPC);
+    let before = tree_of(&engine).unwrap();
+    // Still usable: metadata changes and reads work, nothing half-written is visible.
+    engine
+        .create(ROOT_INO, b"g", FILE, Durability::Sync)
+        .unwrap();
+    assert_eq!(engine.read(f.ino, 0, 16).unwrap(), vec![7u8; 16]);
+    let fsck = engine.fsck();
+    assert!(fsck.is_clean(), "{:?}", fsck.problems);
+    // Freed space comes back after a checkpoint.
+    engine.unlink(ROOT_INO, b"f", Durability::Sync).unwrap();
+    engine.checkpoint().unwrap();
+    let g = engine.lookup(ROOT_INO, b"g").unwrap();
+    engine.write(g.ino, 0, &big, Durability::Sync).unwrap();
+    assert!(before.contains_key(b"f".as_slice()));
+    drop(engine);
+    let engine = reopen(&device, options);
+    assert_eq!(engine.read(g.ino, 0, big.len()).unwrap(), big);
+    assert!(engine.fsck().is_clean());
+}
+
+#[test]
+fn checkpoints_reuse_the_log_and_recovery_starts_from_them() {
+    let device = Arc::new(SimDevice::new(4));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    let f = engine
+        .create(ROOT_INO, b"f", FILE, Durability::Sync)
+        .unwrap();
+    let mut model = Vec::new();
+    let mut released = 0;
+    for round in 0..40u64 {
+        let data = data_for(round, 3000);
+        engine
+            .write(f.ino, round * 1000, &data, Durability::Async)
+            .unwrap();
+        let end = (round * 1000) as usize + data.len();
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[(round * 1000) as usize..end].copy_from_slice(&data);
+        for i in 0..20 {
+            let name = format!("n{round}-{i}");
+            engine
+                .create(ROOT_INO, name.as_bytes(), FILE, Durability::Async)
+                .unwrap();
+            engine
+                .unlink(ROOT_INO, name.as_bytes(), Durability::Async)
+                .unwrap();
+        }
+        if round % 10 == 9 {
+            let stats = engine.checkpoint().unwrap();
+            released += stats.released_segments;
+            assert!(stats.applied_lsn >= stats.scan_start_lsn - 1);
+        }
+    }
+    assert!(released > 0, "no segment was released");
+    engine.sync().unwrap();
+    let segments = smlog::io::Device::list(&*device)
+        .unwrap()
+        .iter()
+        .filter(|n| n.ends_with(".seg"))
+        .count();
+    drop(engine);
+    let (engine, report) = {
+        device.crash();
+        device.restart(&CrashPlan::power_loss());
+        open_sim(&device, test_options()).unwrap()
+    };
+    let sb = report.checkpoint.expect("a checkpoint");
+    assert_eq!(sb.seq, 4);
+    assert!(report.scanned_records < 500, "{}", report.scanned_records);
+    assert_eq!(engine.read(f.ino, 0, model.len()).unwrap(), model);
+    assert!(engine.fsck().is_clean());
+    // Old images are removed; segments stay bounded.
+    let names = smlog::io::Device::list(&*device).unwrap();
+    assert!(names.contains(&image_file_name(4)));
+    assert!(!names.contains(&image_file_name(3)));
+    assert!(segments < 12, "{segments} segments");
+}
+
+#[test]
+fn bad_names_and_arguments_are_refused_and_log_nothing() {
+    let device = Arc::new(SimDevice::new(5));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    let d = engine
+        .mkdir(ROOT_INO, b"d", FILE, Durability::Sync)
+        .unwrap();
+    let sub = engine.mkdir(d.ino, b"sub", FILE, Durability::Sync).unwrap();
+    let f = engine
+        .create(ROOT_INO, b"f", FILE, Durability::Sync)
+        .unwrap();
+    let before = engine.log().last_lsn();
+    let long = vec![b'x'; 256];
+    let cases: Vec<(Result<(), FsError>, i32)> = vec![
+        (
+            engine
+                .create(ROOT_INO, &long, FILE, Durability::Sync)
+                .map(drop),
+            libc::ENAMETOOLONG,
+        ),
+        (
+            engine
+                .create(ROOT_INO, b"a/b", FILE, Durability::Sync)
+                .map(drop),
+            libc::EINVAL,
+        ),
+        (
+            engine
+                .create(ROOT_INO, b"..", FILE, Durability::Sync)
+                .map(drop),
+            libc::EINVAL,
+        ),
+        (
+            engine
+                .create(ROOT_INO, b"", FILE, Durability::Sync)
+                .map(drop),
+            libc::EINVAL,
+        ),
+        (
+            engine
+                .create(ROOT_INO, b"a\0", FILE, Durability::Sync)
+                .map(drop),
+            libc::EINVAL,
+        ),
+        (
+            engine
+                .create(ROOT_INO, b"f", FILE, Durability::Sync)
+                .map(drop),
+            libc::EEXIST,
+        ),
+        (
+            engine.create(f.ino, b"x", FILE, Durability::Sync).map(drop),
+            libc::ENOTDIR,
+        ),
+        (
+            engine.create(999, b"x", FILE, Durability::Sync).map(drop),
+            libc::ENOENT,
+        ),
+        (
+            engine.rmdir(ROOT_INO, b"d", Durability::Sync),
+            libc::ENOTEMPTY,
+        ),
+        (
+            engine.rmdir(ROOT_INO, b"f", Durability::Sync),
+            libc::ENOTDIR,
+        ),
+        (
+            engine.unlink(ROOT_INO, b"d", Durability::Sync),
+            libc::EISDIR,
+        ),
+        (
+            engine.rename(
+                ROOT_INO,
+                b"d",
+                sub.ino,
+                b"x",
+                RenameFlags::default(),
+                Durability::Sync,
+            ),
+            libc::EINVAL,
+        ),
+        (
+            engine.rename(
+                ROOT_INO,
+                b"d",
+                d.ino,
+                b"x",
+                RenameFlags::default(),
+                Durability::Sync,
+            ),
+            libc::EINVAL,
+        ),
+        (
+            engine.write(d.ino, 0, b"x", Durability::Sync).map(drop),
+            libc::EISDIR,
+        ),
+        (
+            engine
+                .write(f.ino, 1 << 50, b"x", Durability::Sync)
+                .map(drop),
+            libc::EFBIG,
+        ),
+        (
+            engine.truncate(f.ino, 1 << 50, Durability::Sync).map(drop),
+            libc::EFBIG,
+        ),
+        (
+            engine
+                .link(d.ino, ROOT_INO, b"l", Durability::Sync)
+                .map(drop),
+            libc::EPERM,
+        ),
+        (engine.readlink(f.ino).map(drop), libc::EINVAL),
+        (engine.read(d.ino, 0, 1).map(drop), libc::EISDIR),
+        (engine.readdir(f.ino, None, 1).map(drop), libc::ENOTDIR),
+        (
+            engine
+                .symlink(ROOT_INO, b"s", b"", FILE, Durability::Sync)
+                .map(drop),
+            libc::EINVAL,
+        ),
+    ];
+    for (i, (result, errno)) in cases.into_iter().enumerate() {
+        let error = result.expect_err(&format!("case {i} succeeded"));
+        assert_eq!(error.errno(), errno, "case {i}: {error}");
+    }
+    assert_eq!(
+        engine.log().last_lsn(),
+        before,
+        "a refusal logged something"
+    );
+    assert!(engine.fsck().is_clean());
+}
+
+#[test]
+fn a_failed_log_sync_stops_the_engine_and_nothing_after_is_acknowledged() {
+    let device = Arc::new(SimDevice::new(6));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    engine
+        .create(ROOT_INO, b"a", FILE, Durability::Sync)
+        .unwrap();
+    device.set_faults(FaultConfig {
+        fail_sync_at_op: Some(1),
+        fail_write_at_op: Some((1, IoErrorKind::Io)),
+        ..FaultConfig::default()
+    });
+    let failed = engine.create(ROOT_INO, b"b", FILE, Durability::Sync);
+    assert!(failed.is_err());
+    device.set_faults(FaultConfig::default());
+    let after = engine.create(ROOT_INO, b"c", FILE, Durability::Sync);
+    assert!(after.is_err(), "acknowledged after a failed sync");
+    assert!(engine.stopped().is_some());
+    drop(engine);
+    let engine = reopen(&device, test_options());
+    assert!(engine.lookup(ROOT_INO, b"a").is_ok());
+    assert!(engine.lookup(ROOT_INO, b"c").is_err());
+}
+
+#[test]
+fn a_damaged_checkpoint_image_is_an_error_never_a_silent_loss() {
+    let device = Arc::new(SimDevice::new(7));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    engine
+        .create(ROOT_INO, b"a", FILE, Durability::Sync)
+        .unwrap();
+    engine.checkpoint().unwrap();
+    drop(engine);
+    let sb = read_super(&*device).unwrap().unwrap();
+    device.poke(&image_file_name(sb.seq), 10, &[0xAA; 4]);
+    device.crash();
+    device.restart(&CrashPlan::power_loss());
+    let error = open_sim(&device, test_options()).unwrap_err();
+    assert!(matches!(error, FsError::Corrupt(_)), "{error}");
+    assert!(error.to_string().contains("CRC"), "{error}");
+}
