@@ -283,3 +283,146 @@ fn crash_sweep_every_acknowledged_transaction_survives_whole() {
         assert!(fates[0] > 0 && fates[1] > 0, "{fates:?}");
     }
 }
+
+/// What one thread of the multi-threaded sweep did: the model after each of its operations
+/// and how many were acknowledged durable.
+struct ThreadRun {
+    states: Vec<Model>,
+    durable: usize,
+}
+
+fn subtree(tree: &Tree, prefix: &[u8]) -> Tree {
+    let mut with_slash = prefix.to_vec();
+    with_slash.push(b'/');
+    tree.iter()
+        .filter(|(path, _)| path.starts_with(&with_slash))
+        .map(|(path, view)| (path.clone(), view.clone()))
+        .collect()
+}
+
+fn multi_seed(seed: u64, cycles: u64, fates: &mut [u64; 2]) -> u64 {
+    const THREADS: usize = 3;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7EAD);
+    let device = Arc::new(SimDevice::new(seed));
+    let (mut engine, _) = open_sim(&device, options(&mut rng)).unwrap();
+    let prefixes: Vec<Vec<u8>> = (0..THREADS).map(|t| format!("t{t}").into_bytes()).collect();
+    let mut models: Vec<Model> = Vec::new();
+    for prefix in &prefixes {
+        let dirs: Vec<Vec<u8>> = vec![prefix.clone(), join(prefix, b"a"), join(prefix, b"b")];
+        let dirs: Vec<&[u8]> = dirs.iter().map(|d| d.as_slice()).collect();
+        let mut model = Model::new();
+        for op in setup_ops(&dirs) {
+            model.apply(&op).unwrap();
+            run_op(&engine, &op, Durability::Sync.into()).unwrap();
+        }
+        models.push(model);
+    }
+    let mut checks = 0;
+    for cycle in 0..cycles {
+        let context = format!("threads: seed {seed} cycle {cycle}");
+        device.set_faults(random_faults(&mut rng));
+        let engine_ref = Arc::new(engine);
+        let stop_checkpoints = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checkpointer = {
+            let engine = Arc::clone(&engine_ref);
+            let stop = Arc::clone(&stop_checkpoints);
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    if engine.checkpoint().is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(300));
+                }
+            })
+        };
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let engine = Arc::clone(&engine_ref);
+                let prefix = prefixes[t].clone();
+                let model = models[t].clone();
+                let thread_seed = seed << 24 | cycle << 8 | t as u64;
+                std::thread::spawn(move || {
+                    let mut rng = ChaCha8Rng::seed_from_u64(thread_seed);
+                    let dirs: Vec<Vec<u8>> =
+                        vec![prefix.clone(), join(&prefix, b"a"), join(&prefix, b"b")];
+                    let dirs: Vec<&[u8]> = dirs.iter().map(|d| d.as_slice()).collect();
+                    let mut run = ThreadRun {
+                        states: vec![model],
+                        durable: 0,
+                    };
+                    for i in 0..rng.gen_range(5..30u64) {
+                        let op = random_op(&mut rng, thread_seed << 8 | i, &dirs, NAMES);
+                        let options: TxnOptions = sync_or_async(&mut rng);
+                        let mut next = run.states.last().unwrap().clone();
+                        let want = next.apply(&op);
+                        match run_op(&engine, &op, options) {
+                            Err(e) if !e.is_refusal() => {
+                                run.states.push(next);
+                                break;
+                            }
+                            got => {
+                                let got = got.map_err(|e: FsError| e.errno());
+                                assert_eq!(got, want, "thread {t} op {i}: {op:?}");
+                                run.states.push(next);
+                                if got.is_ok() && options.durability == Durability::Sync {
+                                    run.durable = run.states.len() - 1;
+                                }
+                            }
+                        }
+                    }
+                    run
+                })
+            })
+            .collect();
+        let runs: Vec<ThreadRun> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        stop_checkpoints.store(true, std::sync::atomic::Ordering::Release);
+        checkpointer.join().unwrap();
+        let engine_owned = Arc::try_unwrap(engine_ref).expect("threads joined");
+        drop(engine_owned);
+        device.crash();
+        device.restart(&crash_plan(&mut rng));
+        let recovered = recover(&device, &mut rng, &context, fates);
+        let tree = tree_of(&recovered).unwrap_or_else(|e| panic!("{context}: {e}"));
+        for (t, run) in runs.into_iter().enumerate() {
+            let mine = subtree(&tree, &prefixes[t]);
+            let Some(k) = (run.durable..run.states.len())
+                .rev()
+                .find(|&k| subtree(&run.states[k].tree(), &prefixes[t]) == mine)
+            else {
+                panic!(
+                    "{context}: thread {t}'s directory matches no prefix from {} of {}:\n{}",
+                    run.durable,
+                    run.states.len() - 1,
+                    diff(
+                        &subtree(&run.states.last().unwrap().tree(), &prefixes[t]),
+                        &mine
+                    )
+                );
+            };
+            models[t] = run.states[k].clone();
+        }
+        let fsck = recovered.fsck();
+        assert!(fsck.is_clean(), "{context}: fsck: {:?}", fsck.problems);
+        engine = recovered;
+        checks += 1;
+    }
+    checks
+}
+
+#[test]
+fn crash_sweep_threads_with_concurrent_checkpoints() {
+    let seeds = env_or("SMLOG_FS_SWEEP_SEEDS", 300) / 3;
+    let cycles = env_or("SMLOG_FS_SWEEP_CYCLES", 5);
+    let first = env_or("SMLOG_FS_SWEEP_FIRST_SEED", 0);
+    let mut checks = 0;
+    let mut fates = [0u64; 2];
+    for seed in first..first + seeds {
+        checks += multi_seed(seed, cycles, &mut fates);
+    }
+    eprintln!(
+        "fs crash sweep with threads: {seeds} seeds x {cycles} cycles = {checks} checks; \
+         in flight at the crash: {} resumed, {} rolled back",
+        fates[0], fates[1]
+    );
+    assert_eq!(checks, seeds * cycles);
+}
