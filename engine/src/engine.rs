@@ -183,6 +183,7 @@ struct Shared<D: Device> {
     checkpoint_lock: Mutex<()>,
     options: EngineOptions,
     closing: AtomicBool,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// The storage engine. Cheap to clone (one shared engine); every method takes `&self`.
@@ -258,14 +259,20 @@ impl<D: Device> Engine<D> {
                 checkpoint_lock: Mutex::new(()),
                 options,
                 closing: AtomicBool::new(false),
+                checkpointer: Mutex::new(None),
             }),
         };
         if options.checkpoint_log_bytes > 0 || options.checkpoint_dirty_bytes > 0 {
             let weak = Arc::downgrade(&engine.shared);
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name("smlog-checkpoint".into())
                 .spawn(move || checkpointer(weak))
                 .expect("spawning the checkpoint thread");
+            *engine
+                .shared
+                .checkpointer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(handle);
         }
         engine
     }
@@ -1076,10 +1083,22 @@ impl<D: Device> Engine<D> {
         error
     }
 
-    /// Checkpoints and makes everything durable; the engine keeps working. Call before
-    /// exit so the next open replays little.
+    /// Stops automatic checkpoints, checkpoints and makes everything durable; the engine
+    /// still takes calls. Call before exit (or before another process opens the directory)
+    /// so the next open replays little and finds no thread of this one running.
     pub fn shutdown(&self) -> Result<(), FsError> {
         self.shared.closing.store(true, Ordering::Release);
+        let handle = self
+            .shared
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
         self.checkpoint()?;
         self.sync()
     }

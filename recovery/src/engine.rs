@@ -172,7 +172,8 @@ pub fn open_device<D: Device>(
 
 /// A dry run: loads the checkpoint, scans the log and decides what recovery would do,
 /// writing nothing. Also returns the store as recovery would have it before finishing the
-/// transactions in flight, and every transaction seen when `keep_finished` is set.
+/// transactions in flight, and, when `keep_finished` is set, every transaction still in
+/// the log (those before the checkpoint's scan start included).
 pub fn inspect<D: Device>(
     device: Arc<D>,
     options: OpenOptions,
@@ -302,7 +303,22 @@ impl<D: Device> Pass<D> {
     }
 
     fn observe(&mut self, record: &Record) {
-        if self.error.is_some() || record.lsn < self.scan_start_lsn {
+        if self.error.is_some() {
+            return;
+        }
+        if record.lsn < self.scan_start_lsn {
+            // Before what recovery needs: only listed (smlog txn list), never redone.
+            if self.keep_finished {
+                if let Ok(txn_record) = TxnRecord::decode(record.fields.kind, &record.payload) {
+                    self.analysis.observe(
+                        record.lsn,
+                        record.fields.txn_id,
+                        record.fields.step,
+                        &txn_record,
+                        true,
+                    );
+                }
+            }
             return;
         }
         if let Err(e) = self.observe_inner(record) {

@@ -10,6 +10,7 @@ use smlog::RecoveryMode;
 mod bench;
 mod demo;
 mod inspect;
+mod txn;
 
 /// smlog: a crash-safe logged storage engine for file servers.
 #[derive(Debug, Parser)]
@@ -24,7 +25,8 @@ enum Command {
     /// Inspect a log: dump its records, summarise it, or verify it.
     #[command(subcommand)]
     Log(LogCommand),
-    /// Recover a log after a crash: discard a torn tail, refuse corruption.
+    /// Recover after a crash: discard a torn tail, refuse corruption, and (for an engine)
+    /// resume or roll back every transaction that was in flight.
     Recover {
         /// The log directory.
         dir: PathBuf,
@@ -70,6 +72,60 @@ enum Command {
     /// Benchmarks, each beside its baseline in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// File transactions in an engine's log: list them, or show one step by step.
+    #[command(subcommand)]
+    Txn(TxnCommand),
+    /// Recover an engine's directory, then write a checkpoint (the log before it is
+    /// reused; the next open replays nothing).
+    Checkpoint {
+        /// The engine's directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check an engine's store: namespace, link counts, data blocks and free space agree.
+    /// Exit 0 when clean, 1 with what is wrong. Writes nothing.
+    Fsck {
+        /// The engine's directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TxnCommand {
+    /// One line per transaction in the log: operation, steps, how it ended.
+    List {
+        /// The engine's directory.
+        dir: PathBuf,
+        /// Only transactions without a commit or abort (what recovery would finish).
+        #[arg(long)]
+        in_flight: bool,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every record of one transaction: state, redo and undo of each step.
+    Show {
+        /// The engine's directory.
+        dir: PathBuf,
+        /// Transaction id.
+        txn_id: u64,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,7 +243,27 @@ fn main() -> ExitCode {
             mode,
             open,
             json,
-        } => inspect::recover(&dir, open, mode, dry_run, json),
+        } => {
+            if txn::is_engine_dir(&dir) {
+                txn::recover(&dir, open, mode, dry_run, json)
+            } else {
+                inspect::recover(&dir, open, mode, dry_run, json)
+            }
+        }
+        Command::Txn(TxnCommand::List {
+            dir,
+            in_flight,
+            open,
+            json,
+        }) => txn::list(&dir, open, in_flight, json),
+        Command::Txn(TxnCommand::Show {
+            dir,
+            txn_id,
+            open,
+            json,
+        }) => txn::show(&dir, open, txn_id, json),
+        Command::Fsck { dir, open, json } => txn::fsck(&dir, open, json),
+        Command::Checkpoint { dir, open, json } => txn::checkpoint(&dir, open, json),
         Command::Demo {
             dir,
             rounds,

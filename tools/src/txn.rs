@@ -1,0 +1,383 @@
+//! `smlog txn list|show`, `smlog fsck`, and `smlog recover` on an engine's directory.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::json;
+use smlog::io::{open_dir, Device};
+use smlog::store::fsck;
+use smlog::store::{FileKind, Store, ROOT_INO};
+use smlog::txn::{Decision, Machine, TxnEnd, TxnRecord, TxnTrack};
+use smlog::RecoveryMode;
+use smlog_recovery::{inspect, open_device, EngineRecoveryReport, OpenOptions, RecoveryOptions};
+
+use crate::OpenArgs;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Whether `dir` holds an engine (a store beside the log), not a bare log.
+pub fn is_engine_dir(dir: &Path) -> bool {
+    dir.join(smlog::store::image::SUPER_FILE_NAME).exists()
+}
+
+fn open(dir: &Path, args: OpenArgs) -> Result<Arc<Box<dyn Device>>> {
+    if !dir.join(smlog::log::META_FILE_NAME).exists() {
+        return Err(format!("{}: no smlog engine here (no LOG file)", dir.display()).into());
+    }
+    Ok(Arc::new(open_dir(dir, args.device_options(false))?))
+}
+
+fn options(args: OpenArgs, mode: RecoveryMode, dry_run: bool) -> OpenOptions {
+    let mut options = OpenOptions {
+        recovery: RecoveryOptions { mode, dry_run },
+        device: args.device_options(false),
+        ..OpenOptions::default()
+    };
+    options.engine.checkpoint_log_bytes = 0;
+    options.engine.checkpoint_dirty_bytes = 0;
+    options
+}
+
+fn decision_text(decision: Decision, dry_run: bool) -> &'static str {
+    match (decision, dry_run) {
+        (Decision::Resume, true) => "would resume",
+        (Decision::Resume, false) => "resumed",
+        (Decision::RollBack, true) => "would roll back",
+        (Decision::RollBack, false) => "rolled back",
+    }
+}
+
+fn end_json(track: &TxnTrack) -> serde_json::Value {
+    match track.end {
+        Some(TxnEnd::Committed { lsn, result }) => {
+            json!({"state": "committed", "lsn": lsn, "result": format!("{result:?}")})
+        }
+        Some(TxnEnd::Aborted { lsn, errno }) => {
+            json!({"state": "aborted", "lsn": lsn, "errno": errno})
+        }
+        None => json!({
+            "state": "in flight",
+            "recovery": match track.decision() {
+                Decision::Resume => "resume",
+                Decision::RollBack => "roll back",
+            }
+        }),
+    }
+}
+
+fn end_text(track: &TxnTrack) -> String {
+    match track.end {
+        Some(TxnEnd::Committed { lsn, result }) => format!("committed at {lsn} ({result:?})"),
+        Some(TxnEnd::Aborted { lsn, errno }) => format!("aborted at {lsn} (errno {errno})"),
+        None => format!(
+            "IN FLIGHT: recovery {}",
+            decision_text(track.decision(), true).trim_start_matches("would ")
+        ),
+    }
+}
+
+fn describe(track: &TxnTrack) -> (String, String) {
+    match track.machine() {
+        Some(m) => (m.describe(), m.state_name().to_string()),
+        None => ("(no step logged)".into(), "-".into()),
+    }
+}
+
+/// `smlog txn list`.
+pub fn list(dir: &Path, args: OpenArgs, in_flight_only: bool, as_json: bool) -> Result<ExitCode> {
+    let device = open(dir, args)?;
+    let (_, _, analysis) = inspect(device, options(args, RecoveryMode::TornTail, true), true)?;
+    for track in analysis.txns.values() {
+        if in_flight_only && track.end.is_some() {
+            continue;
+        }
+        let (op, state) = describe(track);
+        if as_json {
+            let value = json!({
+                "txn_id": track.txn_id,
+                "first_lsn": track.first_lsn,
+                "op": op,
+                "state": state,
+                "steps": track.steps.len(),
+                "compensations": track.compensations.len(),
+                "key": track.key.map(|k| json!({"client_id": k.client_id, "request_id": k.request_id})),
+                "end": end_json(track),
+            });
+            println!("{value}");
+        } else {
+            println!(
+                "txn {:>8}  lsn {:>8}  {:<40} steps {} last {:<14} {}",
+                track.txn_id,
+                track.first_lsn,
+                op,
+                track.steps.len(),
+                state,
+                end_text(track)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `smlog txn show`.
+pub fn show(dir: &Path, args: OpenArgs, txn_id: u64, as_json: bool) -> Result<ExitCode> {
+    let device = open(dir, args)?;
+    let mut rows = Vec::new();
+    let mut error = None;
+    smlog_recovery::scan(&**device, RecoveryMode::TornTail, |record| {
+        if record.fields.txn_id != txn_id || error.is_some() {
+            return;
+        }
+        match TxnRecord::decode(record.fields.kind, &record.payload) {
+            Ok(decoded) => rows.push((record.lsn, record.fields.step, decoded)),
+            Err(e) => error = Some(e),
+        }
+    })?;
+    if let Some(e) = error {
+        return Err(e.into());
+    }
+    if rows.is_empty() {
+        eprintln!("transaction {txn_id} is not in the log");
+        return Ok(ExitCode::from(1));
+    }
+    for (lsn, step, record) in &rows {
+        let (kind, state, redo, undo, extra) = match record {
+            TxnRecord::Step(s) => (
+                "step",
+                s.machine.state_name().to_string(),
+                format!("{:?}", s.redo),
+                format!("{:?}", s.undo),
+                s.machine.describe(),
+            ),
+            TxnRecord::Commit { result, .. } => (
+                "commit",
+                String::new(),
+                String::new(),
+                String::new(),
+                format!("{result:?}"),
+            ),
+            TxnRecord::Compensation {
+                undoes_lsn,
+                redo,
+                undo_next_lsn,
+            } => (
+                "compensation",
+                String::new(),
+                format!("{redo:?}"),
+                String::new(),
+                format!("undoes {undoes_lsn}, next to undo {undo_next_lsn}"),
+            ),
+            TxnRecord::Abort { errno, .. } => (
+                "abort",
+                String::new(),
+                String::new(),
+                String::new(),
+                format!("errno {errno}"),
+            ),
+        };
+        if as_json {
+            println!(
+                "{}",
+                json!({"lsn": lsn, "step": step, "kind": kind, "state": state,
+                       "redo": redo, "undo": undo, "note": extra})
+            );
+        } else {
+            println!("LSN {lsn:>8} step {step:>2} {kind:<12} {state:<14} {extra}");
+            if !redo.is_empty() {
+                println!("    redo {redo}");
+            }
+            if !undo.is_empty() {
+                println!("    undo {undo}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_json(report: &EngineRecoveryReport) -> serde_json::Value {
+    json!({
+        "dry_run": report.dry_run,
+        "checkpoint": report.checkpoint.map(|sb| json!({
+            "seq": sb.seq, "applied_lsn": sb.applied_lsn, "scan_start_lsn": sb.scan_start_lsn,
+        })),
+        "log_records": report.log.record_count,
+        "torn_tail": report.log.torn_tail.as_ref().map(|d| json!({
+            "segment": d.segment_seq, "offset": d.offset, "lsn": d.lsn, "why": d.why,
+        })),
+        "scanned_records": report.scanned_records,
+        "redone_records": report.redone_records,
+        "committed_txns": report.committed_txns,
+        "in_flight": report.in_flight,
+    })
+}
+
+/// `smlog recover` on an engine's directory.
+pub fn recover(
+    dir: &Path,
+    args: OpenArgs,
+    mode: RecoveryMode,
+    dry_run: bool,
+    as_json: bool,
+) -> Result<ExitCode> {
+    let device = open(dir, args)?;
+    let report = if dry_run {
+        inspect(device, options(args, mode, true), false)?.0
+    } else {
+        let (engine, report) = open_device(device, options(args, mode, false))?;
+        drop(engine);
+        report
+    };
+    if as_json {
+        println!("{}", report_json(&report));
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_report(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a recovery report for people.
+pub fn print_report(report: &EngineRecoveryReport) {
+    match &report.checkpoint {
+        Some(sb) => println!(
+            "checkpoint {} (reflects LSN {}); log read from LSN {}",
+            sb.seq, sb.applied_lsn, sb.scan_start_lsn
+        ),
+        None => println!("no checkpoint yet; log read from its start"),
+    }
+    if let Some(d) = &report.log.torn_tail {
+        let verb = if report.dry_run {
+            "would be discarded"
+        } else {
+            "discarded"
+        };
+        println!(
+            "torn tail in segment {} at offset {} (LSN {}): {} ({verb})",
+            d.segment_seq, d.offset, d.lsn, d.why
+        );
+    }
+    println!(
+        "{} records read, {} redone, {} transactions committed since the checkpoint",
+        report.scanned_records, report.redone_records, report.committed_txns
+    );
+    if report.in_flight.is_empty() {
+        println!("no transaction was in flight");
+    }
+    for txn in &report.in_flight {
+        println!(
+            "txn {} {}: {} step(s) logged, last state {}: {}",
+            txn.txn_id,
+            txn.op,
+            txn.steps_logged,
+            txn.state,
+            decision_text(txn.decision, report.dry_run)
+        );
+    }
+}
+
+/// Checks a store: exit 0 when clean, 1 with what is wrong.
+pub fn check_store<D: Device>(
+    store: &Store<D>,
+    in_flight: &[smlog_recovery::InFlight],
+) -> fsck::FsckReport {
+    let mut report = fsck::check(store, 0);
+    for txn in in_flight {
+        report.problems.insert(
+            0,
+            format!(
+                "transaction {} ({}) is in flight: run `smlog recover` first",
+                txn.txn_id, txn.op
+            ),
+        );
+    }
+    // Every mapped data block must read back.
+    let mut buf = [0u8; smlog::constants::BLOCK_SIZE_BYTES];
+    for (ino, inode) in store.meta.inodes.iter() {
+        if inode.kind != FileKind::File {
+            continue;
+        }
+        for (&file_block, &data_block) in inode.blocks.iter() {
+            if let Err(e) = store.data.read_block(data_block, &mut buf) {
+                report.problems.push(format!(
+                    "inode {ino} block {file_block} (data block {data_block}) unreadable: {e}"
+                ));
+            }
+        }
+    }
+    let _ = ROOT_INO;
+    report
+}
+
+/// `smlog fsck`.
+pub fn fsck(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+    let device = open(dir, args)?;
+    let (recovery, store, _) = inspect(device, options(args, RecoveryMode::TornTail, true), false)?;
+    let report = check_store(&store, &recovery.in_flight);
+    if as_json {
+        let mut value = serde_json::to_value(&report)?;
+        value["clean"] = json!(report.is_clean());
+        println!("{value}");
+    } else {
+        println!(
+            "{} inodes ({} directories, {} files, {} symbolic links), {} names, \
+             {} data blocks mapped, {} dirty in the log, {} free, {} quarantined",
+            report.inode_count,
+            report.dir_count,
+            report.file_count,
+            report.symlink_count,
+            report.entry_count,
+            report.mapped_blocks,
+            report.dirty_blocks,
+            report.free_blocks,
+            report.quarantined_blocks
+        );
+        if report.is_clean() {
+            println!("clean");
+        }
+        for problem in &report.problems {
+            println!("PROBLEM: {problem}");
+        }
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `smlog checkpoint`: recover, then write a checkpoint so the next open replays nothing.
+pub fn checkpoint(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+    let device = open(dir, args)?;
+    let (engine, report) = open_device(device, options(args, RecoveryMode::TornTail, false))?;
+    let stats = engine.checkpoint()?;
+    engine.sync()?;
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "seq": stats.seq,
+                "applied_lsn": stats.applied_lsn,
+                "scan_start_lsn": stats.scan_start_lsn,
+                "written_blocks": stats.written_blocks,
+                "image_bytes": stats.image_bytes,
+                "released_segments": stats.released_segments,
+                "stall_us": stats.stall.as_micros() as u64,
+                "elapsed_ms": stats.elapsed.as_secs_f64() * 1e3,
+                "in_flight_finished": report.in_flight.len(),
+            })
+        );
+    } else {
+        println!(
+            "checkpoint {}: reflects LSN {}, {} dirty blocks written, image {} bytes, \
+             {} log segments released; commits held off {} us, {:.1} ms in all",
+            stats.seq,
+            stats.applied_lsn,
+            stats.written_blocks,
+            stats.image_bytes,
+            stats.released_segments,
+            stats.stall.as_micros(),
+            stats.elapsed.as_secs_f64() * 1e3
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
