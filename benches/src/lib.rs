@@ -5,6 +5,8 @@
 //! O_DIRECT `pwrite` + `fdatasync` of batches of the size smlog formed. A benchmark
 //! reports figures; nothing here asserts on timing.
 
+pub mod fs;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

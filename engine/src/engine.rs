@@ -153,7 +153,7 @@ pub struct CheckpointStats {
     pub image_bytes: u64,
     /// Log segments released for reuse.
     pub released_segments: u64,
-    /// How long commits were held off (the snapshot under the engine lock).
+    /// The longest time commits were held off (the engine lock held by the checkpoint).
     pub stall: Duration,
     /// How long the whole checkpoint took.
     pub elapsed: Duration,
@@ -173,6 +173,8 @@ struct Inner<D: Device> {
     stopped: Option<String>,
     checkpoint_seq: u64,
     log_bytes_at_checkpoint: u64,
+    /// Blocks a checkpoint allocated and has not yet mapped in the live store.
+    checkpoint_blocks: u64,
 }
 
 #[derive(Debug)]
@@ -255,6 +257,7 @@ impl<D: Device> Engine<D> {
                     stopped: None,
                     checkpoint_seq,
                     log_bytes_at_checkpoint: log_bytes,
+                    checkpoint_blocks: 0,
                 }),
                 checkpoint_lock: Mutex::new(()),
                 options,
@@ -391,7 +394,7 @@ impl<D: Device> Engine<D> {
     pub fn fsck(&self) -> FsckReport {
         let inner = self.lock();
         let allocated: u64 = inner.active.values().map(|a| a.allocated_blocks).sum();
-        fsck::check(&inner.store, allocated)
+        fsck::check(&inner.store, allocated + inner.checkpoint_blocks)
     }
 
     /// A copy of the metadata (O(1)), for tools and tests.
@@ -945,48 +948,42 @@ impl<D: Device> Engine<D> {
             .unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         let log_id = self.shared.log.meta().log_id;
-        // 1. Under the lock: copy-on-write blocks for the dirty cache, then the snapshot.
-        let (snapshot, writes, quarantine, scan_start_lsn, seq, stall) = {
+        // 1. Under the lock, O(dirty blocks) of cheap steps: the dirty cache becomes the
+        //    flushing cache (still read from), blocks are allocated for it, and the
+        //    metadata is snapshot (O(1)).
+        let (mut snapshot, writes, runs, quarantine, scan_start_lsn, seq, stall) = {
             let mut inner = self.lock_usable()?;
             let stall_started = Instant::now();
             let store = &mut inner.store;
-            let mut dirty: Vec<((Ino, u64), Box<Block>)> = store.cache.dirty.drain().collect();
-            dirty.sort_unstable_by_key(|(key, _)| *key);
-            let mut writes: Vec<(u64, Arc<Block>)> = Vec::with_capacity(dirty.len());
-            if !dirty.is_empty() {
-                let runs = match store.meta.space.plan(dirty.len() as u64) {
+            if !store.cache.flushing.is_empty() {
+                return Err(self.stop_in(
+                    &mut inner,
+                    FsError::Corrupt("a checkpoint found another's blocks unfinished".into()),
+                ));
+            }
+            std::mem::swap(&mut store.cache.dirty, &mut store.cache.flushing);
+            let writes: Vec<((Ino, u64), Arc<Block>)> = store
+                .cache
+                .flushing
+                .iter()
+                .map(|(key, block)| (*key, Arc::clone(block)))
+                .collect();
+            let mut runs = Vec::new();
+            if !writes.is_empty() {
+                runs = match store.meta.space.plan(writes.len() as u64) {
                     Ok(runs) => runs,
                     Err(e) => {
-                        // Nothing changed yet: put the cache back.
-                        store.cache.dirty.extend(dirty);
+                        // Nothing changed yet: the cache goes back.
+                        std::mem::swap(&mut store.cache.dirty, &mut store.cache.flushing);
                         return Err(e);
                     }
                 };
                 store.meta.space.mark_used(&runs)?;
-                let blocks = runs.iter().flat_map(|r| r.start..r.end());
-                let mut released = Vec::new();
-                for (((ino, file_block), block), data_block) in dirty.into_iter().zip(blocks) {
-                    let Some(inode) = store.meta.inodes.get_mut(&ino) else {
-                        return Err(self.stop(FsError::Corrupt(format!(
-                            "dirty data for missing inode {ino}"
-                        ))));
-                    };
-                    if let Some(old) = inode.blocks.insert(file_block, data_block) {
-                        released.push(old);
-                    }
-                    let block: Arc<Block> = Arc::from(block);
-                    store
-                        .cache
-                        .flushing
-                        .insert((ino, file_block), Arc::clone(&block));
-                    writes.push((data_block, block));
-                }
-                store.meta.space.release(&runs_of(released.into_iter()))?;
                 let high_water = store.meta.space.high_water_blocks;
-                self.shared
-                    .data
-                    .ensure_len(high_water)
-                    .map_err(|e| self.stop_in(&mut inner, e))?;
+                inner.checkpoint_blocks = writes.len() as u64;
+                if let Err(e) = self.shared.data.ensure_len(high_water) {
+                    return Err(self.stop_in(&mut inner, e));
+                }
             }
             let snapshot = inner.store.meta.clone();
             let quarantine = inner.store.meta.space.take_quarantine();
@@ -1003,12 +1000,42 @@ impl<D: Device> Engine<D> {
             (
                 snapshot,
                 writes,
+                runs,
                 quarantine,
                 scan_start_lsn,
                 seq,
                 stall_started.elapsed(),
             )
         };
+        // The snapshot is this checkpoint's own: map the new blocks in it (copy on write:
+        // the blocks it names now were never live data).
+        let mut assigned: Vec<((Ino, u64), u64, Arc<Block>)> = Vec::with_capacity(writes.len());
+        {
+            let mut writes = writes;
+            writes.sort_unstable_by_key(|(key, _)| *key);
+            let blocks = runs.iter().flat_map(|r| r.start..r.end());
+            for (((ino, file_block), block), data_block) in writes.into_iter().zip(blocks) {
+                assigned.push(((ino, file_block), data_block, block));
+            }
+            let mut released = Vec::new();
+            for ((ino, file_block), data_block, _) in &assigned {
+                let Some(inode) = snapshot.inodes.get_mut(ino) else {
+                    return Err(self.stop(FsError::Corrupt(format!(
+                        "dirty data for missing inode {ino}"
+                    ))));
+                };
+                if let Some(old) = inode.blocks.insert(*file_block, *data_block) {
+                    released.push(old);
+                }
+            }
+            if let Err(e) = snapshot.space.release(&runs_of(released.into_iter())) {
+                return Err(self.stop(e));
+            }
+        }
+        let writes: Vec<(u64, Arc<Block>)> = assigned
+            .iter()
+            .map(|(_, data_block, block)| (*data_block, Arc::clone(block)))
+            .collect();
         // 2. Without it: the log first (write-ahead), then data, image, superblock.
         let written = (|| {
             self.shared.log.wait_durable(snapshot.applied_lsn)?;
@@ -1037,14 +1064,49 @@ impl<D: Device> Engine<D> {
             // The live mapping names blocks that may not hold their data: stop.
             Err(e) => return Err(self.stop(e)),
         };
-        // 3. The old image no longer names the quarantined blocks: reuse them.
+        // 3. The old image no longer names the quarantined blocks: reuse them. Then the
+        //    live store maps the written blocks too, a chunk per lock hold, where no later
+        //    change superseded them (a superseded block is only the new image's: released).
         {
             let mut inner = self.lock();
             if let Err(e) = inner.store.meta.space.make_free(&quarantine) {
                 return Err(self.stop_in(&mut inner, e));
             }
-            let flushing = &mut inner.store.cache.flushing;
-            flushing.retain(|_, block| !writes.iter().any(|(_, w)| Arc::ptr_eq(w, block)));
+        }
+        const CHUNK: usize = 256;
+        let mut stall = stall;
+        for chunk in assigned.chunks(CHUNK) {
+            let mut inner = self.lock();
+            let held = Instant::now();
+            let store = &mut inner.store;
+            let mut released = Vec::new();
+            for (key, data_block, block) in chunk {
+                let current = store
+                    .cache
+                    .flushing
+                    .get(key)
+                    .is_some_and(|f| Arc::ptr_eq(f, block));
+                if current {
+                    store.cache.flushing.remove(key);
+                    let Some(inode) = store.meta.inodes.get_mut(&key.0) else {
+                        return Err(self.stop_in(
+                            &mut inner,
+                            FsError::Corrupt(format!("flushing data of missing inode {}", key.0)),
+                        ));
+                    };
+                    if let Some(old) = inode.blocks.insert(key.1, *data_block) {
+                        released.push(old);
+                    }
+                } else {
+                    released.push(*data_block);
+                }
+            }
+            released.sort_unstable();
+            if let Err(e) = store.meta.space.release(&runs_of(released.into_iter())) {
+                return Err(self.stop_in(&mut inner, e));
+            }
+            inner.checkpoint_blocks -= chunk.len() as u64;
+            stall = stall.max(held.elapsed());
         }
         // 4. Reuse the log before what recovery needs, and remove older images.
         let released_segments = self

@@ -164,6 +164,44 @@ enum LogCommand {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Durable file operations through the engine against the host file system with
+    /// fsync of file and directory, in the same run.
+    Fs {
+        /// Threads, each in its own directory (a comma-separated list runs each).
+        #[arg(long, value_delimiter = ',', default_value = "16")]
+        threads: Vec<usize>,
+        /// create, write4k, rename or mixed (a comma-separated list runs each).
+        #[arg(long, value_delimiter = ',', default_value = "create")]
+        op: Vec<smlog_benches::fs::FsOp>,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Directory on the file system to measure.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// One JSON object per run.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scale: create many files, checkpoint, reopen; times and peak memory.
+    Scale {
+        /// Files to create.
+        #[arg(long, default_value_t = 1_000_000)]
+        files: u64,
+        /// Creating threads.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Directory on the file system to measure.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time to recover a log of a given size, against reading its files sequentially.
     Recovery {
         /// Megabytes of log to write and recover.
@@ -293,6 +331,21 @@ fn main() -> ExitCode {
             open,
             json,
         ),
+        Command::Bench(BenchCommand::Fs {
+            threads,
+            op,
+            seconds,
+            dir,
+            open,
+            json,
+        }) => bench::fs(&threads, &op, seconds, &dir, open, json),
+        Command::Bench(BenchCommand::Scale {
+            files,
+            threads,
+            dir,
+            open,
+            json,
+        }) => bench::scale(files, threads, &dir, open, json),
         Command::Bench(BenchCommand::Recovery {
             megabytes,
             record_bytes,

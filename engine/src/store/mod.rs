@@ -158,9 +158,63 @@ pub struct Inode {
     /// For a symbolic link, its target.
     pub target: Vec<u8>,
     /// File block -> data block, for the blocks written back to the data file.
-    pub blocks: OrdMap<u64, u64>,
+    pub blocks: BlockMap,
     /// The LSN of the last record that changed it (redo skips records at or below it).
     pub lsn: Lsn,
+}
+
+/// File block -> data block. Empty costs nothing (most inodes have no blocks, and an
+/// empty persistent map still allocates a node); cloning is O(1) like the rest of [`Meta`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockMap(Option<OrdMap<u64, u64>>);
+
+impl BlockMap {
+    /// Mapped blocks.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// Whether nothing is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The data block of file block `block`.
+    pub fn get(&self, block: &u64) -> Option<&u64> {
+        self.0.as_ref().and_then(|m| m.get(block))
+    }
+
+    /// Whether file block `block` is mapped.
+    pub fn contains_key(&self, block: &u64) -> bool {
+        self.get(block).is_some()
+    }
+
+    /// Maps `block` to `data_block`; returns the data block it replaces.
+    pub fn insert(&mut self, block: u64, data_block: u64) -> Option<u64> {
+        self.0
+            .get_or_insert_with(OrdMap::new)
+            .insert(block, data_block)
+    }
+
+    /// Unmaps every file block from `first`; returns the data blocks, in file order.
+    pub fn remove_from(&mut self, first: u64) -> Vec<u64> {
+        let Some(map) = self.0.as_mut() else {
+            return Vec::new();
+        };
+        let gone: Vec<(u64, u64)> = map.range(first..).map(|(f, d)| (*f, *d)).collect();
+        for (file_block, _) in &gone {
+            map.remove(file_block);
+        }
+        if map.is_empty() {
+            self.0 = None;
+        }
+        gone.into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// (file block, data block) pairs in file order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &u64)> {
+        self.0.iter().flat_map(|m| m.iter().map(|(f, d)| (f, d)))
+    }
 }
 
 /// What a file server sees of an inode.
@@ -317,7 +371,7 @@ impl Meta {
             },
             parent: ROOT_INO,
             target: Vec::new(),
-            blocks: OrdMap::new(),
+            blocks: BlockMap::default(),
             lsn: 0,
         };
         Meta {
@@ -500,7 +554,7 @@ pub type Block = [u8; BLOCK_SIZE_BYTES];
 #[derive(Debug, Default)]
 pub struct Cache {
     /// Blocks changed since the last checkpoint took them.
-    pub dirty: HashMap<(Ino, u64), Box<Block>>,
+    pub dirty: HashMap<(Ino, u64), Arc<Block>>,
     /// Blocks a checkpoint is writing back: read from here until it is done.
     pub flushing: HashMap<(Ino, u64), Arc<Block>>,
 }
@@ -684,7 +738,7 @@ impl<D: Device> Store<D> {
                         attrs: *attrs,
                         parent: *parent,
                         target: target.clone(),
-                        blocks: OrdMap::new(),
+                        blocks: BlockMap::default(),
                         lsn: 0,
                     },
                 );
@@ -703,7 +757,7 @@ impl<D: Device> Store<D> {
                     .remove(ino)
                     .ok_or_else(|| FsError::Corrupt(format!("inode {ino} dropped twice")))?;
                 self.meta.dirs.remove(ino);
-                let runs = runs_of(inode.blocks.values().copied());
+                let runs = runs_of(inode.blocks.iter().map(|(_, d)| *d));
                 self.meta.space.release(&runs)?;
                 self.cache.drop_from(*ino, 0);
             }
@@ -763,11 +817,7 @@ impl<D: Device> Store<D> {
             Op::TruncateData { ino, size } => {
                 let keep = size.div_ceil(BLOCK);
                 let inode = self.inode_mut(*ino)?;
-                let gone: Vec<u64> = inode.blocks.range(keep..).map(|(_, d)| *d).collect();
-                let gone_keys: Vec<u64> = inode.blocks.range(keep..).map(|(f, _)| *f).collect();
-                for key in gone_keys {
-                    inode.blocks.remove(&key);
-                }
+                let gone = inode.blocks.remove_from(keep);
                 self.meta.space.release(&runs_of(gone.into_iter()))?;
                 self.cache.drop_from(*ino, keep);
                 let within = (size % BLOCK) as usize;
@@ -800,15 +850,17 @@ impl<D: Device> Store<D> {
     /// The dirty cache's copy of a file block, loaded first when absent.
     fn dirty_block(&mut self, ino: Ino, block: u64) -> Result<&mut Block, FsError> {
         if !self.cache.dirty.contains_key(&(ino, block)) {
-            let mut fresh = Box::new([0u8; BLOCK_SIZE_BYTES]);
-            self.read_block(ino, block, &mut fresh)?;
+            let mut fresh = Arc::new([0u8; BLOCK_SIZE_BYTES]);
+            self.read_block(ino, block, Arc::make_mut(&mut fresh))?;
             self.cache.dirty.insert((ino, block), fresh);
         }
-        Ok(self
+        let cached = self
             .cache
             .dirty
             .get_mut(&(ino, block))
-            .expect("inserted above"))
+            .expect("inserted above");
+        // A checkpoint may hold this block to write it: then the write goes to a copy.
+        Ok(Arc::make_mut(cached))
     }
 
     /// Reads file block `block` of `ino`: cached, in the data file, or a hole (zeros).
