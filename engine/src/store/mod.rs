@@ -213,7 +213,7 @@ impl BlockMap {
 
     /// (file block, data block) pairs in file order.
     pub fn iter(&self) -> impl Iterator<Item = (&u64, &u64)> {
-        self.0.iter().flat_map(|m| m.iter().map(|(f, d)| (f, d)))
+        self.0.iter().flat_map(|m| m.iter())
     }
 }
 
