@@ -100,7 +100,7 @@ impl Default for EngineOptions {
             data_capacity_bytes: 64 << 30,
             request_keys_max: REQUEST_KEYS_DEFAULT,
             checkpoint_log_bytes: 256 << 20,
-            checkpoint_dirty_bytes: 256 << 20,
+            checkpoint_dirty_bytes: 64 << 20,
             sync_every_step: false,
             segment_size_bytes: crate::constants::SEGMENT_SIZE_BYTES_DEFAULT,
         }

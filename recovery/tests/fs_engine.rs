@@ -453,3 +453,46 @@ fn a_damaged_checkpoint_image_is_an_error_never_a_silent_loss() {
     assert!(matches!(error, FsError::Corrupt(_)), "{error}");
     assert!(error.to_string().contains("CRC"), "{error}");
 }
+
+#[test]
+fn a_failed_data_write_rolls_the_large_write_back_and_the_engine_goes_on() {
+    // The failing write op is searched for: the log's segment preparer writes too, and a
+    // failure there stops the engine (fail-stop), which is not this test's case.
+    let mut seen = 0;
+    for kind in [IoErrorKind::NoSpace, IoErrorKind::Io] {
+        for at_op in 1..12 {
+            let device = Arc::new(SimDevice::new(8));
+            let (engine, _) = open_sim(&device, test_options()).unwrap();
+            let f = engine
+                .create(ROOT_INO, b"f", FILE, Durability::Sync)
+                .unwrap();
+            engine.write(f.ino, 0, b"before", Durability::Sync).unwrap();
+            device.set_faults(FaultConfig {
+                fail_write_at_op: Some((at_op, kind)),
+                ..FaultConfig::default()
+            });
+            let big = vec![9u8; 256 * 1024];
+            let result = engine.write(f.ino, 0, &big, Durability::Async);
+            device.set_faults(FaultConfig::default());
+            let Err(error) = result else { continue };
+            if engine.stopped().is_some() {
+                continue;
+            }
+            seen += 1;
+            assert_eq!(error.errno(), kind.errno(), "{error}");
+            assert_eq!(engine.read(f.ino, 0, 100).unwrap(), b"before");
+            let fsck = engine.fsck();
+            assert!(fsck.is_clean(), "{:?}", fsck.problems);
+            // The engine goes on, and the write succeeds when the device does.
+            engine.write(f.ino, 0, &big, Durability::Sync).unwrap();
+            drop(engine);
+            let engine = reopen(&device, test_options());
+            assert_eq!(engine.read(f.ino, 0, big.len()).unwrap(), big);
+            assert!(engine.fsck().is_clean());
+            // The failed write's blocks were given back (quarantined until a checkpoint).
+            assert_eq!(engine.meta().space.used_blocks, 64, "{kind:?}");
+            break;
+        }
+    }
+    assert_eq!(seen, 2, "no write op failed the data write alone");
+}

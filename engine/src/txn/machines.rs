@@ -1163,3 +1163,211 @@ impl Machine for FileTxn {
         }
     }
 }
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use super::*;
+    use crate::io::sim::SimDevice;
+    use crate::store::{DataFile, Store, ROOT_INO};
+
+    fn store() -> Store<SimDevice> {
+        let data = DataFile::open(std::sync::Arc::new(SimDevice::new(1))).unwrap();
+        Store::new(
+            Meta::new(Time::default(), 1 << 20),
+            std::sync::Arc::new(data),
+        )
+    }
+
+    fn name(text: &str) -> Name {
+        Name::new(text.as_bytes()).unwrap()
+    }
+
+    /// Runs `machine` to the end, applying each step; returns (state, past the point of no
+    /// return, ops of the redo) per step, and the result.
+    fn run(
+        store: &mut Store<SimDevice>,
+        mut machine: FileTxn,
+    ) -> (Vec<(String, bool, usize)>, TxnResult) {
+        let mut steps = Vec::new();
+        let mut lsn = store.meta.applied_lsn;
+        loop {
+            match machine.next(&store.meta, &Context::default()).unwrap() {
+                Transition::Step {
+                    next,
+                    redo,
+                    undo,
+                    result,
+                } => {
+                    lsn += 1;
+                    store.apply(&redo, lsn).unwrap();
+                    if machine.past_point_of_no_return() {
+                        assert!(
+                            undo.is_empty(),
+                            "{}: undo after the point of no return",
+                            next.state_name()
+                        );
+                    }
+                    steps.push((
+                        next.state_name().to_string(),
+                        next.past_point_of_no_return(),
+                        redo.len(),
+                    ));
+                    machine = next;
+                    if let Some(result) = result {
+                        return (steps, result);
+                    }
+                }
+                Transition::WriteData { next, .. } => {
+                    steps.push(("(data)".into(), false, 0));
+                    machine = next;
+                }
+                Transition::Done(result) => return (steps, result),
+            }
+        }
+    }
+
+    fn create(store: &mut Store<SimDevice>, parent: Ino, text: &str, node: NewNode) -> Ino {
+        let machine = FileTxn::Create(Create {
+            parent,
+            name: name(text),
+            node,
+            attrs: NewAttrs::default(),
+            now: Time::default(),
+            state: CreateState::Start,
+        });
+        match run(store, machine).1 {
+            TxnResult::Ino(ino) => ino,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_allocates_then_links_and_links_is_the_point_of_no_return() {
+        let mut store = store();
+        let machine = FileTxn::Create(Create {
+            parent: ROOT_INO,
+            name: name("a"),
+            node: NewNode::File,
+            attrs: NewAttrs::default(),
+            now: Time::default(),
+            state: CreateState::Start,
+        });
+        let (steps, _) = run(&mut store, machine);
+        let states: Vec<(&str, bool)> = steps.iter().map(|(s, p, _)| (s.as_str(), *p)).collect();
+        assert_eq!(states, vec![("Allocated", false), ("Linked", true)]);
+    }
+
+    #[test]
+    fn rename_over_a_last_link_takes_four_steps_and_frees_the_target_last() {
+        let mut store = store();
+        let a = create(&mut store, ROOT_INO, "a", NewNode::File);
+        let b = create(&mut store, ROOT_INO, "b", NewNode::File);
+        let machine = FileTxn::Rename(Rename {
+            from_parent: ROOT_INO,
+            from_name: name("a"),
+            to_parent: ROOT_INO,
+            to_name: name("b"),
+            flags: RenameFlags::default(),
+            now: Time::default(),
+            state: RenameState::Start,
+        });
+        let (steps, _) = run(&mut store, machine);
+        let states: Vec<(&str, bool)> = steps.iter().map(|(s, p, _)| (s.as_str(), *p)).collect();
+        assert_eq!(
+            states,
+            vec![
+                ("TargetRemoved", false),
+                ("SourceRemoved", false),
+                ("Inserted", true),
+                ("TargetFreed", true)
+            ]
+        );
+        assert_eq!(store.meta.lookup(ROOT_INO, &name("b")).unwrap(), a);
+        assert!(store.meta.inode(b).is_err());
+    }
+
+    #[test]
+    fn unlink_of_one_of_two_links_is_one_step_and_keeps_the_inode() {
+        let mut store = store();
+        let a = create(&mut store, ROOT_INO, "a", NewNode::File);
+        let link = FileTxn::Link(Link {
+            ino: a,
+            parent: ROOT_INO,
+            name: name("l"),
+            now: Time::default(),
+            linked: false,
+        });
+        run(&mut store, link);
+        let unlink = |n: &str| {
+            FileTxn::Unlink(Unlink {
+                parent: ROOT_INO,
+                name: name(n),
+                dir: false,
+                now: Time::default(),
+                state: UnlinkState::Start,
+            })
+        };
+        let (steps, _) = run(&mut store, unlink("a"));
+        assert_eq!(steps.len(), 1);
+        assert_eq!(store.meta.inode(a).unwrap().attrs.nlink, 1);
+        let (steps, _) = run(&mut store, unlink("l"));
+        assert_eq!(
+            steps.len(),
+            2,
+            "the last link frees the inode in a second step"
+        );
+        assert!(store.meta.inode(a).is_err());
+    }
+
+    #[test]
+    fn a_large_write_allocates_writes_data_then_maps_and_a_small_one_is_one_step() {
+        let mut store = store();
+        let f = create(&mut store, ROOT_INO, "f", NewNode::File);
+        let write = |offset: u64, len: usize| {
+            FileTxn::Write(Write {
+                ino: f,
+                offset,
+                len: len as u64,
+                now: Time::default(),
+                state: WriteState::Start,
+                data: Arc::new(vec![1u8; len]),
+            })
+        };
+        let (steps, result) = run(&mut store, write(100, 200_000));
+        let states: Vec<&str> = steps.iter().map(|(s, _, _)| s.as_str()).collect();
+        assert_eq!(states, vec!["Allocated", "(data)", "Linked"]);
+        assert_eq!(result, TxnResult::Bytes(200_000));
+        // Whole blocks 1..48 mapped; the partial first and last go inline.
+        assert_eq!(store.meta.inode(f).unwrap().blocks.len(), 47);
+        let (steps, _) = run(&mut store, write(5, 10));
+        assert_eq!(steps.len(), 1);
+        assert_eq!(store.meta.inode(f).unwrap().attrs.size, 200_100);
+    }
+
+    #[test]
+    fn rename_exchange_swaps_in_two_steps_and_fixes_directory_parents() {
+        let mut store = store();
+        let d = create(&mut store, ROOT_INO, "d", NewNode::Dir);
+        let e = create(&mut store, d, "e", NewNode::Dir);
+        let f = create(&mut store, ROOT_INO, "f", NewNode::File);
+        let machine = FileTxn::Rename(Rename {
+            from_parent: ROOT_INO,
+            from_name: name("f"),
+            to_parent: d,
+            to_name: name("e"),
+            flags: RenameFlags {
+                exchange: true,
+                no_replace: false,
+            },
+            now: Time::default(),
+            state: RenameState::Start,
+        });
+        let (steps, _) = run(&mut store, machine);
+        assert_eq!(steps.len(), 2);
+        assert_eq!(store.meta.lookup(d, &name("e")).unwrap(), f);
+        assert_eq!(store.meta.lookup(ROOT_INO, &name("f")).unwrap(), e);
+        assert_eq!(store.meta.inode(e).unwrap().parent, ROOT_INO);
+        assert_eq!(store.meta.inode(d).unwrap().attrs.nlink, 2);
+        assert_eq!(store.meta.inode(ROOT_INO).unwrap().attrs.nlink, 4);
+    }
+}

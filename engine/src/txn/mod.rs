@@ -48,7 +48,8 @@ pub struct StepRecord {
     pub key: Option<RequestKey>,
     /// The outcome.
     pub redo: Vec<Op>,
-    /// The prior values. Empty for a step past the point of no return: it is never undone.
+    /// The prior values. Empty for a step taken after the point of no return (one that
+    /// starts from a state past it): such a step is never undone.
     pub undo: Vec<Op>,
 }
 
