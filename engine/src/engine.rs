@@ -353,7 +353,8 @@ impl<D: Device> Engine<D> {
         Ok(out)
     }
 
-    /// Up to `len` bytes of file `ino` from `offset` (fewer at its end).
+    /// Up to `len` bytes (at most 16 MiB per call) of file `ino` from `offset` (fewer at
+    /// its end).
     pub fn read(&self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
         let len = len.min(crate::constants::WRITE_SIZE_BYTES_MAX * 16);
         self.lock_usable()?.store.read(ino, offset, len)

@@ -351,3 +351,23 @@ mod tests {
         assert_eq!(parse_image_file_name("00000000000000000001.seg"), None);
     }
 }
+
+#[cfg(test)]
+mod image_tests {
+    use super::*;
+    use crate::store::{Meta, Time};
+
+    #[test]
+    fn an_image_round_trips_and_a_huge_count_is_refused_without_allocating_it() {
+        let meta = Meta::new(Time::default(), 1000);
+        let bytes = encode_image(&meta).unwrap();
+        let back: Meta = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, meta);
+        // The inode count is the fourth field (after three one-byte varints here): claim
+        // 2^62 inodes. Decoding must fail (too few bytes), not try to allocate them.
+        let mut bad = bytes[..3].to_vec();
+        bad.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f]);
+        bad.extend_from_slice(&bytes[4..]);
+        assert!(postcard::from_bytes::<Meta>(&bad).is_err());
+    }
+}

@@ -34,6 +34,61 @@ pub mod space;
 
 pub use space::{Run, Space};
 
+/// Decoding of the persistent maps through plain sequences, whose decoders allocate
+/// cautiously (a count read from disk never sizes an allocation by itself). The encoding is
+/// the same bytes a map would have: a count, then key, value pairs.
+pub(crate) mod cautious {
+    use std::hash::Hash;
+
+    use imbl::OrdMap;
+    use serde::{Deserialize, Deserializer};
+
+    use super::{Ino, Name};
+
+    pub(crate) fn ord_map<'de, D, K, V>(d: D) -> Result<OrdMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord + Clone,
+        V: Deserialize<'de> + Clone,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+
+    pub(crate) fn opt_ord_map<'de, D>(d: D) -> Result<Option<OrdMap<u64, u64>>, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        Ok(Option::<Vec<(u64, u64)>>::deserialize(d)?.map(|v| v.into_iter().collect()))
+    }
+
+    pub(crate) fn dirs<'de, D>(d: D) -> Result<OrdMap<Ino, OrdMap<Name, Ino>>, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(Ino, Vec<(Name, Ino)>)>::deserialize(d)?
+            .into_iter()
+            .map(|(dir, entries)| (dir, entries.into_iter().collect::<OrdMap<Name, Ino>>()))
+            .collect())
+    }
+
+    pub(crate) fn hash_map<'de, D, K, V>(d: D) -> Result<imbl::HashMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Hash + Eq + Clone,
+        V: Deserialize<'de> + Clone,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+
+    pub(crate) fn vector<'de, D, T>(d: D) -> Result<imbl::Vector<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Clone,
+    {
+        Ok(Vec::<T>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 /// An inode number. Never reused.
 pub type Ino = u64;
 
@@ -166,7 +221,7 @@ pub struct Inode {
 /// File block -> data block. Empty costs nothing (most inodes have no blocks, and an
 /// empty persistent map still allocates a node); cloning is O(1) like the rest of [`Meta`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockMap(Option<OrdMap<u64, u64>>);
+pub struct BlockMap(#[serde(deserialize_with = "cautious::opt_ord_map")] Option<OrdMap<u64, u64>>);
 
 impl BlockMap {
     /// Mapped blocks.
@@ -298,7 +353,9 @@ pub enum Outcome {
 /// The request keys of the last transactions, oldest first, at most a configured number.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestTable {
+    #[serde(deserialize_with = "cautious::hash_map")]
     outcomes: imbl::HashMap<RequestKey, Outcome>,
+    #[serde(deserialize_with = "cautious::vector")]
     order: imbl::Vector<RequestKey>,
 }
 
@@ -341,8 +398,10 @@ pub struct Meta {
     /// The next transaction id.
     pub next_txn_id: u64,
     /// The inodes.
+    #[serde(deserialize_with = "cautious::ord_map")]
     pub inodes: OrdMap<Ino, Inode>,
     /// Directory -> name -> inode.
+    #[serde(deserialize_with = "cautious::dirs")]
     pub dirs: OrdMap<Ino, OrdMap<Name, Ino>>,
     /// The data file's blocks.
     pub space: Space,

@@ -32,6 +32,7 @@ pub struct Space {
     /// Blocks ever allocated reach up to here.
     pub high_water_blocks: u64,
     /// Free runs below the high water: start -> length, no two adjacent.
+    #[serde(deserialize_with = "super::cautious::ord_map")]
     pub free: OrdMap<u64, u64>,
     /// Blocks freed since the last checkpoint snapshot.
     pub quarantine: Vec<Run>,
