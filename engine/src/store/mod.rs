@@ -845,6 +845,17 @@ impl<D: Device> Store<D> {
                 first_block,
                 runs,
             } => {
+                // Bounded before use: one write maps at most a write's worth of blocks,
+                // all inside the data file.
+                let count = runs.iter().map(|r| r.len).fold(0u64, u64::saturating_add);
+                let high_water = self.meta.space.high_water_blocks;
+                if count > (crate::constants::WRITE_SIZE_BYTES_MAX / BLOCK_SIZE_BYTES) as u64
+                    || runs.iter().any(|r| r.len == 0 || r.end() > high_water)
+                    || first_block.saturating_add(count)
+                        > crate::constants::FILE_SIZE_BYTES_MAX / BLOCK
+                {
+                    return corrupt(format!("mapping of invalid runs {runs:?} at {first_block}"));
+                }
                 let mut released = Vec::new();
                 let mut file_block = *first_block;
                 let inode = self.inode_mut(*ino)?;
@@ -862,6 +873,10 @@ impl<D: Device> Store<D> {
                 }
             }
             Op::WriteInline { ino, offset, bytes } => {
+                if offset.saturating_add(bytes.len() as u64) > crate::constants::FILE_SIZE_BYTES_MAX
+                {
+                    return corrupt(format!("inline write past the largest file at {offset}"));
+                }
                 let mut done = 0usize;
                 while done < bytes.len() {
                     let at = offset + done as u64;
@@ -874,6 +889,9 @@ impl<D: Device> Store<D> {
                 }
             }
             Op::TruncateData { ino, size } => {
+                if *size > crate::constants::FILE_SIZE_BYTES_MAX {
+                    return corrupt(format!("truncation past the largest file: {size}"));
+                }
                 let keep = size.div_ceil(BLOCK);
                 let inode = self.inode_mut(*ino)?;
                 let gone = inode.blocks.remove_from(keep);

@@ -19,7 +19,7 @@ pub struct Run {
 impl Run {
     /// One past the last block.
     pub fn end(&self) -> u64 {
-        self.start + self.len
+        self.start.saturating_add(self.len)
     }
 }
 
@@ -87,7 +87,11 @@ impl Space {
     /// Marks `runs` used. Each must be free (or above the high water).
     pub fn mark_used(&mut self, runs: &[Run]) -> Result<(), FsError> {
         for run in runs {
-            assert!(run.len > 0);
+            if run.len == 0 || run.start.checked_add(run.len).is_none() {
+                return Err(FsError::Corrupt(format!(
+                    "allocation of an invalid run {run:?}"
+                )));
+            }
             if run.start >= self.high_water_blocks {
                 if run.end() > self.capacity_blocks {
                     return Err(FsError::Corrupt(format!(
@@ -122,6 +126,14 @@ impl Space {
 
     /// Releases used `runs` into quarantine.
     pub fn release(&mut self, runs: &[Run]) -> Result<(), FsError> {
+        if runs
+            .iter()
+            .any(|r| r.len == 0 || r.end() > self.high_water_blocks)
+        {
+            return Err(FsError::Corrupt(format!(
+                "release of invalid runs {runs:?}"
+            )));
+        }
         let count: u64 = runs.iter().map(|r| r.len).sum();
         if count > self.used_blocks {
             return Err(FsError::Corrupt("more blocks released than in use".into()));

@@ -530,7 +530,7 @@ impl Unlink {
                 edits.edit(self.parent, |a| {
                     touch(a, self.now);
                     if is_dir {
-                        a.nlink -= 1;
+                        a.nlink = a.nlink.saturating_sub(1);
                     }
                 })?;
                 let mut last = false;
@@ -688,7 +688,7 @@ impl Rename {
         edits.edit(self.to_parent, |a| {
             touch(a, self.now);
             if dst_is_dir {
-                a.nlink -= 1;
+                a.nlink = a.nlink.saturating_sub(1);
             }
         })?;
         let (mut redo, mut undo) = edits.ops();
@@ -723,7 +723,7 @@ impl Rename {
         edits.edit(self.from_parent, |a| {
             touch(a, self.now);
             if src_is_dir {
-                a.nlink -= 1;
+                a.nlink = a.nlink.saturating_sub(1);
             }
         })?;
         let (mut redo, mut undo) = edits.ops();
@@ -799,7 +799,7 @@ impl Rename {
         edits.edit(self.from_parent, |a| {
             touch(a, self.now);
             if moved_dirs && src_is_dir {
-                a.nlink -= 1;
+                a.nlink = a.nlink.saturating_sub(1);
             }
             if moved_dirs && dst_is_dir {
                 a.nlink += 1;
@@ -808,7 +808,7 @@ impl Rename {
         edits.edit(self.to_parent, |a| {
             touch(a, self.now);
             if moved_dirs && dst_is_dir {
-                a.nlink -= 1;
+                a.nlink = a.nlink.saturating_sub(1);
             }
             if moved_dirs && src_is_dir {
                 a.nlink += 1;
