@@ -24,7 +24,7 @@ use smlog::{Engine, EngineOptions, FsError, LogError, Lsn, Record, RequestKey};
 use crate::{open_log, scan, RecoveryOptions, RecoveryReport};
 
 /// How to open an engine.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct OpenOptions {
     /// Recovery mode, and dry run (scan and decide, write nothing).
     pub recovery: RecoveryOptions,

@@ -27,6 +27,8 @@ use smlog::log::{segment_file_name, Tail};
 use smlog::{Log, LogError, LogReader, Record, RecoveryMode, ScanItem};
 
 mod engine;
+#[cfg(feature = "sim")]
+pub mod harness;
 
 pub use engine::{inspect, open, open_device, EngineRecoveryReport, InFlight, OpenOptions};
 
@@ -77,8 +79,11 @@ pub fn scan<D: Device + ?Sized>(
 ) -> Result<RecoveryReport, LogError> {
     std::thread::scope(|scope| {
         let mut reader = LogReader::open(device)?;
-        // The next chunk is read while this one is checked.
-        reader.read_ahead(scope);
+        // The next chunk is read while this one is checked (not when the device wants its
+        // IO on the calling thread, for deterministic runs).
+        if !device.wants_inline_io() {
+            reader.read_ahead(scope);
+        }
         scan_with(reader, mode, &mut on_record)
     })
 }

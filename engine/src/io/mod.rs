@@ -60,6 +60,12 @@ pub trait Device: Send + Sync + fmt::Debug + 'static {
     fn remove(&self, name: &str) -> Result<(), IoError>;
     /// Makes the directory's names durable (fsync of the directory).
     fn sync_dir(&self) -> Result<(), IoError>;
+    /// Whether callers should do their background IO (segment preparation, read-ahead)
+    /// on the calling thread instead, so that one seed gives one run: a simulated device
+    /// in deterministic mode says yes. Real devices say no.
+    fn wants_inline_io(&self) -> bool {
+        false
+    }
 }
 
 /// What a device was doing when it failed.
@@ -435,6 +441,9 @@ macro_rules! forward_device {
             }
             fn remove(&self, name: &str) -> Result<(), IoError> {
                 (**self).remove(name)
+            }
+            fn wants_inline_io(&self) -> bool {
+                (**self).wants_inline_io()
             }
             fn sync_dir(&self) -> Result<(), IoError> {
                 (**self).sync_dir()

@@ -66,6 +66,9 @@ pub struct FaultConfig {
     pub misdirect_write_at_op: Option<u64>,
     /// Percent of reads that return another block of the same file (fault 8).
     pub misdirected_read_percent: u8,
+    /// Files the misdirected and lost writes and misdirected reads above never touch (a
+    /// harness spares files whose format cannot detect such damage).
+    pub spared_files: Vec<String>,
 }
 
 /// What happens at a crash to what was not durable, and to what was.
@@ -83,6 +86,8 @@ pub struct CrashPlan {
     pub resurrect_count: u32,
     /// Sectors of written data that return EIO on every read from now on (fault 9).
     pub bad_sector_count: u32,
+    /// Files bit rot, resurrection and unreadable sectors never touch.
+    pub spared_files: Vec<String>,
 }
 
 impl CrashPlan {
@@ -95,6 +100,7 @@ impl CrashPlan {
             bit_rot_count: 0,
             resurrect_count: 0,
             bad_sector_count: 0,
+            spared_files: Vec::new(),
         }
     }
 
@@ -118,6 +124,7 @@ impl CrashPlan {
             bit_rot_count: 0,
             resurrect_count: rng.gen_range(0..3),
             bad_sector_count: 0,
+            spared_files: Vec::new(),
         }
     }
 }
@@ -235,6 +242,29 @@ pub enum FaultEvent {
     },
 }
 
+impl FaultEvent {
+    /// The fault's kind, with its number in DESIGN section 6: `"torn (3)"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FaultEvent::Lost { .. } => "unsynced write lost (1)",
+            FaultEvent::Kept { .. } => "unsynced write kept (2)",
+            FaultEvent::Torn { .. } => "torn write (3)",
+            FaultEvent::Reordered => "writes reordered (2)",
+            FaultEvent::InFlight { .. } => "write in flight (4)",
+            FaultEvent::Resurrected { .. } => "stale data resurrected (5)",
+            FaultEvent::MisdirectedWrite { .. } => "misdirected write (6)",
+            FaultEvent::LostWrite { .. } => "lost write (7)",
+            FaultEvent::MisdirectedRead { .. } => "misdirected read (8)",
+            FaultEvent::BadSector { .. } => "unreadable sector (9)",
+            FaultEvent::ReadError { .. } => "read EIO (9)",
+            FaultEvent::BitRot { .. } => "bit rot (10)",
+            FaultEvent::WriteFailed { .. } => "write failed (11)",
+            FaultEvent::SyncFailed { .. } => "fdatasync failed (11)",
+            FaultEvent::NameLost { .. } => "unsynced name lost (14)",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Pending {
     Write {
@@ -281,6 +311,7 @@ struct State {
     sync_ops: u64,
     in_flight: Option<(usize, String, u64, Vec<u8>)>,
     fault_log: Vec<FaultEvent>,
+    deterministic: bool,
 }
 
 /// A deterministic, seeded simulated directory of files. See the module docs.
@@ -306,6 +337,7 @@ impl SimDevice {
                 sync_ops: 0,
                 in_flight: None,
                 fault_log: Vec::new(),
+                deterministic: false,
             }),
         }
     }
@@ -343,8 +375,16 @@ impl SimDevice {
                 sync_ops: 0,
                 in_flight: None,
                 fault_log: Vec::new(),
+                deterministic: state.deterministic,
             }),
         }
+    }
+
+    /// Deterministic mode: callers do their background IO on the calling thread
+    /// ([`Device::wants_inline_io`]), so a single-threaded workload gives the same run for
+    /// the same seed, every time.
+    pub fn set_deterministic(&self, on: bool) {
+        self.lock().deterministic = on;
     }
 
     /// Replaces the running faults. Operation numbers count from now.
@@ -502,8 +542,10 @@ impl SimDevice {
         let mut landed = offset;
         let percent = state.faults.misdirected_write_percent;
         let len = state.inodes[inode].live.len() as u64;
-        let misdirect = state.faults.misdirect_write_at_op == Some(state.write_ops)
-            || (percent > 0 && state.rng.gen_range(0..100) < percent);
+        let spared = state.faults.spared_files.contains(&name);
+        let misdirect = !spared
+            && (state.faults.misdirect_write_at_op == Some(state.write_ops)
+                || (percent > 0 && state.rng.gen_range(0..100) < percent));
         if misdirect && len > buf.len() as u64 {
             let blocks = (len - buf.len() as u64) / BLOCK_SIZE_BYTES as u64;
             landed = state.rng.gen_range(0..=blocks) * BLOCK_SIZE_BYTES as u64;
@@ -513,9 +555,10 @@ impl SimDevice {
                 landed,
             });
         }
-        let lost = state.faults.lose_write_at_op == Some(state.write_ops)
-            || (state.faults.lost_write_percent > 0
-                && state.rng.gen_range(0..100) < state.faults.lost_write_percent);
+        let lost = !spared
+            && (state.faults.lose_write_at_op == Some(state.write_ops)
+                || (state.faults.lost_write_percent > 0
+                    && state.rng.gen_range(0..100) < state.faults.lost_write_percent));
         if lost {
             state.fault_log.push(FaultEvent::LostWrite {
                 file: name.clone(),
@@ -640,9 +683,11 @@ fn apply_at_crash(
 fn damage_durable(state: &mut State, plan: &CrashPlan) {
     let names: BTreeMap<usize, String> = state.names.iter().map(|(n, i)| (*i, n.clone())).collect();
     let candidates: Vec<usize> = names
-        .keys()
-        .copied()
-        .filter(|i| !state.inodes[*i].durable.is_empty())
+        .iter()
+        .filter(|(i, name)| {
+            !state.inodes[**i].durable.is_empty() && !plan.spared_files.contains(name)
+        })
+        .map(|(i, _)| *i)
         .collect();
     if candidates.is_empty() {
         return;
@@ -705,6 +750,10 @@ fn damage_durable(state: &mut State, plan: &CrashPlan) {
 impl Device for SimDevice {
     fn describe(&self) -> String {
         "simulated device".to_owned()
+    }
+
+    fn wants_inline_io(&self) -> bool {
+        self.lock().deterministic
     }
 
     fn path_of(&self, name: &str) -> PathBuf {
@@ -801,7 +850,12 @@ impl Device for SimDevice {
         let mut from = offset;
         let percent = state.faults.misdirected_read_percent;
         let len = node.live.len() as u64;
-        if percent > 0 && state.rng.gen_range(0..100) < percent && len >= buf.len() as u64 {
+        let spared = state.faults.spared_files.contains(&name);
+        if !spared
+            && percent > 0
+            && state.rng.gen_range(0..100) < percent
+            && len >= buf.len() as u64
+        {
             let blocks = (len - buf.len() as u64) / BLOCK_SIZE_BYTES as u64;
             from = state.rng.gen_range(0..=blocks) * BLOCK_SIZE_BYTES as u64;
             state.fault_log.push(FaultEvent::MisdirectedRead {

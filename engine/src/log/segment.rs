@@ -137,6 +137,10 @@ struct PrepShared<D> {
 /// Keeps segments up to [`SEGMENTS_READY_AHEAD_COUNT`] ahead of the one being written
 /// created and zero-filled, on its own thread, so no commit waits for a fallocate or a
 /// zero-fill.
+///
+/// When the device asks for inline IO ([`Device::wants_inline_io`]: a simulated device in
+/// deterministic mode) there is no thread: segments are prepared on the thread that waits
+/// for them, so a run depends on its seed alone.
 #[derive(Debug)]
 pub struct Preparer<D: Device + Clone> {
     shared: Arc<PrepShared<D>>,
@@ -144,8 +148,9 @@ pub struct Preparer<D: Device + Clone> {
 }
 
 impl<D: Device + Clone> Preparer<D> {
-    /// Starts the thread. Segments up to `ready_up_to` already exist.
+    /// Starts the thread (or, for inline IO, none). Segments up to `ready_up_to` exist.
     pub fn start(device: D, segment_size_bytes: u64, ready_up_to: u64) -> Preparer<D> {
+        let inline = device.wants_inline_io();
         let shared = Arc::new(PrepShared {
             device,
             segment_size_bytes,
@@ -158,6 +163,12 @@ impl<D: Device + Clone> Preparer<D> {
             }),
             changed: Condvar::new(),
         });
+        if inline {
+            return Preparer {
+                shared,
+                thread: None,
+            };
+        }
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("smlog-prepare".into())
@@ -169,8 +180,43 @@ impl<D: Device + Clone> Preparer<D> {
         }
     }
 
+    /// Inline mode: prepares every segment up to `seq` on this thread.
+    fn prepare_inline(&self, seq: u64) -> Result<(), IoError> {
+        let zeros = AlignedBuf::new_zeroed(ZERO_FILL_CHUNK_BYTES.max(BLOCK_SIZE_BYTES));
+        loop {
+            let (next, recycled) = {
+                let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
+                }
+                if state.ready_up_to >= seq {
+                    return Ok(());
+                }
+                (state.ready_up_to + 1, state.recyclable.pop_front())
+            };
+            let result = prepare_segment(
+                &self.shared.device,
+                next,
+                self.shared.segment_size_bytes,
+                recycled,
+                &zeros,
+            );
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(()) => state.ready_up_to = next,
+                Err(error) => {
+                    state.error = Some(error.clone());
+                    return Err(error);
+                }
+            }
+        }
+    }
+
     /// Waits until segment `seq` is ready, asking for more ahead of it.
     pub fn wait_ready(&self, seq: u64) -> Result<(), IoError> {
+        if self.thread.is_none() {
+            return self.prepare_inline(seq);
+        }
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let want = seq + SEGMENTS_READY_AHEAD_COUNT as u64;
         if state.want_up_to < want {
@@ -194,6 +240,9 @@ impl<D: Device + Clone> Preparer<D> {
 
     /// Waits until every segment up to `seq` is ready.
     pub fn reserve(&self, seq: u64) -> Result<(), IoError> {
+        if self.thread.is_none() {
+            return self.prepare_inline(seq);
+        }
         {
             let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             if state.want_up_to < seq {
