@@ -10,6 +10,7 @@ use smlog::RecoveryMode;
 mod bench;
 mod demo;
 mod inspect;
+mod torture;
 mod txn;
 
 /// smlog: a crash-safe logged storage engine for file servers.
@@ -72,6 +73,30 @@ enum Command {
     /// Benchmarks, each beside its baseline in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the file-system workload on the simulated device through crashes and faults,
+    /// checked against a reference model; one seed gives the same run every time. Without
+    /// --seed, random seeds until the time is up.
+    Torture {
+        /// Run (replay) this seed only.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Seconds to keep trying new seeds (without --seed).
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Faults: comma-separated crash, io-error, recovery-crash, steps, damage; or
+        /// default (all but damage), all.
+        #[arg(long, default_value = "default")]
+        faults: smlog_recovery::harness::Faults,
+        /// Crash-recover cycles per seed.
+        #[arg(long, default_value_t = 8)]
+        cycles: u64,
+        /// Stop a seed after this many operations (to replay a shortened failure).
+        #[arg(long)]
+        ops: Option<u64>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// File transactions in an engine's log: list them, or show one step by step.
     #[command(subcommand)]
     Txn(TxnCommand),
@@ -301,6 +326,21 @@ fn main() -> ExitCode {
             json,
         }) => txn::show(&dir, open, txn_id, json),
         Command::Fsck { dir, open, json } => txn::fsck(&dir, open, json),
+        Command::Torture {
+            seed,
+            seconds,
+            faults,
+            cycles,
+            ops,
+            json,
+        } => torture::run(torture::TortureArgs {
+            seed,
+            seconds,
+            faults,
+            cycles,
+            ops,
+            json,
+        }),
         Command::Checkpoint { dir, open, json } => txn::checkpoint(&dir, open, json),
         Command::Demo {
             dir,

@@ -32,6 +32,7 @@ use smlog::{Durability, Engine, FsError, LogError, Time, TxnOptions};
 use crate::{open_device, OpenOptions};
 
 pub mod fs;
+pub mod fuzz;
 
 /// The engine on the simulated device.
 pub type SimEngine = Engine<SimDevice>;
@@ -335,9 +336,85 @@ fn crash_plan(rng: &mut ChaCha8Rng, faults: &Faults) -> CrashPlan {
     plan
 }
 
+/// Where a run's choices come from: a seeded generator ([`SeededChoices`]) or a plan
+/// decoded from fuzz input ([`fuzz::FsPlanChoices`]).
+pub trait Choices<S: Scenario> {
+    /// The device faults for the next cycle.
+    fn cycle_faults(&mut self, faults: &Faults) -> FaultConfig;
+    /// What survives the crash that ends a cycle (or a recovery).
+    fn crash_plan(&mut self, faults: &Faults) -> CrashPlan;
+    /// Operations in the next cycle.
+    fn ops_in_cycle(&mut self, max: u64) -> u64;
+    /// Whether to checkpoint before the next operation.
+    fn checkpoint_now(&mut self) -> bool;
+    /// Whether to sync before the next operation.
+    fn sync_now(&mut self) -> bool;
+    /// The next operation and its durability; `None` ends the cycle early.
+    fn next_op(&mut self, scenario: &S, model: &S::Model) -> Option<(S::Op, Durability)>;
+    /// Whether this open makes every step durable on its own.
+    fn steps_mode(&mut self, faults: &Faults) -> bool;
+    /// Crash recovery after this many device operations, or let it finish.
+    fn recovery_crash(&mut self, faults: &Faults) -> Option<u64>;
+    /// Whether recovery reads from the wrong place now and then.
+    fn misreads(&mut self, faults: &Faults) -> bool;
+}
+
+/// Choices from a seed: the torture's.
+#[derive(Debug)]
+pub struct SeededChoices(pub ChaCha8Rng);
+
+impl<S: Scenario> Choices<S> for SeededChoices {
+    fn cycle_faults(&mut self, faults: &Faults) -> FaultConfig {
+        cycle_faults(&mut self.0, faults)
+    }
+    fn crash_plan(&mut self, faults: &Faults) -> CrashPlan {
+        crash_plan(&mut self.0, faults)
+    }
+    fn ops_in_cycle(&mut self, max: u64) -> u64 {
+        self.0.gen_range(1..=max.max(1))
+    }
+    fn checkpoint_now(&mut self) -> bool {
+        self.0.gen_bool(0.04)
+    }
+    fn sync_now(&mut self) -> bool {
+        self.0.gen_bool(0.04)
+    }
+    fn next_op(&mut self, scenario: &S, model: &S::Model) -> Option<(S::Op, Durability)> {
+        let op = scenario.random_op(&mut self.0, model);
+        let durability = if self.0.gen_bool(0.5) {
+            Durability::Sync
+        } else {
+            Durability::Async
+        };
+        Some((op, durability))
+    }
+    fn steps_mode(&mut self, faults: &Faults) -> bool {
+        faults.steps && self.0.gen_bool(0.3)
+    }
+    fn recovery_crash(&mut self, faults: &Faults) -> Option<u64> {
+        (faults.recovery_crash && self.0.gen_bool(0.3)).then(|| self.0.gen_range(1..=12))
+    }
+    fn misreads(&mut self, faults: &Faults) -> bool {
+        faults.damage && self.0.gen_bool(0.3)
+    }
+}
+
 /// Runs one seed; `Err` on the first failed check (a panic in the system is one too).
 pub fn run_seed<S: Scenario>(scenario: &S, seed: u64, config: &Config) -> Result<Stats, Failure> {
-    match catch_unwind(AssertUnwindSafe(|| run_seed_inner(scenario, seed, config))) {
+    let mut choices = SeededChoices(ChaCha8Rng::seed_from_u64(seed));
+    run_with(scenario, seed, config, &mut choices)
+}
+
+/// Runs with the given choices; `seed` seeds the device.
+pub fn run_with<S: Scenario, C: Choices<S>>(
+    scenario: &S,
+    seed: u64,
+    config: &Config,
+    choices: &mut C,
+) -> Result<Stats, Failure> {
+    match catch_unwind(AssertUnwindSafe(|| {
+        run_inner(scenario, seed, config, choices)
+    })) {
         Ok(result) => result,
         Err(panic) => {
             let message = panic
@@ -356,18 +433,18 @@ pub fn run_seed<S: Scenario>(scenario: &S, seed: u64, config: &Config) -> Result
     }
 }
 
-struct Run<'a, S: Scenario> {
+struct Run<'a, S: Scenario, C: Choices<S>> {
     scenario: &'a S,
     seed: u64,
     config: &'a Config,
-    rng: ChaCha8Rng,
+    choices: &'a mut C,
     device: Arc<SimDevice>,
     stats: Stats,
     cycle: u64,
     history: Vec<String>,
 }
 
-impl<S: Scenario> Run<'_, S> {
+impl<S: Scenario, C: Choices<S>> Run<'_, S, C> {
     fn count_faults(&mut self) {
         let events = self.device.fault_log();
         self.stats.faults += events.len() as u64;
@@ -397,16 +474,16 @@ impl<S: Scenario> Run<'_, S> {
     }
 
     fn cycle_options(&mut self) -> OpenOptions {
-        let steps = self.config.faults.steps && self.rng.gen_bool(0.3);
+        let steps = self.choices.steps_mode(&self.config.faults);
         self.options(steps)
     }
 
     /// Recovers, crashing recovery first when asked; `Ok(None)` when recovery refused
     /// damage with an explicit error.
     fn recover(&mut self) -> Result<Option<SimEngine>, Failure> {
-        while self.config.faults.recovery_crash && self.rng.gen_bool(0.3) {
+        while let Some(at) = self.choices.recovery_crash(&self.config.faults) {
             self.device.set_faults(FaultConfig {
-                crash_after_ops: Some(self.rng.gen_range(1..=12)),
+                crash_after_ops: Some(at),
                 ..FaultConfig::default()
             });
             let options = self.cycle_options();
@@ -419,11 +496,11 @@ impl<S: Scenario> Run<'_, S> {
             }
             self.stats.recovery_crashes += 1;
             self.device.crash();
-            let plan = crash_plan(&mut self.rng, &self.config.faults);
+            let plan = self.choices.crash_plan(&self.config.faults);
             self.device.restart(&plan);
         }
         // With damage, recovery itself may read from the wrong place (fault 8).
-        let misreads = self.config.faults.damage && self.rng.gen_bool(0.3);
+        let misreads = self.choices.misreads(&self.config.faults);
         self.device.set_faults(FaultConfig {
             misdirected_read_percent: if misreads { 2 } else { 0 },
             spared_files: spared(),
@@ -451,14 +528,19 @@ impl<S: Scenario> Run<'_, S> {
     }
 }
 
-fn run_seed_inner<S: Scenario>(scenario: &S, seed: u64, config: &Config) -> Result<Stats, Failure> {
+fn run_inner<S: Scenario, C: Choices<S>>(
+    scenario: &S,
+    seed: u64,
+    config: &Config,
+    choices: &mut C,
+) -> Result<Stats, Failure> {
     let device = Arc::new(SimDevice::new(seed));
     device.set_deterministic(true);
     let mut run = Run {
         scenario,
         seed,
         config,
-        rng: ChaCha8Rng::seed_from_u64(seed),
+        choices,
         device,
         stats: Stats::default(),
         cycle: 0,
@@ -479,16 +561,16 @@ fn run_seed_inner<S: Scenario>(scenario: &S, seed: u64, config: &Config) -> Resu
     for cycle in 0..config.cycles {
         run.cycle = cycle;
         run.history.clear();
-        let faults = cycle_faults(&mut run.rng, &config.faults);
+        let faults = run.choices.cycle_faults(&config.faults);
         run.device.set_faults(faults);
         let mut states = vec![model.clone()];
         let mut durable = 0usize;
-        let ops = run.rng.gen_range(1..=config.ops_per_cycle_max);
+        let ops = run.choices.ops_in_cycle(config.ops_per_cycle_max);
         for i in 0..ops {
             if run.stats.ops >= limit {
                 break;
             }
-            if run.rng.gen_bool(0.04) {
+            if run.choices.checkpoint_now() {
                 run.history.push("checkpoint".into());
                 match engine.checkpoint() {
                     Ok(_) => {}
@@ -496,18 +578,18 @@ fn run_seed_inner<S: Scenario>(scenario: &S, seed: u64, config: &Config) -> Resu
                     Err(_) => break,
                 }
             }
-            if run.rng.gen_bool(0.04) {
+            if run.choices.sync_now() {
                 run.history.push("sync".into());
                 match engine.sync() {
                     Ok(()) => durable = states.len() - 1,
                     Err(_) => break,
                 }
             }
-            let op = scenario.random_op(&mut run.rng, states.last().expect("never empty"));
-            let durability = if run.rng.gen_bool(0.5) {
-                Durability::Sync
-            } else {
-                Durability::Async
+            let Some((op, durability)) = run
+                .choices
+                .next_op(scenario, states.last().expect("never empty"))
+            else {
+                break;
             };
             let mut next = states.last().expect("never empty").clone();
             let want = scenario.apply(&mut next, &op);
@@ -538,7 +620,7 @@ fn run_seed_inner<S: Scenario>(scenario: &S, seed: u64, config: &Config) -> Resu
         }
         drop(engine);
         run.device.crash();
-        let plan = crash_plan(&mut run.rng, &config.faults);
+        let plan = run.choices.crash_plan(&config.faults);
         run.device.restart(&plan);
         let Some(recovered) = run.recover()? else {
             run.count_faults();
