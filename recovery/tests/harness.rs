@@ -44,6 +44,7 @@ fn every_fault_kind_offered_is_reached() {
         "bit rot (10)",
         "write failed (11)",
         "fdatasync failed (11)",
+        "short write (11)",
         "unsynced name lost (14)",
     ] {
         assert!(

@@ -258,6 +258,7 @@ impl FaultEvent {
             FaultEvent::BadSector { .. } => "unreadable sector (9)",
             FaultEvent::ReadError { .. } => "read EIO (9)",
             FaultEvent::BitRot { .. } => "bit rot (10)",
+            FaultEvent::WriteFailed { short: true, .. } => "short write (11)",
             FaultEvent::WriteFailed { .. } => "write failed (11)",
             FaultEvent::SyncFailed { .. } => "fdatasync failed (11)",
             FaultEvent::NameLost { .. } => "unsynced name lost (14)",
