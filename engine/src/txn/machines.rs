@@ -93,6 +93,42 @@ impl<'a> Edits<'a> {
         Ok(())
     }
 
+    /// (redo, undo) ops of a step that also removes `dir/name` (naming `ino`).
+    fn ops_removing(self, dir: Ino, name: &Name, ino: Ino) -> (Vec<Op>, Vec<Op>) {
+        let (mut redo, mut undo) = self.ops();
+        redo.insert(
+            0,
+            Op::DirRemove {
+                dir,
+                name: name.clone(),
+            },
+        );
+        undo.push(Op::DirInsert {
+            dir,
+            name: name.clone(),
+            ino,
+        });
+        (redo, undo)
+    }
+
+    /// (redo, undo) ops of a step that also inserts `dir/name` naming `ino`.
+    fn ops_inserting(self, dir: Ino, name: &Name, ino: Ino) -> (Vec<Op>, Vec<Op>) {
+        let (mut redo, mut undo) = self.ops();
+        redo.insert(
+            0,
+            Op::DirInsert {
+                dir,
+                name: name.clone(),
+                ino,
+            },
+        );
+        undo.push(Op::DirRemove {
+            dir,
+            name: name.clone(),
+        });
+        (redo, undo)
+    }
+
     /// (redo, undo) ops.
     fn ops(self) -> (Vec<Op>, Vec<Op>) {
         let redo = self
@@ -435,19 +471,7 @@ impl Create {
                         a.nlink += 1;
                     }
                 })?;
-                let (mut redo, mut undo) = edits.ops();
-                redo.insert(
-                    0,
-                    Op::DirInsert {
-                        dir: self.parent,
-                        name: self.name.clone(),
-                        ino,
-                    },
-                );
-                undo.push(Op::DirRemove {
-                    dir: self.parent,
-                    name: self.name.clone(),
-                });
+                let (redo, undo) = edits.ops_inserting(self.parent, &self.name, ino);
                 Ok(step(
                     with(CreateState::Linked { ino }),
                     redo,
@@ -483,19 +507,7 @@ impl Link {
             a.ctime = self.now;
         })?;
         edits.edit(self.parent, |a| touch(a, self.now))?;
-        let (mut redo, mut undo) = edits.ops();
-        redo.insert(
-            0,
-            Op::DirInsert {
-                dir: self.parent,
-                name: self.name.clone(),
-                ino: self.ino,
-            },
-        );
-        undo.push(Op::DirRemove {
-            dir: self.parent,
-            name: self.name.clone(),
-        });
+        let (redo, undo) = edits.ops_inserting(self.parent, &self.name, self.ino);
         let next = FileTxn::Link(Link {
             linked: true,
             ..self.clone()
@@ -539,19 +551,7 @@ impl Unlink {
                     a.ctime = self.now;
                     last = a.nlink == 0;
                 })?;
-                let (mut redo, mut undo) = edits.ops();
-                redo.insert(
-                    0,
-                    Op::DirRemove {
-                        dir: self.parent,
-                        name: self.name.clone(),
-                    },
-                );
-                undo.push(Op::DirInsert {
-                    dir: self.parent,
-                    name: self.name.clone(),
-                    ino,
-                });
+                let (redo, undo) = edits.ops_removing(self.parent, &self.name, ino);
                 let result = (!last).then_some(TxnResult::Done);
                 Ok(step(
                     with(UnlinkState::Removed { ino, last }),
@@ -691,19 +691,7 @@ impl Rename {
                 a.nlink = a.nlink.saturating_sub(1);
             }
         })?;
-        let (mut redo, mut undo) = edits.ops();
-        redo.insert(
-            0,
-            Op::DirRemove {
-                dir: self.to_parent,
-                name: self.to_name.clone(),
-            },
-        );
-        undo.push(Op::DirInsert {
-            dir: self.to_parent,
-            name: self.to_name.clone(),
-            ino: dst,
-        });
+        let (redo, undo) = edits.ops_removing(self.to_parent, &self.to_name, dst);
         Ok(step(
             self.with(RenameState::TargetRemoved { src, dst, dst_last }),
             redo,
@@ -726,19 +714,7 @@ impl Rename {
                 a.nlink = a.nlink.saturating_sub(1);
             }
         })?;
-        let (mut redo, mut undo) = edits.ops();
-        redo.insert(
-            0,
-            Op::DirRemove {
-                dir: self.from_parent,
-                name: self.from_name.clone(),
-            },
-        );
-        undo.push(Op::DirInsert {
-            dir: self.from_parent,
-            name: self.from_name.clone(),
-            ino: src,
-        });
+        let (redo, undo) = edits.ops_removing(self.from_parent, &self.from_name, src);
         Ok(step(
             self.with(RenameState::SourceRemoved { src, drop }),
             redo,
