@@ -10,7 +10,7 @@
 //! new blocks to the dirty cache (copy on write), then writes data, image and superblock
 //! without it, and finally reuses the log before the oldest transaction it still needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -26,8 +26,8 @@ use crate::store::{
     Time, TxnResult,
 };
 use crate::txn::machines::{
-    Create, CreateState, Link, NewAttrs, SetAttr, SetAttrState, Unlink, UnlinkState, Write,
-    WriteState,
+    Create, CreateState, Link, NewAttrs, Reclaim, SetAttr, SetAttrState, Unlink, UnlinkState,
+    Write, WriteState,
 };
 use crate::txn::{
     Context, FileTxn, Machine, NewNode, RenameFlags, SetAttrChanges, StepRecord, Transition,
@@ -179,6 +179,8 @@ struct Inner<D: Device> {
     log_bytes_at_checkpoint: u64,
     /// Blocks a checkpoint allocated and has not yet mapped in the live store.
     checkpoint_blocks: u64,
+    /// Inodes a file server holds open, with their handle counts.
+    open: HashMap<Ino, u32>,
 }
 
 #[derive(Debug)]
@@ -262,6 +264,7 @@ impl<D: Device> Engine<D> {
                     checkpoint_seq,
                     log_bytes_at_checkpoint: log_bytes,
                     checkpoint_blocks: 0,
+                    open: HashMap::new(),
                 }),
                 checkpoint_lock: Mutex::new(()),
                 options,
@@ -312,16 +315,19 @@ impl<D: Device> Engine<D> {
     }
 
     // --- Reads ---
+    //
+    // Reads go on after the engine stops (fail-stop makes it read-only, as a file
+    // system remounts read-only on an error); they may show commits not yet durable.
 
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
-        Ok(self.lock_usable()?.store.meta.inode(ino)?.attr())
+        Ok(self.lock().store.meta.inode(ino)?.attr())
     }
 
     /// Attributes of what `name` in directory `parent` names.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
         let name = Name::new(name)?;
-        let inner = self.lock_usable()?;
+        let inner = self.lock();
         let ino = inner.store.meta.lookup(parent, &name)?;
         Ok(inner.store.meta.inode(ino)?.attr())
     }
@@ -334,7 +340,7 @@ impl<D: Device> Engine<D> {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<DirEntry>, FsError> {
-        let inner = self.lock_usable()?;
+        let inner = self.lock();
         let meta = &inner.store.meta;
         let entries = meta.dir(ino)?;
         let iter: Box<dyn Iterator<Item = (&Name, &Ino)>> = match after {
@@ -361,12 +367,12 @@ impl<D: Device> Engine<D> {
     /// its end).
     pub fn read(&self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
         let len = len.min(crate::constants::WRITE_SIZE_BYTES_MAX * 16);
-        self.lock_usable()?.store.read(ino, offset, len)
+        self.lock().store.read(ino, offset, len)
     }
 
     /// The target of symbolic link `ino`.
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
-        let inner = self.lock_usable()?;
+        let inner = self.lock();
         let inode = inner.store.meta.inode(ino)?;
         if inode.kind != FileKind::Symlink {
             return Err(FsError::NotSymlink);
@@ -382,7 +388,7 @@ impl<D: Device> Engine<D> {
 
     /// Space and inode counts.
     pub fn statfs(&self) -> Result<StatFs, FsError> {
-        let inner = self.lock_usable()?;
+        let inner = self.lock();
         let meta = &inner.store.meta;
         Ok(StatFs {
             block_size_bytes: BLOCK_SIZE_BYTES as u64,
@@ -602,6 +608,76 @@ impl<D: Device> Engine<D> {
         self.getattr(ino)
     }
 
+    // --- Open files ---
+
+    /// A file server opened `ino`: while any handle is open, an inode that loses its last
+    /// name stays, nameless, as an orphan (reads and writes go on), until
+    /// [`Engine::release`] of its last handle reclaims it. Handles are not durable: after
+    /// a crash recovery reclaims every orphan.
+    pub fn open(&self, ino: Ino) -> Result<Attr, FsError> {
+        let mut inner = self.lock_usable()?;
+        let attr = inner.store.meta.inode(ino)?.attr();
+        *inner.open.entry(ino).or_insert(0) += 1;
+        Ok(attr)
+    }
+
+    /// A file server released a handle of `ino` opened by [`Engine::open`]. The last
+    /// handle of an orphan reclaims it (an `Async` transaction; recovery reclaims it
+    /// should the crash come first).
+    pub fn release(&self, ino: Ino) -> Result<(), FsError> {
+        let mut inner = self.lock();
+        match inner.open.get_mut(&ino) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                return Ok(());
+            }
+            Some(_) => {
+                inner.open.remove(&ino);
+            }
+            None => return Err(FsError::Invalid("release of an inode not open")),
+        }
+        let orphan = inner
+            .store
+            .meta
+            .inodes
+            .get(&ino)
+            .is_some_and(|inode| inode.attrs.nlink == 0 && inode.kind != FileKind::Dir);
+        drop(inner);
+        if orphan {
+            self.reclaim(ino, Durability::Async.into())?;
+        }
+        Ok(())
+    }
+
+    /// Inodes held open by a file server.
+    pub fn open_count(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    /// Orphans: inodes with no name and no link (unlinked while open).
+    pub fn orphans(&self) -> Vec<Ino> {
+        self.lock().store.meta.orphans()
+    }
+
+    /// Recovery: reclaims every orphan not held open (after a crash, all of them).
+    /// Returns how many.
+    pub fn reclaim_orphans(&self) -> Result<u64, FsError> {
+        let mut reclaimed = 0;
+        for ino in self.orphans() {
+            if self.lock().open.contains_key(&ino) {
+                continue;
+            }
+            self.reclaim(ino, Durability::Async.into())?;
+            reclaimed += 1;
+        }
+        Ok(reclaimed)
+    }
+
+    fn reclaim(&self, ino: Ino, options: TxnOptions) -> Result<(), FsError> {
+        let machine = FileTxn::Reclaim(Reclaim { ino, freed: false });
+        self.run(machine, options).map(|_| ())
+    }
+
     /// Makes every commit so far durable.
     pub fn sync(&self) -> Result<(), FsError> {
         if let Some(why) = self.stopped() {
@@ -742,6 +818,7 @@ impl<D: Device> Engine<D> {
         loop {
             let context = Context {
                 reserved_blocks: inner.store.cache.dirty.len() as u64,
+                open: Some(&inner.open),
             };
             let transition = match running.machine.next(&inner.store.meta, &context) {
                 Ok(t) => t,

@@ -72,6 +72,9 @@ pub struct EngineRecoveryReport {
     pub committed_txns: u64,
     /// Transactions in flight at the crash, and what became of them.
     pub in_flight: Vec<InFlight>,
+    /// Orphans (files unlinked while open at the crash) reclaimed; in a dry run, those
+    /// that would be.
+    pub orphans_reclaimed: u64,
     /// Whether a new, empty file system was created.
     pub created: bool,
     /// Whether this was a dry run (nothing written).
@@ -107,6 +110,7 @@ pub fn open_device<D: Device>(
                 redone_records: 0,
                 committed_txns: 0,
                 in_flight: Vec::new(),
+                orphans_reclaimed: 0,
                 created: true,
                 dry_run: false,
             };
@@ -154,6 +158,8 @@ pub fn open_device<D: Device>(
         };
         in_flight.push(report);
     }
+    // No file is open after a crash: every orphan goes.
+    let orphans_reclaimed = engine.reclaim_orphans()?;
     engine.sync()?;
     Ok((
         engine,
@@ -164,6 +170,7 @@ pub fn open_device<D: Device>(
             redone_records,
             committed_txns,
             in_flight,
+            orphans_reclaimed,
             created: false,
             dry_run: false,
         },
@@ -196,6 +203,7 @@ pub fn inspect<D: Device>(
         redone_records: pass.redone_records,
         committed_txns: pass.committed_txns,
         in_flight,
+        orphans_reclaimed: pass.store.meta.orphans().len() as u64,
         created: false,
         dry_run: true,
     };

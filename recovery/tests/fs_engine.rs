@@ -428,8 +428,16 @@ fn a_failed_log_sync_stops_the_engine_and_nothing_after_is_acknowledged() {
     assert!(failed.is_err());
     device.set_faults(FaultConfig::default());
     let after = engine.create(ROOT_INO, b"c", FILE, Durability::Sync);
-    assert!(after.is_err(), "acknowledged after a failed sync");
+    assert_eq!(
+        after.map_err(|e| e.errno()).err(),
+        Some(libc::EIO),
+        "acknowledged after a failed sync"
+    );
     assert!(engine.stopped().is_some());
+    // Stopped is read-only: reads go on, changes fail with EIO.
+    assert!(engine.lookup(ROOT_INO, b"a").is_ok());
+    assert!(engine.readdir(ROOT_INO, None, 10).is_ok());
+    assert_eq!(engine.sync().map_err(|e| e.errno()).err(), Some(libc::EIO));
     drop(engine);
     let engine = reopen(&device, test_options());
     assert!(engine.lookup(ROOT_INO, b"a").is_ok());

@@ -445,6 +445,16 @@ impl Meta {
         }
     }
 
+    /// Orphans: inodes with no name and no link, unlinked while a file server held them
+    /// open (see `Engine::open`). O(inodes).
+    pub fn orphans(&self) -> Vec<Ino> {
+        self.inodes
+            .values()
+            .filter(|inode| inode.attrs.nlink == 0 && inode.kind != FileKind::Dir)
+            .map(|inode| inode.ino)
+            .collect()
+    }
+
     /// The inode `ino`.
     pub fn inode(&self, ino: Ino) -> Result<&Inode, FsError> {
         self.inodes.get(&ino).ok_or(FsError::NotFound)

@@ -398,6 +398,40 @@ pub enum FileTxn {
     Write(Write),
     /// setattr, truncate.
     SetAttr(SetAttr),
+    /// Dropping an orphan: an inode that lost its last name while open.
+    Reclaim(Reclaim),
+}
+
+/// Reclaim an orphan (an inode with no name and no link, kept while a file server held it
+/// open): one step drops it and frees its data (`freed`, the point of no return). Run when
+/// its last handle is released, and by recovery for every orphan a crash left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reclaim {
+    /// The orphan.
+    pub ino: Ino,
+    /// Whether it is dropped.
+    pub freed: bool,
+}
+
+impl Reclaim {
+    fn next(&self, meta: &Meta) -> Result<Transition<FileTxn>, FsError> {
+        if self.freed {
+            return Ok(Transition::Done(TxnResult::Done));
+        }
+        let inode = meta.inode(self.ino)?;
+        if inode.attrs.nlink != 0 || inode.kind == FileKind::Dir {
+            return Err(FsError::Invalid("only an orphan is reclaimed"));
+        }
+        Ok(step(
+            FileTxn::Reclaim(Reclaim {
+                ino: self.ino,
+                freed: true,
+            }),
+            vec![Op::DropInode { ino: self.ino }],
+            Vec::new(),
+            Some(TxnResult::Done),
+        ))
+    }
 }
 
 fn step<M>(next: M, redo: Vec<Op>, undo: Vec<Op>, result: Option<TxnResult>) -> Transition<M> {
@@ -490,6 +524,10 @@ impl Link {
             return Ok(Transition::Done(TxnResult::Ino(self.ino)));
         }
         let target = meta.inode(self.ino)?;
+        if target.attrs.nlink == 0 {
+            // An orphan (unlinked while open) gets no new name, as on Linux.
+            return Err(FsError::NotFound);
+        }
         if target.kind == FileKind::Dir {
             return Err(FsError::NotPermitted(
                 "hard links to directories are not allowed",
@@ -517,7 +555,7 @@ impl Link {
 }
 
 impl Unlink {
-    fn next(&self, meta: &Meta) -> Result<Transition<FileTxn>, FsError> {
+    fn next(&self, meta: &Meta, context: &Context<'_>) -> Result<Transition<FileTxn>, FsError> {
         let with = |state| {
             FileTxn::Unlink(Unlink {
                 state,
@@ -560,6 +598,10 @@ impl Unlink {
                     result,
                 ))
             }
+            UnlinkState::Removed { ino, last: true } if context.is_open(ino) => {
+                // Open: the inode stays as an orphan; its last release reclaims it.
+                Ok(Transition::Done(TxnResult::Done))
+            }
             UnlinkState::Removed { ino, last: true } => Ok(step(
                 with(UnlinkState::Freed),
                 vec![Op::DropInode { ino }],
@@ -581,13 +623,17 @@ impl Rename {
         })
     }
 
-    fn next(&self, meta: &Meta) -> Result<Transition<FileTxn>, FsError> {
+    fn next(&self, meta: &Meta, context: &Context<'_>) -> Result<Transition<FileTxn>, FsError> {
         match self.state {
             RenameState::Start => self.start(meta),
             RenameState::TargetRemoved { src, dst, dst_last } => {
                 self.remove_source(meta, src, dst_last.then_some(dst))
             }
             RenameState::SourceRemoved { src, drop } => self.insert(meta, src, drop),
+            RenameState::Inserted { drop: Some(dst) } if context.is_open(dst) => {
+                // Open: the old target stays as an orphan until its last release.
+                Ok(Transition::Done(TxnResult::Done))
+            }
             RenameState::Inserted { drop: Some(dst) } => Ok(step(
                 self.with(RenameState::TargetFreed),
                 vec![Op::DropInode { ino: dst }],
@@ -855,7 +901,7 @@ impl Write {
         }
     }
 
-    fn next(&self, meta: &Meta, context: &Context) -> Result<Transition<FileTxn>, FsError> {
+    fn next(&self, meta: &Meta, context: &Context<'_>) -> Result<Transition<FileTxn>, FsError> {
         match &self.state {
             WriteState::Start => {
                 self.check_file(meta)?;
@@ -1028,14 +1074,15 @@ impl SetAttr {
 }
 
 impl Machine for FileTxn {
-    fn next(&self, meta: &Meta, context: &Context) -> Result<Transition<FileTxn>, FsError> {
+    fn next(&self, meta: &Meta, context: &Context<'_>) -> Result<Transition<FileTxn>, FsError> {
         match self {
             FileTxn::Create(m) => m.next(meta),
             FileTxn::Link(m) => m.next(meta),
-            FileTxn::Unlink(m) => m.next(meta),
-            FileTxn::Rename(m) => m.next(meta),
+            FileTxn::Unlink(m) => m.next(meta, context),
+            FileTxn::Rename(m) => m.next(meta, context),
             FileTxn::Write(m) => m.next(meta, context),
             FileTxn::SetAttr(m) => m.next(meta),
+            FileTxn::Reclaim(m) => m.next(meta),
         }
     }
 
@@ -1050,6 +1097,7 @@ impl Machine for FileTxn {
             ),
             FileTxn::Write(m) => matches!(m.state, WriteState::Linked),
             FileTxn::SetAttr(m) => !matches!(m.state, SetAttrState::Start),
+            FileTxn::Reclaim(m) => m.freed,
         }
     }
 
@@ -1071,6 +1119,7 @@ impl Machine for FileTxn {
             FileTxn::Rename(_) => "rename",
             FileTxn::Write(_) => "write",
             FileTxn::SetAttr(_) => "setattr",
+            FileTxn::Reclaim(_) => "reclaim",
         }
     }
 
@@ -1113,6 +1162,13 @@ impl Machine for FileTxn {
                 SetAttrState::Set { .. } => "Set",
                 SetAttrState::Truncated => "Truncated",
             },
+            FileTxn::Reclaim(m) => {
+                if m.freed {
+                    "Freed"
+                } else {
+                    "Start"
+                }
+            }
         }
     }
 
@@ -1136,6 +1192,7 @@ impl Machine for FileTxn {
             ),
             FileTxn::Write(m) => format!("write {} bytes at {} of {}", m.len, m.offset, m.ino),
             FileTxn::SetAttr(m) => format!("setattr {} {:?}", m.ino, m.changes),
+            FileTxn::Reclaim(m) => format!("reclaim orphan {}", m.ino),
         }
     }
 }

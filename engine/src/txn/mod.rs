@@ -17,11 +17,13 @@
 //! Record payloads are [`TxnRecord`]s, encoded with postcard (docs/FORMAT.md, "File
 //! transactions"); the log record's kind is [`TxnRecord::kind`].
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::FsError;
 use crate::log::Lsn;
-use crate::store::{Meta, Op, RequestKey, Run, TxnResult};
+use crate::store::{Ino, Meta, Op, RequestKey, Run, TxnResult};
 
 pub mod machines;
 
@@ -152,16 +154,27 @@ pub enum Transition<M> {
 }
 
 /// What a machine's transition function may consult besides the metadata.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Context {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Context<'a> {
     /// Data blocks the dirty cache will need at the next checkpoint (reserved).
     pub reserved_blocks: u64,
+    /// Inodes a file server holds open (handle counts). An inode that loses its last
+    /// name while open stays, with no name and no link, as an orphan until its last
+    /// handle is released. Recovery runs with none open.
+    pub open: Option<&'a HashMap<Ino, u32>>,
+}
+
+impl Context<'_> {
+    /// Whether a file server holds `ino` open.
+    pub fn is_open(&self, ino: Ino) -> bool {
+        self.open.is_some_and(|open| open.contains_key(&ino))
+    }
 }
 
 /// A logged state machine. See the module docs.
 pub trait Machine: Sized + Clone {
     /// The next transition from the current state, or why the operation is refused.
-    fn next(&self, meta: &Meta, context: &Context) -> Result<Transition<Self>, FsError>;
+    fn next(&self, meta: &Meta, context: &Context<'_>) -> Result<Transition<Self>, FsError>;
     /// Whether the state is past the point of no return (recovery resumes the transaction
     /// rather than rolling it back).
     fn past_point_of_no_return(&self) -> bool;
