@@ -324,6 +324,16 @@ impl<D: Device> Engine<D> {
         Ok(self.lock().store.meta.inode(ino)?.attr())
     }
 
+    /// The directory holding directory `ino` (the root's is itself).
+    pub fn parent(&self, ino: Ino) -> Result<Ino, FsError> {
+        let inner = self.lock();
+        let inode = inner.store.meta.inode(ino)?;
+        if inode.kind != FileKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        Ok(inode.parent)
+    }
+
     /// Attributes of what `name` in directory `parent` names.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
         let name = Name::new(name)?;

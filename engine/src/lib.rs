@@ -4,7 +4,8 @@
 //!   and a simulated device with crash faults behind the `sim` feature); [`log`]: group
 //!   commit and a reader that tells a torn tail from corruption.
 //! - [`store`]: the file system's state, checkpoints and the data file; [`txn`]: file
-//!   transactions as logged state machines; [`Engine`]: runs them, owns durability.
+//!   transactions as logged state machines; [`Engine`]: runs them, owns durability;
+//!   [`serve`]: what a file server maps between its protocol and the engine.
 //!
 //! Recovery (`smlog-recovery`) reopens an engine after a crash, resuming or rolling back
 //! every transaction that was in flight; `docs/FORMAT.md` describes every byte on disk.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod format;
 pub mod io;
 pub mod log;
+pub mod serve;
 pub mod store;
 #[cfg(feature = "sim")]
 pub mod testing;

@@ -10,6 +10,7 @@ use smlog::RecoveryMode;
 mod bench;
 mod demo;
 mod inspect;
+mod mount;
 mod torture;
 mod txn;
 
@@ -42,6 +43,28 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the engine in DIR as a file system on MOUNTPOINT through FUSE: recovers DIR
+    /// (creating a file system when it is empty), serves until unmounted or signalled
+    /// (SIGINT, SIGTERM: unmount, sync, checkpoint).
+    Mount {
+        /// The engine's directory.
+        dir: PathBuf,
+        /// Where to mount it.
+        mountpoint: PathBuf,
+        /// Make every change durable before it returns (default: at fsync, like a local
+        /// file system).
+        #[arg(long)]
+        sync: bool,
+        /// Mount options: allow_other, allow_root, default_permissions (always on), ro,
+        /// auto_unmount, noatime, ...
+        #[arg(short = 'o', value_delimiter = ',')]
+        options: Vec<String>,
+        /// Threads serving requests.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        #[command(flatten)]
+        open: OpenArgs,
     },
     /// Append from several threads in a child process, SIGKILL it mid-flight, recover, and
     /// check that every acknowledged record is intact. Repeats for several rounds.
@@ -340,6 +363,21 @@ fn main() -> ExitCode {
             cycles,
             ops,
             json,
+        }),
+        Command::Mount {
+            dir,
+            mountpoint,
+            sync,
+            options,
+            threads,
+            open,
+        } => mount::run(mount::MountArgs {
+            dir,
+            mountpoint,
+            sync,
+            options,
+            threads,
+            open,
         }),
         Command::Checkpoint { dir, open, json } => txn::checkpoint(&dir, open, json),
         Command::Demo {

@@ -1,0 +1,687 @@
+//! `smlog mount DIR MOUNTPOINT`: the engine served as a file system through FUSE.
+//!
+//! The glue is thin on purpose: each FUSE operation is one engine call (one file
+//! transaction for a change), attributes, times and directory streams come from
+//! [`smlog::serve`], errors map with [`FsError::errno`]. Changes are `Async` by default and
+//! `fsync`/`fsyncdir` make everything before them durable (one group commit), like a local
+//! file system; `--sync` makes each change durable before it returns.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request, Session, SessionACL, TimeOrNow, WriteFlags,
+};
+use nix::sys::signal::{SigSet, Signal};
+use smlog::constants::{NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX};
+use smlog::io::Device;
+use smlog::serve::{st_blocks, system_time, time_of, DirStream, STAT_BLOCK_SIZE_BYTES};
+use smlog::{
+    Attr, Durability, Engine, FileKind, FsError, NewAttrs, RenameFlags, SetAttrChanges, Time,
+    TxnOptions,
+};
+use smlog_recovery::OpenOptions;
+
+use crate::OpenArgs;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// How long the kernel may cache attributes and names: the engine is the only writer.
+const TTL: Duration = Duration::from_secs(1);
+
+/// Options of `smlog mount`.
+#[derive(Debug)]
+pub struct MountArgs {
+    /// The engine's directory (created when empty).
+    pub dir: PathBuf,
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// Every change durable before it returns.
+    pub sync: bool,
+    /// `-o` options: `allow_other`, `allow_root`, `default_permissions` (always on), `ro`,
+    /// `auto_unmount`, others passed to the kernel.
+    pub options: Vec<String>,
+    /// Threads serving requests.
+    pub threads: usize,
+    /// Device options.
+    pub open: OpenArgs,
+}
+
+/// The file system: an engine and the open directory streams.
+#[derive(Debug)]
+pub struct SmlogFs<D: Device> {
+    engine: Engine<D>,
+    durability: Durability,
+    streams: Mutex<HashMap<u64, DirStream>>,
+    next_fh: AtomicU64,
+    said_stopped: AtomicBool,
+}
+
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn file_attr(attr: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: st_blocks(attr),
+        atime: system_time(attr.atime),
+        mtime: system_time(attr.mtime),
+        ctime: system_time(attr.ctime),
+        crtime: system_time(attr.ctime),
+        kind: file_type(attr.kind),
+        perm: (attr.mode & 0o7777) as u16,
+        nlink: attr.nlink,
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: STAT_BLOCK_SIZE_BYTES,
+        flags: 0,
+    }
+}
+
+fn time_or_now(time: TimeOrNow) -> Time {
+    match time {
+        TimeOrNow::SpecificTime(t) => time_of(t),
+        TimeOrNow::Now => time_of(SystemTime::now()),
+    }
+}
+
+/// Inode numbers are never reused: one generation for all.
+const GENERATION: Generation = Generation(0);
+
+impl<D: Device> SmlogFs<D> {
+    /// Serves `engine`.
+    pub fn new(engine: Engine<D>, durability: Durability) -> SmlogFs<D> {
+        SmlogFs {
+            engine,
+            durability,
+            streams: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            said_stopped: AtomicBool::new(false),
+        }
+    }
+
+    fn options(&self) -> TxnOptions {
+        self.durability.into()
+    }
+
+    /// The errno for `error`; the first sign that the engine stopped is logged, once.
+    fn errno(&self, error: FsError) -> Errno {
+        if let Some(why) = self.engine.stopped() {
+            if !self.said_stopped.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "smlog mount: the engine stopped ({why}); the file system is read-only \
+                     from now on, changes fail with EIO"
+                );
+            }
+        }
+        Errno::from_i32(error.errno())
+    }
+
+    fn stream_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn new_attrs(req: &Request, mode: u32, umask: u32) -> NewAttrs {
+        NewAttrs {
+            mode: mode & !umask & 0o7777,
+            uid: req.uid(),
+            gid: req.gid(),
+        }
+    }
+
+    fn reply_entry(&self, result: std::result::Result<Attr, FsError>, reply: ReplyEntry) {
+        match result {
+            Ok(attr) => reply.entry(&TTL, &file_attr(&attr), GENERATION),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn reply_empty(&self, result: std::result::Result<(), FsError>, reply: ReplyEmpty) {
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+}
+
+impl<D: Device + 'static> Filesystem for SmlogFs<D> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Larger writes are fewer transactions; the kernel lowers it to what it can do.
+        let _ = config.set_max_write(WRITE_SIZE_BYTES_MAX as u32);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.engine.sync() {
+            eprintln!("smlog mount: the final sync failed: {e}");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.reply_entry(self.engine.lookup(parent.0, name.as_bytes()), reply);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.engine.getattr(ino.0) {
+            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let changes = SetAttrChanges {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_or_now),
+            mtime: mtime.map(time_or_now),
+        };
+        match self.engine.setattr(ino.0, changes, self.options()) {
+            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.engine.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            // Devices, FIFOs and sockets are not stored.
+            return reply.error(Errno::EPERM);
+        }
+        let attrs = Self::new_attrs(req, mode, umask);
+        let result = self
+            .engine
+            .create(parent.0, name.as_bytes(), attrs, self.options());
+        self.reply_entry(result, reply);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let attrs = Self::new_attrs(req, mode, umask);
+        let result = self
+            .engine
+            .mkdir(parent.0, name.as_bytes(), attrs, self.options());
+        self.reply_entry(result, reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .engine
+            .unlink(parent.0, name.as_bytes(), self.options());
+        self.reply_empty(result, reply);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = self.engine.rmdir(parent.0, name.as_bytes(), self.options());
+        self.reply_empty(result, reply);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let attrs = NewAttrs {
+            mode: 0o777,
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        let result = self.engine.symlink(
+            parent.0,
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+            attrs,
+            self.options(),
+        );
+        self.reply_entry(result, reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: FuseRenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let known = FuseRenameFlags::RENAME_NOREPLACE | FuseRenameFlags::RENAME_EXCHANGE;
+        if !known.contains(flags) {
+            return reply.error(Errno::EINVAL);
+        }
+        let flags = RenameFlags {
+            no_replace: flags.contains(FuseRenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(FuseRenameFlags::RENAME_EXCHANGE),
+        };
+        let result = self.engine.rename(
+            parent.0,
+            name.as_bytes(),
+            newparent.0,
+            newname.as_bytes(),
+            flags,
+            self.options(),
+        );
+        self.reply_empty(result, reply);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .engine
+            .link(ino.0, newparent.0, newname.as_bytes(), self.options());
+        self.reply_entry(result, reply);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.engine.open(ino.0) {
+            Ok(_) => reply.opened(FileHandle(ino.0), FopenFlags::empty()),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.engine.read(ino.0, offset, size as usize) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.engine.write(ino.0, offset, data, self.options()) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // close() promises no durability on a local file system either.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.reply_empty(self.engine.release(ino.0), reply);
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.reply_empty(self.engine.sync(), reply);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.engine.getattr(ino.0) {
+            Ok(attr) if attr.kind == FileKind::Dir => {
+                let fh = self.stream_fh();
+                let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+                streams.insert(fh, DirStream::new(ino.0));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(stream) = streams.get_mut(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        match stream.read(&self.engine, offset, 128) {
+            Ok(entries) => {
+                for entry in entries {
+                    let name = OsStr::from_bytes(&entry.name);
+                    let kind = file_type(entry.kind);
+                    if reply.add(INodeNo(entry.ino), entry.offset, kind, name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(stream) = streams.get_mut(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        match stream.read(&self.engine, offset, 64) {
+            Ok(entries) => {
+                for entry in entries {
+                    // Removed since the stream read it: skip rather than fail the batch.
+                    let Ok(attr) = self.engine.getattr(entry.ino) else {
+                        continue;
+                    };
+                    let name = OsStr::from_bytes(&entry.name);
+                    let attr = file_attr(&attr);
+                    let ino = INodeNo(entry.ino);
+                    if reply.add(ino, entry.offset, name, &TTL, &attr, GENERATION) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.reply_empty(self.engine.sync(), reply);
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.engine.statfs() {
+            Ok(s) => {
+                let files_max = u64::from(u32::MAX);
+                reply.statfs(
+                    s.blocks_total,
+                    s.blocks_free,
+                    s.blocks_free,
+                    files_max,
+                    files_max.saturating_sub(s.inodes),
+                    s.block_size_bytes as u32,
+                    NAME_SIZE_BYTES_MAX as u32,
+                    s.block_size_bytes as u32,
+                );
+            }
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // The kernel checks permissions (default_permissions).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return reply.error(Errno::EPERM);
+        }
+        let attrs = Self::new_attrs(req, mode, umask);
+        let created = self
+            .engine
+            .create(parent.0, name.as_bytes(), attrs, self.options())
+            .and_then(|attr| self.engine.open(attr.ino));
+        match created {
+            Ok(attr) => reply.created(
+                &TTL,
+                &file_attr(&attr),
+                GENERATION,
+                FileHandle(attr.ino),
+                FopenFlags::empty(),
+            ),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+}
+
+/// The mount configuration for `-o` options.
+fn config(options: &[String], dir: &Path, threads: usize) -> Result<Config> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("smlog:{}", dir.display())),
+        MountOption::Subtype("smlog".into()),
+        MountOption::DefaultPermissions,
+    ];
+    for option in options.iter().flat_map(|o| o.split(',')) {
+        match option {
+            "" | "default_permissions" => {}
+            "allow_other" => config.acl = SessionACL::All,
+            "allow_root" => config.acl = SessionACL::RootAndOwner,
+            "auto_unmount" => config.mount_options.push(MountOption::AutoUnmount),
+            "ro" => config.mount_options.push(MountOption::RO),
+            "noatime" => config.mount_options.push(MountOption::NoAtime),
+            "nosuid" => config.mount_options.push(MountOption::NoSuid),
+            "nodev" => config.mount_options.push(MountOption::NoDev),
+            "noexec" => config.mount_options.push(MountOption::NoExec),
+            other => config.mount_options.push(MountOption::CUSTOM(other.into())),
+        }
+    }
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = true;
+    Ok(config)
+}
+
+/// `smlog mount`: recover, mount, serve until unmounted or signalled, then sync and
+/// checkpoint.
+pub fn run(args: MountArgs) -> Result<ExitCode> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err("/dev/fuse is missing: this kernel offers no FUSE".into());
+    }
+    if !args.mountpoint.is_dir() {
+        return Err(format!("{}: not a directory", args.mountpoint.display()).into());
+    }
+    // Every thread (the engine's, FUSE's) inherits this mask; one thread takes the signals.
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    signals.thread_block()?;
+
+    let options = OpenOptions {
+        device: args.open.device_options(true),
+        create: true,
+        ..OpenOptions::default()
+    };
+    let (engine, report) = smlog_recovery::open(&args.dir, options)?;
+    if report.created {
+        eprintln!(
+            "smlog mount: created a new file system in {}",
+            args.dir.display()
+        );
+    } else {
+        eprintln!(
+            "smlog mount: recovered {}: {} records scanned, {} transactions in flight \
+             finished, {} orphans reclaimed",
+            args.dir.display(),
+            report.scanned_records,
+            report.in_flight.len(),
+            report.orphans_reclaimed
+        );
+    }
+    let durability = if args.sync {
+        Durability::Sync
+    } else {
+        Durability::Async
+    };
+    let fs = SmlogFs::new(engine.clone(), durability);
+    let config = config(&args.options, &args.dir, args.threads)?;
+    let mut session = Session::new(fs, &args.mountpoint, &config)?;
+    let mut unmounter = session.unmount_callable();
+    let mountpoint = args.mountpoint.clone();
+    std::thread::Builder::new()
+        .name("smlog-signals".into())
+        .spawn(move || loop {
+            let Ok(signal) = signals.wait() else {
+                return;
+            };
+            eprintln!("smlog mount: {signal}: unmounting {}", mountpoint.display());
+            match unmounter.unmount() {
+                Ok(()) => return,
+                Err(e) => eprintln!("smlog mount: cannot unmount yet: {e}"),
+            }
+        })?;
+    eprintln!(
+        "smlog mount: serving {} on {} ({})",
+        args.dir.display(),
+        args.mountpoint.display(),
+        if args.sync {
+            "every change durable before it returns"
+        } else {
+            "changes durable at fsync"
+        }
+    );
+    let served = session.run();
+    let finish = engine
+        .sync()
+        .and_then(|()| engine.checkpoint())
+        .and_then(|stats| engine.shutdown().map(|()| stats));
+    if let Err(e) = served {
+        eprintln!("smlog mount: the FUSE session ended with an error: {e}");
+    }
+    match finish {
+        Ok(stats) => {
+            eprintln!(
+                "smlog mount: unmounted; checkpoint {} written ({} data blocks)",
+                stats.seq, stats.written_blocks
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("smlog mount: closing the engine failed: {e}; recovery will finish it");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
