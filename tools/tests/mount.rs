@@ -1,0 +1,428 @@
+//! `smlog mount` used by programs nobody here wrote: coreutils, tar, git, dbench; the
+//! errno Linux gives for bad input; permissions; contents identical across a remount and
+//! fsck clean after. Each test skips with one line when FUSE is not available.
+
+mod mount_common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::Path;
+use std::process::Command;
+
+use mount_common::*;
+
+macro_rules! skip_without_fuse {
+    () => {
+        if let Some(why) = fuse_missing() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// Mounts, or skips the test (returns None) when mounting is not permitted here.
+fn mount(dir: &Path, mountpoint: &Path, args: &[&str]) -> Option<Mounted> {
+    match Mounted::start(dir, mountpoint, args) {
+        Ok(m) => Some(m),
+        Err(NotPermitted(log)) => {
+            eprintln!("skipped: mounting is not permitted here: {log}");
+            None
+        }
+    }
+}
+
+/// A tree with what `cp -a` and tar must carry: nested directories, modes (setuid
+/// included), hard links, symbolic links, an empty file, a 3 MB file, a name that is not
+/// UTF-8, and this repository's engine sources.
+fn make_source_tree(root: &Path) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    sh(
+        root,
+        &format!(
+            "mkdir -p src/a/b/c src/empty-dir
+             cp -r {repo}/engine/src src/code
+             echo private > src/a/f && chmod 600 src/a/f
+             chmod 751 src/a/b
+             ln -s ../code src/a/link
+             ln -s /nowhere/at/all src/dangling
+             ln src/a/f src/a/hard
+             head -c 3000000 /dev/urandom > src/big
+             : > src/empty
+             printf data > $'src/\\xff\\xfename'
+             cp src/code/lib.rs src/setuid && chmod 4755 src/setuid
+             touch -h -d '2001-02-03 04:05:06' src/a/link
+             touch -d '1999-12-31 23:59:59' src/a/b/c src/big",
+            repo = repo.display()
+        ),
+    );
+}
+
+#[test]
+fn coreutils_tar_and_git_work_and_a_remount_shows_the_same_tree() {
+    skip_without_fuse!();
+    let tmp = test_dir("programs");
+    let root = tmp.path();
+    let dir = root.join("engine");
+    let mnt = root.join("mnt");
+    let Some(m) = mount(&dir, &mnt, &[]) else {
+        return;
+    };
+    make_source_tree(root);
+
+    // coreutils: a tree in and out with cp -a, then mv, ln, ln -s, rm -r, stat, touch -d.
+    sh(
+        root,
+        "cp -a src mnt/tree
+         diff -r --no-dereference src mnt/tree
+         cp -a mnt/tree out && diff -r --no-dereference src out
+         [ \"$(stat -c '%a %h %s' mnt/tree/a/f)\" = \"$(stat -c '%a %h %s' src/a/f)\" ]
+         [ \"$(stat -c '%a' mnt/tree/setuid)\" = 4755 ]
+         [ \"$(stat -c '%Y' mnt/tree/big)\" = \"$(stat -c '%Y' src/big)\" ]
+         [ \"$(readlink mnt/tree/a/link)\" = ../code ]
+         mv mnt/tree/a/b mnt/tree/moved && [ -d mnt/tree/moved/c ] && [ ! -e mnt/tree/a/b ]
+         mv mnt/tree/big mnt/tree/moved/c/big && cmp src/big mnt/tree/moved/c/big
+         ln mnt/tree/empty mnt/tree/empty2 && [ \"$(stat -c %h mnt/tree/empty)\" = 2 ]
+         ln -s empty mnt/tree/sym && [ \"$(readlink mnt/tree/sym)\" = empty ]
+         touch -d '2011-11-11 11:11:11.5' mnt/tree/empty
+         [ \"$(stat -c %y mnt/tree/empty2)\" = '2011-11-11 11:11:11.500000000 +0000' ]
+         rm -r mnt/tree/code && [ ! -e mnt/tree/code ]
+         mkdir mnt/tree/code && cp -a src/code/. mnt/tree/code/
+         diff -r --no-dereference src/code mnt/tree/code",
+    );
+
+    // tar: extract an archive and create it again from the mount: the same bytes.
+    sh(
+        root,
+        "opts='--sort=name --format=gnu --owner=0 --group=0 --numeric-owner'
+         tar $opts -C src -cf a1.tar .
+         mkdir mnt/x && tar -C mnt/x -xf a1.tar
+         tar $opts -C mnt/x -cf a2.tar .
+         [ \"$(sha256sum < a1.tar)\" = \"$(sha256sum < a2.tar)\" ]",
+    );
+
+    // git: a repository on the mount, packed and checked.
+    sh(
+        root,
+        "export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@t GIT_COMMITTER_NAME=t \
+                GIT_COMMITTER_EMAIL=t@t GIT_CONFIG_NOSYSTEM=1 HOME=$PWD
+         mkdir mnt/repo && cd mnt/repo
+         git init -q
+         cp -r ../../src/code . && git add . && git commit -qm one
+         echo more >> code/lib.rs && git commit -qam two
+         git gc -q && git fsck --full --strict
+         [ \"$(git rev-list --count HEAD)\" = 2 ]
+         git status --porcelain | wc -l | grep -qx 0",
+    );
+
+    let before = manifest(&mnt);
+    let log = m.unmount();
+    assert!(log.contains("unmounted; checkpoint"), "{log}");
+    assert_fsck_clean(&dir);
+    let m = mount(&dir, &mnt, &[]).expect("mounted once already");
+    assert_eq!(manifest(&mnt), before, "the tree changed across a remount");
+    m.unmount();
+}
+
+#[test]
+fn dbench_runs_on_a_mount_and_leaves_it_clean() {
+    skip_without_fuse!();
+    if !program_exists("dbench") {
+        eprintln!("skipped: dbench is missing (apt-get install -y dbench)");
+        return;
+    }
+    let seconds: u32 = std::env::var("SMLOG_DBENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let tmp = test_dir("dbench");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    let Some(m) = mount(&dir, &mnt, &[]) else {
+        return;
+    };
+    fs::create_dir(m.path("db")).unwrap();
+    let out = run_output(
+        Command::new("dbench")
+            .args(["-t", &seconds.to_string(), "-D"])
+            .arg(m.path("db"))
+            .arg("4"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().find(|l| l.starts_with("Throughput"));
+    assert!(
+        out.status.success() && summary.is_some(),
+        "dbench failed:\n{stdout}"
+    );
+    eprintln!("{}", summary.unwrap_or_default());
+    let before = manifest(&mnt);
+    m.unmount();
+    assert_fsck_clean(&dir);
+    let m = mount(&dir, &mnt, &[]).expect("mounted once already");
+    assert_eq!(manifest(&mnt), before);
+    m.unmount();
+}
+
+fn errno_of<T>(result: std::io::Result<T>) -> Option<i32> {
+    result.err().and_then(|e| e.raw_os_error())
+}
+
+#[test]
+fn bad_input_gets_the_errno_linux_gives() {
+    skip_without_fuse!();
+    let tmp = test_dir("errno");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    let Some(m) = mount(&dir, &mnt, &[]) else {
+        return;
+    };
+    let long = "n".repeat(256);
+    assert_eq!(
+        errno_of(fs::write(m.path(&long), b"x")),
+        Some(libc::ENAMETOOLONG)
+    );
+    fs::write(m.path(&"n".repeat(255)), b"x").unwrap();
+
+    // Names are bytes: not UTF-8 is fine, and readdir returns them as they are.
+    let raw = OsStr::from_bytes(b"\xff\xfe-not-utf8");
+    fs::write(m.mountpoint.join(raw), b"bytes").unwrap();
+    let names: Vec<_> = fs::read_dir(&m.mountpoint)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.iter().any(|n| n == raw), "{names:?}");
+
+    // Past the largest file: EFBIG, and the file is unchanged.
+    let mut file = fs::File::create(m.path("big")).unwrap();
+    file.seek(SeekFrom::Start(1 << 44)).unwrap();
+    assert_eq!(errno_of(file.write(b"x")), Some(libc::EFBIG));
+    assert_eq!(fs::metadata(m.path("big")).unwrap().len(), 0);
+    drop(file);
+
+    fs::create_dir_all(m.path("d/sub")).unwrap();
+    fs::write(m.path("d/file"), b"x").unwrap();
+    assert_eq!(
+        errno_of(fs::rename(m.path("d"), m.path("d/sub/d"))),
+        Some(libc::EINVAL)
+    );
+    assert_eq!(errno_of(fs::remove_dir(m.path("d"))), Some(libc::ENOTEMPTY));
+    assert_eq!(errno_of(fs::remove_file(m.path("d"))), Some(libc::EISDIR));
+    assert_eq!(
+        errno_of(fs::remove_dir(m.path("d/file"))),
+        Some(libc::ENOTDIR)
+    );
+    assert_eq!(
+        errno_of(fs::hard_link(m.path("d"), m.path("d2"))),
+        Some(libc::EPERM)
+    );
+    assert_eq!(errno_of(fs::create_dir(m.path("d"))), Some(libc::EEXIST));
+    assert_eq!(
+        errno_of(fs::read_link(m.path("d/file"))),
+        Some(libc::EINVAL)
+    );
+    assert_eq!(
+        errno_of(fs::metadata(m.path("nothing"))),
+        Some(libc::ENOENT)
+    );
+    let fifo = std::ffi::CString::new(m.path("fifo").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let made = unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) };
+    assert_eq!(made, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EPERM)
+    );
+
+    // RENAME_NOREPLACE and RENAME_EXCHANGE.
+    fs::write(m.path("p"), b"p").unwrap();
+    fs::write(m.path("q"), b"q").unwrap();
+    let rename2 = |from: &str, to: &str, flags: u32| {
+        let from = std::ffi::CString::new(m.path(from).as_os_str().as_bytes()).unwrap();
+        let to = std::ffi::CString::new(m.path(to).as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid NUL-terminated paths; renameat2 takes no other pointers.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                flags,
+            )
+        };
+        if r == 0 {
+            None
+        } else {
+            std::io::Error::last_os_error().raw_os_error()
+        }
+    };
+    assert_eq!(
+        rename2("p", "q", libc::RENAME_NOREPLACE),
+        Some(libc::EEXIST)
+    );
+    assert_eq!(rename2("p", "q", libc::RENAME_EXCHANGE), None);
+    assert_eq!(fs::read(m.path("p")).unwrap(), b"q");
+    assert_eq!(fs::read(m.path("q")).unwrap(), b"p");
+    assert_eq!(
+        rename2("p", "none", libc::RENAME_EXCHANGE),
+        Some(libc::ENOENT)
+    );
+
+    m.unmount();
+    assert_fsck_clean(&dir);
+}
+
+#[test]
+fn an_unlinked_open_file_stays_readable_and_goes_at_close() {
+    skip_without_fuse!();
+    let tmp = test_dir("unlinked");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    let Some(m) = mount(&dir, &mnt, &[]) else {
+        return;
+    };
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    fs::write(m.path("f"), &data).unwrap();
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("f"))
+        .unwrap();
+    let ino = file.metadata().unwrap().ino();
+    fs::remove_file(m.path("f")).unwrap();
+    assert!(!m.path("f").exists());
+    // Rename over a second open file: the old target stays readable too.
+    fs::write(m.path("g"), b"old g").unwrap();
+    let g = fs::File::open(m.path("g")).unwrap();
+    fs::write(m.path("h"), b"new g").unwrap();
+    fs::rename(m.path("h"), m.path("g")).unwrap();
+
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut back).unwrap();
+    assert_eq!(back, data);
+    file.write_all(b"more").unwrap();
+    file.sync_all().unwrap();
+    assert_eq!(file.metadata().unwrap().nlink(), 0);
+    assert_eq!(file.metadata().unwrap().ino(), ino);
+    assert_eq!(std::io::read_to_string(&g).unwrap(), "old g");
+    assert_eq!(fs::read(m.path("g")).unwrap(), b"new g");
+    drop(file);
+    drop(g);
+    m.unmount();
+    // Closed before the unmount: reclaimed, nothing left for recovery.
+    assert_fsck_clean(&dir);
+    let m = mount(&dir, &mnt, &[]).expect("mounted once already");
+    assert!(
+        m.log_text().contains("0 orphans reclaimed"),
+        "{}",
+        m.log_text()
+    );
+    let names: Vec<_> = fs::read_dir(&m.mountpoint)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["g"]);
+    m.unmount();
+}
+
+#[test]
+fn permissions_are_enforced_for_other_users() {
+    skip_without_fuse!();
+    if !program_exists("setpriv") {
+        eprintln!("skipped: setpriv is missing (util-linux)");
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: checking another user's access needs root");
+        return;
+    }
+    let tmp = test_dir("perms");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    // Let the other user reach the mount point.
+    sh(tmp.path(), "chmod 755 .");
+    let Some(m) = mount(&dir, &mnt, &["-o", "allow_other,default_permissions"]) else {
+        return;
+    };
+    fs::write(m.path("public"), b"for all").unwrap();
+    fs::write(m.path("private"), b"for root").unwrap();
+    sh(&mnt, "chmod 644 public && chmod 600 private && chmod 755 .");
+    let as_nobody = |script: &str| {
+        run_output(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "sh",
+                    "-c",
+                    script,
+                ])
+                .current_dir(&mnt),
+        )
+    };
+    let out = as_nobody("cat public");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"for all");
+    let out = as_nobody("cat private");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
+    let out = as_nobody("echo x > new");
+    assert!(
+        !out.status.success(),
+        "nobody wrote into a 0755 root-owned directory"
+    );
+    let out = as_nobody("chmod 777 public");
+    assert!(!out.status.success(), "nobody changed root's file mode");
+    assert_eq!(
+        fs::metadata(m.path("public")).unwrap().mode() & 0o777,
+        0o644
+    );
+    // A file nobody creates in a directory it may write is owned by nobody.
+    fs::create_dir(m.path("shared")).unwrap();
+    sh(&mnt, "chmod 777 shared");
+    let out = as_nobody("echo x > shared/mine");
+    assert!(out.status.success(), "{out:?}");
+    let meta = fs::metadata(m.path("shared/mine")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    m.unmount();
+}
+
+#[test]
+fn a_signal_unmounts_cleanly_and_the_contents_survive() {
+    skip_without_fuse!();
+    let tmp = test_dir("signal");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    let Some(mut m) = mount(&dir, &mnt, &["--sync"]) else {
+        return;
+    };
+    fs::create_dir(m.path("d")).unwrap();
+    symlink("target", m.path("d/link")).unwrap();
+    fs::write(m.path("d/file"), b"kept by --sync").unwrap();
+    // SAFETY: kill with a valid pid and signal.
+    let sent = unsafe { libc::kill(m.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let status = m.child.wait().unwrap();
+    assert!(status.success(), "{status}: {}", m.log_text());
+    assert!(!is_mounted(&mnt));
+    assert!(
+        m.log_text().contains("SIGTERM: unmounting"),
+        "{}",
+        m.log_text()
+    );
+    drop(m);
+    assert_fsck_clean(&dir);
+    let m = mount(&dir, &mnt, &[]).expect("mounted once already");
+    assert_eq!(fs::read(m.path("d/file")).unwrap(), b"kept by --sync");
+    assert_eq!(
+        fs::read_link(m.path("d/link")).unwrap(),
+        Path::new("target")
+    );
+    m.unmount();
+}
