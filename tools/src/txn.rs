@@ -209,6 +209,7 @@ fn report_json(report: &EngineRecoveryReport) -> serde_json::Value {
         "redone_records": report.redone_records,
         "committed_txns": report.committed_txns,
         "in_flight": report.in_flight,
+        "orphans_reclaimed": report.orphans_reclaimed,
     })
 }
 
@@ -271,6 +272,17 @@ pub fn print_report(report: &EngineRecoveryReport) {
             txn.steps_logged,
             txn.state,
             decision_text(txn.decision, report.dry_run)
+        );
+    }
+    if report.orphans_reclaimed > 0 {
+        let verb = if report.dry_run {
+            "would be reclaimed"
+        } else {
+            "reclaimed"
+        };
+        println!(
+            "{} orphan(s) (files unlinked while open at the crash) {verb}",
+            report.orphans_reclaimed
         );
     }
 }

@@ -194,6 +194,25 @@ pub fn sh(cwd: &Path, script: &str) -> String {
     stdout
 }
 
+/// After a crash: `smlog recover DIR` finishes what was in flight, then
+/// [`assert_fsck_clean`].
+pub fn recover_and_fsck(dir: &Path) -> String {
+    let out = run_output(
+        Command::new(env!("CARGO_BIN_EXE_smlog"))
+            .arg("recover")
+            .arg(dir),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "smlog recover {}: {stdout}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_fsck_clean(dir);
+    stdout
+}
+
 /// `smlog fsck DIR` must report the store clean.
 pub fn assert_fsck_clean(dir: &Path) {
     let out = run_output(
