@@ -625,7 +625,8 @@ impl<D: Device> Engine<D> {
     /// [`Engine::release`] of its last handle reclaims it. Handles are not durable: after
     /// a crash recovery reclaims every orphan.
     pub fn open(&self, ino: Ino) -> Result<Attr, FsError> {
-        let mut inner = self.lock_usable()?;
+        // Not a change: a stopped (read-only) engine still opens files to read.
+        let mut inner = self.lock();
         let attr = inner.store.meta.inode(ino)?.attr();
         *inner.open.entry(ino).or_insert(0) += 1;
         Ok(attr)

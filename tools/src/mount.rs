@@ -685,3 +685,79 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use smlog::io::sim::{FaultConfig, SimDevice};
+    use smlog::io::IoErrorKind;
+
+    use super::*;
+
+    /// A failed log sync stops the engine: the mount stays up, read-only. Changes fail with
+    /// EIO, reads go on. The fault comes through the simulated device, mounted in-process.
+    #[test]
+    fn a_failed_sync_turns_the_mount_read_only() {
+        if !Path::new("/dev/fuse").exists()
+            || std::process::Command::new("fusermount3")
+                .arg("-V")
+                .output()
+                .is_err()
+        {
+            eprintln!("skipped: FUSE is not available here (/dev/fuse, fusermount3)");
+            return;
+        }
+        let device = Arc::new(SimDevice::new(11));
+        let options = OpenOptions {
+            create: true,
+            ..OpenOptions::default()
+        };
+        let (engine, _) = smlog_recovery::open_device(Arc::clone(&device), options).unwrap();
+        // The store is the simulated device: the mount point may be anywhere.
+        let tmp = tempfile::tempdir().unwrap();
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let fs = SmlogFs::new(engine.clone(), Durability::Async);
+        let config = config(&[], tmp.path(), 2).unwrap();
+        let session = match Session::new(fs, &mnt, &config) {
+            Ok(session) => session,
+            Err(e) => {
+                eprintln!("skipped: mounting is not permitted here: {e}");
+                return;
+            }
+        };
+        let background = session.spawn().unwrap();
+
+        std::fs::write(mnt.join("kept"), b"durable").unwrap();
+        std::fs::File::open(&mnt).unwrap().sync_all().unwrap();
+        device.set_faults(FaultConfig {
+            fail_sync_at_op: Some(1),
+            fail_write_at_op: Some((1, IoErrorKind::Io)),
+            ..FaultConfig::default()
+        });
+        let mut file = std::fs::File::create(mnt.join("lost")).unwrap();
+        let written = file
+            .write_all(b"never durable")
+            .and_then(|()| file.sync_all());
+        assert_eq!(written.unwrap_err().raw_os_error(), Some(libc::EIO));
+        device.set_faults(FaultConfig::default());
+        assert!(engine.stopped().is_some());
+
+        let errno = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+        assert_eq!(
+            errno(std::fs::write(mnt.join("new"), b"x")),
+            Some(libc::EIO)
+        );
+        assert_eq!(errno(std::fs::create_dir(mnt.join("dir"))), Some(libc::EIO));
+        assert_eq!(
+            errno(std::fs::remove_file(mnt.join("kept"))),
+            Some(libc::EIO)
+        );
+        assert_eq!(std::fs::read(mnt.join("kept")).unwrap(), b"durable");
+        assert!(std::fs::read_dir(&mnt).unwrap().count() >= 1);
+        drop(file);
+        background.umount_and_join().unwrap();
+    }
+}

@@ -6,11 +6,38 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Installs what the FUSE tests use (Debian packages fuse3 and dbench) when it is missing
+/// and this is root on a machine with apt-get; once per test binary.
+fn install_prerequisites() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if program_exists("fusermount3") && program_exists("dbench") {
+            return;
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || !program_exists("apt-get") {
+            return;
+        }
+        eprintln!("installing fuse3 and dbench for the FUSE tests (apt-get)");
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                "DEBIAN_FRONTEND=noninteractive apt-get install -y -q fuse3 dbench \
+                 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+                     apt-get install -y -q fuse3 dbench)",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    });
+}
+
 /// Why FUSE tests cannot run here, if they cannot.
 pub fn fuse_missing() -> Option<String> {
     if !Path::new("/dev/fuse").exists() {
         return Some("/dev/fuse is missing".into());
     }
+    install_prerequisites();
     if !program_exists("fusermount3") {
         return Some("fusermount3 is missing (apt-get install -y fuse3)".into());
     }
