@@ -183,3 +183,156 @@ pub fn scale(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// One dbench run: throughput and the worst latency it reported.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+struct Dbench {
+    mbps: f64,
+    max_latency_ms: f64,
+}
+
+fn dbench(dir: &Path, clients: u32, seconds: u32) -> Result<Dbench> {
+    let out = std::process::Command::new("dbench")
+        .args(["-t", &seconds.to_string(), "-D"])
+        .arg(dir)
+        .arg(clients.to_string())
+        .output()
+        .map_err(|e| format!("dbench: {e} (apt-get install -y dbench)"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // "Throughput 61.8953 MB/sec  4 clients  4 procs  max_latency=53.241 ms"
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Throughput"))
+        .ok_or_else(|| format!("dbench printed no throughput ({}):\n{stdout}", out.status))?;
+    let mbps = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("cannot read dbench's line: {line}"))?;
+    let max_latency_ms = line
+        .split("max_latency=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("cannot read dbench's line: {line}"))?;
+    Ok(Dbench {
+        mbps,
+        max_latency_ms,
+    })
+}
+
+fn is_mounted(mountpoint: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let want = mountpoint.to_string_lossy().replace(' ', "\\040");
+    mounts
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(want.as_str()))
+}
+
+/// dbench on an `smlog mount` (this binary, in a child process) and on the host file
+/// system.
+fn dbench_on_mount(
+    root: &Path,
+    run: usize,
+    clients: u32,
+    seconds: u32,
+    sync: bool,
+) -> Result<Dbench> {
+    let engine = root.join(format!("engine-{run}"));
+    let mnt = root.join(format!("mnt-{run}"));
+    std::fs::create_dir_all(&mnt)?;
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.arg("mount").arg(&engine).arg(&mnt);
+    if sync {
+        command.arg("--sync");
+    }
+    let mut child = command.stderr(std::process::Stdio::null()).spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !is_mounted(&mnt) {
+        if child.try_wait()?.is_some() || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("smlog mount did not mount (see `smlog mount` by hand)".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let db = mnt.join("db");
+    let result = std::fs::create_dir(&db)
+        .map_err(Into::into)
+        .and_then(|()| dbench(&db, clients, seconds));
+    let unmounted = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()?;
+    if !unmounted.success() {
+        let _ = child.kill();
+    }
+    child.wait()?;
+    std::fs::remove_dir_all(&engine)?;
+    result
+}
+
+/// `smlog bench mount`: dbench on an smlog mount against the host file system, runs
+/// interleaved; medians.
+pub fn mount(
+    seconds: u32,
+    clients: u32,
+    runs: usize,
+    sync: bool,
+    dir: &Path,
+    as_json: bool,
+) -> Result<ExitCode> {
+    let root = tempfile::Builder::new()
+        .prefix("smlog-bench-mount-")
+        .tempdir_in(dir)?;
+    let mut smlog = Vec::new();
+    let mut host = Vec::new();
+    for run in 0..runs.max(1) {
+        let host_dir = root.path().join(format!("host-{run}"));
+        std::fs::create_dir(&host_dir)?;
+        let baseline = dbench(&host_dir, clients, seconds)?;
+        std::fs::remove_dir_all(&host_dir)?;
+        let mounted = dbench_on_mount(root.path(), run, clients, seconds, sync)?;
+        if !as_json {
+            println!(
+                "run {run}: smlog mount {:.1} MB/s (max latency {:.1} ms), host {:.1} MB/s \
+                 (max latency {:.1} ms), ratio {:.3}",
+                mounted.mbps,
+                mounted.max_latency_ms,
+                baseline.mbps,
+                baseline.max_latency_ms,
+                mounted.mbps / baseline.mbps
+            );
+        }
+        smlog.push(mounted);
+        host.push(baseline);
+    }
+    let median = |runs: &[Dbench], f: fn(&Dbench) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let mbps = median(&smlog, |d| d.mbps);
+    let baseline_mbps = median(&host, |d| d.mbps);
+    let report = serde_json::json!({
+        "mbps": mbps,
+        "baseline_mbps": baseline_mbps,
+        "ratio": mbps / baseline_mbps,
+        "max_latency_ms": median(&smlog, |d| d.max_latency_ms),
+        "baseline_max_latency_ms": median(&host, |d| d.max_latency_ms),
+        "clients": clients,
+        "seconds": seconds,
+        "runs": runs,
+        "sync": sync,
+        "dir": dir,
+    });
+    if as_json {
+        println!("{report}");
+    } else {
+        println!(
+            "dbench {clients} clients, {seconds} s, median of {runs}: smlog mount {mbps:.1} MB/s, \
+             host file system {baseline_mbps:.1} MB/s, ratio {:.3}",
+            mbps / baseline_mbps
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -233,6 +233,28 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// dbench on an `smlog mount` against dbench on the host file system, in the same
+    /// run (interleaved; medians).
+    Mount {
+        /// Seconds per dbench run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        /// dbench clients.
+        #[arg(long, default_value_t = 4)]
+        clients: u32,
+        /// Runs of each (interleaved); the medians are reported.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Mount with --sync (every change durable before it returns).
+        #[arg(long)]
+        sync: bool,
+        /// Directory on the host file system (the baseline, and the engine's files).
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// Print one JSON object (keys mbps, baseline_mbps, ratio, ...).
+        #[arg(long)]
+        json: bool,
+    },
     /// Scale: create many files, checkpoint, reopen; times and peak memory.
     Scale {
         /// Files to create.
@@ -417,6 +439,14 @@ fn main() -> ExitCode {
             open,
             json,
         }) => bench::fs(&threads, &op, seconds, &dir, open, json),
+        Command::Bench(BenchCommand::Mount {
+            seconds,
+            clients,
+            runs,
+            sync,
+            dir,
+            json,
+        }) => bench::mount(seconds, clients, runs, sync, &dir, json),
         Command::Bench(BenchCommand::Scale {
             files,
             threads,

@@ -426,3 +426,42 @@ fn a_signal_unmounts_cleanly_and_the_contents_survive() {
     );
     m.unmount();
 }
+
+#[test]
+fn bench_mount_reports_dbench_on_the_mount_and_on_the_host() {
+    skip_without_fuse!();
+    if !program_exists("dbench") {
+        eprintln!("skipped: dbench is missing (apt-get install -y dbench)");
+        return;
+    }
+    let tmp = test_dir("bench");
+    let out = run_output(
+        Command::new(env!("CARGO_BIN_EXE_smlog"))
+            .args([
+                "bench",
+                "mount",
+                "--seconds",
+                "2",
+                "--clients",
+                "2",
+                "--json",
+                "--dir",
+            ])
+            .arg(tmp.path()),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let mbps = report["mbps"].as_f64().unwrap();
+    let baseline = report["baseline_mbps"].as_f64().unwrap();
+    assert!(mbps > 0.0 && baseline > 0.0, "{report}");
+    assert!((report["ratio"].as_f64().unwrap() - mbps / baseline).abs() < 1e-9);
+    // Its engine and mount point are gone, and nothing is left mounted.
+    assert!(!fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .contains(tmp.path().to_str().unwrap()));
+}
