@@ -236,16 +236,13 @@ fn dbench_on_mount(
     run: usize,
     clients: u32,
     seconds: u32,
-    sync: bool,
+    mount_args: &[&str],
 ) -> Result<Dbench> {
     let engine = root.join(format!("engine-{run}"));
     let mnt = root.join(format!("mnt-{run}"));
     std::fs::create_dir_all(&mnt)?;
     let mut command = std::process::Command::new(std::env::current_exe()?);
-    command.arg("mount").arg(&engine).arg(&mnt);
-    if sync {
-        command.arg("--sync");
-    }
+    command.arg("mount").arg(&engine).arg(&mnt).args(mount_args);
     let mut child = command.stderr(std::process::Stdio::null()).spawn()?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !is_mounted(&mnt) {
@@ -278,9 +275,17 @@ pub fn mount(
     clients: u32,
     runs: usize,
     sync: bool,
+    writeback_cache: bool,
     dir: &Path,
     as_json: bool,
 ) -> Result<ExitCode> {
+    let mut mount_args = Vec::new();
+    if sync {
+        mount_args.push("--sync");
+    }
+    if writeback_cache {
+        mount_args.push("--writeback-cache");
+    }
     let root = tempfile::Builder::new()
         .prefix("smlog-bench-mount-")
         .tempdir_in(dir)?;
@@ -291,7 +296,7 @@ pub fn mount(
         std::fs::create_dir(&host_dir)?;
         let baseline = dbench(&host_dir, clients, seconds)?;
         std::fs::remove_dir_all(&host_dir)?;
-        let mounted = dbench_on_mount(root.path(), run, clients, seconds, sync)?;
+        let mounted = dbench_on_mount(root.path(), run, clients, seconds, &mount_args)?;
         if !as_json {
             println!(
                 "run {run}: smlog mount {:.1} MB/s (max latency {:.1} ms), host {:.1} MB/s \
@@ -323,6 +328,7 @@ pub fn mount(
         "seconds": seconds,
         "runs": runs,
         "sync": sync,
+        "writeback_cache": writeback_cache,
         "dir": dir,
     });
     if as_json {

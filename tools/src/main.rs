@@ -63,6 +63,10 @@ enum Command {
         /// Threads serving requests.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Let the kernel cache writes and send them in large batches (FUSE writeback
+        /// cache). fsync still writes them back and makes them durable first.
+        #[arg(long)]
+        writeback_cache: bool,
         #[command(flatten)]
         open: OpenArgs,
     },
@@ -248,6 +252,9 @@ enum BenchCommand {
         /// Mount with --sync (every change durable before it returns).
         #[arg(long)]
         sync: bool,
+        /// Mount with --writeback-cache.
+        #[arg(long)]
+        writeback_cache: bool,
         /// Directory on the host file system (the baseline, and the engine's files).
         #[arg(long, default_value = "/var/tmp")]
         dir: PathBuf,
@@ -392,6 +399,7 @@ fn main() -> ExitCode {
             sync,
             options,
             threads,
+            writeback_cache,
             open,
         } => mount::run(mount::MountArgs {
             dir,
@@ -399,6 +407,7 @@ fn main() -> ExitCode {
             sync,
             options,
             threads,
+            writeback_cache,
             open,
         }),
         Command::Checkpoint { dir, open, json } => txn::checkpoint(&dir, open, json),
@@ -444,9 +453,10 @@ fn main() -> ExitCode {
             clients,
             runs,
             sync,
+            writeback_cache,
             dir,
             json,
-        }) => bench::mount(seconds, clients, runs, sync, &dir, json),
+        }) => bench::mount(seconds, clients, runs, sync, writeback_cache, &dir, json),
         Command::Bench(BenchCommand::Scale {
             files,
             threads,

@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, Request, Session, SessionACL, TimeOrNow, WriteFlags,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags as FuseRenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request, Session, SessionACL, TimeOrNow, WriteFlags,
 };
 use nix::sys::signal::{SigSet, Signal};
 use smlog::constants::{NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX};
@@ -52,6 +52,9 @@ pub struct MountArgs {
     pub options: Vec<String>,
     /// Threads serving requests.
     pub threads: usize,
+    /// Let the kernel cache writes (FUSE writeback cache): fewer, larger writes; data not
+    /// yet written back is lost with the mount process, as with any unsynced write.
+    pub writeback_cache: bool,
     /// Device options.
     pub open: OpenArgs,
 }
@@ -61,6 +64,7 @@ pub struct MountArgs {
 pub struct SmlogFs<D: Device> {
     engine: Engine<D>,
     durability: Durability,
+    writeback_cache: bool,
     streams: Mutex<HashMap<u64, DirStream>>,
     next_fh: AtomicU64,
     said_stopped: AtomicBool,
@@ -106,10 +110,11 @@ const GENERATION: Generation = Generation(0);
 
 impl<D: Device> SmlogFs<D> {
     /// Serves `engine`.
-    pub fn new(engine: Engine<D>, durability: Durability) -> SmlogFs<D> {
+    pub fn new(engine: Engine<D>, durability: Durability, writeback_cache: bool) -> SmlogFs<D> {
         SmlogFs {
             engine,
             durability,
+            writeback_cache,
             streams: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             said_stopped: AtomicBool::new(false),
@@ -164,6 +169,17 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Larger writes are fewer transactions; the kernel lowers it to what it can do.
         let _ = config.set_max_write(WRITE_SIZE_BYTES_MAX as u32);
+        // Each is optional: a kernel without one serves without it.
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        if self.writeback_cache
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_err()
+        {
+            eprintln!("smlog mount: this kernel offers no writeback cache; serving without");
+        }
         Ok(())
     }
 
@@ -340,7 +356,8 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.engine.open(ino.0) {
-            Ok(_) => reply.opened(FileHandle(ino.0), FopenFlags::empty()),
+            // Every change comes through this mount: cached pages stay valid across opens.
+            Ok(_) => reply.opened(FileHandle(ino.0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(self.errno(e)),
         }
     }
@@ -560,7 +577,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
                 &file_attr(&attr),
                 GENERATION,
                 FileHandle(attr.ino),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -636,7 +653,7 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
     } else {
         Durability::Async
     };
-    let fs = SmlogFs::new(engine.clone(), durability);
+    let fs = SmlogFs::new(engine.clone(), durability, args.writeback_cache);
     let config = config(&args.options, &args.dir, args.threads)?;
     let mut session = Session::new(fs, &args.mountpoint, &config)?;
     let mut unmounter = session.unmount_callable();
@@ -719,7 +736,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mnt = tmp.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let fs = SmlogFs::new(engine.clone(), Durability::Async);
+        let fs = SmlogFs::new(engine.clone(), Durability::Async, false);
         let config = config(&[], tmp.path(), 2).unwrap();
         let session = match Session::new(fs, &mnt, &config) {
             Ok(session) => session,
