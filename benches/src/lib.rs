@@ -5,7 +5,9 @@
 //! O_DIRECT `pwrite` + `fdatasync` of batches of the size smlog formed. A benchmark
 //! reports figures; nothing here asserts on timing.
 
+pub mod compare;
 pub mod fs;
+pub mod peers;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -110,7 +110,7 @@ pub fn fs(
     let device = args.device_options(true);
     if !as_json {
         println!(
-            "{:>8} {:>7} {:>10} {:>8} {:>8} {:>9} {:>12} {:>10} {:>7}",
+            "{:>8} {:>7} {:>10} {:>8} {:>8} {:>9} {:>12} {:>10} {:>7} {:>9} {:>8} {:>7}",
             "op",
             "threads",
             "ops/s",
@@ -118,6 +118,9 @@ pub fn fs(
             "p99 us",
             "p99.9 us",
             "ext4+fsync/s",
+            "p50 us",
+            "ratio",
+            "sqlite/s",
             "p50 us",
             "ratio"
         );
@@ -136,7 +139,7 @@ pub fn fs(
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!(
-                    "{:>8} {:>7} {:>10.0} {:>8.0} {:>8.0} {:>9.0} {:>12.0} {:>10.0} {:>7.1}",
+                    "{:>8} {:>7} {:>10.0} {:>8.0} {:>8.0} {:>9.0} {:>12.0} {:>10.0} {:>7.1} {:>9.0} {:>8.0} {:>7.1}",
                     format!("{:?}", report.op).to_lowercase(),
                     report.threads,
                     report.ops_per_sec,
@@ -145,7 +148,10 @@ pub fn fs(
                     report.p999_us,
                     report.baseline_ops_per_sec,
                     report.baseline_p50_us,
-                    report.ratio
+                    report.ratio,
+                    report.sqlite_ops_per_sec,
+                    report.sqlite_p50_us,
+                    report.ops_per_sec / report.sqlite_ops_per_sec.max(1e-9)
                 );
             }
         }
@@ -340,5 +346,17 @@ pub fn mount(
             mbps / baseline_mbps
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `smlog bench compare`.
+pub fn compare(options: &smlog_benches::compare::CompareOptions) -> Result<ExitCode> {
+    let report = smlog_benches::compare::compare(options, |line| println!("{line}"))?;
+    println!();
+    print!("{}", smlog_benches::compare::markdown(&report));
+    println!(
+        "\nresults.json, results.md and the charts (SVG, PNG) are in {}",
+        options.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

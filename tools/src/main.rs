@@ -237,6 +237,33 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// smlog's log against raft-engine, okaywal, SQLite (and RocksDB with the feature
+    /// peer-rocksdb) and the device, over threads x record sizes, interleaved; then reopen
+    /// after a long log. Writes results.json, results.md and charts to --out.
+    Compare {
+        /// About two minutes: 0.6 s per cell, recovery after 256 MB.
+        #[arg(long)]
+        quick: bool,
+        /// Where results.json, results.md and the charts go.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        /// Seconds per cell (default 3, or 0.6 with --quick).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Threads (default 1,4,16,64).
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
+        /// Record sizes (default 128,512,4096,65536).
+        #[arg(long, value_delimiter = ',')]
+        record_bytes: Vec<usize>,
+        /// Megabytes of log for the recovery comparison (default 1024, or 256 with
+        /// --quick; 0 skips it).
+        #[arg(long)]
+        recovery_megabytes: Option<u64>,
+        /// Directory on the file system to measure.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+    },
     /// dbench on an `smlog mount` against dbench on the host file system, in the same
     /// run (interleaved; medians).
     Mount {
@@ -448,6 +475,34 @@ fn main() -> ExitCode {
             open,
             json,
         }) => bench::fs(&threads, &op, seconds, &dir, open, json),
+        Command::Bench(BenchCommand::Compare {
+            quick,
+            out,
+            seconds,
+            threads,
+            record_bytes,
+            recovery_megabytes,
+            dir,
+        }) => {
+            let mut options = if quick {
+                smlog_benches::compare::CompareOptions::quick(dir, out)
+            } else {
+                smlog_benches::compare::CompareOptions::full(dir, out)
+            };
+            if let Some(seconds) = seconds {
+                options.seconds = seconds;
+            }
+            if !threads.is_empty() {
+                options.threads = threads;
+            }
+            if !record_bytes.is_empty() {
+                options.record_bytes = record_bytes;
+            }
+            if let Some(mb) = recovery_megabytes {
+                options.recovery_bytes = mb << 20;
+            }
+            bench::compare(&options)
+        }
         Command::Bench(BenchCommand::Mount {
             seconds,
             clients,
