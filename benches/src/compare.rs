@@ -326,7 +326,24 @@ fn write_results(report: &CompareReport, out: &Path) -> Result<(), String> {
     let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
     std::fs::write(out.join("results.json"), json).map_err(|e| e.to_string())?;
     std::fs::write(out.join("results.md"), markdown(report)).map_err(|e| e.to_string())?;
-    charts(report, out)
+    if let Err(e) = charts(report, out) {
+        // The figures are written; a machine without a font still gets them.
+        eprintln!("smlog bench compare: no charts: {e}");
+    }
+    Ok(())
+}
+
+/// Fonts the charts can use, first found wins.
+const FONTS: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+/// The font the charts' text is drawn with, if this machine has one.
+pub fn chart_font() -> Option<&'static str> {
+    FONTS.into_iter().find(|p| Path::new(p).exists())
 }
 
 /// Registers a font for chart text (plotters draws text with ab_glyph).
@@ -334,16 +351,9 @@ fn register_font() -> Result<(), String> {
     static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     REGISTERED
         .get_or_init(|| {
-            let candidates = [
-                "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-                "/usr/share/fonts/TTF/DejaVuSans.ttf",
-                "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-            ];
-            let bytes = candidates
-                .iter()
-                .find_map(|p| std::fs::read(p).ok())
-                .ok_or("no font for the charts (apt-get install -y fonts-dejavu-core)")?;
+            let bytes = chart_font()
+                .and_then(|p| std::fs::read(p).ok())
+                .ok_or("no font for the charts' text (apt-get install -y fonts-dejavu-core)")?;
             let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
             plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
                 .map_err(|_| "the chart font is not a font".to_string())
@@ -473,7 +483,7 @@ where
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..2.0, (min / 2.0..max * 2.0).log_scale())
+        .build_cartesian_2d(-0.2f64..2.2, (min / 2.0..max * 2.0).log_scale())
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()

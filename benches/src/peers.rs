@@ -54,6 +54,30 @@ impl System {
         all
     }
 
+    /// The system named `name` (as in tables: `raft-engine`, `device-pwrite` ...).
+    pub fn parse(name: &str) -> Result<System, String> {
+        let all = [
+            System::Smlog,
+            System::RaftEngine,
+            System::Okaywal,
+            System::Sqlite,
+            System::RocksDb,
+            System::DevicePwrite,
+            System::DeviceUring,
+        ];
+        let short = |s: System| match s {
+            System::DevicePwrite => "device-pwrite",
+            System::DeviceUring => "device-uring",
+            other => other.name(),
+        };
+        all.into_iter()
+            .find(|&s| short(s) == name || s.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = all.into_iter().map(short).collect();
+                format!("unknown system {name:?}: {}", names.join(", "))
+            })
+    }
+
     /// The name in tables and charts.
     pub fn name(self) -> &'static str {
         match self {

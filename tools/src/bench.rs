@@ -349,8 +349,51 @@ pub fn mount(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Options of `smlog bench compare` (see its `--help`).
+#[derive(Debug)]
+pub struct CompareArgs {
+    pub quick: bool,
+    pub out: std::path::PathBuf,
+    pub seconds: Option<f64>,
+    pub threads: Vec<usize>,
+    pub record_bytes: Vec<usize>,
+    pub recovery_megabytes: Option<u64>,
+    pub systems: Vec<String>,
+    pub fs_threads: Vec<usize>,
+    pub dir: std::path::PathBuf,
+}
+
 /// `smlog bench compare`.
-pub fn compare(options: &smlog_benches::compare::CompareOptions) -> Result<ExitCode> {
+pub fn compare(args: CompareArgs) -> Result<ExitCode> {
+    use smlog_benches::compare::CompareOptions;
+    let mut options = if args.quick {
+        CompareOptions::quick(args.dir, args.out)
+    } else {
+        CompareOptions::full(args.dir, args.out)
+    };
+    if let Some(seconds) = args.seconds {
+        options.seconds = seconds;
+    }
+    if !args.threads.is_empty() {
+        options.threads = args.threads;
+    }
+    if !args.record_bytes.is_empty() {
+        options.record_bytes = args.record_bytes;
+    }
+    if let Some(mb) = args.recovery_megabytes {
+        options.recovery_bytes = mb << 20;
+    }
+    if !args.systems.is_empty() {
+        options.systems = args
+            .systems
+            .iter()
+            .map(|s| smlog_benches::peers::System::parse(s))
+            .collect::<std::result::Result<_, _>>()?;
+    }
+    if !args.fs_threads.is_empty() {
+        options.fs_threads = args.fs_threads.into_iter().filter(|&t| t > 0).collect();
+    }
+    let options = &options;
     let report = smlog_benches::compare::compare(options, |line| println!("{line}"))?;
     println!();
     print!("{}", smlog_benches::compare::markdown(&report));

@@ -260,6 +260,13 @@ enum BenchCommand {
         /// --quick; 0 skips it).
         #[arg(long)]
         recovery_megabytes: Option<u64>,
+        /// Systems (default all built in): smlog, raft-engine, okaywal, sqlite, rocksdb,
+        /// device-pwrite, device-uring.
+        #[arg(long, value_delimiter = ',')]
+        systems: Vec<String>,
+        /// Thread counts of the file-operation rows (default 1,16; 0 skips them).
+        #[arg(long, value_delimiter = ',')]
+        fs_threads: Vec<usize>,
         /// Directory on the file system to measure.
         #[arg(long, default_value = "/var/tmp")]
         dir: PathBuf,
@@ -482,27 +489,20 @@ fn main() -> ExitCode {
             threads,
             record_bytes,
             recovery_megabytes,
+            systems,
+            fs_threads,
             dir,
-        }) => {
-            let mut options = if quick {
-                smlog_benches::compare::CompareOptions::quick(dir, out)
-            } else {
-                smlog_benches::compare::CompareOptions::full(dir, out)
-            };
-            if let Some(seconds) = seconds {
-                options.seconds = seconds;
-            }
-            if !threads.is_empty() {
-                options.threads = threads;
-            }
-            if !record_bytes.is_empty() {
-                options.record_bytes = record_bytes;
-            }
-            if let Some(mb) = recovery_megabytes {
-                options.recovery_bytes = mb << 20;
-            }
-            bench::compare(&options)
-        }
+        }) => bench::compare(bench::CompareArgs {
+            quick,
+            out,
+            seconds,
+            threads,
+            record_bytes,
+            recovery_megabytes,
+            systems,
+            fs_threads,
+            dir,
+        }),
         Command::Bench(BenchCommand::Mount {
             seconds,
             clients,
