@@ -425,32 +425,18 @@ where
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, system) in systems_of(report).into_iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> = rows
-            .iter()
-            .filter(|r| r.system == system)
-            .map(|r| (r.threads as f64, r.commits_per_sec.max(1.0)))
-            .collect();
-        let width = if system == "smlog" { 3 } else { 1 };
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))
-            .map_err(|e| e.to_string())?
-            .label(system)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
-            });
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| e.to_string())?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| e.to_string())?;
+    let lines = systems_of(report)
+        .into_iter()
+        .map(|system| {
+            let points = rows
+                .iter()
+                .filter(|r| r.system == system)
+                .map(|r| (r.threads as f64, r.commits_per_sec.max(1.0)))
+                .collect();
+            (system, points)
+        })
+        .collect();
+    draw_lines(&mut chart, lines)?;
     root.present().map_err(|e| e.to_string())
 }
 
@@ -498,16 +484,35 @@ where
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, system) in systems_of(report).into_iter().enumerate() {
-        let Some(row) = rows.iter().find(|r| r.system == system) else {
-            continue;
-        };
+    let lines = systems_of(report)
+        .into_iter()
+        .map(|system| {
+            let points = rows
+                .iter()
+                .filter(|r| r.system == system)
+                .flat_map(|r| [(0.0, r.p50_us), (1.0, r.p99_us), (2.0, r.p999_us)])
+                .map(|(x, y)| (x, y.max(1.0)))
+                .collect();
+            (system, points)
+        })
+        .collect();
+    draw_lines(&mut chart, lines)?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// One line with its points per system (smlog drawn wider), and the legend.
+fn draw_lines<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    lines: Vec<(&'static str, Vec<(f64, f64)>)>,
+) -> Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, (system, points)) in lines.into_iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points = vec![
-            (0.0, row.p50_us.max(1.0)),
-            (1.0, row.p99_us.max(1.0)),
-            (2.0, row.p999_us.max(1.0)),
-        ];
         let width = if system == "smlog" { 3 } else { 1 };
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))
@@ -526,8 +531,7 @@ where
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// `throughput-<bytes>.svg/png` per record size and `latency-<threads>t-<bytes>.svg/png`.

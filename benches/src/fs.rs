@@ -43,6 +43,19 @@ impl std::str::FromStr for FsOp {
     }
 }
 
+impl FsOp {
+    /// The `n`-th operation of a thread: mixed cycles create, write4k, rename, then an
+    /// unlink (its fourth, `Mixed` here) of the file created three operations before.
+    fn nth(self, n: u64) -> FsOp {
+        match self {
+            FsOp::Mixed => {
+                [FsOp::Create, FsOp::Write4k, FsOp::Rename, FsOp::Mixed][(n % 4) as usize]
+            }
+            other => other,
+        }
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct FsBenchOptions {
@@ -153,12 +166,7 @@ impl<D: Device> Target for EngineTarget<D> {
     fn op(&self, d: &mut EngineDir, op: FsOp, n: u64) -> Result<(), String> {
         let e = |e: smlog::FsError| e.to_string();
         let engine = &self.engine;
-        let op = match op {
-            FsOp::Mixed => {
-                [FsOp::Create, FsOp::Write4k, FsOp::Rename, FsOp::Mixed][(n % 4) as usize]
-            }
-            other => other,
-        };
+        let op = op.nth(n);
         match op {
             FsOp::Create => engine
                 .create(d.dir, format!("f{n}").as_bytes(), ATTRS, Durability::Sync)
@@ -238,12 +246,7 @@ impl Target for HostTarget {
 
     fn op(&self, d: &mut HostDir, op: FsOp, n: u64) -> Result<(), String> {
         let e = |e: std::io::Error| e.to_string();
-        let op = match op {
-            FsOp::Mixed => {
-                [FsOp::Create, FsOp::Write4k, FsOp::Rename, FsOp::Mixed][(n % 4) as usize]
-            }
-            other => other,
-        };
+        let op = op.nth(n);
         match op {
             FsOp::Create => {
                 let f = File::create(d.path.join(format!("f{n}"))).map_err(e)?;
@@ -355,12 +358,7 @@ impl Target for SqliteTarget {
 
     fn op(&self, d: &mut SqliteDir, op: FsOp, n: u64) -> Result<(), String> {
         let e = |e: rusqlite::Error| e.to_string();
-        let op = match op {
-            FsOp::Mixed => {
-                [FsOp::Create, FsOp::Write4k, FsOp::Rename, FsOp::Mixed][(n % 4) as usize]
-            }
-            other => other,
-        };
+        let op = op.nth(n);
         let c = &d.connection;
         match op {
             FsOp::Create => sqlite_create(c, d.dir, &format!("f{n}"), 1)

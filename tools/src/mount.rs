@@ -142,6 +142,20 @@ impl<D: Device> SmlogFs<D> {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Up to `limit` entries of the directory stream `fh` from `offset`.
+    fn read_stream(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+        limit: usize,
+    ) -> std::result::Result<Vec<smlog::serve::StreamEntry>, Errno> {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = streams.get_mut(&fh.0).ok_or(Errno::EBADF)?;
+        stream
+            .read(&self.engine, offset, limit)
+            .map_err(|e| self.errno(e))
+    }
+
     fn new_attrs(req: &Request, mode: u32, umask: u32) -> NewAttrs {
         NewAttrs {
             mode: mode & !umask & 0o7777,
@@ -454,11 +468,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(stream) = streams.get_mut(&fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        match stream.read(&self.engine, offset, 128) {
+        match self.read_stream(fh, offset, 128) {
             Ok(entries) => {
                 for entry in entries {
                     let name = OsStr::from_bytes(&entry.name);
@@ -469,7 +479,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(self.errno(e)),
+            Err(errno) => reply.error(errno),
         }
     }
 
@@ -481,11 +491,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(stream) = streams.get_mut(&fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        match stream.read(&self.engine, offset, 64) {
+        match self.read_stream(fh, offset, 64) {
             Ok(entries) => {
                 for entry in entries {
                     // Removed since the stream read it: skip rather than fail the batch.
@@ -501,7 +507,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(self.errno(e)),
+            Err(errno) => reply.error(errno),
         }
     }
 
