@@ -256,12 +256,13 @@ pub fn assert_fsck_clean(dir: &Path) {
     );
 }
 
-/// Every path under `root` with its type, mode, link count, size, symlink target and
-/// content hash: two trees are the same when their manifests are.
+/// Every path under `root` with its inode number, type, mode, link count, size, symlink
+/// target and content hash: two trees are the same when their manifests are (inode
+/// numbers too: they are stable across remounts).
 pub fn manifest(root: &Path) -> String {
     sh(
         root,
-        "find . -mindepth 1 -printf '%p %y %m %n %s %l\\n' | LC_ALL=C sort; \
+        "find . -mindepth 1 -printf '%p %i %y %m %n %s %l\\n' | LC_ALL=C sort; \
          find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum",
     )
 }
