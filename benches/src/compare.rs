@@ -549,35 +549,24 @@ pub fn charts(report: &CompareReport, out: &Path) -> Result<(), String> {
         .copied()
         .min_by_key(|t| t.abs_diff(16))
         .unwrap_or(16);
+    // Each chart twice: SVG, then PNG, from the same drawing code.
+    macro_rules! svg_and_png {
+        ($name:expr, |$root:ident| $draw:expr) => {{
+            let svg = out.join(format!("{}.svg", $name));
+            let $root = SVGBackend::new(&svg, SIZE).into_drawing_area();
+            $draw?;
+            let png = out.join(format!("{}.png", $name));
+            let $root = BitMapBackend::new(&png, SIZE).into_drawing_area();
+            $draw?;
+        }};
+    }
     for &bytes in &sizes {
-        let name = format!("throughput-{bytes}");
-        let svg = out.join(format!("{name}.svg"));
-        throughput_chart(
-            SVGBackend::new(&svg, SIZE).into_drawing_area(),
-            report,
-            bytes,
-        )?;
-        let png = out.join(format!("{name}.png"));
-        throughput_chart(
-            BitMapBackend::new(&png, SIZE).into_drawing_area(),
-            report,
-            bytes,
-        )?;
-        let name = format!("latency-{latency_threads}t-{bytes}");
-        let svg = out.join(format!("{name}.svg"));
-        latency_chart(
-            SVGBackend::new(&svg, SIZE).into_drawing_area(),
-            report,
-            bytes,
-            latency_threads,
-        )?;
-        let png = out.join(format!("{name}.png"));
-        latency_chart(
-            BitMapBackend::new(&png, SIZE).into_drawing_area(),
-            report,
-            bytes,
-            latency_threads,
-        )?;
+        svg_and_png!(format!("throughput-{bytes}"), |root| throughput_chart(
+            root, report, bytes
+        ));
+        svg_and_png!(format!("latency-{latency_threads}t-{bytes}"), |root| {
+            latency_chart(root, report, bytes, latency_threads)
+        });
     }
     Ok(())
 }

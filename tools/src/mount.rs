@@ -171,6 +171,13 @@ impl<D: Device> SmlogFs<D> {
         }
     }
 
+    fn reply_attr(&self, result: std::result::Result<Attr, FsError>, reply: ReplyAttr) {
+        match result {
+            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
     fn reply_empty(&self, result: std::result::Result<(), FsError>, reply: ReplyEmpty) {
         match result {
             Ok(()) => reply.ok(),
@@ -208,10 +215,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.engine.getattr(ino.0) {
-            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
-            Err(e) => reply.error(self.errno(e)),
-        }
+        self.reply_attr(self.engine.getattr(ino.0), reply);
     }
 
     fn setattr(
@@ -240,10 +244,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
             atime: atime.map(time_or_now),
             mtime: mtime.map(time_or_now),
         };
-        match self.engine.setattr(ino.0, changes, self.options()) {
-            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
-            Err(e) => reply.error(self.errno(e)),
-        }
+        self.reply_attr(self.engine.setattr(ino.0, changes, self.options()), reply);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
