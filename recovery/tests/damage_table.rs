@@ -436,8 +436,43 @@ fn a_stale_batch_of_a_writer_whose_work_never_became_durable_is_a_torn_tail() {
     device.poke(FIRST_SEGMENT, 8192, &stale);
     let (_, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
     assert!(records.is_empty());
-    let torn = report
-        .torn_tail
-        .expect("the stale batch is evidence of a write");
-    assert_eq!(torn.offset, 8192);
+    // An older writer's batch after a newer writer's mark is stale (row 3), never part of
+    // the log and never corruption.
+    assert!(report.torn_tail.is_none(), "{report:?}");
+    assert_eq!(report.tail.next_lsn, 1);
+    assert!(lsns(&device, RecoveryMode::Strict).unwrap().is_empty());
+}
+
+#[test]
+fn row_3_a_discarded_batch_that_comes_back_where_it_fits_is_still_stale() {
+    // Found by the log_crash fuzzer: a discarded tail reuses the LSNs and chain values of
+    // the history that replaces it, so a batch of it, resurrected over zeros past the new
+    // writer's mark, fits there exactly but for its older writer epoch.
+    let device = Arc::new(SimDevice::new(17));
+    let log = log_with(&device, 1);
+    // An empty batch (a mark) at 8192, then LSN 2 at 12288.
+    log.write_mark().unwrap();
+    log.append_durable(&[record_for(0, 2, b"discarded later")])
+        .unwrap();
+    drop(log);
+    let image = device.durable_image(FIRST_SEGMENT).unwrap();
+    let stale = image[12288..12288 + BLOCK_SIZE_BYTES].to_vec();
+    // The mark is damaged; nothing vouches for LSN 2, so recovery ends the log at 8192,
+    // zeroes what follows and writes its own mark there.
+    device.poke(FIRST_SEGMENT, 8192, &[0u8; BLOCK_SIZE_BYTES]);
+    let (log, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(report.tail.next_lsn, 2);
+    assert_eq!(report.tail.segment_offset, 8192);
+    drop(log);
+    let image = device.durable_image(FIRST_SEGMENT).unwrap();
+    assert!(image[12288..12288 + BLOCK_SIZE_BYTES]
+        .iter()
+        .all(|b| *b == 0));
+    // The discarded batch comes back over the zeros (fault 5): its place, LSN and chain
+    // fit after the new mark.
+    device.poke(FIRST_SEGMENT, 12288, &stale);
+    for mode in [RecoveryMode::Strict, RecoveryMode::TornTail] {
+        assert_eq!(lsns(&device, mode).unwrap(), vec![1], "{mode}");
+    }
 }

@@ -124,3 +124,33 @@ fn a_backend_that_acknowledges_too_early_is_caught_and_shrunk() {
     };
     assert!(run_seed(&AcksTooEarly, failure.seed, &replay).is_err());
 }
+
+/// A failure's operation count replays it: a run limited to the operations a whole run
+/// made is that same run, crash for crash, even where the cycle's crash came in a
+/// checkpoint or sync after its last operation.
+#[test]
+fn a_run_limited_to_its_own_operation_count_is_the_same_run() {
+    let mut differed_before_an_op = 0;
+    for seed in 0..300 {
+        let one_cycle = Config {
+            cycles: 1,
+            ..config("default")
+        };
+        let whole = run_seed(&FsScenario, seed, &one_cycle).unwrap();
+        let limited = Config {
+            op_limit: Some(whole.ops),
+            ..one_cycle
+        };
+        let replay = run_seed(&FsScenario, seed, &limited).unwrap();
+        assert_eq!(whole, replay, "seed {seed}");
+        let shorter = Config {
+            op_limit: Some(whole.ops.saturating_sub(1)),
+            ..one_cycle
+        };
+        if run_seed(&FsScenario, seed, &shorter).unwrap() != whole {
+            differed_before_an_op += 1;
+        }
+    }
+    // The limit does change a run that it cuts short: the comparison above can fail.
+    assert!(differed_before_an_op > 0);
+}

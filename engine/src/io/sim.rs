@@ -283,6 +283,9 @@ struct Inode {
     durable: Vec<u8>,
     pending: Vec<Pending>,
     history: VecDeque<(u64, Vec<u8>)>,
+    /// Sectors that return EIO (fault 9) until a write that reaches the medium covers
+    /// them: a disk remaps a sector it cannot read when it is written again (an SSD writes
+    /// every write to a fresh page anyway), so a write it acknowledges reads back.
     bad_sectors: BTreeSet<u64>,
 }
 
@@ -568,6 +571,15 @@ impl SimDevice {
         }
         let node = &mut state.inodes[inode];
         write_into(&mut node.live, landed, data);
+        if !lost {
+            // The sectors it covers are remapped (see `Inode::bad_sectors`).
+            let first = landed / SECTOR_SIZE_BYTES as u64;
+            let last = (landed + data.len() as u64) / SECTOR_SIZE_BYTES as u64;
+            let remapped: Vec<u64> = node.bad_sectors.range(first..last).copied().collect();
+            for sector in remapped {
+                node.bad_sectors.remove(&sector);
+            }
+        }
         node.pending.push(Pending::Write {
             offset: landed,
             data: data.to_vec(),
@@ -1165,6 +1177,30 @@ mod tests {
             })
             .count();
         assert_eq!(errors, 1);
+    }
+
+    #[test]
+    fn a_written_sector_reads_back_but_a_lost_write_leaves_it_unreadable() {
+        let (device, file) = setup(7);
+        device.write_durable_at(file, 0, &block(1)).unwrap();
+        device.write_durable_at(file, 4096, &block(2)).unwrap();
+        device.make_unreadable("f", 512);
+        device.make_unreadable("f", 4096 + 512);
+        let unreadable = |index: u64| {
+            device
+                .read_at(file, index * 4096, &mut block(0))
+                .is_err_and(|e| e.kind == IoErrorKind::Io)
+        };
+        assert!(unreadable(0) && unreadable(1));
+        device.set_faults(FaultConfig {
+            lose_write_at_op: Some(2),
+            ..FaultConfig::default()
+        });
+        device.write_durable_at(file, 0, &block(3)).unwrap();
+        device.write_durable_at(file, 4096, &block(4)).unwrap();
+        assert!(!unreadable(0), "a write remaps the sectors it covers");
+        assert_eq!(read_block(&device, file, 0), vec![3u8; 4096]);
+        assert!(unreadable(1), "a lost write never reached the medium");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | 0 | the segment's file is shorter than a segment (segments are created whole) | corruption: truncated from outside |
 //! | 1 | a later batch of this log, valid for its own place, vouches for the LSN (`durable_lsn` >= it) | corruption; reading resumes there |
 //! | 2 | the batch here is valid for this place, was written by the same or a newer writer epoch than the batch before it, yet does not continue it (LSN or CRC chain) | corruption: what came before is not what that writer saw durable |
-//! | 3 | no batch of this segment's incarnation starts here (zeros, or stale bytes of a recycled segment) | the clean end of the log |
+//! | 3 | no batch of this segment's incarnation starts here (zeros, or stale bytes of a recycled segment), or the batch or segment header here was written by an older writer epoch than the batch before it (a discarded tail come back: it reuses the LSNs and chain values of the history that replaced it) | the clean end of the log |
 //! | 4 | a batch of this incarnation starts here but is not whole, or the place is unreadable | a torn tail |
 //!
 //! A batch's `durable_lsn` is what was durable when it was sealed, so a batch past the
@@ -586,9 +586,18 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             }
             if !self.started {
                 match self.segment_header(self.segment_seq)? {
-                    Ok(h) if h.first_lsn == self.expected_lsn && h.prev_crc == self.chain => {
+                    Ok(h) if self.continues(h.first_lsn, h.prev_crc, h.epoch) => {
                         self.start_segment(&h);
                         continue;
+                    }
+                    Ok(h) if h.epoch < self.last_epoch => {
+                        // Started by an older writer than the batch before it: a segment of
+                        // an abandoned history, come back. No evidence of a write.
+                        let why = format!(
+                            "segment header of writer epoch {}, older than the last batch's {}",
+                            h.epoch, self.last_epoch
+                        );
+                        return self.damage(0, why, false);
                     }
                     Ok(h)
                         if self.segment_seq == self.meta.first_segment_seq
@@ -644,7 +653,20 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                 Err(e) => return Err(e.into()),
             };
             let header = match header_here {
-                Ok(h) if h.first_lsn == self.expected_lsn && h.prev_crc == self.chain => h,
+                Ok(h) if self.continues(h.first_lsn, h.prev_crc, h.epoch) => h,
+                Ok(h) if h.epoch < self.last_epoch => {
+                    // An older writer's batch after a newer one's: stale bytes of an
+                    // abandoned history (a discarded tail brought back), never a
+                    // continuation, even when its LSN and chain fit.
+                    let why = format!(
+                        "batch of writer epoch {}, older than the batch before it ({})",
+                        h.epoch, self.last_epoch
+                    );
+                    if self.segment_continues_next()? {
+                        continue;
+                    }
+                    return self.damage(offset, why, false);
+                }
                 Ok(h) => {
                     let why = format!(
                         "batch claims LSN {} chain {:#010x}, expected LSN {} chain {:#010x}",
@@ -708,12 +730,21 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
     fn segment_continues_next(&mut self) -> Result<bool, LogError> {
         let next = self.segment_seq + 1;
         match self.segment_header(next)? {
-            Ok(h) if h.first_lsn == self.expected_lsn && h.prev_crc == self.chain => {
+            Ok(h) if self.continues(h.first_lsn, h.prev_crc, h.epoch) => {
                 self.next_segment();
                 Ok(true)
             }
             _ => Ok(false),
         }
+    }
+
+    /// Whether a batch or segment that starts at `first_lsn` after chain value `prev_crc`,
+    /// written by writer `epoch`, continues the log read so far. Epochs never go down
+    /// along a log (each writer's is above every earlier one's), so an older writer's bytes
+    /// after a newer one's are stale, however well their LSN and chain fit: an abandoned
+    /// tail reuses the LSNs and chain values of the history that replaced it.
+    fn continues(&self, first_lsn: Lsn, prev_crc: u32, epoch: u32) -> bool {
+        first_lsn == self.expected_lsn && prev_crc == self.chain && epoch >= self.last_epoch
     }
 
     /// Reads and checks every record of a batch whose header is valid here.

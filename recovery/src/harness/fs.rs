@@ -644,4 +644,61 @@ impl Scenario for FsScenario {
     fn matches(&self, engine: &SimEngine, model: &Model) -> Result<bool, FsError> {
         Ok(tree_of(engine)? == model.tree())
     }
+
+    fn difference(&self, engine: &SimEngine, model: &Model) -> String {
+        let got = match tree_of(engine) {
+            Ok(tree) => tree,
+            Err(e) => return format!(" (the recovered tree cannot be read: {e})"),
+        };
+        let want = model.tree();
+        let mut lines = Vec::new();
+        for (path, view) in &want {
+            match got.get(path) {
+                None => lines.push(format!("{} missing", String::from_utf8_lossy(path))),
+                Some(found) if found != view => lines.push(format!(
+                    "{} differs: {}",
+                    String::from_utf8_lossy(path),
+                    describe_view_difference(found, view)
+                )),
+                Some(_) => {}
+            }
+        }
+        for path in got.keys().filter(|p| !want.contains_key(*p)) {
+            lines.push(format!("{} unexpected", String::from_utf8_lossy(path)));
+        }
+        format!(
+            "; against the last acknowledged state: {}",
+            lines.join(", ")
+        )
+    }
+}
+
+/// What differs between two views of one path, briefly (data by its first differing byte).
+fn describe_view_difference(got: &View, want: &View) -> String {
+    match (got, want) {
+        (
+            View::File { mode, nlink, data },
+            View::File {
+                mode: want_mode,
+                nlink: want_nlink,
+                data: want_data,
+            },
+        ) => {
+            let mut parts = Vec::new();
+            if mode != want_mode {
+                parts.push(format!("mode {mode:o} not {want_mode:o}"));
+            }
+            if nlink != want_nlink {
+                parts.push(format!("nlink {nlink} not {want_nlink}"));
+            }
+            if data.len() != want_data.len() {
+                parts.push(format!("size {} not {}", data.len(), want_data.len()));
+            }
+            if let Some(at) = data.iter().zip(want_data).position(|(a, b)| a != b) {
+                parts.push(format!("bytes differ from offset {at}"));
+            }
+            parts.join(", ")
+        }
+        (got, want) => format!("{got:?} not {want:?}"),
+    }
 }

@@ -63,6 +63,12 @@ pub trait Scenario {
     fn apply(&self, model: &mut Self::Model, op: &Self::Op) -> Result<(), i32>;
     /// Whether the engine's state is the model's.
     fn matches(&self, engine: &SimEngine, model: &Self::Model) -> Result<bool, FsError>;
+    /// How the engine's state differs from the model's, for a failure report (default:
+    /// nothing said).
+    fn difference(&self, engine: &SimEngine, model: &Self::Model) -> String {
+        let _ = (engine, model);
+        String::new()
+    }
     /// Invariants that hold after every recovery (default: fsck is clean).
     fn check(&self, engine: &SimEngine) -> Result<(), String> {
         let report = engine.fsck();
@@ -442,9 +448,23 @@ struct Run<'a, S: Scenario, C: Choices<S>> {
     stats: Stats,
     cycle: u64,
     history: Vec<String>,
+    /// Fault events already added to the history.
+    faults_noted: usize,
 }
 
 impl<S: Scenario, C: Choices<S>> Run<'_, S, C> {
+    /// Adds the faults applied since the last call to the history, so a failure report
+    /// says what the device did.
+    fn note_faults(&mut self) {
+        let events = self.device.fault_log();
+        // Reads of an unreadable sector repeat; the sector itself is noted when it breaks.
+        let noted = events.iter().skip(self.faults_noted);
+        for event in noted.filter(|e| !matches!(e, smlog::io::sim::FaultEvent::ReadError { .. })) {
+            self.history.push(format!("  fault: {event:?}"));
+        }
+        self.faults_noted = events.len();
+    }
+
     fn count_faults(&mut self) {
         let events = self.device.fault_log();
         self.stats.faults += events.len() as u64;
@@ -498,6 +518,9 @@ impl<S: Scenario, C: Choices<S>> Run<'_, S, C> {
             self.device.crash();
             let plan = self.choices.crash_plan(&self.config.faults);
             self.device.restart(&plan);
+            self.history
+                .push(format!("recovery crashed after {at} device operations"));
+            self.note_faults();
         }
         // With damage, recovery itself may read from the wrong place (fault 8).
         let misreads = self.choices.misreads(&self.config.faults);
@@ -509,6 +532,24 @@ impl<S: Scenario, C: Choices<S>> Run<'_, S, C> {
         let options = self.cycle_options();
         let opened = open_device(Arc::clone(&self.device), options);
         self.device.set_faults(FaultConfig::default());
+        self.history.push(format!(
+            "recovery{}: {}",
+            if misreads { " (misdirected reads)" } else { "" },
+            match &opened {
+                Ok((_, report)) => format!(
+                    "{} in flight, tail LSN {}, torn tail {:?}",
+                    report.in_flight.len(),
+                    report.log.tail.next_lsn,
+                    report
+                        .log
+                        .torn_tail
+                        .as_ref()
+                        .map(|d| (d.segment_seq, d.offset, d.lsn))
+                ),
+                Err(e) => format!("{e}"),
+            }
+        ));
+        self.note_faults();
         match opened {
             Ok((engine, report)) => {
                 for txn in &report.in_flight {
@@ -545,12 +586,17 @@ fn run_inner<S: Scenario, C: Choices<S>>(
         stats: Stats::default(),
         cycle: 0,
         history: Vec::new(),
+        faults_noted: 0,
     };
     let options = run.options(false);
     let (mut engine, _) = open_device(Arc::clone(&run.device), options)
         .map_err(|e| run.fail(format!("creating the engine failed: {e}")))?;
     let mut model = scenario.model();
+    // The state before each setup operation: nothing vouches for the setup's last batches
+    // until the first recovery writes its mark, so damage may take them (see below).
+    let mut setup_states = Vec::new();
     for op in scenario.setup() {
+        setup_states.push(model.clone());
         let want = scenario.apply(&mut model, &op);
         let got = scenario.run(&engine, &op, Durability::Sync.into());
         if got.as_ref().map_err(FsError::errno) != want.as_ref().map_err(|e| *e) {
@@ -562,14 +608,13 @@ fn run_inner<S: Scenario, C: Choices<S>>(
         run.cycle = cycle;
         run.history.clear();
         let faults = run.choices.cycle_faults(&config.faults);
+        run.history.push(format!("faults: {faults:?}"));
         run.device.set_faults(faults);
-        let mut states = vec![model.clone()];
-        let mut durable = 0usize;
+        let mut states = std::mem::take(&mut setup_states);
+        states.push(model.clone());
+        let mut durable = states.len() - 1;
         let ops = run.choices.ops_in_cycle(config.ops_per_cycle_max);
         for i in 0..ops {
-            if run.stats.ops >= limit {
-                break;
-            }
             if run.choices.checkpoint_now() {
                 run.history.push("checkpoint".into());
                 match engine.checkpoint() {
@@ -584,6 +629,12 @@ fn run_inner<S: Scenario, C: Choices<S>>(
                     Ok(()) => durable = states.len() - 1,
                     Err(_) => break,
                 }
+            }
+            // The limit stops a run just before its next operation, after the checkpoint
+            // and sync that come before it: a run that failed after N operations fails
+            // the same way with `op_limit` N.
+            if run.stats.ops >= limit {
+                break;
             }
             let Some((op, durability)) = run
                 .choices
@@ -622,14 +673,18 @@ fn run_inner<S: Scenario, C: Choices<S>>(
         run.device.crash();
         let plan = run.choices.crash_plan(&config.faults);
         run.device.restart(&plan);
+        run.history.push(format!("crash: {plan:?}"));
+        run.note_faults();
         let Some(recovered) = run.recover()? else {
             run.count_faults();
             return Ok(run.stats);
         };
         let mut found = None;
-        // With damage, a lost or misdirected write of the last batches can take records
-        // no later batch vouches for: the one loss no log format detects (docs/FORMAT.md).
-        // Every state must still be a whole prefix.
+        // With damage, a lost or misdirected write of the last batches, or bit rot in
+        // them, can take records no later batch vouches for: damage there looks exactly
+        // like a torn write that was never acknowledged, the one loss no log format
+        // detects (docs/FORMAT.md). Setup operations included. Every state must still be a
+        // whole prefix.
         let lowest = if config.faults.damage { 0 } else { durable };
         for k in (lowest..states.len()).rev() {
             match scenario.matches(&recovered, &states[k]) {
@@ -652,8 +707,9 @@ fn run_inner<S: Scenario, C: Choices<S>>(
         let Some(k) = found else {
             return Err(run.fail(format!(
                 "the recovered state matches the model after no prefix from {durable} of {} \
-                 operations: an acknowledged operation was lost or one was half applied",
-                states.len() - 1
+                 operations: an acknowledged operation was lost or one was half applied{}",
+                states.len() - 1,
+                scenario.difference(&recovered, &states[durable])
             )));
         };
         scenario.check(&recovered).map_err(|e| run.fail(e))?;
