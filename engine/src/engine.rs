@@ -225,13 +225,15 @@ type Guard<'a, D> = MutexGuard<'a, Inner<D>>;
 impl<D: Device> Engine<D> {
     /// Creates a new, empty file system on `device` (like mkfs), which must hold no log.
     pub fn format(device: Arc<D>, options: EngineOptions) -> Result<Engine<D>, FsError> {
+        // SUPER first, LOG last: a directory with a LOG always has its SUPER, and one
+        // without a LOG holds at most what an interrupted format leaves.
+        image::create_super(&*device)?;
         let log = Log::create(
             Arc::clone(&device),
             crate::log::writer::CreateOptions {
                 segment_size_bytes: options.segment_size_bytes,
             },
         )?;
-        image::create_super(&*device)?;
         let meta = Meta::new(created_time(&log), options.capacity_blocks());
         let data = Arc::new(DataFile::open(device)?);
         Ok(Engine::from_recovery(

@@ -1,8 +1,57 @@
 //! The engine's error type: every failure a file operation can meet, each mapping to the
 //! errno a file server returns.
 
+use std::path::PathBuf;
+
 use crate::io::IoError;
 use crate::log::LogError;
+
+/// What is wrong with a directory that cannot be opened as a store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutProblem {
+    /// Store files are there but the log's `LOG` file is not: it was removed, and the
+    /// store is never formatted over.
+    #[error(
+        "the log's LOG file is missing, yet the directory holds store files ({}); \
+         refusing to create a new file system over them",
+        files.join(", ")
+    )]
+    LogMissing {
+        /// The store files found.
+        files: Vec<String>,
+    },
+    /// The directory holds files that are not a store's; a new file system is made only
+    /// in an empty directory.
+    #[error(
+        "the directory is not empty and is not an smlog store ({}); a new file system \
+         is created only in an empty directory",
+        files.join(", ")
+    )]
+    NotEmpty {
+        /// The files found.
+        files: Vec<String>,
+    },
+    /// `SUPER` (the checkpoint superblocks) is missing beside the log.
+    #[error("SUPER, the checkpoint superblocks, is missing beside the log")]
+    SuperMissing,
+    /// `DATA` is missing while the store maps data blocks.
+    #[error("DATA, the data file, is missing; the store maps {need_bytes} bytes of it")]
+    DataMissing {
+        /// Bytes the store's block map needs.
+        need_bytes: u64,
+    },
+    /// `DATA` is shorter than its highest mapped block.
+    #[error(
+        "DATA, the data file, is {len_bytes} bytes, shorter than the {need_bytes} bytes \
+         the store maps: it was truncated"
+    )]
+    DataShort {
+        /// Its length.
+        len_bytes: u64,
+        /// Bytes the store's block map needs.
+        need_bytes: u64,
+    },
+}
 
 /// Everything a file operation, a checkpoint or recovery can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -58,6 +107,15 @@ pub enum FsError {
     /// The store's durable files or the log contradict each other.
     #[error("store corrupt: {0}")]
     Corrupt(String),
+    /// The directory cannot be opened as a store (a file it needs is gone, or it is not
+    /// one and not empty).
+    #[error("{}: {problem}", path.display())]
+    Layout {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: LayoutProblem,
+    },
 }
 
 impl FsError {
@@ -78,6 +136,10 @@ impl FsError {
             FsError::Log(e) => e.errno(),
             FsError::Io(e) => e.kind.errno(),
             FsError::Stopped(_) | FsError::Corrupt(_) => libc::EIO,
+            FsError::Layout { problem, .. } => match problem {
+                LayoutProblem::NotEmpty { .. } => libc::EEXIST,
+                _ => libc::EIO,
+            },
         }
     }
 
@@ -86,7 +148,11 @@ impl FsError {
     pub fn is_refusal(&self) -> bool {
         !matches!(
             self,
-            FsError::Log(_) | FsError::Io(_) | FsError::Stopped(_) | FsError::Corrupt(_)
+            FsError::Log(_)
+                | FsError::Io(_)
+                | FsError::Stopped(_)
+                | FsError::Corrupt(_)
+                | FsError::Layout { .. }
         )
     }
 }

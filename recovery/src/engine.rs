@@ -14,14 +14,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
-use smlog::io::{open_dir, Device, DeviceOptions};
-use smlog::log::segment::read_meta;
+use smlog::constants::BLOCK_SIZE_BYTES;
+use smlog::io::{open_dir, AlignedBuf, Device, DeviceOptions, LOCK_FILE_NAME};
+use smlog::log::segment::{parse_segment_file_name, read_meta, META_TEMP_FILE_NAME};
+use smlog::log::META_FILE_NAME;
 use smlog::store::image::{self, Superblock};
-use smlog::store::{DataFile, Meta, Store};
+use smlog::store::{DataFile, Meta, Store, DATA_FILE_NAME};
 use smlog::txn::{Analysis, Decision, Machine, TxnRecord, TxnTrack};
-use smlog::{Engine, EngineOptions, FsError, LogError, Lsn, Record, RequestKey};
+use smlog::{Engine, EngineOptions, FsError, LayoutProblem, LogError, Lsn, Record, RequestKey};
 
-use crate::{open_log, scan, RecoveryOptions, RecoveryReport};
+use crate::{reopen_after_scan, scan, RecoveryOptions, RecoveryReport};
 
 /// How to open an engine.
 #[derive(Clone, Copy, Debug, Default)]
@@ -102,6 +104,7 @@ pub fn open_device<D: Device>(
     }
     match read_meta(&*device) {
         Err(LogError::NotALog { .. }) if options.create => {
+            check_formattable(&*device)?;
             let engine = Engine::format(device, options.engine)?;
             let report = EngineRecoveryReport {
                 log: empty_log_report(&engine),
@@ -116,16 +119,20 @@ pub fn open_device<D: Device>(
             };
             return Ok((engine, report));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(not_a_log(&*device, e)),
         Ok(_) => {}
     }
     let (sb, meta) = load_checkpoint(&*device, &options)?;
-    let data = Arc::new(DataFile::open(Arc::clone(&device))?);
+    let data = Arc::new(open_data_file(&device, &meta, true)?);
     let mut pass = Pass::new(Store::new(meta, data), sb, &options);
-    let (log, log_report) = open_log(Arc::clone(&device), options.recovery, |record| {
+    // Scan and check everything before the first write: a refusal leaves the store as it
+    // was.
+    let mut log_report = scan(&*device, options.recovery.mode, |record| {
         pass.observe(record)
     })?;
     pass.finish_scan(&log_report)?;
+    check_data_len(&*device, &pass.store)?;
+    let log = reopen_after_scan(Arc::clone(&device), &mut log_report)?;
     let Pass {
         store,
         analysis,
@@ -186,15 +193,16 @@ pub fn inspect<D: Device>(
     options: OpenOptions,
     keep_finished: bool,
 ) -> Result<(EngineRecoveryReport, Store<D>, Analysis), FsError> {
-    read_meta(&*device)?;
+    read_meta(&*device).map_err(|e| not_a_log(&*device, e))?;
     let (sb, meta) = load_checkpoint(&*device, &options)?;
-    let data = Arc::new(DataFile::open_existing(Arc::clone(&device))?);
+    let data = Arc::new(open_data_file(&device, &meta, false)?);
     let mut pass = Pass::new(Store::new(meta, data), sb, &options);
     pass.keep_finished = keep_finished;
     let log_report = scan(&*device, options.recovery.mode, |record| {
         pass.observe(record)
     })?;
     pass.finish_scan(&log_report)?;
+    check_data_len(&*device, &pass.store)?;
     let in_flight = pass.analysis.in_flight().map(describe).collect();
     let report = EngineRecoveryReport {
         log: log_report,
@@ -245,12 +253,154 @@ fn empty_log_report<D: Device>(engine: &Engine<D>) -> RecoveryReport {
     }
 }
 
+fn layout_error<D: Device + ?Sized>(device: &D, problem: LayoutProblem) -> FsError {
+    FsError::Layout {
+        path: device.path_of(""),
+        problem,
+    }
+}
+
+/// A directory without a `LOG` file that holds other store files lost its `LOG`: say so,
+/// rather than that it is no log.
+fn not_a_log<D: Device + ?Sized>(device: &D, error: LogError) -> FsError {
+    match error {
+        LogError::NotALog { .. } => match check_formattable(device) {
+            Err(
+                e @ FsError::Layout {
+                    problem: LayoutProblem::LogMissing { .. },
+                    ..
+                },
+            ) => e,
+            _ => error.into(),
+        },
+        error => error.into(),
+    }
+}
+
+/// Whether `name` is one of the files a store is made of.
+fn is_store_file(name: &str) -> bool {
+    name == META_FILE_NAME
+        || name == META_TEMP_FILE_NAME
+        || name == image::SUPER_FILE_NAME
+        || name == DATA_FILE_NAME
+        || parse_segment_file_name(name).is_some()
+        || image::parse_image_file_name(name).is_some()
+}
+
+/// A new file system is made only in a directory that holds nothing, or what an
+/// interrupted format leaves (`Engine::format` writes `SUPER`, then the first segment,
+/// then `LOG` last): an empty `SUPER`, a first segment no batch was written to, `LOG.tmp`.
+/// Store files without their `LOG` are a store that lost it, never formatted over; any
+/// other file means the directory is not ours.
+fn check_formattable<D: Device + ?Sized>(device: &D) -> Result<(), FsError> {
+    let names = device.list()?;
+    let foreign: Vec<String> = names
+        .iter()
+        .filter(|n| !is_store_file(n) && n.as_str() != LOCK_FILE_NAME)
+        .cloned()
+        .collect();
+    if !foreign.is_empty() {
+        return Err(layout_error(
+            device,
+            LayoutProblem::NotEmpty { files: foreign },
+        ));
+    }
+    let mut kept = Vec::new();
+    for name in names.iter().filter(|n| is_store_file(n)) {
+        let leftover = match name.as_str() {
+            META_TEMP_FILE_NAME => true,
+            image::SUPER_FILE_NAME => matches!(image::read_super(device), Ok(None)),
+            _ if parse_segment_file_name(name) == Some(1) => first_block_is_zero(device, name)?,
+            _ => false,
+        };
+        if !leftover {
+            kept.push(name.clone());
+        }
+    }
+    if !kept.is_empty() {
+        return Err(layout_error(
+            device,
+            LayoutProblem::LogMissing { files: kept },
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the first block of `name` holds nothing (or the file is shorter than a block).
+fn first_block_is_zero<D: Device + ?Sized>(device: &D, name: &str) -> Result<bool, FsError> {
+    let file = device.open(name, false)?;
+    let mut buf = AlignedBuf::new_zeroed(BLOCK_SIZE_BYTES);
+    let result = match device.len(file) {
+        Ok(len) if len < BLOCK_SIZE_BYTES as u64 => Ok(true),
+        Ok(_) => device
+            .read_at(file, 0, &mut buf)
+            .map(|()| buf.iter().all(|b| *b == 0)),
+        Err(e) => Err(e),
+    };
+    device.close(file);
+    Ok(result?)
+}
+
+/// Opens `DATA`. A missing one is created only while the store maps no block of it
+/// (`create`); otherwise it is named as missing, never silently made anew.
+fn open_data_file<D: Device>(
+    device: &Arc<D>,
+    meta: &Meta,
+    create: bool,
+) -> Result<DataFile<D>, FsError> {
+    let need_bytes = mapped_bytes(meta);
+    let present = device.list()?.iter().any(|n| n == DATA_FILE_NAME);
+    if !present && (need_bytes > 0 || !create) {
+        return Err(layout_error(
+            &**device,
+            LayoutProblem::DataMissing { need_bytes },
+        ));
+    }
+    if create {
+        DataFile::open(Arc::clone(device))
+    } else {
+        DataFile::open_existing(Arc::clone(device))
+    }
+}
+
+/// Bytes of `DATA` up to the end of the highest block the store maps.
+fn mapped_bytes(meta: &Meta) -> u64 {
+    meta.highest_mapped_block()
+        .map_or(0, |block| (block + 1) * BLOCK_SIZE_BYTES as u64)
+}
+
+/// Refuses a `DATA` shorter than the blocks the recovered store maps (every mapped block
+/// was written, and made durable, before a record or an image named it; blocks merely
+/// allocated by a transaction that is then rolled back may lie past the end): a truncated
+/// data file would read as zeros, or fail, where acknowledged data was.
+fn check_data_len<D: Device + ?Sized, S: Device>(
+    device: &D,
+    store: &Store<S>,
+) -> Result<(), FsError> {
+    let need_bytes = mapped_bytes(&store.meta);
+    let len_bytes = store.data.len_bytes();
+    if len_bytes < need_bytes {
+        return Err(layout_error(
+            device,
+            LayoutProblem::DataShort {
+                len_bytes,
+                need_bytes,
+            },
+        ));
+    }
+    Ok(())
+}
+
 /// The newest checkpoint, or the empty file system when there is none.
 fn load_checkpoint<D: Device + ?Sized>(
     device: &D,
     options: &OpenOptions,
 ) -> Result<(Option<Superblock>, Meta), FsError> {
     let log_meta = read_meta(device)?;
+    // `Engine::format` writes SUPER before LOG, so a log without it lost it.
+    if !device.list()?.iter().any(|n| n == image::SUPER_FILE_NAME) {
+        return Err(layout_error(device, LayoutProblem::SuperMissing));
+    }
     let sb = image::read_super(device)?;
     let mut meta = match &sb {
         None => Meta::new(

@@ -193,10 +193,22 @@ pub fn open_log<D: Device>(
         ));
     }
     let mut report = scan(&*device, options.mode, on_record)?;
+    let log = reopen_after_scan(device, &mut report)?;
+    Ok((log, report))
+}
+
+/// The writing half of [`open_log`], after a scan whose report the caller has checked:
+/// scrubs past the tail, opens the writer there and writes its durable mark. Nothing is
+/// written before this, so a caller that refuses what the scan found leaves the log as it
+/// was.
+pub(crate) fn reopen_after_scan<D: Device>(
+    device: Arc<D>,
+    report: &mut RecoveryReport,
+) -> Result<Log<D>, LogError> {
     report.scrubbed_bytes = scrub_past_tail(&*device, &report.meta, &report.tail)?;
     let log = Log::open_at(device, report.meta, &report.tail)?;
     log.write_mark()?;
-    Ok((log, report))
+    Ok(log)
 }
 
 /// Opens the log in `device`'s directory, creating it when there is none.

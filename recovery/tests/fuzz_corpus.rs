@@ -152,7 +152,12 @@ fn generate_crash_seed_corpus() {
         if found.1 < 3 {
             if let Ok(plan) = FsCrashPlan::arbitrary(&mut Unstructured::new(&bytes)) {
                 let ops: usize = plan.cycles.iter().map(|c| c.ops.len()).sum();
-                if plan.cycles.len() >= 2 && ops >= 10 {
+                // Kept when its run checks several recoveries (damage may end a run at
+                // its first, with an explicit refusal).
+                if plan.cycles.len() >= 2
+                    && ops >= 10
+                    && smlog_recovery::harness::fuzz::run_fs_plan(&plan).cycles >= 2
+                {
                     found.1 += 1;
                     std::fs::write(root.join(format!("fs_crash/seed-{}", found.1)), &bytes)
                         .unwrap();

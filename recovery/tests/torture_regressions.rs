@@ -13,29 +13,55 @@ fn torture(seed: u64, faults: &str) -> Stats {
     run_seed(&FsScenario, seed, &config).unwrap_or_else(|failure| panic!("{failure}"))
 }
 
-/// Recovery found an unreadable sector at the tail (a torn tail), scrubbed it and logged
-/// its own records over it; the simulated disk kept the sector unreadable although the
-/// writes were acknowledged, so the next recovery lost them. A disk remaps a sector it is
-/// told to write; the simulator now does too.
+/// Found with `--faults all`: recovery found an unreadable sector at the tail (a torn
+/// tail), scrubbed it and logged its own records over it; the simulated disk kept the
+/// sector unreadable although the writes were acknowledged, so the next recovery lost them.
+/// A disk remaps a sector it is told to write; the simulator now does too (its own unit
+/// test shows the mechanism). These seeds took other paths once the format began to write
+/// SUPER before LOG; they stay as runs that must pass.
 #[test]
-fn records_written_over_an_unreadable_sector_read_back() {
+fn seeds_that_lost_records_written_over_an_unreadable_sector() {
     for seed in [
         13_183_418_541_658_899_534,
         3_896_904_522_547_016_104,
         13_907_510_145_530_136_262,
     ] {
-        let stats = torture(seed, "all");
-        assert_eq!(stats.cycles, 8, "seed {seed}");
+        torture(seed, "all");
     }
 }
 
-/// Bit rot in the setup's last batch, which no later batch vouches for: damage there is
-/// what a torn, never acknowledged write leaves, so recovery loses that tail whole (and
-/// says so). The checker allowed that for a cycle's operations but not for the setup's.
+/// Damage (bit rot, an unreadable sector, a lost write) in the setup's last batch, which no
+/// later batch vouches for, is what a torn, never acknowledged write leaves: recovery loses
+/// that tail whole, and says so. The checker allowed that for a cycle's operations but not
+/// for the setup's (seeds 6835655399268480947 and 3070108221529239219 failed so); this
+/// finds runs where it happens and checks them.
 #[test]
 fn damage_to_the_setups_unvouched_tail_loses_it_whole() {
-    let stats = torture(6_835_655_399_268_480_947, "all");
-    assert!(stats.damage_lost_tail >= 1, "{stats:?}");
-    let stats = torture(3_070_108_221_529_239_219, "crash,damage");
-    assert!(stats.damage_lost_tail >= 1, "{stats:?}");
+    torture(6_835_655_399_268_480_947, "all");
+    torture(3_070_108_221_529_239_219, "crash,damage");
+    let mut total = Stats::default();
+    for seed in 0..3000 {
+        let config = Config {
+            cycles: 1,
+            faults: "crash,damage".parse().unwrap(),
+            ..Config::default()
+        };
+        match run_seed(&FsScenario, seed, &config) {
+            Ok(stats) => total.add(&stats),
+            Err(failure) => panic!("{failure}"),
+        }
+        if total.damage_lost_setup >= 1 {
+            break;
+        }
+    }
+    assert!(total.damage_lost_setup >= 1, "{total:?}");
+}
+
+/// A checkpoint's superblock write was lost in a crash; recovery went on from the one
+/// before and reused the blocks the lost checkpoint had written; a later crash brought the
+/// lost write back over its blank slot. Superblock slots are never blank now (the
+/// mechanism has its own test in `smlog::store::image`).
+#[test]
+fn a_lost_superblock_write_never_comes_back() {
+    torture(4_492_981_960_888_882_867, "all");
 }

@@ -248,7 +248,12 @@ fn dbench_on_mount(
     let mnt = root.join(format!("mnt-{run}"));
     std::fs::create_dir_all(&mnt)?;
     let mut command = std::process::Command::new(std::env::current_exe()?);
-    command.arg("mount").arg(&engine).arg(&mnt).args(mount_args);
+    command
+        .arg("mount")
+        .arg(&engine)
+        .arg(&mnt)
+        .arg("--create")
+        .args(mount_args);
     let mut child = command.stderr(std::process::Stdio::null()).spawn()?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !is_mounted(&mnt) {

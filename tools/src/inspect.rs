@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use smlog::io::{open_dir, Device};
 use smlog::log::reader::Damage;
-use smlog::{LogReader, RecoveryMode, ScanItem};
+use smlog::{LogError, LogReader, RecoveryMode, ScanItem};
 use smlog_recovery::{open_log, scan, RecoveryOptions, RecoveryReport};
 
 use crate::OpenArgs;
@@ -99,7 +99,18 @@ fn dump_to_stdout(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode>
         )?;
     }
     let mut count = 0u64;
-    while let Some(item) = reader.next_item()? {
+    let mut found = Found::Clean;
+    loop {
+        let item = match reader.next_item() {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(e) if is_damage(&e) => {
+                writeln!(out, "CORRUPT: {e}")?;
+                found = Found::Corrupt;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
         match item {
             ScanItem::Record(r) => {
                 if as_json {
@@ -131,6 +142,7 @@ fn dump_to_stdout(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode>
                 }
             }
             ScanItem::TornTail(d) => {
+                found = found.max(Found::TornTail);
                 if as_json {
                     writeln!(out, "{}", damage_json("torn_tail", &d))?;
                 } else {
@@ -138,6 +150,7 @@ fn dump_to_stdout(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode>
                 }
             }
             ScanItem::Corrupt(d) => {
+                found = Found::Corrupt;
                 if as_json {
                     writeln!(out, "{}", damage_json("corrupt", &d))?;
                 } else {
@@ -150,11 +163,47 @@ fn dump_to_stdout(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode>
         bar.finish_and_clear();
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(found.exit_code())
 }
 
-/// Scans in salvage mode so that every damage is seen; returns the report.
-fn scan_all(device: &dyn Device) -> Result<RecoveryReport> {
+/// What a scan found, worst last: the exit code of `log dump`, `stat` and `verify`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Found {
+    /// 0.
+    Clean,
+    /// 1: a torn tail (recovery discards it).
+    TornTail,
+    /// 2: corruption before the durable mark, or a segment missing.
+    Corrupt,
+}
+
+impl Found {
+    fn of(report: &RecoveryReport) -> Found {
+        if !report.gaps.is_empty() {
+            Found::Corrupt
+        } else if report.torn_tail.is_some() {
+            Found::TornTail
+        } else {
+            Found::Clean
+        }
+    }
+
+    fn exit_code(self) -> ExitCode {
+        ExitCode::from(self as u8)
+    }
+}
+
+/// Damage a scan stops at (rather than an error of the device or of the caller).
+fn is_damage(error: &LogError) -> bool {
+    matches!(
+        error,
+        LogError::Corrupt { .. } | LogError::MissingSegment { .. } | LogError::BadMeta { .. }
+    )
+}
+
+/// Scans in salvage mode so that every damage is seen; returns the report, or the damage
+/// that stopped the scan (a segment missing).
+fn scan_all(device: &dyn Device) -> Result<std::result::Result<RecoveryReport, LogError>> {
     let reader = LogReader::open(device)?;
     let bar = progress(reader.segment_count() as u64 * reader.meta().segment_size_bytes);
     drop(reader);
@@ -166,11 +215,28 @@ fn scan_all(device: &dyn Device) -> Result<RecoveryReport> {
                 bar.inc(4096 * (r.payload.len() as u64 + 48));
             }
         }
-    })?;
+    });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(report)
+    match report {
+        Ok(report) => Ok(Ok(report)),
+        Err(e) if is_damage(&e) => Ok(Err(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints damage that stopped a scan, as `verify` and `stat` do, and gives exit code 2.
+fn print_stopped(error: &LogError, as_json: bool) -> ExitCode {
+    if as_json {
+        println!(
+            "{}",
+            json!({"status": "corrupt", "error": error.to_string()})
+        );
+    } else {
+        println!("CORRUPTION: {error}");
+    }
+    Found::Corrupt.exit_code()
 }
 
 fn report_json(report: &RecoveryReport) -> serde_json::Value {
@@ -194,10 +260,13 @@ fn report_json(report: &RecoveryReport) -> serde_json::Value {
 
 pub fn stat(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
     let device = open(dir, args)?;
-    let report = scan_all(&*device)?;
+    let report = match scan_all(&*device)? {
+        Ok(report) => report,
+        Err(e) => return Ok(print_stopped(&e, as_json)),
+    };
     if as_json {
         println!("{}", report_json(&report));
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Found::of(&report).exit_code());
     }
     println!(
         "log            {}  ({:#018x})",
@@ -230,18 +299,20 @@ pub fn stat(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
     for (kind, count) in &report.kind_counts {
         println!("  kind {kind:>5}  {count}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Found::of(&report).exit_code())
 }
 
 pub fn verify(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
     let device = open(dir, args)?;
-    let report = scan_all(&*device)?;
-    let (status, code) = if !report.gaps.is_empty() {
-        ("corrupt", 2)
-    } else if report.torn_tail.is_some() {
-        ("torn_tail", 1)
-    } else {
-        ("clean", 0)
+    let report = match scan_all(&*device)? {
+        Ok(report) => report,
+        Err(e) => return Ok(print_stopped(&e, as_json)),
+    };
+    let found = Found::of(&report);
+    let status = match found {
+        Found::Corrupt => "corrupt",
+        Found::TornTail => "torn_tail",
+        Found::Clean => "clean",
     };
     if as_json {
         let mut value = report_json(&report);
@@ -267,7 +338,7 @@ pub fn verify(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
             ),
         }
     }
-    Ok(ExitCode::from(code))
+    Ok(found.exit_code())
 }
 
 pub fn recover(

@@ -46,10 +46,14 @@ enum Command {
     },
     /// Serve the engine in DIR as a file system on MOUNTPOINT through FUSE: recovers DIR
     /// (creating a file system when it is empty), serves until unmounted or signalled
-    /// (SIGINT, SIGTERM: unmount, sync, checkpoint).
+    /// (SIGINT, SIGTERM: unmount, sync, checkpoint). A directory holding anything else is
+    /// never formatted over.
     Mount {
         /// The engine's directory.
         dir: PathBuf,
+        /// Create DIR, with a new file system, when it does not exist.
+        #[arg(long)]
+        create: bool,
         /// Where to mount it.
         mountpoint: PathBuf,
         /// Make every change durable before it returns (default: at fsync, like a local
@@ -67,6 +71,13 @@ enum Command {
         /// cache). fsync still writes them back and makes them durable first.
         #[arg(long)]
         writeback_cache: bool,
+        #[command(flatten)]
+        open: OpenArgs,
+    },
+    /// Create a new, empty file system in DIR (made when missing; it must be empty).
+    Format {
+        /// The engine's directory.
+        dir: PathBuf,
         #[command(flatten)]
         open: OpenArgs,
     },
@@ -380,8 +391,29 @@ impl OpenArgs {
     }
 }
 
+/// Commands that print reports die quietly when the reader of their output goes away
+/// (`smlog log stat DIR | head -1`), as Unix tools do, rather than panic on the closed
+/// pipe. The mount and the demo keep ignoring SIGPIPE: they must finish their work.
+fn quiet_on_closed_pipe(command: &Command) {
+    if matches!(
+        command,
+        Command::Mount { .. } | Command::Demo { .. } | Command::DemoChild { .. }
+    ) {
+        return;
+    }
+    // SAFETY: restoring the default disposition of SIGPIPE, before any thread starts, has
+    // no handler to race with.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_on_closed_pipe(&cli.command);
     let result = match cli.command {
         Command::Log(LogCommand::Dump { dir, open, json }) => inspect::dump(&dir, open, json),
         Command::Log(LogCommand::Stat { dir, open, json }) => inspect::stat(&dir, open, json),
@@ -427,8 +459,10 @@ fn main() -> ExitCode {
             ops,
             json,
         }),
+        Command::Format { dir, open } => txn::format(&dir, open),
         Command::Mount {
             dir,
+            create,
             mountpoint,
             sync,
             options,
@@ -437,6 +471,7 @@ fn main() -> ExitCode {
             open,
         } => mount::run(mount::MountArgs {
             dir,
+            create,
             mountpoint,
             sync,
             options,

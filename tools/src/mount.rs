@@ -41,8 +41,10 @@ const TTL: Duration = Duration::from_secs(1);
 /// Options of `smlog mount`.
 #[derive(Debug)]
 pub struct MountArgs {
-    /// The engine's directory (created when empty).
+    /// The engine's directory: a new file system is made in it when it is empty.
     pub dir: PathBuf,
+    /// Create `dir` when it does not exist.
+    pub create: bool,
     /// Where to mount.
     pub mountpoint: PathBuf,
     /// Every change durable before it returns.
@@ -635,10 +637,17 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
     signals.thread_block()?;
 
     let options = OpenOptions {
-        device: args.open.device_options(true),
+        device: args.open.device_options(args.create),
         create: true,
         ..OpenOptions::default()
     };
+    if !args.create && !args.dir.exists() {
+        return Err(format!(
+            "{}: no such directory (--create makes it, with a new file system; or smlog format)",
+            args.dir.display()
+        )
+        .into());
+    }
     let (engine, report) = smlog_recovery::open(&args.dir, options)?;
     if report.created {
         eprintln!(

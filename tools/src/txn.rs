@@ -18,14 +18,32 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Whether `dir` holds an engine (a store beside the log), not a bare log.
 pub fn is_engine_dir(dir: &Path) -> bool {
+    // An engine always has both; one that lost SUPER still has DATA, and recovery names
+    // the missing file.
     dir.join(smlog::store::image::SUPER_FILE_NAME).exists()
+        || dir.join(smlog::store::DATA_FILE_NAME).exists()
 }
 
 fn open(dir: &Path, args: OpenArgs) -> Result<Arc<Box<dyn Device>>> {
-    if !dir.join(smlog::log::META_FILE_NAME).exists() {
-        return Err(format!("{}: no smlog engine here (no LOG file)", dir.display()).into());
+    if !dir.is_dir() {
+        return Err(format!("{}: no such directory", dir.display()).into());
     }
     Ok(Arc::new(open_dir(dir, args.device_options(false))?))
+}
+
+/// `smlog format`: a new, empty file system in `dir` (made when missing), which must be
+/// empty.
+pub fn format(dir: &Path, args: OpenArgs) -> Result<ExitCode> {
+    let device = Arc::new(open_dir(dir, args.device_options(true))?);
+    if smlog::log::segment::read_meta(&**device).is_ok() {
+        return Err(format!("{}: already holds a file system", dir.display()).into());
+    }
+    let mut options = options(args, RecoveryMode::TornTail, false);
+    options.create = true;
+    let (engine, _) = open_device(device, options)?;
+    engine.shutdown()?;
+    println!("created a new file system in {}", dir.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn options(args: OpenArgs, mode: RecoveryMode, dry_run: bool) -> OpenOptions {

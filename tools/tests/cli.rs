@@ -187,7 +187,10 @@ fn a_second_opener_is_told_the_holder_pid() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("pid Some({})", std::process::id())),
+        err.contains(&format!(
+            "in use by another process (pid {})",
+            std::process::id()
+        )),
         "{err}"
     );
 }

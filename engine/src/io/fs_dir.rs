@@ -1,7 +1,7 @@
 //! What the posix and io_uring devices share: a locked directory of real files.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -13,7 +13,9 @@ use super::{DeviceOptions, FileId, IoError, IoErrorKind, IoOp};
 /// Name of the lock file in a log directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
 
-/// An exclusive `flock` on a directory's `LOCK` file, holding the owner's pid.
+/// An exclusive `flock` on the directory itself, with the owner's pid written in its
+/// `LOCK` file for the message a second opener gets. The lock is on the directory, not on
+/// the `LOCK` file, so removing that file (or replacing it) never lets a second process in.
 /// Released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct DirLock {
@@ -25,33 +27,32 @@ impl DirLock {
     /// Locks `dir`, or fails with [`IoErrorKind::Locked`] naming the holder's pid.
     pub fn acquire(dir: &Path) -> Result<DirLock, IoError> {
         let path = dir.join(LOCK_FILE_NAME);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| IoError::new(IoOp::Lock, &path, 0, IoErrorKind::from_io(&e)))?;
-        let mut flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let dir_file = File::open(dir)
+            .map_err(|e| IoError::new(IoOp::Lock, dir, 0, IoErrorKind::from_io(&e)))?;
+        let flock = match Flock::lock(dir_file, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => flock,
-            Err((mut file, errno)) => {
+            Err((_, errno)) => {
                 let kind = if errno == nix::errno::Errno::EWOULDBLOCK {
-                    let mut text = String::new();
-                    let _ = file.read_to_string(&mut text);
-                    IoErrorKind::Locked {
-                        pid: text.trim().parse().ok(),
-                    }
+                    // The kernel knows the holder even when its LOCK file is gone.
+                    let pid = holder_from_proc_locks(dir).or_else(|| {
+                        std::fs::read_to_string(&path)
+                            .ok()
+                            .and_then(|text| text.trim().parse().ok())
+                    });
+                    IoErrorKind::Locked { pid }
                 } else {
                     IoErrorKind::from_errno(errno as i32)
                 };
                 return Err(IoError::new(IoOp::Lock, &path, 0, kind));
             }
         };
-        let pid = std::process::id();
-        let written = flock
-            .set_len(0)
-            .and_then(|()| flock.rewind())
-            .and_then(|()| writeln!(flock, "{pid}"));
+        // Only the lock holder writes the pid, so a second opener reads the holder's.
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|mut file| writeln!(file, "{}", std::process::id()));
         written.map_err(|e| IoError::new(IoOp::Lock, &path, 0, IoErrorKind::from_io(&e)))?;
         Ok(DirLock {
             _flock: flock,
@@ -63,6 +64,33 @@ impl DirLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The pid holding a `flock` on `dir`, from `/proc/locks` (lines such as
+/// `1: FLOCK  ADVISORY  WRITE 5509 08:01:1234 0 EOF`, the file named by
+/// major:minor:inode in hex:hex:decimal).
+fn holder_from_proc_locks(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(dir).ok()?;
+    let dev = metadata.dev();
+    let wanted = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        metadata.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Blocked waiters are listed as "1: -> FLOCK ..."; only the holder counts.
+        let at = fields.iter().position(|f| *f == "FLOCK")?;
+        if at.checked_sub(1).and_then(|i| fields.get(i)) == Some(&"->") {
+            return None;
+        }
+        (fields.get(at + 4)? == &wanted.as_str())
+            .then(|| fields.get(at + 3)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// An open file of a [`RealDir`].
@@ -84,7 +112,7 @@ pub(crate) struct RealDir {
 
 impl RealDir {
     pub fn open(dir: &Path, options: DeviceOptions) -> Result<RealDir, IoError> {
-        if options.create_dir {
+        if options.create_dir && std::fs::symlink_metadata(dir).is_err() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| IoError::new(IoOp::Open, dir, 0, IoErrorKind::from_io(&e)))?;
         }
@@ -294,6 +322,28 @@ mod tests {
             }
         );
         assert!(error.to_string().contains("LOCK"));
+    }
+
+    #[test]
+    fn removing_the_lock_file_lets_no_second_opener_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = DirLock::acquire(dir.path()).unwrap();
+        std::fs::remove_file(dir.path().join(LOCK_FILE_NAME)).unwrap();
+        let me = std::process::id();
+        let error = DirLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(error.kind, IoErrorKind::Locked { pid: Some(me) });
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "lock {}: the directory is in use by another process (pid {me})",
+                dir.path().join(LOCK_FILE_NAME).display()
+            )
+        );
+        // A LOCK file put back by hand, naming another pid, changes nothing either: the
+        // kernel's own record of the lock names the holder.
+        std::fs::write(dir.path().join(LOCK_FILE_NAME), "1\n").unwrap();
+        let error = DirLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(error.kind, IoErrorKind::Locked { pid: Some(me) });
     }
 
     #[test]

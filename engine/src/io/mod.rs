@@ -24,7 +24,7 @@ pub mod posix;
 pub mod sim;
 pub mod uring;
 
-pub use fs_dir::DirLock;
+pub use fs_dir::{DirLock, LOCK_FILE_NAME};
 
 /// A file opened on a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -166,7 +166,7 @@ pub enum IoErrorKind {
     )]
     DirectIoRefused,
     /// Another process holds the directory's lock.
-    #[error("the directory is locked by another process (pid {pid:?})")]
+    #[error("{}", locked_message(*pid))]
     Locked {
         /// The holder's pid, as written in the lock file.
         pid: Option<u32>,
@@ -186,6 +186,13 @@ pub enum IoErrorKind {
     /// Any other errno.
     #[error("errno {0}")]
     Other(i32),
+}
+
+fn locked_message(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("the directory is in use by another process (pid {pid})"),
+        None => "the directory is in use by another process (its pid is unknown)".to_owned(),
+    }
 }
 
 impl IoErrorKind {
@@ -255,7 +262,11 @@ impl IoErrorKind {
 
 /// A failed device operation: what, where, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{op} {} at offset {offset}: {kind}", path.display())]
+#[error(
+    "{op} {}{}: {kind}",
+    path.display(),
+    if matches!(op, IoOp::Read | IoOp::Write) { format!(" at offset {offset}") } else { String::new() }
+)]
 pub struct IoError {
     /// The operation.
     pub op: IoOp,

@@ -8,7 +8,7 @@
 //!
 //! | # | evidence | verdict |
 //! |---|---|---|
-//! | 0 | the segment's file is shorter than a segment (segments are created whole) | corruption: truncated from outside |
+//! | 0 | the segment's file is shorter than a segment (segments are created whole), or a segment file is missing below one that exists, or the first live one is missing (segments are created in order and never removed from the middle) | corruption: truncated or removed from outside ([`LogError::MissingSegment`]) |
 //! | 1 | a later batch of this log, valid for its own place, vouches for the LSN (`durable_lsn` >= it) | corruption; reading resumes there |
 //! | 2 | the batch here is valid for this place, was written by the same or a newer writer epoch than the batch before it, yet does not continue it (LSN or CRC chain) | corruption: what came before is not what that writer saw durable |
 //! | 3 | no batch of this segment's incarnation starts here (zeros, or stale bytes of a recycled segment), or the batch or segment header here was written by an older writer epoch than the batch before it (a discarded tail come back: it reuses the LSNs and chain values of the history that replaced it) | the clean end of the log |
@@ -623,12 +623,18 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     }
                     Err(why) => {
                         if !self.present.contains(&self.segment_seq) {
-                            // The end of the log, unless a later batch proves this segment
-                            // held durable records.
-                            if let Found::Vouch { .. } = self.look_ahead(self.segment_seq, 0)? {
+                            // The end of the log, unless this segment's file was removed
+                            // from outside: the first live one always exists, segments are
+                            // created in order (so none is missing below one present), and
+                            // a later batch may prove this one held durable records.
+                            let seq = self.segment_seq;
+                            let removed = seq == self.meta.first_segment_seq
+                                || self.present.range(seq..).next().is_some()
+                                || matches!(self.look_ahead(seq, 0)?, Found::Vouch { .. });
+                            if removed {
                                 return Err(LogError::MissingSegment {
-                                    segment_seq: self.segment_seq,
-                                    path: self.path(self.segment_seq),
+                                    segment_seq: seq,
+                                    path: self.path(seq),
                                 });
                             }
                             self.finished = true;
@@ -820,6 +826,12 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         self.queue.extend(records);
     }
 
+    /// The first segment after `seq` whose file is missing although a later one exists.
+    fn missing_segment_after(&self, seq: u64) -> Option<u64> {
+        let last = *self.present.last()?;
+        (seq + 1..last).find(|s| !self.present.contains(s))
+    }
+
     /// Looks past damage at (seq, offset) for proof that the expected LSN was durable.
     fn look_ahead(&mut self, seq: u64, offset: u64) -> Result<Found, LogError> {
         let expected = self.expected_lsn;
@@ -945,6 +957,14 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     return Ok(Some(ScanItem::Corrupt(damage)));
                 }
             }
+        }
+        // Row 0 again: the log cannot end here while a later segment file exists and one
+        // between is missing (removed from outside; segments are created in order).
+        if let Some(missing) = self.missing_segment_after(seq) {
+            return Err(LogError::MissingSegment {
+                segment_seq: missing,
+                path: self.path(missing),
+            });
         }
         self.finished = true;
         // Row 3: nothing of this incarnation here: the clean end.

@@ -12,7 +12,8 @@ use crate::io::{AlignedBuf, Device, IoError, IoErrorKind};
 
 /// Name of the metadata file in a log directory.
 pub const META_FILE_NAME: &str = "LOG";
-const META_TEMP_FILE_NAME: &str = "LOG.tmp";
+/// Name of the temporary file the `LOG` file is written to before its rename.
+pub const META_TEMP_FILE_NAME: &str = "LOG.tmp";
 const SEGMENT_SUFFIX: &str = ".seg";
 
 /// Bytes written per zero-fill write.
@@ -45,20 +46,21 @@ pub fn read_meta<D: Device + ?Sized>(device: &D) -> Result<Meta, LogError> {
         Err(e) => return Err(e.into()),
     };
     let mut buf = AlignedBuf::new_zeroed(META_SIZE_BYTES);
-    let result = device.read_at(file, 0, &mut buf);
-    device.close(file);
-    match result {
-        Ok(()) => {}
-        Err(e) if e.kind == IoErrorKind::UnexpectedEof => {
-            return Err(LogError::BadMeta {
-                path,
-                why: DecodeError::TooShort {
-                    len_bytes: 0,
-                    need_bytes: META_SIZE_BYTES,
-                },
-            })
+    let result = device.len(file).and_then(|len_bytes| {
+        if len_bytes < META_SIZE_BYTES as u64 {
+            return Ok(Some(len_bytes));
         }
-        Err(e) => return Err(e.into()),
+        device.read_at(file, 0, &mut buf).map(|()| None)
+    });
+    device.close(file);
+    if let Some(len_bytes) = result? {
+        return Err(LogError::BadMeta {
+            path,
+            why: DecodeError::TooShort {
+                len_bytes: len_bytes as usize,
+                need_bytes: META_SIZE_BYTES,
+            },
+        });
     }
     Meta::decode(&buf).map_err(|why| LogError::BadMeta { path, why })
 }

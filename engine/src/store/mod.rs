@@ -445,6 +445,16 @@ impl Meta {
         }
     }
 
+    /// The highest data block any inode maps, if any. O(mapped blocks). Every mapped block
+    /// was written and made durable before a record or an image named it, so `DATA` is at
+    /// least this long.
+    pub fn highest_mapped_block(&self) -> Option<u64> {
+        self.inodes
+            .values()
+            .filter_map(|inode| inode.blocks.iter().map(|(_, data)| *data).max())
+            .max()
+    }
+
     /// Orphans: inodes with no name and no link, unlinked while a file server held them
     /// open (see `Engine::open`). O(inodes).
     pub fn orphans(&self) -> Vec<Ino> {
@@ -682,6 +692,11 @@ impl<D: Device> DataFile<D> {
     /// The device.
     pub fn device(&self) -> &Arc<D> {
         &self.device
+    }
+
+    /// Its length in bytes (as set).
+    pub fn len_bytes(&self) -> u64 {
+        self.len_blocks.load(Ordering::Acquire) * BLOCK
     }
 
     /// Reads data block `block`.

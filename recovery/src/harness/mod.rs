@@ -217,6 +217,9 @@ pub struct Stats {
     /// Recoveries after damage that lost acknowledged operations at the end of the log,
     /// whole (the undetectable case of a lost last write).
     pub damage_lost_tail: u64,
+    /// Of those, the recoveries whose lost tail reached into the setup's operations (the
+    /// setup's last batches, vouched for by nothing before the first recovery's mark).
+    pub damage_lost_setup: u64,
 }
 
 impl Stats {
@@ -231,6 +234,7 @@ impl Stats {
         self.recovery_crashes += other.recovery_crashes;
         self.refused += other.refused;
         self.damage_lost_tail += other.damage_lost_tail;
+        self.damage_lost_setup += other.damage_lost_setup;
         for (kind, count) in &other.fault_kinds {
             *self.fault_kinds.entry(kind).or_default() += count;
         }
@@ -272,7 +276,7 @@ fn fixed_clock() -> Time {
 
 fn is_damage_refusal(error: &FsError) -> bool {
     match error {
-        FsError::Corrupt(_) => true,
+        FsError::Corrupt(_) | FsError::Layout { .. } => true,
         FsError::Log(e) => {
             matches!(
                 e,
@@ -611,6 +615,7 @@ fn run_inner<S: Scenario, C: Choices<S>>(
         run.history.push(format!("faults: {faults:?}"));
         run.device.set_faults(faults);
         let mut states = std::mem::take(&mut setup_states);
+        let setup_prefixes = states.len();
         states.push(model.clone());
         let mut durable = states.len() - 1;
         let ops = run.choices.ops_in_cycle(config.ops_per_cycle_max);
@@ -703,6 +708,9 @@ fn run_inner<S: Scenario, C: Choices<S>>(
         }
         if found.is_some_and(|k| k < durable) {
             run.stats.damage_lost_tail += 1;
+        }
+        if found.is_some_and(|k| k < setup_prefixes) {
+            run.stats.damage_lost_setup += 1;
         }
         let Some(k) = found else {
             return Err(run.fail(format!(

@@ -98,6 +98,7 @@ impl Mounted {
             .arg("mount")
             .arg(dir)
             .arg(mountpoint)
+            .arg("--create")
             .args(args)
             .stdout(Stdio::null())
             .stderr(log_file)
