@@ -152,7 +152,7 @@ pub const DATA_BLOCKS_MAX: u64 = 1 << 36;
 pub const IMAGE_CHUNK_SIZE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Version of the superblock and image format (docs/FORMAT.md, "The store").
-pub const STORE_FORMAT_VERSION: u32 = 1;
+pub const STORE_FORMAT_VERSION: u32 = 2;
 
 const _: () = assert!(WRITE_SIZE_BYTES_MAX % BLOCK_SIZE_BYTES == 0);
 // An inline write (fewer than WRITE_EXTENT_BLOCKS_MIN whole blocks plus two partial ones)

@@ -22,8 +22,8 @@ use crate::log::{Log, Lsn, NewRecord};
 use crate::store::fsck::{self, FsckReport};
 use crate::store::image::{self, Superblock};
 use crate::store::{
-    runs_of, Attr, Block, DataFile, FileKind, Ino, Meta, Name, Op, Outcome, RequestKey, Run, Store,
-    Time, TxnResult,
+    block_crc, runs_of, Attr, Block, DataFile, FileKind, Ino, Mapped, Meta, Name, Op, Outcome,
+    RequestKey, Run, Store, Time, TxnResult,
 };
 use crate::txn::machines::{
     Create, CreateState, Link, NewAttrs, Reclaim, SetAttr, SetAttrState, Unlink, UnlinkState,
@@ -1104,22 +1104,27 @@ impl<D: Device> Engine<D> {
         };
         // The snapshot is this checkpoint's own: map the new blocks in it (copy on write:
         // the blocks it names now were never live data).
-        let mut assigned: Vec<((Ino, u64), u64, Arc<Block>)> = Vec::with_capacity(writes.len());
+        // Each block's checksum is taken here, from the bytes about to be written.
+        let mut assigned: Vec<((Ino, u64), Mapped, Arc<Block>)> = Vec::with_capacity(writes.len());
         {
             let mut writes = writes;
             writes.sort_unstable_by_key(|(key, _)| *key);
             let blocks = runs.iter().flat_map(|r| r.start..r.end());
             for (((ino, file_block), block), data_block) in writes.into_iter().zip(blocks) {
-                assigned.push(((ino, file_block), data_block, block));
+                let mapped = Mapped {
+                    data_block,
+                    crc: block_crc(&block[..]),
+                };
+                assigned.push(((ino, file_block), mapped, block));
             }
             let mut released = Vec::new();
-            for ((ino, file_block), data_block, _) in &assigned {
+            for ((ino, file_block), mapped, _) in &assigned {
                 let Some(inode) = snapshot.inodes.get_mut(ino) else {
                     return Err(self.stop(FsError::Corrupt(format!(
                         "dirty data for missing inode {ino}"
                     ))));
                 };
-                if let Some(old) = inode.blocks.insert(*file_block, *data_block) {
+                if let Some(old) = inode.blocks.insert(*file_block, *mapped) {
                     released.push(old);
                 }
             }
@@ -1129,7 +1134,7 @@ impl<D: Device> Engine<D> {
         }
         let writes: Vec<(u64, Arc<Block>)> = assigned
             .iter()
-            .map(|(_, data_block, block)| (*data_block, Arc::clone(block)))
+            .map(|(_, mapped, block)| (mapped.data_block, Arc::clone(block)))
             .collect();
         // 2. Without it: the log first (write-ahead), then data, image, superblock.
         let written = (|| {
@@ -1175,7 +1180,7 @@ impl<D: Device> Engine<D> {
             let held = Instant::now();
             let store = &mut inner.store;
             let mut released = Vec::new();
-            for (key, data_block, block) in chunk {
+            for (key, mapped, block) in chunk {
                 let current = store
                     .cache
                     .flushing
@@ -1189,11 +1194,11 @@ impl<D: Device> Engine<D> {
                             FsError::Corrupt(format!("flushing data of missing inode {}", key.0)),
                         ));
                     };
-                    if let Some(old) = inode.blocks.insert(key.1, *data_block) {
+                    if let Some(old) = inode.blocks.insert(key.1, *mapped) {
                         released.push(old);
                     }
                 } else {
-                    released.push(*data_block);
+                    released.push(mapped.data_block);
                 }
             }
             released.sort_unstable();

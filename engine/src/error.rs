@@ -31,6 +31,19 @@ pub enum LayoutProblem {
         /// The files found.
         files: Vec<String>,
     },
+    /// The store was made by a build of another store format (format 1, before data
+    /// blocks carried checksums, left its superblock slots blank).
+    #[error(
+        "the store is of format {found}, this build reads format {reads} only (format 2 \
+         added data block checksums); read it with the build that wrote it and copy the \
+         files over"
+    )]
+    OtherFormat {
+        /// The format found.
+        found: u32,
+        /// The format this build reads.
+        reads: u32,
+    },
     /// `SUPER` (the checkpoint superblocks) is missing beside the log.
     #[error("SUPER, the checkpoint superblocks, is missing beside the log")]
     SuperMissing,
@@ -107,6 +120,24 @@ pub enum FsError {
     /// The store's durable files or the log contradict each other.
     #[error("store corrupt: {0}")]
     Corrupt(String),
+    /// A data block read back does not match the checksum it was written with (bit rot, a
+    /// lost or misdirected write): EIO, never the wrong bytes.
+    #[error(
+        "data of inode {ino} at offset {offset} (data block {data_block}) fails its checksum: \
+         written with CRC-32C {stored_crc:#010x}, read back {read_crc:#010x}"
+    )]
+    Checksum {
+        /// The file.
+        ino: u64,
+        /// Byte offset of the block in the file.
+        offset: u64,
+        /// The data block in DATA.
+        data_block: u64,
+        /// The checksum it was written with.
+        stored_crc: u32,
+        /// The checksum of what was read.
+        read_crc: u32,
+    },
     /// The directory cannot be opened as a store (a file it needs is gone, or it is not
     /// one and not empty).
     #[error("{}: {problem}", path.display())]
@@ -135,7 +166,7 @@ impl FsError {
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::Log(e) => e.errno(),
             FsError::Io(e) => e.kind.errno(),
-            FsError::Stopped(_) | FsError::Corrupt(_) => libc::EIO,
+            FsError::Stopped(_) | FsError::Corrupt(_) | FsError::Checksum { .. } => libc::EIO,
             FsError::Layout { problem, .. } => match problem {
                 LayoutProblem::NotEmpty { .. } => libc::EEXIST,
                 _ => libc::EIO,
@@ -152,6 +183,7 @@ impl FsError {
                 | FsError::Io(_)
                 | FsError::Stopped(_)
                 | FsError::Corrupt(_)
+                | FsError::Checksum { .. }
                 | FsError::Layout { .. }
         )
     }

@@ -309,7 +309,9 @@ fn check_formattable<D: Device + ?Sized>(device: &D) -> Result<(), FsError> {
     for name in names.iter().filter(|n| is_store_file(n)) {
         let leftover = match name.as_str() {
             META_TEMP_FILE_NAME => true,
-            image::SUPER_FILE_NAME => matches!(image::read_super(device), Ok(None)),
+            image::SUPER_FILE_NAME => {
+                matches!(image::read_super(device), Ok(None)) || is_blank(device, name)?
+            }
             _ if parse_segment_file_name(name) == Some(1) => first_block_is_zero(device, name)?,
             _ => false,
         };
@@ -324,6 +326,26 @@ fn check_formattable<D: Device + ?Sized>(device: &D) -> Result<(), FsError> {
         ));
     }
     Ok(())
+}
+
+/// Whether every byte of `name` is zero.
+fn is_blank<D: Device + ?Sized>(device: &D, name: &str) -> Result<bool, FsError> {
+    let file = device.open(name, false)?;
+    let result = device.len(file).and_then(|len| {
+        // Only a small, whole-block file (SUPER is two blocks) is looked at.
+        if len == 0 {
+            return Ok(true);
+        }
+        if len % BLOCK_SIZE_BYTES as u64 != 0 || len > 16 * BLOCK_SIZE_BYTES as u64 {
+            return Ok(false);
+        }
+        let mut buf = AlignedBuf::new_zeroed(len as usize);
+        device
+            .read_at(file, 0, &mut buf)
+            .map(|()| buf.iter().all(|b| *b == 0))
+    });
+    device.close(file);
+    Ok(result?)
 }
 
 /// Whether the first block of `name` holds nothing (or the file is shorter than a block).

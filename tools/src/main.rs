@@ -411,8 +411,30 @@ fn quiet_on_closed_pipe(command: &Command) {
     }
 }
 
+/// The engine's log lines (a data block failing its checksum, ...) on stderr, one per
+/// line, `smlog: ` first.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            eprintln!("smlog: {}", record.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOGGER: StderrLogger = StderrLogger;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Torture runs damage data on purpose: its checksum failures are counted, not printed.
+    if !matches!(cli.command, Command::Torture { .. }) {
+        let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(log::LevelFilter::Warn));
+    }
     quiet_on_closed_pipe(&cli.command);
     let result = match cli.command {
         Command::Log(LogCommand::Dump { dir, open, json }) => inspect::dump(&dir, open, json),

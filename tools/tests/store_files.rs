@@ -369,3 +369,53 @@ fn a_short_log_file_says_how_long_it_is_and_reports_exit_with_what_they_found() 
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("30 bytes"), "{}", text(&out));
 }
+
+#[test]
+fn flipped_data_bytes_are_eio_on_read_and_named_by_fsck_never_returned() {
+    let base = tempdir();
+    let dir = make_store(base.path());
+    let (engine, _) = smlog_recovery::open(&dir, options(false)).unwrap();
+    let big = engine.lookup(ROOT_INO, b"big").unwrap();
+    let mapped = engine
+        .meta()
+        .inode(big.ino)
+        .unwrap()
+        .blocks
+        .get(&3)
+        .unwrap();
+    drop(engine);
+    // One bit of file block 3 (bytes 12288..16384) rots in DATA.
+    let data = dir.join("DATA");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[mapped.data_block as usize * 4096 + 100] ^= 0x10;
+    std::fs::write(&data, &bytes).unwrap();
+    let (engine, _) = smlog_recovery::open(&dir, options(false)).unwrap();
+    // The blocks around it read; the damaged one is EIO, whole reads over it too.
+    assert_eq!(engine.read(big.ino, 0, 12288).unwrap(), vec![0x5a; 12288]);
+    assert_eq!(engine.read(big.ino, 16384, 4096).unwrap(), vec![0x5a; 4096]);
+    for (offset, len) in [(12288, 4096), (12300, 10), (0, 512 * 1024)] {
+        match engine.read(big.ino, offset, len) {
+            Err(e @ FsError::Checksum { .. }) => {
+                assert_eq!(e.errno(), libc_eio());
+                let said = e.to_string();
+                assert!(
+                    said.contains(&format!("inode {}", big.ino))
+                        && said.contains("offset 12288")
+                        && said.contains(&format!("data block {}", mapped.data_block)),
+                    "{said}"
+                );
+            }
+            other => panic!("read at {offset}: {other:?}"),
+        }
+    }
+    let fsck = engine.fsck();
+    assert_eq!(fsck.bad_blocks, 1, "{:?}", fsck.problems);
+    drop(engine);
+    let out = smlog(&["fsck"], &dir);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("fails its checksum"), "{}", text(&out));
+}
+
+fn libc_eio() -> i32 {
+    5
+}

@@ -1,5 +1,5 @@
-//! `smlog torture`: a run of about a minute (`SMLOG_TORTURE_SECONDS`) finds nothing, and a
-//! seed replays to the same run.
+//! `smlog torture`: a run of about a minute (`SMLOG_TORTURE_SECONDS`) with the default
+//! faults, and one with every fault, find nothing, and a seed replays to the same run.
 
 use std::process::Command;
 
@@ -27,6 +27,22 @@ fn a_minute_of_torture_finds_nothing() {
     assert_eq!(stats["failed"], false);
     assert!(stats["cycles"].as_u64().unwrap() > 0);
     assert!(stats["faults"].as_u64().unwrap() > 0);
+}
+
+/// Every fault at once, damage included (the data file too): about a minute, as the other.
+#[test]
+fn a_minute_of_torture_with_every_fault_finds_nothing() {
+    let seconds = std::env::var("SMLOG_TORTURE_SECONDS").unwrap_or_else(|_| "60".into());
+    let stats = torture(&["--seconds", &seconds, "--faults", "all"]);
+    eprintln!("torture --faults all: {stats}");
+    assert_eq!(stats["failed"], false);
+    assert!(stats["cycles"].as_u64().unwrap() > 0);
+    for kind in ["bit rot (10)", "misdirected write (6)", "unreadable sector (9)"] {
+        assert!(
+            stats["fault_kinds"][kind].as_u64().unwrap_or(0) > 0,
+            "{kind} never applied: {stats}"
+        );
+    }
 }
 
 #[test]

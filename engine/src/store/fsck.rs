@@ -29,6 +29,8 @@ pub struct FsckReport {
     pub entry_count: u64,
     /// Data blocks mapped by files.
     pub mapped_blocks: u64,
+    /// Mapped data blocks read back and found to fail their checksum (or unreadable).
+    pub bad_blocks: u64,
     /// Data blocks cached dirty (not yet written back).
     pub dirty_blocks: u64,
     /// Free data blocks below the high water.
@@ -155,8 +157,30 @@ pub fn check<D: Device>(store: &Store<D>, allocated_blocks: u64) -> FsckReport {
             problems.push(format!("inode {ino} is not a file but maps data blocks"));
         }
         let blocks_in_size = inode.attrs.size.div_ceil(BLOCK);
-        for (&file_block, &data_block) in inode.blocks.iter() {
+        for (file_block, mapped) in inode.blocks.iter() {
+            let data_block = mapped.data_block;
             report.mapped_blocks += 1;
+            // Every mapped block is read back and checked against its checksum.
+            let mut bytes = [0u8; BLOCK_SIZE_BYTES];
+            match store.data.read_block(data_block, &mut bytes) {
+                Ok(()) if super::block_crc(&bytes) == mapped.crc => {}
+                Ok(()) => {
+                    report.bad_blocks += 1;
+                    problems.push(format!(
+                        "data of inode {ino} at offset {} (data block {data_block}) fails its \
+                         checksum",
+                        file_block * BLOCK
+                    ));
+                }
+                Err(e) => {
+                    report.bad_blocks += 1;
+                    problems.push(format!(
+                        "data of inode {ino} at offset {} (data block {data_block}) cannot be \
+                         read: {e}",
+                        file_block * BLOCK
+                    ));
+                }
+            }
             if file_block >= blocks_in_size {
                 problems.push(format!(
                     "inode {ino} maps block {file_block} past its size {}",

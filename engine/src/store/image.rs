@@ -75,6 +75,9 @@ struct RawSuper {
 
 const _: () = assert!(std::mem::size_of::<RawSuper>() == SUPER_FIELDS_SIZE_BYTES);
 
+/// How `decode` names a slot of another store format (the version follows).
+const OTHER_FORMAT: &str = "store format ";
+
 /// A valid superblock: where the latest checkpoint is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
@@ -129,10 +132,7 @@ impl Superblock {
             return Err("CRC mismatch".into());
         }
         if raw.version.get() != STORE_FORMAT_VERSION {
-            return Err(format!(
-                "store format version {} (this build reads {STORE_FORMAT_VERSION})",
-                raw.version.get()
-            ));
+            return Err(format!("{OTHER_FORMAT}{}", raw.version.get()));
         }
         if raw.seq.get() == 0
             && raw.applied_lsn.get() == 0
@@ -216,12 +216,30 @@ pub fn read_super<D: Device + ?Sized>(device: &D) -> Result<Option<Superblock>, 
     })();
     device.close(file);
     result?;
+    let other_format = |found: u32| FsError::Layout {
+        path: device.path_of(""),
+        problem: crate::error::LayoutProblem::OtherFormat {
+            found,
+            reads: STORE_FORMAT_VERSION,
+        },
+    };
+    // Format 1 created SUPER blank; this format marks both slots unused at creation.
+    if buf.iter().all(|&b| b == 0) {
+        return Err(other_format(1));
+    }
     let mut best: Option<Superblock> = None;
     let mut damage = Vec::new();
     let mut empty_slots = 0;
     for slot in 0..2 {
         let bytes = &buf[slot * SUPER_SLOT_SIZE_BYTES..(slot + 1) * SUPER_SLOT_SIZE_BYTES];
-        match Superblock::decode(bytes) {
+        let decoded = Superblock::decode(bytes);
+        if let Err(why) = &decoded {
+            // A valid slot of another format: refused as such, never read as damage.
+            if let Some(found) = why.strip_prefix(OTHER_FORMAT).and_then(|v| v.parse().ok()) {
+                return Err(other_format(found));
+            }
+        }
+        match decoded {
             Ok(Some(sb)) if sb.seq % 2 == slot as u64 => {
                 if best.is_none_or(|b| b.seq < sb.seq) {
                     best = Some(sb);
@@ -450,14 +468,28 @@ mod resurrection_tests {
     }
 
     #[test]
-    fn unused_slots_read_as_no_checkpoint_and_old_blank_slots_still_do() {
+    fn unused_slots_read_as_no_checkpoint_and_a_format_1_store_is_refused_as_such() {
         let device = SimDevice::new(1);
         create_super(&device).unwrap();
         assert_eq!(read_super(&device).unwrap(), None);
         let durable = device.durable_image(SUPER_FILE_NAME).unwrap();
         assert!(durable[..8] != [0u8; 8], "slot 0 is marked");
-        // A SUPER made by an older build: both slots zero.
+        // A SUPER made by a format-1 build: both slots blank.
         device.poke(SUPER_FILE_NAME, 0, &[0u8; 2 * SUPER_SLOT_SIZE_BYTES]);
-        assert_eq!(read_super(&device).unwrap(), None);
+        let other = |e: FsError| match e {
+            FsError::Layout {
+                problem: crate::error::LayoutProblem::OtherFormat { found, reads },
+                ..
+            } => (found, reads),
+            e => panic!("{e}"),
+        };
+        assert_eq!(other(read_super(&device).unwrap_err()), (1, 2));
+        // A format-1 checkpoint in one slot (its CRC valid).
+        let mut slot = sb(1).encode();
+        slot[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32fast::hash(&slot[..60]);
+        slot[60..64].copy_from_slice(&crc.to_le_bytes());
+        device.poke(SUPER_FILE_NAME, SUPER_SLOT_SIZE_BYTES as u64, &slot);
+        assert_eq!(other(read_super(&device).unwrap_err()), (1, 2));
     }
 }

@@ -38,6 +38,7 @@ pub use space::{Run, Space};
 /// cautiously (a count read from disk never sizes an allocation by itself). The encoding is
 /// the same bytes a map would have: a count, then key, value pairs.
 pub(crate) mod cautious {
+    use super::Mapped;
     use std::hash::Hash;
 
     use imbl::OrdMap;
@@ -54,11 +55,11 @@ pub(crate) mod cautious {
         Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 
-    pub(crate) fn opt_ord_map<'de, D>(d: D) -> Result<Option<OrdMap<u64, u64>>, D::Error>
+    pub(crate) fn opt_ord_map<'de, D>(d: D) -> Result<Option<OrdMap<u64, Mapped>>, D::Error>
     where
         D: Deserializer<'de>,
     {
-        Ok(Option::<Vec<(u64, u64)>>::deserialize(d)?.map(|v| v.into_iter().collect()))
+        Ok(Option::<Vec<(u64, Mapped)>>::deserialize(d)?.map(|v| v.into_iter().collect()))
     }
 
     pub(crate) fn dirs<'de, D>(d: D) -> Result<OrdMap<Ino, OrdMap<Name, Ino>>, D::Error>
@@ -218,10 +219,29 @@ pub struct Inode {
     pub lsn: Lsn,
 }
 
-/// File block -> data block. Empty costs nothing (most inodes have no blocks, and an
-/// empty persistent map still allocates a node); cloning is O(1) like the rest of [`Meta`].
+/// Where a file block's data is: its data block, and the CRC-32C of the block's 4096 bytes,
+/// computed when they were written and checked on every read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapped {
+    /// The data block.
+    pub data_block: u64,
+    /// CRC-32C (Castagnoli) of its bytes.
+    pub crc: u32,
+}
+
+/// The CRC-32C a mapped block carries.
+pub fn block_crc(bytes: &[u8]) -> u32 {
+    debug_assert_eq!(bytes.len(), BLOCK_SIZE_BYTES);
+    crc32c::crc32c(bytes)
+}
+
+/// File block -> data block and its checksum. Empty costs nothing (most inodes have no
+/// blocks, and an empty persistent map still allocates a node); cloning is O(1) like the
+/// rest of [`Meta`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockMap(#[serde(deserialize_with = "cautious::opt_ord_map")] Option<OrdMap<u64, u64>>);
+pub struct BlockMap(
+    #[serde(deserialize_with = "cautious::opt_ord_map")] Option<OrdMap<u64, Mapped>>,
+);
 
 impl BlockMap {
     /// Mapped blocks.
@@ -234,9 +254,9 @@ impl BlockMap {
         self.len() == 0
     }
 
-    /// The data block of file block `block`.
-    pub fn get(&self, block: &u64) -> Option<&u64> {
-        self.0.as_ref().and_then(|m| m.get(block))
+    /// Where file block `block` is.
+    pub fn get(&self, block: &u64) -> Option<Mapped> {
+        self.0.as_ref().and_then(|m| m.get(block)).copied()
     }
 
     /// Whether file block `block` is mapped.
@@ -244,11 +264,12 @@ impl BlockMap {
         self.get(block).is_some()
     }
 
-    /// Maps `block` to `data_block`; returns the data block it replaces.
-    pub fn insert(&mut self, block: u64, data_block: u64) -> Option<u64> {
+    /// Maps `block`; returns the data block it replaces.
+    pub fn insert(&mut self, block: u64, mapped: Mapped) -> Option<u64> {
         self.0
             .get_or_insert_with(OrdMap::new)
-            .insert(block, data_block)
+            .insert(block, mapped)
+            .map(|old| old.data_block)
     }
 
     /// Unmaps every file block from `first`; returns the data blocks, in file order.
@@ -256,7 +277,10 @@ impl BlockMap {
         let Some(map) = self.0.as_mut() else {
             return Vec::new();
         };
-        let gone: Vec<(u64, u64)> = map.range(first..).map(|(f, d)| (*f, *d)).collect();
+        let gone: Vec<(u64, u64)> = map
+            .range(first..)
+            .map(|(f, m)| (*f, m.data_block))
+            .collect();
         for (file_block, _) in &gone {
             map.remove(file_block);
         }
@@ -266,9 +290,14 @@ impl BlockMap {
         gone.into_iter().map(|(_, d)| d).collect()
     }
 
-    /// (file block, data block) pairs in file order.
-    pub fn iter(&self) -> impl Iterator<Item = (&u64, &u64)> {
-        self.0.iter().flat_map(|m| m.iter())
+    /// (file block, where it is) pairs in file order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Mapped)> + '_ {
+        self.0.iter().flat_map(|m| m.iter()).map(|(f, m)| (*f, *m))
+    }
+
+    /// The data blocks, in file order.
+    pub fn data_blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.iter().map(|(_, m)| m.data_block)
     }
 }
 
@@ -451,7 +480,7 @@ impl Meta {
     pub fn highest_mapped_block(&self) -> Option<u64> {
         self.inodes
             .values()
-            .filter_map(|inode| inode.blocks.iter().map(|(_, data)| *data).max())
+            .filter_map(|inode| inode.blocks.data_blocks().max())
             .max()
     }
 
@@ -582,6 +611,8 @@ pub enum Op {
         first_block: u64,
         /// Data blocks, in file order.
         runs: Vec<Run>,
+        /// The CRC-32C of each block's bytes, in file order (one per block of `runs`).
+        crcs: Vec<u32>,
     },
     /// Bytes written into the file's cached blocks (sizes change by [`Op::SetAttrs`]).
     WriteInline {
@@ -841,7 +872,7 @@ impl<D: Device> Store<D> {
                     .remove(ino)
                     .ok_or_else(|| FsError::Corrupt(format!("inode {ino} dropped twice")))?;
                 self.meta.dirs.remove(ino);
-                let runs = runs_of(inode.blocks.iter().map(|(_, d)| *d));
+                let runs = runs_of(inode.blocks.data_blocks());
                 self.meta.space.release(&runs)?;
                 self.cache.drop_from(*ino, 0);
             }
@@ -869,6 +900,7 @@ impl<D: Device> Store<D> {
                 ino,
                 first_block,
                 runs,
+                crcs,
             } => {
                 // Bounded before use: one write maps at most a write's worth of blocks,
                 // all inside the data file.
@@ -881,12 +913,22 @@ impl<D: Device> Store<D> {
                 {
                     return corrupt(format!("mapping of invalid runs {runs:?} at {first_block}"));
                 }
+                if crcs.len() as u64 != count {
+                    return corrupt(format!(
+                        "mapping of {count} blocks at {first_block} with {} checksums",
+                        crcs.len()
+                    ));
+                }
                 let mut released = Vec::new();
                 let mut file_block = *first_block;
                 let inode = self.inode_mut(*ino)?;
+                let mut crcs = crcs.iter();
                 for run in runs {
                     for data_block in run.start..run.end() {
-                        if let Some(old) = inode.blocks.insert(file_block, data_block) {
+                        let crc = *crcs.next().expect("one checksum per block, checked above");
+                        if let Some(old) =
+                            inode.blocks.insert(file_block, Mapped { data_block, crc })
+                        {
                             released.push(old);
                         }
                         file_block += 1;
@@ -971,13 +1013,27 @@ impl<D: Device> Store<D> {
             out.copy_from_slice(&cached[..]);
         } else if let Some(flushing) = self.cache.flushing.get(&(ino, block)) {
             out.copy_from_slice(&flushing[..]);
-        } else if let Some(&data_block) = self
+        } else if let Some(mapped) = self
             .meta
             .inodes
             .get(&ino)
             .and_then(|i| i.blocks.get(&block))
         {
-            self.data.read_block(data_block, out)?;
+            self.data.read_block(mapped.data_block, out)?;
+            let crc = block_crc(&out[..]);
+            if crc != mapped.crc {
+                let error = FsError::Checksum {
+                    ino,
+                    offset: block * BLOCK,
+                    data_block: mapped.data_block,
+                    stored_crc: mapped.crc,
+                    read_crc: crc,
+                };
+                // Wrong bytes are never returned; the operator hears of it once per read
+                // (the `log` facade: `smlog mount` prints it on stderr).
+                log::error!("{error}");
+                return Err(error);
+            }
         } else {
             out.fill(0);
         }

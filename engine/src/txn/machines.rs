@@ -11,7 +11,7 @@ use crate::constants::{
 };
 use crate::error::FsError;
 use crate::store::{
-    check_symlink_target, Attrs, FileKind, Ino, Meta, Name, Op, Run, Time, TxnResult,
+    block_crc, check_symlink_target, Attrs, FileKind, Ino, Meta, Name, Op, Run, Time, TxnResult,
 };
 
 use super::{Context, Machine, Transition};
@@ -967,10 +967,16 @@ impl Write {
                 let head_len = (first * BLOCK - self.offset) as usize;
                 let tail_start = head_len + (count * BLOCK) as usize;
                 let (edits_redo, undo) = self.size_edit(meta)?;
+                // The checksums of the bytes just written, block by block.
+                let crcs = self.data[head_len..tail_start]
+                    .chunks_exact(BLOCK_SIZE_BYTES)
+                    .map(block_crc)
+                    .collect();
                 let mut redo = vec![Op::MapBlocks {
                     ino: self.ino,
                     first_block: first,
                     runs: runs.clone(),
+                    crcs,
                 }];
                 if head_len > 0 {
                     redo.push(Op::WriteInline {

@@ -96,8 +96,8 @@ pub struct Faults {
     pub steps: bool,
     /// Damage to the log and checkpoint files: stale sectors resurrected past the tail,
     /// misdirected and lost writes, misdirected reads, unreadable sectors, bit rot (faults
-    /// 5-10, 13). Recovery must then be right or fail with an explicit error. The data file
-    /// is spared: its blocks carry no checksum, so damage there cannot be detected.
+    /// 5-10, 13), the data file included (its blocks carry checksums). Recovery, and every
+    /// read after it, must then be right or fail with an explicit error.
     pub damage: bool,
 }
 
@@ -276,7 +276,7 @@ fn fixed_clock() -> Time {
 
 fn is_damage_refusal(error: &FsError) -> bool {
     match error {
-        FsError::Corrupt(_) | FsError::Layout { .. } => true,
+        FsError::Corrupt(_) | FsError::Layout { .. } | FsError::Checksum { .. } => true,
         FsError::Log(e) => {
             matches!(
                 e,
@@ -290,9 +290,9 @@ fn is_damage_refusal(error: &FsError) -> bool {
     }
 }
 
-/// Files damage never hits: the data file (no checksums there).
+/// Files damage never hits: none (data blocks carry checksums since store format 2).
 fn spared() -> Vec<String> {
-    vec![smlog::store::DATA_FILE_NAME.to_string()]
+    Vec::new()
 }
 
 fn cycle_faults(rng: &mut ChaCha8Rng, faults: &Faults) -> FaultConfig {
