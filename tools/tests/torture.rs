@@ -37,7 +37,11 @@ fn a_minute_of_torture_with_every_fault_finds_nothing() {
     eprintln!("torture --faults all: {stats}");
     assert_eq!(stats["failed"], false);
     assert!(stats["cycles"].as_u64().unwrap() > 0);
-    for kind in ["bit rot (10)", "misdirected write (6)", "unreadable sector (9)"] {
+    for kind in [
+        "bit rot (10)",
+        "misdirected write (6)",
+        "unreadable sector (9)",
+    ] {
         assert!(
             stats["fault_kinds"][kind].as_u64().unwrap_or(0) > 0,
             "{kind} never applied: {stats}"
