@@ -399,17 +399,35 @@ impl<D: Device> Engine<D> {
     }
 
     /// Space and inode counts.
+    ///
+    /// The truth, whichever is less: the engine's own capacity, or what the host file
+    /// system can still give the data file (blocks free inside `DATA` need none of it).
     pub fn statfs(&self) -> Result<StatFs, FsError> {
+        let host_free_blocks = self
+            .shared
+            .data
+            .device()
+            .free_bytes()
+            .map(|bytes| bytes / BLOCK_SIZE_BYTES as u64);
         let inner = self.lock();
-        let meta = &inner.store.meta;
+        let space = &inner.store.meta.space;
+        let engine_free = space
+            .available_blocks()
+            .saturating_sub(inner.store.cache.dirty.len() as u64);
+        let used = space.capacity_blocks.saturating_sub(engine_free);
+        // Free blocks below DATA's end are reusable without the host's space.
+        let in_file_blocks = (self.shared.data.len_bytes() / BLOCK_SIZE_BYTES as u64)
+            .saturating_sub(space.high_water_blocks)
+            + space.free.values().sum::<u64>();
+        let blocks_free = match host_free_blocks {
+            Some(host) => engine_free.min(in_file_blocks.saturating_add(host)),
+            None => engine_free,
+        };
         Ok(StatFs {
             block_size_bytes: BLOCK_SIZE_BYTES as u64,
-            blocks_total: meta.space.capacity_blocks,
-            blocks_free: meta
-                .space
-                .available_blocks()
-                .saturating_sub(inner.store.cache.dirty.len() as u64),
-            inodes: meta.inodes.len() as u64,
+            blocks_total: space.capacity_blocks.min(used.saturating_add(blocks_free)),
+            blocks_free,
+            inodes: inner.store.meta.inodes.len() as u64,
         })
     }
 
@@ -710,7 +728,26 @@ impl<D: Device> Engine<D> {
 
     // --- Running machines ---
 
+    /// Runs a transaction. One refused for space while blocks freed since the last
+    /// checkpoint wait for the next (the durable image still names them, so they are not
+    /// reused before a checkpoint) runs again once after a checkpoint taken now: space a
+    /// delete freed is usable at once, not only after the next timed checkpoint.
     fn run(&self, machine: FileTxn, options: TxnOptions) -> Result<TxnResult, FsError> {
+        match self.run_once(machine.clone(), options) {
+            Err(FsError::NoSpace(why)) if self.lock().store.meta.space.quarantined_blocks() > 0 => {
+                match self.checkpoint() {
+                    Ok(_) => self.run_once(machine, options),
+                    // The checkpoint needs blocks for dirty data too; without them the
+                    // first answer stands.
+                    Err(FsError::NoSpace(_)) => Err(FsError::NoSpace(why)),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn run_once(&self, machine: FileTxn, options: TxnOptions) -> Result<TxnResult, FsError> {
         let mut inner = self.lock_usable()?;
         if let Some(key) = options.key {
             if let Some(Outcome::Committed(result)) = inner.store.meta.keys.get(&key) {

@@ -54,6 +54,10 @@ enum Command {
         /// Create DIR, with a new file system, when it does not exist.
         #[arg(long)]
         create: bool,
+        /// Largest data file (bytes, or with K, M, G): writes past it get ENOSPC, and df
+        /// shows it, so a full disk can be tried without filling one.
+        #[arg(long, value_parser = parse_bytes)]
+        capacity: Option<u64>,
         /// Where to mount it.
         mountpoint: PathBuf,
         /// Make every change durable before it returns (default: at fsync, like a local
@@ -366,6 +370,22 @@ enum BenchCommand {
     },
 }
 
+/// A size in bytes: digits, then optionally K, M or G (powers of 1024).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.as_bytes().last() {
+        Some(b'K' | b'k') => (&text[..text.len() - 1], 10),
+        Some(b'M' | b'm') => (&text[..text.len() - 1], 20),
+        Some(b'G' | b'g') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (digits, then K, M or G)"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text} is too large"))
+}
+
 /// How to open a log directory.
 #[derive(Debug, Clone, Copy, Args)]
 struct OpenArgs {
@@ -485,6 +505,7 @@ fn main() -> ExitCode {
         Command::Mount {
             dir,
             create,
+            capacity,
             mountpoint,
             sync,
             options,
@@ -494,6 +515,7 @@ fn main() -> ExitCode {
         } => mount::run(mount::MountArgs {
             dir,
             create,
+            capacity_bytes: capacity,
             mountpoint,
             sync,
             options,

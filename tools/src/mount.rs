@@ -45,6 +45,8 @@ pub struct MountArgs {
     pub dir: PathBuf,
     /// Create `dir` when it does not exist.
     pub create: bool,
+    /// Largest data file, in bytes (ENOSPC past it); none: the engine's default.
+    pub capacity_bytes: Option<u64>,
     /// Where to mount.
     pub mountpoint: PathBuf,
     /// Every change durable before it returns.
@@ -641,6 +643,10 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
         create: true,
         ..OpenOptions::default()
     };
+    let mut options = options;
+    if let Some(bytes) = args.capacity_bytes {
+        options.engine.data_capacity_bytes = bytes;
+    }
     if !args.create && !args.dir.exists() {
         return Err(format!(
             "{}: no such directory (--create makes it, with a new file system; or smlog format)",

@@ -165,6 +165,68 @@ fn dbench_runs_on_a_mount_and_leaves_it_clean() {
     m.unmount();
 }
 
+/// `--capacity` makes a small disk: df tells it, a write past it is ENOSPC, and the space
+/// a delete frees is usable at once.
+#[test]
+fn a_full_mount_says_so_and_frees_space_at_once() {
+    skip_without_fuse!();
+    let tmp = test_dir("full");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    let Some(m) = mount(&dir, &mnt, &["--capacity", "8M"]) else {
+        return;
+    };
+    let df = sh(&mnt, "stat -f -c '%S %b %a' .");
+    let fields: Vec<u64> = df.split_whitespace().map(|f| f.parse().unwrap()).collect();
+    assert_eq!(fields[0] * fields[1], 8 << 20, "{df}");
+    let chunk = vec![3u8; 6 << 20];
+    fs::write(m.path("a"), &chunk).unwrap();
+    sh(&mnt, "sync");
+    let full = fs::write(m.path("b"), &chunk);
+    assert_eq!(errno_of(full), Some(libc::ENOSPC));
+    fs::remove_file(m.path("a")).unwrap();
+    fs::remove_file(m.path("b")).unwrap();
+    fs::write(m.path("c"), &chunk).unwrap();
+    sh(&mnt, "sync");
+    assert_eq!(fs::read(m.path("c")).unwrap(), chunk);
+    m.unmount();
+    assert_fsck_clean(&dir);
+}
+
+/// On a small host file system, df on the mount tells the host's free space, not the
+/// engine's 64 GiB capacity. (A 200 MiB tmpfs made by the test, room for the log's first
+/// segments; root only.)
+#[test]
+fn df_tells_the_host_file_systems_free_space_when_it_is_less() {
+    skip_without_fuse!();
+    let tmp = test_dir("small-host");
+    let host = tmp.path().join("host");
+    fs::create_dir(&host).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=200m", "none"])
+        .arg(&host)
+        .output();
+    if !mounted.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let dir = host.join("engine");
+    let mnt = tmp.path().join("mnt");
+    let result = std::panic::catch_unwind(|| {
+        let Some(m) = mount(&dir, &mnt, &["--buffered"]) else {
+            return;
+        };
+        let df = sh(&mnt, "stat -f -c '%S %b %a' .");
+        let fields: Vec<u64> = df.split_whitespace().map(|f| f.parse().unwrap()).collect();
+        let (total, free) = (fields[0] * fields[1], fields[0] * fields[2]);
+        assert!(total <= 200 << 20 && free <= total, "{df}");
+        assert!(free > 0, "{df}");
+        m.unmount();
+    });
+    let _ = Command::new("umount").arg(&host).status();
+    result.unwrap();
+}
+
 fn errno_of<T>(result: std::io::Result<T>) -> Option<i32> {
     result.err().and_then(|e| e.raw_os_error())
 }

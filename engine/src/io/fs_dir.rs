@@ -188,6 +188,12 @@ impl RealDir {
             .ok_or_else(|| IoError::new(IoOp::Read, &self.dir, 0, IoErrorKind::InvalidArgument))
     }
 
+    /// Bytes an unprivileged writer may still use on the file system under the directory.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
+    }
+
     pub fn list(&self) -> Result<Vec<String>, IoError> {
         let map =
             |e: std::io::Error| IoError::new(IoOp::List, &self.dir, 0, IoErrorKind::from_io(&e));

@@ -66,6 +66,11 @@ pub trait Device: Send + Sync + fmt::Debug + 'static {
     fn wants_inline_io(&self) -> bool {
         false
     }
+    /// Bytes the file system under the directory can still give its files, when known
+    /// (a simulated device has no such limit).
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What a device was doing when it failed.
@@ -455,6 +460,9 @@ macro_rules! forward_device {
             }
             fn wants_inline_io(&self) -> bool {
                 (**self).wants_inline_io()
+            }
+            fn free_bytes(&self) -> Option<u64> {
+                (**self).free_bytes()
             }
             fn sync_dir(&self) -> Result<(), IoError> {
                 (**self).sync_dir()

@@ -105,6 +105,10 @@ pub(crate) fn check(op: IoOp, path: &Path, offset: u64, buf: &[u8]) -> Result<()
 }
 
 impl Device for PosixDevice {
+    fn free_bytes(&self) -> Option<u64> {
+        self.dir.free_bytes()
+    }
+
     forward_to_real_dir!();
 
     fn describe(&self) -> String {

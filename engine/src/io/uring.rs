@@ -280,6 +280,10 @@ fn sync_retrying(ring: &mut IoUring, fd: types::Fd, path: &Path) -> Result<(), I
 }
 
 impl Device for UringDevice {
+    fn free_bytes(&self) -> Option<u64> {
+        self.dir.free_bytes()
+    }
+
     forward_to_real_dir!();
 
     fn describe(&self) -> String {
