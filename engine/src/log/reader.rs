@@ -832,8 +832,21 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         (seq + 1..last).find(|s| !self.present.contains(s))
     }
 
-    /// Looks past damage at (seq, offset) for proof that the expected LSN was durable.
+    /// Looks past damage at (seq, offset) for proof that the expected LSN was durable. A
+    /// misdirected read can hide the proof as it can fake damage, so a search that finds
+    /// nothing reads everything again once before the damage is judged unvouched (a torn
+    /// tail, which recovery then discards for good).
     fn look_ahead(&mut self, seq: u64, offset: u64) -> Result<Found, LogError> {
+        if let found @ Found::Vouch { .. } = self.look_ahead_once(seq, offset)? {
+            return Ok(found);
+        }
+        self.drop_cache();
+        let found = self.look_ahead_once(seq, offset)?;
+        self.drop_cache();
+        Ok(found)
+    }
+
+    fn look_ahead_once(&mut self, seq: u64, offset: u64) -> Result<Found, LogError> {
         let expected = self.expected_lsn;
         let size = self.meta.segment_size_bytes;
         let last = self.present.last().copied().unwrap_or(seq);
