@@ -65,3 +65,12 @@ fn damage_to_the_setups_unvouched_tail_loses_it_whole() {
 fn a_lost_superblock_write_never_comes_back() {
     torture(4_492_981_960_888_882_867, "all");
 }
+
+/// Found by an hour of `--faults all`: a misdirected write landed over durable records, and
+/// a misdirected read in recovery's search for a later batch vouching for them hid it, so
+/// recovery took the damage for the clean end and lost acknowledged operations. The search
+/// now reads everything again once before it judges.
+#[test]
+fn a_misread_never_hides_the_batch_that_vouches_for_damage() {
+    torture(4_540_929_123_256_527_538, "all");
+}

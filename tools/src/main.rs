@@ -125,6 +125,13 @@ enum Command {
         /// Seconds to keep trying new seeds (without --seed).
         #[arg(long, default_value_t = 60.0)]
         seconds: f64,
+        /// Without --seed: start the sequence of seeds here (default: from the clock), so a
+        /// timed run covers the same seeds every time.
+        #[arg(long)]
+        first_seed: Option<u64>,
+        /// Without --seed: stop after this many seeds (or at --seconds, whichever first).
+        #[arg(long)]
+        seeds: Option<u64>,
         /// Faults: comma-separated crash, io-error, recovery-crash, steps, damage; or
         /// default (all but damage), all.
         #[arg(long, default_value = "default")]
@@ -489,6 +496,8 @@ fn main() -> ExitCode {
         Command::Torture {
             seed,
             seconds,
+            first_seed,
+            seeds,
             faults,
             cycles,
             ops,
@@ -496,6 +505,8 @@ fn main() -> ExitCode {
         } => torture::run(torture::TortureArgs {
             seed,
             seconds,
+            first_seed,
+            seed_count: seeds,
             faults,
             cycles,
             ops,

@@ -17,6 +17,11 @@ pub struct TortureArgs {
     pub seed: Option<u64>,
     /// Seconds to keep going without a seed.
     pub seconds: f64,
+    /// Without a seed: the first of the sequence of seeds (default: from the clock), so a
+    /// timed run covers the same seeds every time, as many as the time allows.
+    pub first_seed: Option<u64>,
+    /// Without a seed: stop after this many seeds (or at the time, whichever first).
+    pub seed_count: Option<u64>,
     /// Faults to inject.
     pub faults: Faults,
     /// Crash-recover cycles per seed.
@@ -117,7 +122,7 @@ pub fn run(args: TortureArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut stats = Stats::default();
     let mut seeds = 0u64;
-    let mut next_seed = args.seed.unwrap_or_else(|| {
+    let mut next_seed = args.seed.or(args.first_seed).unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -137,7 +142,10 @@ pub fn run(args: TortureArgs) -> Result<ExitCode> {
             }
         }
         seeds += 1;
-        if args.seed.is_some() || started.elapsed() >= deadline {
+        if args.seed.is_some()
+            || started.elapsed() >= deadline
+            || args.seed_count.is_some_and(|count| seeds >= count)
+        {
             break;
         }
     }
