@@ -370,13 +370,17 @@ fn open_data_file<D: Device>(
     meta: &Meta,
     create: bool,
 ) -> Result<DataFile<D>, FsError> {
-    let need_bytes = mapped_bytes(meta);
     let present = device.list()?.iter().any(|n| n == DATA_FILE_NAME);
-    if !present && (need_bytes > 0 || !create) {
-        return Err(layout_error(
-            &**device,
-            LayoutProblem::DataMissing { need_bytes },
-        ));
+    if !present {
+        // O(mapped blocks), so only when it matters; the length of a present DATA is
+        // checked once, after the scan (`check_data_len`).
+        let need_bytes = mapped_bytes(meta);
+        if need_bytes > 0 || !create {
+            return Err(layout_error(
+                &**device,
+                LayoutProblem::DataMissing { need_bytes },
+            ));
+        }
     }
     if create {
         DataFile::open(Arc::clone(device))

@@ -1,21 +1,17 @@
 //! The `smlog` command on real logs: exit codes and output of `log verify|stat|dump` and
 //! `recover`, on clean, torn and corrupted logs, and its errors on bad input.
 
+mod cli_common;
+
+use cli_common::smlog;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 
 use smlog::io::{open_dir, DeviceKind, DeviceOptions};
 use smlog::log::writer::CreateOptions;
 use smlog::{Log, NewRecord};
-
-fn smlog(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smlog"))
-        .args(args)
-        .arg(dir)
-        .output()
-        .unwrap()
-}
 
 fn posix() -> DeviceOptions {
     DeviceOptions {

@@ -1,18 +1,14 @@
 //! `smlog txn list|show`, `smlog recover --dry-run` and `smlog fsck` on an engine killed
 //! in the middle of its work.
 
+mod cli_common;
+
+use cli_common::smlog;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn smlog(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smlog"))
-        .args(args)
-        .arg(dir)
-        .output()
-        .unwrap()
-}
 
 /// Every file in `dir` and its bytes.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {

@@ -3,6 +3,10 @@
 //! a deleted `LOG` or `SUPER`, a truncated or missing `DATA`, a removed `LOCK`, a directory
 //! that is not a store. Each case checks that the refusal writes nothing.
 
+mod cli_common;
+
+use cli_common::smlog;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,14 +14,6 @@ use std::process::{Command, Output};
 use smlog::io::{DeviceKind, DeviceOptions};
 use smlog::{Durability, FsError, LayoutProblem, LogError, NewAttrs, ROOT_INO};
 use smlog_recovery::OpenOptions;
-
-fn smlog(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smlog"))
-        .args(args)
-        .arg(dir)
-        .output()
-        .unwrap()
-}
 
 fn text(out: &Output) -> String {
     format!(
