@@ -476,3 +476,28 @@ fn row_3_a_discarded_batch_that_comes_back_where_it_fits_is_still_stale() {
         assert_eq!(lsns(&device, mode).unwrap(), vec![1], "{mode}");
     }
 }
+
+/// A device that misdirects reads (fault 8) must never turn damage vouched for by later
+/// batches into a clean end or a torn tail: that verdict would discard the durable records
+/// after it. Every read the reader judges damage on is confirmed by a second read of the
+/// same place, so a scan either finds the vouching batch or, if the device never returns
+/// the same bytes twice, fails with an error naming it; it never truncates.
+#[test]
+fn misdirected_reads_never_turn_vouched_damage_into_the_end_of_the_log() {
+    let device = Arc::new(SimDevice::new(11));
+    drop(log_with(&device, 20));
+    device.poke(FIRST_SEGMENT, batch_offset(7) + 100, &[0x55]);
+    device.set_faults(FaultConfig {
+        misdirected_read_percent: 30,
+        ..FaultConfig::default()
+    });
+    let (mut vouched, mut unstable) = (0, 0);
+    for round in 0..300 {
+        match lsns(&device, RecoveryMode::TornTail) {
+            Err(LogError::Corrupt { lsn: 7, why, .. }) if why.contains("durable") => vouched += 1,
+            Err(LogError::Io(e)) if e.kind == IoErrorKind::Unstable => unstable += 1,
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    assert!(vouched > 200, "vouched {vouched}, unstable {unstable}");
+}

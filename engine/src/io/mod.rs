@@ -185,6 +185,10 @@ pub enum IoErrorKind {
     /// Offset, length or buffer not aligned to 4 KiB.
     #[error("offset, length or buffer not aligned to 4 KiB")]
     Unaligned,
+    /// Reads of the same place kept returning different bytes (a device that misdirects
+    /// reads): nothing read there can be trusted.
+    #[error("reads of the same place keep returning different bytes")]
+    Unstable,
     /// The simulated device has crashed; nothing succeeds until it restarts.
     #[error("the simulated device crashed")]
     Crashed,
@@ -259,6 +263,7 @@ impl IoErrorKind {
             IoErrorKind::Io
             | IoErrorKind::UnexpectedEof
             | IoErrorKind::WriteZero
+            | IoErrorKind::Unstable
             | IoErrorKind::Crashed
             | IoErrorKind::Other(_) => libc::EIO,
         }

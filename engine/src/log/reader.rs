@@ -33,6 +33,16 @@ use crate::format::{
 };
 use crate::io::{AlignedBuf, Device, FileId, IoError, IoErrorKind};
 
+/// How many reads of a place in a row must return the same bytes before the reader judges
+/// damage on them.
+const READS_THAT_AGREE: usize = 3;
+
+/// A confirmed read covers at most this fraction of a segment (or what it was asked for).
+const VERIFY_READ_PARTS: usize = 16;
+
+/// How many more reads of a place a confirmed read tries before it gives up on the device.
+const READS_TO_AGREE_MAX: usize = 16;
+
 /// A record read back from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -198,6 +208,11 @@ pub struct LogReader<'d, D: Device + ?Sized> {
     finished: bool,
     /// Whether the damage at the current place was already re-read once.
     reread: bool,
+    /// Whether every device read must be confirmed by more reads of the same place
+    /// (while damage is judged: a verdict that discards data rests on no single read).
+    verify: bool,
+    /// The later reads of a confirmed read.
+    verify_buf: Option<AlignedBuf>,
     /// Length of the current segment's file when it is shorter than a segment.
     truncated_len: Option<u64>,
     segment_first_lsn: BTreeMap<u64, Lsn>,
@@ -258,6 +273,8 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             queue: VecDeque::new(),
             finished: false,
             reread: false,
+            verify: false,
+            verify_buf: None,
             truncated_len: None,
             segment_first_lsn: BTreeMap::new(),
             stats: ScanStats::default(),
@@ -457,7 +474,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         let cached = chunk.segment_seq == seq
             && offset >= chunk.start
             && offset + len as u64 <= chunk.start + chunk.len as u64;
-        if !cached && self.take_read_ahead(seq, offset, len) {
+        if !cached && !self.verify && self.take_read_ahead(seq, offset, len) {
             self.request_next_chunk();
         } else if !cached {
             let file = self.file(seq)?;
@@ -471,27 +488,31 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     IoErrorKind::UnexpectedEof,
                 ));
             }
-            let aligned_len = ((segment_len - offset) as usize).min(self.chunk_window_bytes)
+            let mut aligned_len = ((segment_len - offset) as usize).min(self.chunk_window_bytes)
                 / BLOCK_SIZE_BYTES
                 * BLOCK_SIZE_BYTES;
+            if self.verify {
+                // A confirmed read covers a small part of its file, so a misdirected read
+                // has many places to come from and reads that agree by chance are rare.
+                let part =
+                    (self.meta.segment_size_bytes as usize / VERIFY_READ_PARTS / BLOCK_SIZE_BYTES
+                        * BLOCK_SIZE_BYTES)
+                        .max(crate::constants::align_up(len, BLOCK_SIZE_BYTES));
+                aligned_len = aligned_len.min(part);
+            }
             let head = self.chunk_head_bytes;
             self.chunk.len = 0;
             self.chunk.base = head;
             let mut read_len = aligned_len;
-            let read =
-                self.device
-                    .read_at(file, offset, &mut self.chunk.buf[head..head + read_len]);
-            if let Err(e) = read {
+            if let Err(e) = self.read_chunk(seq, file, offset, read_len) {
                 if e.kind != IoErrorKind::Io {
                     return Err(e);
                 }
                 // One unreadable sector must not hide a whole chunk: read only what was
                 // asked for, so the error (if it persists) names this place alone.
                 read_len = crate::constants::align_up(len, BLOCK_SIZE_BYTES);
-                self.device
-                    .read_at(file, offset, &mut self.chunk.buf[head..head + read_len])?;
+                self.read_chunk(seq, file, offset, read_len)?;
             }
-            self.stats.read_bytes += read_len as u64;
             self.chunk.segment_seq = seq;
             self.chunk.start = offset;
             self.chunk.len = read_len;
@@ -499,6 +520,53 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         }
         let at = self.chunk.base + (offset - self.chunk.start) as usize;
         Ok(&self.chunk.buf[at..at + len])
+    }
+
+    /// Reads `len` bytes at `offset` of `file` into the chunk's data. While damage is
+    /// judged (`verify`), a read counts only when [`READS_THAT_AGREE`] reads of the place in
+    /// a row return the same bytes: a misdirected read returns another place's bytes, and a
+    /// verdict taken on them could discard a durable tail or miss the batch that vouches
+    /// for it. Two misdirected reads can agree (both from one other place, or both from
+    /// zeros), so two are not enough.
+    fn read_chunk(
+        &mut self,
+        seq: u64,
+        file: FileId,
+        offset: u64,
+        len: usize,
+    ) -> Result<(), IoError> {
+        let head = self.chunk_head_bytes;
+        self.device
+            .read_at(file, offset, &mut self.chunk.buf[head..head + len])?;
+        self.stats.read_bytes += len as u64;
+        if !self.verify {
+            return Ok(());
+        }
+        let window = self.chunk_window_bytes;
+        let mut agreeing = 1;
+        for _ in 0..READS_TO_AGREE_MAX {
+            let again = self
+                .verify_buf
+                .get_or_insert_with(|| AlignedBuf::new_zeroed(window));
+            self.device.read_at(file, offset, &mut again[..len])?;
+            self.stats.read_bytes += len as u64;
+            let first = &mut self.chunk.buf[head..head + len];
+            if *first == again[..len] {
+                agreeing += 1;
+                if agreeing == READS_THAT_AGREE {
+                    return Ok(());
+                }
+            } else {
+                first.copy_from_slice(&again[..len]);
+                agreeing = 1;
+            }
+        }
+        Err(IoError::new(
+            crate::io::IoOp::Read,
+            self.path(seq),
+            offset,
+            IoErrorKind::Unstable,
+        ))
     }
 
     fn drop_cache(&mut self) {
@@ -696,6 +764,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             match self.read_batch(&header) {
                 Ok(Ok(records)) => {
                     self.reread = false;
+                    self.verify = false;
                     self.accept_batch(&header, records);
                 }
                 Ok(Err(why)) => return self.damage(offset, why, true),
@@ -833,20 +902,19 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
     }
 
     /// Looks past damage at (seq, offset) for proof that the expected LSN was durable. A
-    /// misdirected read can hide the proof as it can fake damage, so a search that finds
-    /// nothing reads everything again once before the damage is judged unvouched (a torn
-    /// tail, which recovery then discards for good).
+    /// misdirected read can hide the proof as it can fake damage, so every read of the
+    /// search is confirmed ([`Self::read_chunk`]), and nothing read
+    /// before it began counts (the cache is dropped on both sides).
     fn look_ahead(&mut self, seq: u64, offset: u64) -> Result<Found, LogError> {
-        if let found @ Found::Vouch { .. } = self.look_ahead_once(seq, offset)? {
-            return Ok(found);
-        }
+        let verify = std::mem::replace(&mut self.verify, true);
         self.drop_cache();
-        let found = self.look_ahead_once(seq, offset)?;
+        let found = self.look_ahead_from(seq, offset);
         self.drop_cache();
-        Ok(found)
+        self.verify = verify;
+        found
     }
 
-    fn look_ahead_once(&mut self, seq: u64, offset: u64) -> Result<Found, LogError> {
+    fn look_ahead_from(&mut self, seq: u64, offset: u64) -> Result<Found, LogError> {
         let expected = self.expected_lsn;
         let size = self.meta.segment_size_bytes;
         let last = self.present.last().copied().unwrap_or(seq);
@@ -905,12 +973,26 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         evidence: bool,
     ) -> Result<Option<ScanItem>, LogError> {
         if !self.reread {
-            // A misdirected read is transient: read the place again before judging it.
+            // A misdirected read is transient: read the place again, each read confirmed,
+            // before judging it.
             self.reread = true;
+            self.verify = true;
             self.drop_cache();
             return self.next_item();
         }
         self.reread = false;
+        let verdict = self.judge(offset, why, evidence);
+        self.verify = false;
+        verdict
+    }
+
+    /// The verdict on damage at `offset` of the current segment, read with confirmed reads.
+    fn judge(
+        &mut self,
+        offset: u64,
+        why: String,
+        evidence: bool,
+    ) -> Result<Option<ScanItem>, LogError> {
         let seq = self.segment_seq;
         let mut damage = Damage {
             segment_seq: seq,
