@@ -64,6 +64,10 @@ pub const BATCHES_IN_FLIGHT_DEFAULT: usize = 1;
 /// How many segments beyond the one being written are kept created and zero-filled.
 pub const SEGMENTS_READY_AHEAD_COUNT: usize = 2;
 
+/// When the host file system has no room for more segments, the last 1/N of the last ready
+/// segment is kept for work that frees space or finishes work begun.
+pub const LOG_RESERVE_PARTS: u64 = 8;
+
 /// How many bytes recovery reads at once while scanning a segment.
 pub const SCAN_CHUNK_SIZE_BYTES: usize = 4 * 1024 * 1024;
 

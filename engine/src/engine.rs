@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::constants::{BLOCK_SIZE_BYTES, REQUEST_KEYS_DEFAULT};
 use crate::error::FsError;
 use crate::io::{AlignedBuf, Device};
-use crate::log::{Log, Lsn, NewRecord};
+use crate::log::{Log, LogError, Lsn, NewRecord};
 use crate::store::fsck::{self, FsckReport};
 use crate::store::image::{self, Superblock};
 use crate::store::{
@@ -728,13 +728,17 @@ impl<D: Device> Engine<D> {
 
     // --- Running machines ---
 
-    /// Runs a transaction. One refused for space while blocks freed since the last
-    /// checkpoint wait for the next (the durable image still names them, so they are not
-    /// reused before a checkpoint) runs again once after a checkpoint taken now: space a
+    /// Runs a transaction. One refused for space runs again once after a checkpoint taken
+    /// now when that checkpoint can give space back: blocks freed since the last one (the
+    /// durable image still names them, so they are not reused before a checkpoint), or log
+    /// segments it releases when the host file system had no room for new ones. Space a
     /// delete freed is usable at once, not only after the next timed checkpoint.
     fn run(&self, machine: FileTxn, options: TxnOptions) -> Result<TxnResult, FsError> {
         match self.run_once(machine.clone(), options) {
-            Err(FsError::NoSpace(why)) if self.lock().store.meta.space.quarantined_blocks() > 0 => {
+            Err(FsError::NoSpace(why))
+                if self.lock().store.meta.space.quarantined_blocks() > 0
+                    || self.shared.log.out_of_space() =>
+            {
                 match self.checkpoint() {
                     Ok(_) => self.run_once(machine, options),
                     // The checkpoint needs blocks for dirty data too; without them the
@@ -843,7 +847,33 @@ impl<D: Device> Engine<D> {
                 payload,
             })
             .collect();
-        let lsn = self.shared.log.append(&new)?;
+        // Work that frees space or finishes work begun may use the log's reserve on a full
+        // host file system; new work that fills it is refused first.
+        let reserved = first_step_no > 1
+            || records.iter().any(|record| match record {
+                TxnRecord::Step(step) => matches!(
+                    step.machine,
+                    FileTxn::Unlink(_)
+                        | FileTxn::Reclaim(_)
+                        | FileTxn::SetAttr(_)
+                        | FileTxn::Rename(_)
+                ),
+                _ => true,
+            });
+        let appended = if reserved {
+            self.shared.log.append_reserved(&new)
+        } else {
+            self.shared.log.append(&new)
+        };
+        let lsn = match appended {
+            Ok(lsn) => lsn,
+            Err(LogError::NoSpace) => {
+                return Err(FsError::NoSpace(
+                    "the host file system has no room for the log's next segment",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
         inner.store.meta.applied_lsn = lsn;
         if self.shared.options.sync_every_step {
             self.shared.log.wait_durable(lsn)?;
@@ -905,6 +935,27 @@ impl<D: Device> Engine<D> {
                     undo,
                     result,
                 } => {
+                    // Blocks allocated now, and dirty data's blocks at the next checkpoint:
+                    // the data file holds room for them all on the host before the step is
+                    // taken, so no later write of them fails for space.
+                    let wanted: u64 = redo
+                        .iter()
+                        .map(|op| match op {
+                            Op::WriteInline { offset, bytes, .. } if !bytes.is_empty() => {
+                                let block = BLOCK_SIZE_BYTES as u64;
+                                (offset + bytes.len() as u64).div_ceil(block) - offset / block
+                            }
+                            Op::AllocBlocks { runs } => runs.iter().map(|r| r.len).sum(),
+                            _ => 0,
+                        })
+                        .sum();
+                    if wanted > 0 {
+                        let dirty = inner.store.cache.dirty.len() as u64;
+                        let hold = inner.store.meta.space.blocks_to_hold(dirty + wanted);
+                        if let Err(e) = self.shared.data.ensure_len(hold) {
+                            return (inner, Err(e));
+                        }
+                    }
                     running.step_no += 1;
                     let mut records = vec![TxnRecord::Step(StepRecord {
                         machine: next.clone(),
@@ -964,8 +1015,11 @@ impl<D: Device> Engine<D> {
                         return (inner, Err(e));
                     };
                     let data = Arc::clone(&write.data);
-                    let high_water = inner.store.meta.space.high_water_blocks;
-                    if let Err(e) = self.shared.data.ensure_len(high_water) {
+                    // Room for these blocks and for every dirty block's, at the next
+                    // checkpoint, on the host.
+                    let dirty = inner.store.cache.dirty.len() as u64;
+                    let hold = inner.store.meta.space.blocks_to_hold(dirty);
+                    if let Err(e) = self.shared.data.ensure_len(hold) {
                         return (inner, Err(e));
                     }
                     drop(inner);
@@ -1110,12 +1164,18 @@ impl<D: Device> Engine<D> {
                         return Err(e);
                     }
                 };
-                store.meta.space.mark_used(&runs)?;
-                let high_water = store.meta.space.high_water_blocks;
-                inner.checkpoint_blocks = writes.len() as u64;
-                if let Err(e) = self.shared.data.ensure_len(high_water) {
-                    return Err(self.stop_in(&mut inner, e));
+                // Writers made room for these blocks on the host already; after a crash
+                // (the data file's length not yet durable) it may take growing here.
+                let end = runs.iter().map(Run::end).max().unwrap_or(0);
+                if let Err(e) = self.shared.data.ensure_len(end) {
+                    // Nothing changed yet: the cache goes back.
+                    let store = &mut inner.store;
+                    std::mem::swap(&mut store.cache.dirty, &mut store.cache.flushing);
+                    return Err(e);
                 }
+                let store = &mut inner.store;
+                store.meta.space.mark_used(&runs)?;
+                inner.checkpoint_blocks = writes.len() as u64;
             }
             let snapshot = inner.store.meta.clone();
             let quarantine = inner.store.meta.space.take_quarantine();
@@ -1251,20 +1311,8 @@ impl<D: Device> Engine<D> {
             .log
             .release_prefix(scan_start_lsn.saturating_sub(1))
             .map_err(|e| self.stop(e.into()))?;
-        let device = self.shared.data.device();
-        // A leftover image is harmless (recovery reads only the one named), so failing to
-        // remove one fails nothing.
-        if let Ok(names) = device.list() {
-            let mut removed = false;
-            for name in names {
-                if image::parse_image_file_name(&name).is_some_and(|s| s < seq) {
-                    removed |= device.remove(&name).is_ok();
-                }
-            }
-            if removed {
-                let _ = device.sync_dir();
-            }
-        }
+        self.shared.log.retry_segments();
+        image::retire_images(&**self.shared.data.device(), seq, image_bytes);
         Ok(CheckpointStats {
             seq,
             applied_lsn: snapshot.applied_lsn,

@@ -105,7 +105,8 @@ pub fn open_device<D: Device>(
     match read_meta(&*device) {
         Err(LogError::NotALog { .. }) if options.create => {
             check_formattable(&*device)?;
-            let engine = Engine::format(device, options.engine)?;
+            let engine = Engine::format(Arc::clone(&device), options.engine)?;
+            image::keep_reserve(&*device, 0);
             let report = EngineRecoveryReport {
                 log: empty_log_report(&engine),
                 checkpoint: None,
@@ -168,6 +169,8 @@ pub fn open_device<D: Device>(
     // No file is open after a crash: every orphan goes.
     let orphans_reclaimed = engine.reclaim_orphans()?;
     engine.sync()?;
+    // Room for the next checkpoint's image, where the host has it.
+    image::keep_reserve(&*device, sb.map_or(0, |s| s.image_len));
     Ok((
         engine,
         EngineRecoveryReport {
@@ -285,6 +288,7 @@ fn is_store_file(name: &str) -> bool {
         || name == DATA_FILE_NAME
         || parse_segment_file_name(name).is_some()
         || image::parse_image_file_name(name).is_some()
+        || name == image::RESERVE_FILE_NAME
 }
 
 /// A new file system is made only in a directory that holds nothing, or what an

@@ -39,22 +39,15 @@ fn seeds_that_lost_records_written_over_an_unreadable_sector() {
 fn damage_to_the_setups_unvouched_tail_loses_it_whole() {
     torture(6_835_655_399_268_480_947, "all");
     torture(3_070_108_221_529_239_219, "crash,damage");
-    let mut total = Stats::default();
-    for seed in 0..3000 {
-        let config = Config {
-            cycles: 1,
-            faults: "crash,damage".parse().unwrap(),
-            ..Config::default()
-        };
-        match run_seed(&FsScenario, seed, &config) {
-            Ok(stats) => total.add(&stats),
-            Err(failure) => panic!("{failure}"),
-        }
-        if total.damage_lost_setup >= 1 {
-            break;
-        }
-    }
-    assert!(total.damage_lost_setup >= 1, "{total:?}");
+    // A run where it happens (found by searching seeds from 0; the search must be redone
+    // when the simulator's sequence of operations changes).
+    let config = Config {
+        cycles: 1,
+        faults: "crash,damage".parse().unwrap(),
+        ..Config::default()
+    };
+    let stats = run_seed(&FsScenario, 18_721, &config).unwrap_or_else(|f| panic!("{f}"));
+    assert!(stats.damage_lost_setup >= 1, "{stats:?}");
 }
 
 /// A checkpoint's superblock write was lost in a crash; recovery went on from the one

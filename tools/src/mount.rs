@@ -38,6 +38,10 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// How long the kernel may cache attributes and names: the engine is the only writer.
 const TTL: Duration = Duration::from_secs(1);
 
+/// A busy unmount on a signal is tried this many more times, this far apart (5 s).
+const UNMOUNT_TRIES: u32 = 50;
+const UNMOUNT_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Options of `smlog mount`.
 #[derive(Debug)]
 pub struct MountArgs {
@@ -687,9 +691,24 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
                 return;
             };
             eprintln!("smlog mount: {signal}: unmounting {}", mountpoint.display());
-            match unmounter.unmount() {
-                Ok(()) => return,
-                Err(e) => eprintln!("smlog mount: cannot unmount yet: {e}"),
+            // A file just closed may still be held by the kernel for a moment (FUSE
+            // releases it after close returns): busy is retried a while before giving up.
+            let mut tries = 0;
+            loop {
+                match unmounter.unmount() {
+                    Ok(()) => return,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < UNMOUNT_TRIES => {
+                        tries += 1;
+                        std::thread::sleep(UNMOUNT_RETRY_INTERVAL);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "smlog mount: cannot unmount: {e} (something on it is in use); \
+                             send the signal again to retry"
+                        );
+                        break;
+                    }
+                }
             }
         })?;
     eprintln!(

@@ -191,6 +191,10 @@ impl RealDir {
     /// Bytes an unprivileged writer may still use on the file system under the directory.
     pub fn free_bytes(&self) -> Option<u64> {
         let stat = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        if stat.blocks() == 0 {
+            // No size at all (ramfs, some FUSE file systems): the free space is unknown.
+            return None;
+        }
         Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
     }
 
@@ -258,6 +262,29 @@ impl RealDir {
             .map_err(|e| IoError::new(IoOp::SetLen, &open.path, len, IoErrorKind::from_io(&e)))
     }
 
+    pub fn allocate(&self, id: FileId, len: u64) -> Result<(), IoError> {
+        let open = self.file(id)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&open.file);
+        let len_arg = libc::off_t::try_from(len)
+            .map_err(|_| IoError::new(IoOp::SetLen, &open.path, len, IoErrorKind::FileTooLarge))?;
+        // SAFETY: `fd` is an open descriptor owned by `open`, which lives across the call.
+        let rc = unsafe { libc::fallocate(fd, 0, 0, len_arg) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if matches!(error.raw_os_error(), Some(libc::EOPNOTSUPP)) {
+            // A file system without fallocate: the length at least.
+            return self.set_len(id, len.max(self.len(id)?));
+        }
+        Err(IoError::new(
+            IoOp::SetLen,
+            &open.path,
+            len,
+            IoErrorKind::from_io(&error),
+        ))
+    }
+
     pub fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
         let from_path = self.dir.join(from);
         std::fs::rename(&from_path, self.dir.join(to))
@@ -298,6 +325,9 @@ macro_rules! forward_to_real_dir {
         }
         fn set_len(&self, file: FileId, len: u64) -> Result<(), IoError> {
             self.dir.set_len(file, len)
+        }
+        fn allocate(&self, file: FileId, len: u64) -> Result<(), IoError> {
+            self.dir.allocate(file, len)
         }
         fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
             self.dir.rename(from, to)

@@ -46,6 +46,16 @@ pub trait Device: Send + Sync + fmt::Debug + 'static {
     fn len(&self, file: FileId) -> Result<u64, IoError>;
     /// Sets the file's length; new bytes read as zero. Durable after [`Device::sync`].
     fn set_len(&self, file: FileId, len: u64) -> Result<(), IoError>;
+    /// Makes the file at least `len` bytes long with every block up to `len` allocated on
+    /// the medium (fallocate), so no write below `len` can fail for space; new bytes read
+    /// as zero. Durable after [`Device::sync`]. A device with no space to run out of (the
+    /// simulated one) only sets the length.
+    fn allocate(&self, file: FileId, len: u64) -> Result<(), IoError> {
+        if self.len(file)? < len {
+            self.set_len(file, len)?;
+        }
+        Ok(())
+    }
     /// Fills `buf` from `offset`; reading past the end of the file is an error.
     fn read_at(&self, file: FileId, offset: u64, buf: &mut [u8]) -> Result<(), IoError>;
     /// Writes `buf` at `offset`, not yet durable.
@@ -468,6 +478,9 @@ macro_rules! forward_device {
             }
             fn free_bytes(&self) -> Option<u64> {
                 (**self).free_bytes()
+            }
+            fn allocate(&self, file: FileId, len: u64) -> Result<(), IoError> {
+                (**self).allocate(file, len)
             }
             fn sync_dir(&self) -> Result<(), IoError> {
                 (**self).sync_dir()

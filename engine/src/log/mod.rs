@@ -122,6 +122,13 @@ pub enum LogError {
     /// Kind 0 is reserved.
     #[error("record kind 0 is reserved")]
     InvalidKind,
+    /// The host file system has no room for the log's next segment: the append is refused
+    /// and nothing else fails (a checkpoint that releases a segment makes room again).
+    #[error(
+        "no space left on the host file system for the log's next segment (ENOSPC); \
+         deletes and checkpoints go on"
+    )]
+    NoSpace,
     /// Options out of bounds.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
@@ -134,6 +141,7 @@ impl LogError {
             LogError::Io(e) => e.kind.errno(),
             LogError::RecordTooLarge { .. } | LogError::AppendTooLarge { .. } => libc::EFBIG,
             LogError::InvalidKind | LogError::InvalidOptions(_) => libc::EINVAL,
+            LogError::NoSpace => libc::ENOSPC,
             LogError::NotALog { .. } | LogError::MissingSegment { .. } => libc::ENOENT,
             LogError::AlreadyExists { .. } => libc::EEXIST,
             LogError::Failed { cause } => cause.errno(),

@@ -2,6 +2,7 @@
 //! segments created, zero-filled and named durably before the writer needs them.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -69,19 +70,40 @@ pub fn read_meta<D: Device + ?Sized>(device: &D) -> Result<Meta, LogError> {
 pub fn write_meta<D: Device + ?Sized>(device: &D, meta: &Meta) -> Result<(), LogError> {
     let mut buf = AlignedBuf::new_zeroed(META_SIZE_BYTES);
     meta.encode(&mut buf);
+    // Into the spare file kept beside `LOG` when there is one: its block is allocated, so
+    // releasing segments (which rewrites this file) works on a full host file system.
     let file = device.open(META_TEMP_FILE_NAME, true)?;
     let written = device
-        .set_len(file, META_SIZE_BYTES as u64)
+        .allocate(file, META_SIZE_BYTES as u64)
         .and_then(|()| device.write_durable_at(file, 0, &buf));
     device.close(file);
     written?;
     device.rename(META_TEMP_FILE_NAME, META_FILE_NAME)?;
     device.sync_dir()?;
+    // The next spare takes the block the old `LOG` just gave back (best effort: without
+    // one, the next rewrite allocates its own).
+    if let Ok(spare) = device.open(META_TEMP_FILE_NAME, true) {
+        let _ = device.allocate(spare, META_SIZE_BYTES as u64);
+        device.close(spare);
+    }
     Ok(())
 }
 
+/// The name a new segment is zero-filled under before it is renamed into place.
+fn filling_name(seq: u64) -> String {
+    format!("{}{FILLING_SUFFIX}", segment_file_name(seq))
+}
+
+/// Suffix of a segment file still being zero-filled (never read as a segment).
+pub const FILLING_SUFFIX: &str = ".filling";
+
 /// Creates segment `seq` (or renames a recycled segment to it), sets its length, zero-fills
 /// it when new, and makes its data and name durable.
+///
+/// A new segment is filled under another name and renamed into place only when every block
+/// of it is written and durable, so a segment file never has a hole: a fill the host file
+/// system refuses for space (ENOSPC) removes what it wrote and leaves no segment, and the
+/// writer refuses new work rather than roll into a sparse file.
 fn prepare_segment<D: Device>(
     device: &D,
     seq: u64,
@@ -97,14 +119,37 @@ fn prepare_segment<D: Device>(
         device.rename(&old, &name)?;
         return device.sync_dir();
     }
+    // A segment of this name prepared before (ahead of a writer that then crashed) is
+    // whole: only a whole one is ever renamed into place. One of another length is not a
+    // segment this writer may use (nothing past the tail holds records): filled again.
+    if let Ok(file) = device.open(&name, false) {
+        let len = device.len(file);
+        let synced = device.sync(file);
+        device.close(file);
+        if len? == segment_size_bytes {
+            synced?;
+            return device.sync_dir();
+        }
+        device.remove(&name)?;
+    }
     // A new segment is zero-filled, so the writer's O_DIRECT writes never land in
     // unwritten extents (whose conversion would make every fdatasync a journal commit).
-    let file = device.open(&name, true)?;
+    let filling = filling_name(seq);
+    if device
+        .free_bytes()
+        .is_some_and(|free| free < segment_size_bytes)
+    {
+        // It could not finish, and while it tried it would take the space a checkpoint or
+        // a delete needs.
+        return Err(IoError::new(
+            crate::io::IoOp::Write,
+            device.path_of(&filling),
+            0,
+            IoErrorKind::NoSpace,
+        ));
+    }
+    let file = device.open(&filling, true)?;
     let result = (|| {
-        let len = device.len(file)?;
-        if len == segment_size_bytes {
-            return device.sync(file);
-        }
         device.set_len(file, segment_size_bytes)?;
         let mut offset = 0u64;
         while offset < segment_size_bytes {
@@ -115,8 +160,28 @@ fn prepare_segment<D: Device>(
         device.sync(file)
     })();
     device.close(file);
-    result?;
+    if let Err(e) = result {
+        // What it wrote holds space the store needs: give it back.
+        let _ = device.remove(&filling);
+        return Err(e);
+    }
+    device.rename(&filling, &name)?;
     device.sync_dir()
+}
+
+/// Removes segment files a crash left half filled (they hold space, and nothing else).
+pub fn remove_unfinished_fills<D: Device>(device: &D) -> Result<(), IoError> {
+    let mut removed = false;
+    for name in device.list()? {
+        if name.ends_with(FILLING_SUFFIX) {
+            device.remove(&name)?;
+            removed = true;
+        }
+    }
+    if removed {
+        device.sync_dir()?;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -131,9 +196,20 @@ struct PrepState {
 #[derive(Debug)]
 struct PrepShared<D> {
     device: D,
+    /// The last preparation was refused for space (read without the lock, on every append).
+    no_space: AtomicBool,
     segment_size_bytes: u64,
     state: Mutex<PrepState>,
     changed: Condvar,
+}
+
+impl<D> PrepShared<D> {
+    fn failed(&self, state: &mut PrepState, error: IoError) {
+        if error.kind == IoErrorKind::NoSpace {
+            self.no_space.store(true, Ordering::Release);
+        }
+        state.error = Some(error);
+    }
 }
 
 /// Keeps segments up to [`SEGMENTS_READY_AHEAD_COUNT`] ahead of the one being written
@@ -155,6 +231,7 @@ impl<D: Device + Clone> Preparer<D> {
         let inline = device.wants_inline_io();
         let shared = Arc::new(PrepShared {
             device,
+            no_space: AtomicBool::new(false),
             segment_size_bytes,
             state: Mutex::new(PrepState {
                 ready_up_to,
@@ -207,7 +284,7 @@ impl<D: Device + Clone> Preparer<D> {
             match result {
                 Ok(()) => state.ready_up_to = next,
                 Err(error) => {
-                    state.error = Some(error.clone());
+                    self.shared.failed(&mut state, error.clone());
                     return Err(error);
                 }
             }
@@ -255,10 +332,51 @@ impl<D: Device + Clone> Preparer<D> {
         self.wait_ready(seq)
     }
 
-    /// Hands old segment files over for reuse.
+    /// Hands old segment files over for reuse. A preparation refused for space is tried
+    /// again: a recycled file needs none.
     pub fn recycle(&self, names: impl IntoIterator<Item = String>) {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let before = state.recyclable.len();
         state.recyclable.extend(names);
+        if state.recyclable.len() > before
+            && state
+                .error
+                .as_ref()
+                .is_some_and(|e| e.kind == IoErrorKind::NoSpace)
+        {
+            state.error = None;
+            self.shared.no_space.store(false, Ordering::Release);
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// Tries again a preparation refused for space (a checkpoint ran; space may be back).
+    pub fn retry(&self) {
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind == IoErrorKind::NoSpace)
+        {
+            state.error = None;
+            self.shared.no_space.store(false, Ordering::Release);
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// Whether the preparation of the segments ahead was refused for space (the log then
+    /// keeps what is left of the ready segments for work that frees space).
+    pub fn out_of_space(&self) -> bool {
+        self.shared.no_space.load(Ordering::Acquire)
+    }
+
+    /// The last segment that is ready.
+    pub fn ready_up_to(&self) -> u64 {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ready_up_to
     }
 }
 
@@ -290,7 +408,7 @@ fn run<D: Device>(shared: &PrepShared<D>) {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(()) => state.ready_up_to = seq,
-            Err(error) => state.error = Some(error),
+            Err(error) => shared.failed(&mut state, error),
         }
         shared.changed.notify_all();
     }

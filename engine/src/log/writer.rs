@@ -29,13 +29,13 @@ use super::segment::{self, Preparer};
 use super::{LogError, Lsn};
 use crate::constants::{
     align_up, batch_size_bytes_max, BATCHES_IN_FLIGHT_DEFAULT, BATCHES_IN_FLIGHT_MAX,
-    BATCH_HEADER_SIZE_BYTES, BLOCK_SIZE_BYTES, RECORD_PAYLOAD_SIZE_BYTES_MAX,
+    BATCH_HEADER_SIZE_BYTES, BLOCK_SIZE_BYTES, LOG_RESERVE_PARTS, RECORD_PAYLOAD_SIZE_BYTES_MAX,
     SEGMENT_HEADER_SIZE_BYTES, SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN,
 };
 use crate::format::{
     encode_record, record_size_bytes, BatchHeader, Meta, RecordFields, SegmentHeader,
 };
-use crate::io::{AlignedBuf, Device, FileId};
+use crate::io::{AlignedBuf, Device, FileId, IoErrorKind};
 
 use super::reader::Tail;
 
@@ -282,6 +282,7 @@ impl<D: Device> Log<D> {
         } else {
             tail.segment_seq
         };
+        segment::remove_unfinished_fills(&*device)?;
         let preparer = Preparer::start(Arc::clone(&device), meta.segment_size_bytes, ready_up_to);
         // Segments released before a crash, and never reused, are reused now.
         let dead: Vec<String> = device
@@ -340,7 +341,23 @@ impl<D: Device> Log<D> {
     /// Appends `records` with consecutive LSNs, in one batch (so they become durable
     /// together or not at all), and returns the LSN of the last. Not durable until
     /// [`Log::wait_durable`] returns for it.
+    ///
+    /// When the host file system has no room for the segments ahead, the last part of the
+    /// last ready segment (an eighth of a segment, [`LOG_RESERVE_PARTS`]) is kept for
+    /// [`Log::append_reserved`]: this refuses with [`LogError::NoSpace`] before it would
+    /// use that part, and the log goes on (nothing is appended, nothing fails).
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<Lsn, LogError> {
+        self.append_with(records, false)
+    }
+
+    /// [`Log::append`] for work that frees space or finishes work begun (a delete, a
+    /// transaction's later steps, its rollback): it may use the reserve kept at the end of
+    /// the last ready segment, and is refused only when no ready segment has room.
+    pub fn append_reserved(&self, records: &[NewRecord<'_>]) -> Result<Lsn, LogError> {
+        self.append_with(records, true)
+    }
+
+    fn append_with(&self, records: &[NewRecord<'_>], reserved: bool) -> Result<Lsn, LogError> {
         let mut size_bytes = 0usize;
         for record in records {
             if record.payload.len() > RECORD_PAYLOAD_SIZE_BYTES_MAX {
@@ -368,6 +385,7 @@ impl<D: Device> Log<D> {
                 return Ok(state.next_lsn - 1);
             }
             if state.fill.used_bytes + size_bytes <= state.fill.capacity_bytes {
+                self.check_room(&state, size_bytes, reserved)?;
                 break;
             }
             if state.fill.record_count == 0 {
@@ -422,6 +440,37 @@ impl<D: Device> Log<D> {
         state.next_lsn = lsn;
         self.shared.appended_lsn.store(lsn - 1, Ordering::Release);
         Ok(lsn - 1)
+    }
+
+    /// Refuses an append of `size_bytes` into the filling batch when the host file system
+    /// had no room for the segment it goes to, or, for an append that may not use the
+    /// reserve, when it would leave less than the reserve in the last ready segment.
+    fn check_room(
+        &self,
+        state: &WriterState,
+        size_bytes: usize,
+        reserved: bool,
+    ) -> Result<(), LogError> {
+        let seq = state.fill.segment_seq;
+        if !state.files.contains_key(&seq) {
+            // The first records of a segment: it must exist before they are taken (a batch
+            // taken is written or the log fails).
+            match self.preparer.wait_ready(seq) {
+                Ok(()) => {}
+                Err(e) if e.kind == IoErrorKind::NoSpace => return Err(LogError::NoSpace),
+                // Another failure fails the log when the batch is written.
+                Err(_) => return Ok(()),
+            }
+        }
+        if reserved || !self.preparer.out_of_space() || self.preparer.ready_up_to() > seq {
+            return Ok(());
+        }
+        let size = self.shared.segment_size_bytes;
+        let end = state.fill.segment_offset + (state.fill.used_bytes + size_bytes) as u64;
+        if size.saturating_sub(end) < size / LOG_RESERVE_PARTS {
+            return Err(LogError::NoSpace);
+        }
+        Ok(())
     }
 
     /// Waits until every record up to `lsn` is durable, leading its batch when a slot is
@@ -537,6 +586,18 @@ impl<D: Device> Log<D> {
         let seq = self.lock().fill.segment_seq;
         self.preparer.reserve(seq + count)?;
         Ok(())
+    }
+
+    /// Whether the host file system refused the segments ahead for space (new work is
+    /// refused near the end of the last ready one; a checkpoint may release segments).
+    pub fn out_of_space(&self) -> bool {
+        self.preparer.out_of_space()
+    }
+
+    /// Tries again to prepare the segments ahead when the host file system refused them
+    /// for space (call after freeing space: a checkpoint, files removed).
+    pub fn retry_segments(&self) {
+        self.preparer.retry();
     }
 
     /// Releases the segments whose records all have LSNs up to `lsn` (checkpointed or

@@ -13,13 +13,26 @@ use crate::constants::{
 };
 use crate::error::FsError;
 use crate::format::{U32Le, U64Le};
-use crate::io::{AlignedBuf, Device, IoErrorKind};
+use crate::io::{AlignedBuf, Device, IoError, IoErrorKind};
 use crate::log::Lsn;
 
 use super::Meta;
 
 /// Name of the superblock file.
 pub const SUPER_FILE_NAME: &str = "SUPER";
+
+/// Space set aside on the host for the next checkpoint image, so a checkpoint (the one
+/// thing that gives space back) works on a full host file system: on a full host the
+/// reserve shrinks by what the image needs, and grows back into the space the image before
+/// it gives back.
+pub const RESERVE_FILE_NAME: &str = "RESERVE";
+
+/// The reserve holds at least this much, and twice the last image.
+pub const RESERVE_SIZE_BYTES_MIN: u64 = 4 << 20;
+
+/// An image is written from the reserve's space when the host has less than its size and
+/// this much more free.
+const RESERVE_SLACK_BYTES: u64 = 1 << 20;
 
 /// "SMLGSUPR", little-endian.
 pub const SUPER_MAGIC: u64 = u64::from_le_bytes(*b"SMLGSUPR");
@@ -272,10 +285,17 @@ pub fn encode_image(meta: &Meta) -> Result<Vec<u8>, FsError> {
 /// Writes `image` as checkpoint `seq`'s file and makes it and its name durable.
 pub fn write_image<D: Device + ?Sized>(device: &D, seq: u64, image: &[u8]) -> Result<(), FsError> {
     let name = image_file_name(seq);
+    let padded = align_up(image.len(), BLOCK_SIZE_BYTES);
+    if device
+        .free_bytes()
+        .is_some_and(|free| free < padded as u64 + RESERVE_SLACK_BYTES)
+    {
+        // The host is (nearly) full: the reserve gives back what this image needs.
+        shrink_reserve(device, padded as u64)?;
+    }
     let file = device.open(&name, true)?;
     let result = (|| {
-        let padded = align_up(image.len(), BLOCK_SIZE_BYTES);
-        device.set_len(file, padded as u64)?;
+        device.allocate(file, padded as u64)?;
         let mut buf =
             AlignedBuf::new_zeroed(IMAGE_CHUNK_SIZE_BYTES.min(padded.max(BLOCK_SIZE_BYTES)));
         let mut offset = 0usize;
@@ -492,4 +512,60 @@ mod resurrection_tests {
         device.poke(SUPER_FILE_NAME, SUPER_SLOT_SIZE_BYTES as u64, &slot);
         assert_eq!(other(read_super(&device).unwrap_err()), (1, 2));
     }
+}
+
+/// After checkpoint `seq` (its superblock durable): the images before it are no longer
+/// read and are removed, and the reserve grows back ([`keep_reserve`]) into the space they
+/// gave back. Failing to do any of this fails nothing: a leftover image is never read, and a
+/// reserve is only space.
+pub fn retire_images<D: Device + ?Sized>(device: &D, seq: u64, image_len: u64) {
+    let Ok(names) = device.list() else {
+        return;
+    };
+    let mut removed = false;
+    for name in names {
+        if parse_image_file_name(&name).is_some_and(|s| s < seq) {
+            removed |= device.remove(&name).is_ok();
+        }
+    }
+    if removed {
+        let _ = device.sync_dir();
+    }
+    keep_reserve(device, image_len);
+}
+
+/// Gives `bytes` of the reserve back to the host file system, for an image about to be
+/// written on a full one.
+fn shrink_reserve<D: Device + ?Sized>(device: &D, bytes: u64) -> Result<(), IoError> {
+    let file = match device.open(RESERVE_FILE_NAME, false) {
+        Ok(file) => file,
+        Err(e) if e.kind == IoErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let result = device
+        .len(file)
+        .and_then(|len| device.set_len(file, len.saturating_sub(bytes)))
+        .and_then(|()| device.sync(file));
+    device.close(file);
+    result
+}
+
+/// Makes the reserve for the next image hold [`RESERVE_SIZE_BYTES_MIN`] or twice
+/// `image_len`, where the host file system has room (best effort: a reserve is only space).
+/// A device that does not know its free space has none.
+pub fn keep_reserve<D: Device + ?Sized>(device: &D, image_len: u64) {
+    if device.free_bytes().is_none() {
+        // A device that cannot run out of space (the simulated one) needs none.
+        return;
+    }
+    let want =
+        RESERVE_SIZE_BYTES_MIN.max(2 * align_up(image_len as usize, BLOCK_SIZE_BYTES) as u64);
+    let Ok(file) = device.open(RESERVE_FILE_NAME, true) else {
+        return;
+    };
+    if device.len(file).is_ok_and(|len| len < want) {
+        let _ = device.allocate(file, want);
+    }
+    device.close(file);
+    let _ = device.sync_dir();
 }

@@ -25,7 +25,7 @@ use crate::constants::{
     BLOCK_SIZE_BYTES, DATA_GROW_BLOCKS, NAME_SIZE_BYTES_MAX, SYMLINK_TARGET_SIZE_BYTES_MAX,
 };
 use crate::error::FsError;
-use crate::io::{AlignedBuf, Device, FileId};
+use crate::io::{AlignedBuf, Device, FileId, IoErrorKind};
 use crate::log::Lsn;
 
 pub mod fsck;
@@ -750,8 +750,25 @@ impl<D: Device> DataFile<D> {
         if blocks <= self.len_blocks.load(Ordering::Acquire) {
             return Ok(());
         }
-        let len = blocks.div_ceil(DATA_GROW_BLOCKS) * DATA_GROW_BLOCKS;
-        self.device.set_len(self.file, len * BLOCK)?;
+        // Allocated, not sparse: a block the engine hands out always has room on the host,
+        // so a checkpoint writing dirty data never fails for space. Grown in steps; on a
+        // nearly full host, by what is asked alone.
+        let mut len = blocks.div_ceil(DATA_GROW_BLOCKS) * DATA_GROW_BLOCKS;
+        let mut allocated = self.device.allocate(self.file, len * BLOCK);
+        if allocated
+            .as_ref()
+            .is_err_and(|e| e.kind == IoErrorKind::NoSpace)
+            && len > blocks
+        {
+            len = blocks;
+            allocated = self.device.allocate(self.file, len * BLOCK);
+        }
+        allocated.map_err(|e| match e.kind {
+            IoErrorKind::NoSpace => {
+                FsError::NoSpace("the host file system has no room for the data file")
+            }
+            _ => e.into(),
+        })?;
         self.len_blocks.store(len, Ordering::Release);
         Ok(())
     }

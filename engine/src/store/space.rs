@@ -60,6 +60,13 @@ impl Space {
         below + self.capacity_blocks.saturating_sub(self.high_water_blocks)
     }
 
+    /// The data file length, in blocks, that `count` more allocations need at most: free
+    /// runs below the high water first, then blocks above it.
+    pub fn blocks_to_hold(&self, count: u64) -> u64 {
+        let below: u64 = self.free.values().sum();
+        self.high_water_blocks + count.saturating_sub(below)
+    }
+
     /// Chooses `count` free blocks (first fit, then from the high water). Changes nothing:
     /// the choice is logged and applied by [`Space::mark_used`].
     pub fn plan(&self, count: u64) -> Result<Vec<Run>, FsError> {
