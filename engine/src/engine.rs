@@ -847,20 +847,7 @@ impl<D: Device> Engine<D> {
                 payload,
             })
             .collect();
-        // Work that frees space or finishes work begun may use the log's reserve on a full
-        // host file system; new work that fills it is refused first.
-        let reserved = first_step_no > 1
-            || records.iter().any(|record| match record {
-                TxnRecord::Step(step) => matches!(
-                    step.machine,
-                    FileTxn::Unlink(_)
-                        | FileTxn::Reclaim(_)
-                        | FileTxn::SetAttr(_)
-                        | FileTxn::Rename(_)
-                ),
-                _ => true,
-            });
-        let appended = if reserved {
+        let appended = if uses_reserve(first_step_no, records) {
             self.shared.log.append_reserved(&new)
         } else {
             self.shared.log.append(&new)
@@ -1353,6 +1340,25 @@ impl<D: Device> Engine<D> {
 
 /// A transaction that fails with this error is rolled back and the engine goes on: a
 /// refusal, or a data-file write that failed (its blocks are never linked).
+/// Whether an append of `records` (the first numbered `first_step_no`) may use the log's
+/// reserve on a full host file system: work that frees space or finishes work begun (a
+/// later step, a commit or rollback records alone, a delete, rename or setattr). New work
+/// that fills space (the first step of a create, link or write, even with its commit) is
+/// refused first.
+fn uses_reserve(first_step_no: u32, records: &[TxnRecord]) -> bool {
+    let first_step = records.iter().find_map(|record| match record {
+        TxnRecord::Step(step) => Some(&step.machine),
+        _ => None,
+    });
+    first_step_no > 1
+        || first_step.is_none_or(|machine| {
+            matches!(
+                machine,
+                FileTxn::Unlink(_) | FileTxn::Reclaim(_) | FileTxn::SetAttr(_) | FileTxn::Rename(_)
+            )
+        })
+}
+
 fn is_transaction_failure(error: &FsError) -> bool {
     error.is_refusal() || matches!(error, FsError::Io(_))
 }
@@ -1444,5 +1450,53 @@ fn checkpointer<D: Device>(weak: Weak<Shared<D>>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod reserve_tests {
+    use super::*;
+    use crate::txn::machines::{Reclaim, Write, WriteState};
+    use crate::txn::StepRecord;
+
+    fn step(machine: FileTxn) -> TxnRecord {
+        TxnRecord::Step(StepRecord {
+            machine,
+            key: None,
+            redo: Vec::new(),
+            undo: Vec::new(),
+        })
+    }
+
+    /// New work that fills space never takes the reserve kept for work that frees it.
+    #[test]
+    fn only_work_that_frees_space_or_finishes_work_uses_the_log_reserve() {
+        let commit = TxnRecord::Commit {
+            key: None,
+            result: TxnResult::Done,
+        };
+        let reclaim = FileTxn::Reclaim(Reclaim {
+            ino: 5,
+            freed: false,
+        });
+        let write = FileTxn::Write(Write {
+            ino: 5,
+            offset: 0,
+            len: 0,
+            now: Time { secs: 0, nanos: 0 },
+            state: WriteState::Start,
+            data: Arc::new(Vec::new()),
+        });
+        // A write's first step, even with its commit, fills space: never the reserve.
+        assert!(!uses_reserve(1, &[step(write.clone())]));
+        assert!(!uses_reserve(1, &[step(write.clone()), commit.clone()]));
+        assert!(uses_reserve(2, &[step(write)]));
+        // A delete's first step, alone or with its commit.
+        assert!(uses_reserve(1, &[step(reclaim.clone())]));
+        assert!(uses_reserve(1, &[step(reclaim.clone()), commit.clone()]));
+        // A later step of anything, and a commit alone.
+        assert!(uses_reserve(2, &[step(reclaim)]));
+        assert!(uses_reserve(3, std::slice::from_ref(&commit)));
+        assert!(uses_reserve(1, std::slice::from_ref(&commit)));
     }
 }

@@ -289,6 +289,7 @@ fn is_store_file(name: &str) -> bool {
         || parse_segment_file_name(name).is_some()
         || image::parse_image_file_name(name).is_some()
         || name == image::RESERVE_FILE_NAME
+        || name.ends_with(smlog::log::segment::FILLING_SUFFIX)
 }
 
 /// A new file system is made only in a directory that holds nothing, or what an
@@ -313,6 +314,8 @@ fn check_formattable<D: Device + ?Sized>(device: &D) -> Result<(), FsError> {
     for name in names.iter().filter(|n| is_store_file(n)) {
         let leftover = match name.as_str() {
             META_TEMP_FILE_NAME => true,
+            // A first segment whose zero-fill a crash cut short.
+            _ if name.ends_with(smlog::log::segment::FILLING_SUFFIX) => true,
             image::SUPER_FILE_NAME => {
                 matches!(image::read_super(device), Ok(None)) || is_blank(device, name)?
             }

@@ -125,8 +125,8 @@ pub enum LogError {
     /// The host file system has no room for the log's next segment: the append is refused
     /// and nothing else fails (a checkpoint that releases a segment makes room again).
     #[error(
-        "no space left on the host file system for the log's next segment (ENOSPC); \
-         deletes and checkpoints go on"
+        "no space left on the host file system for the log's next segment (ENOSPC): free \
+         at least one segment's size there"
     )]
     NoSpace,
     /// Options out of bounds.

@@ -265,11 +265,12 @@ impl<D: Device + Clone> Preparer<D> {
         loop {
             let (next, recycled) = {
                 let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(error) = &state.error {
-                    return Err(error.clone());
-                }
+                // A segment ready already stays usable whatever failed after it.
                 if state.ready_up_to >= seq {
                     return Ok(());
+                }
+                if let Some(error) = &state.error {
+                    return Err(error.clone());
                 }
                 (state.ready_up_to + 1, state.recyclable.pop_front())
             };

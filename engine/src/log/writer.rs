@@ -564,6 +564,11 @@ impl<D: Device> Log<D> {
                 || state.mark_lsn < state.durable_lsn
                 || state.stats.batch_count == 0
             {
+                if state.fill.record_count == 0 {
+                    // A mark alone starting a segment the host has no room for is refused
+                    // plainly, and fails nothing.
+                    self.check_room(&state, 0, true)?;
+                }
                 state = self.lead(state);
                 check_usable(&state)?;
                 self.hand_off(&state);
