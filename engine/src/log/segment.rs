@@ -210,6 +210,19 @@ impl<D> PrepShared<D> {
         }
         state.error = Some(error);
     }
+
+    /// Forgets a preparation refused for space, so the next one is tried.
+    fn clear_no_space(&self, state: &mut PrepState) {
+        if state
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind == IoErrorKind::NoSpace)
+        {
+            state.error = None;
+            self.no_space.store(false, Ordering::Release);
+            self.changed.notify_all();
+        }
+    }
 }
 
 /// Keeps segments up to [`SEGMENTS_READY_AHEAD_COUNT`] ahead of the one being written
@@ -339,30 +352,15 @@ impl<D: Device + Clone> Preparer<D> {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let before = state.recyclable.len();
         state.recyclable.extend(names);
-        if state.recyclable.len() > before
-            && state
-                .error
-                .as_ref()
-                .is_some_and(|e| e.kind == IoErrorKind::NoSpace)
-        {
-            state.error = None;
-            self.shared.no_space.store(false, Ordering::Release);
-            self.shared.changed.notify_all();
+        if state.recyclable.len() > before {
+            self.shared.clear_no_space(&mut state);
         }
     }
 
     /// Tries again a preparation refused for space (a checkpoint ran; space may be back).
     pub fn retry(&self) {
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state
-            .error
-            .as_ref()
-            .is_some_and(|e| e.kind == IoErrorKind::NoSpace)
-        {
-            state.error = None;
-            self.shared.no_space.store(false, Ordering::Release);
-            self.shared.changed.notify_all();
-        }
+        self.shared.clear_no_space(&mut state);
     }
 
     /// Whether the preparation of the segments ahead was refused for space (the log then
