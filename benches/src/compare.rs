@@ -1,4 +1,4 @@
-//! `smlog bench compare`: smlog's log against its peers ([`crate::peers`]) over a matrix of
+//! `smlog-bench compare`: smlog's log against its peers ([`crate::peers`]) over a matrix of
 //! threads and record sizes, interleaved so that drift of a shared machine hits every
 //! system alike; then the recovery comparison. Writes `results.json`, `results.md` and
 //! charts (SVG and PNG).
@@ -75,7 +75,7 @@ pub struct CompareReport {
     /// The file system's sequential O_DIRECT read rate of smlog's log, same run.
     pub smlog_recovery_read_mb_per_sec: f64,
     /// File operations through the engine, the host file system and SQLite.
-    pub fs: Vec<crate::fs::FsBenchReport>,
+    pub fs: Vec<crate::sqlite_fs::FsCompareRow>,
 }
 
 fn machine() -> String {
@@ -170,7 +170,7 @@ pub fn compare(
         crate::fs::FsOp::Mixed,
     ] {
         for &threads in &options.fs_threads {
-            let row = crate::fs::fs_bench(&crate::fs::FsBenchOptions {
+            let row = crate::sqlite_fs::fs_compare(&crate::fs::FsBenchOptions {
                 threads,
                 op,
                 seconds: options.seconds,
@@ -180,7 +180,7 @@ pub fn compare(
             })?;
             progress(&format!(
                 "fs {:?} {threads} threads: smlog {:.0}/s, host+fsync {:.0}/s, sqlite {:.0}/s",
-                op, row.ops_per_sec, row.baseline_ops_per_sec, row.sqlite_ops_per_sec
+                op, row.fs.ops_per_sec, row.fs.baseline_ops_per_sec, row.sqlite_ops_per_sec
             ));
             fs.push(row);
         }
@@ -199,7 +199,7 @@ pub fn compare(
 }
 
 fn size_name(bytes: usize) -> String {
-    if bytes >= 1024 && bytes % 1024 == 0 {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{bytes} B")
@@ -306,16 +306,16 @@ pub fn markdown(report: &CompareReport) -> String {
         for r in &report.fs {
             out.push_str(&format!(
                 "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |\n",
-                format!("{:?}", r.op).to_lowercase(),
-                r.threads,
-                r.ops_per_sec,
-                r.p99_us,
-                r.baseline_ops_per_sec,
-                r.baseline_p99_us,
+                format!("{:?}", r.fs.op).to_lowercase(),
+                r.fs.threads,
+                r.fs.ops_per_sec,
+                r.fs.p99_us,
+                r.fs.baseline_ops_per_sec,
+                r.fs.baseline_p99_us,
                 r.sqlite_ops_per_sec,
                 r.sqlite_p99_us,
-                r.ratio,
-                r.ops_per_sec / r.sqlite_ops_per_sec.max(1e-9)
+                r.fs.ratio,
+                r.fs.ops_per_sec / r.sqlite_ops_per_sec.max(1e-9)
             ));
         }
     }

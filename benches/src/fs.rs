@@ -46,7 +46,7 @@ impl std::str::FromStr for FsOp {
 impl FsOp {
     /// The `n`-th operation of a thread: mixed cycles create, write4k, rename, then an
     /// unlink (its fourth, `Mixed` here) of the file created three operations before.
-    fn nth(self, n: u64) -> FsOp {
+    pub(crate) fn nth(self, n: u64) -> FsOp {
         match self {
             FsOp::Mixed => {
                 [FsOp::Create, FsOp::Write4k, FsOp::Rename, FsOp::Mixed][(n % 4) as usize]
@@ -96,20 +96,14 @@ pub struct FsBenchReport {
     pub baseline_p99_us: f64,
     /// smlog over baseline operations per second.
     pub ratio: f64,
-    /// Durable operations per second on SQLite holding the namespace as tables.
-    pub sqlite_ops_per_sec: f64,
-    /// SQLite p50, microseconds.
-    pub sqlite_p50_us: f64,
-    /// SQLite p99, microseconds.
-    pub sqlite_p99_us: f64,
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
-/// One thread's loop, for either system.
-trait Target: Send + Sync {
+/// One thread's loop, for any system.
+pub(crate) trait Target: Send + Sync {
     type Dir: Send;
     fn setup(&self, thread: usize) -> Result<Self::Dir, String>;
     fn op(&self, dir: &mut Self::Dir, op: FsOp, n: u64) -> Result<(), String>;
@@ -277,145 +271,8 @@ impl Target for HostTarget {
     }
 }
 
-/// SQLite holding the same namespace as tables (inodes, directory entries, 4 KiB blocks),
-/// WAL mode, `synchronous=FULL`, one SQL transaction per operation; each thread has its own
-/// connection and directory.
-struct SqliteTarget {
-    path: PathBuf,
-}
-
-struct SqliteDir {
-    connection: rusqlite::Connection,
-    dir: i64,
-    file: i64,
-    block: Vec<u8>,
-    renames: u64,
-}
-
-impl SqliteTarget {
-    fn open(&self) -> Result<rusqlite::Connection, String> {
-        let e = |e: rusqlite::Error| e.to_string();
-        let connection = rusqlite::Connection::open(&self.path).map_err(e)?;
-        connection
-            .busy_timeout(Duration::from_secs(120))
-            .map_err(e)?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(e)?;
-        connection
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(e)?;
-        connection
-            .execute_batch(
-                "CREATE TABLE IF NOT EXISTS inodes (ino INTEGER PRIMARY KEY, kind INTEGER, \
-                     mode INTEGER, size INTEGER, nlink INTEGER, mtime INTEGER);
-                 CREATE TABLE IF NOT EXISTS dirents (parent INTEGER, name BLOB, ino INTEGER, \
-                     PRIMARY KEY (parent, name)) WITHOUT ROWID;
-                 CREATE TABLE IF NOT EXISTS blocks (ino INTEGER, idx INTEGER, data BLOB, \
-                     PRIMARY KEY (ino, idx)) WITHOUT ROWID;",
-            )
-            .map_err(e)?;
-        Ok(connection)
-    }
-}
-
-fn sqlite_create(
-    c: &rusqlite::Connection,
-    parent: i64,
-    name: &str,
-    kind: i64,
-) -> rusqlite::Result<i64> {
-    let tx = c.unchecked_transaction()?;
-    tx.execute(
-        "INSERT INTO inodes (kind, mode, size, nlink, mtime) VALUES (?1, 420, 0, 1, 0)",
-        [kind],
-    )?;
-    let ino = tx.last_insert_rowid();
-    tx.execute(
-        "INSERT INTO dirents (parent, name, ino) VALUES (?1, ?2, ?3)",
-        rusqlite::params![parent, name.as_bytes(), ino],
-    )?;
-    tx.commit()?;
-    Ok(ino)
-}
-
-impl Target for SqliteTarget {
-    type Dir = SqliteDir;
-    fn setup(&self, thread: usize) -> Result<SqliteDir, String> {
-        let e = |e: rusqlite::Error| e.to_string();
-        let connection = self.open()?;
-        let dir = sqlite_create(&connection, 1, &format!("t{thread}"), 2).map_err(e)?;
-        let file = sqlite_create(&connection, dir, "data", 1).map_err(e)?;
-        sqlite_create(&connection, dir, "r0", 1).map_err(e)?;
-        Ok(SqliteDir {
-            connection,
-            dir,
-            file,
-            block: vec![0x5A; 4096],
-            renames: 0,
-        })
-    }
-
-    fn op(&self, d: &mut SqliteDir, op: FsOp, n: u64) -> Result<(), String> {
-        let e = |e: rusqlite::Error| e.to_string();
-        let op = op.nth(n);
-        let c = &d.connection;
-        match op {
-            FsOp::Create => sqlite_create(c, d.dir, &format!("f{n}"), 1)
-                .map(drop)
-                .map_err(e),
-            FsOp::Write4k => {
-                d.block[0] = n as u8;
-                let idx = (n % 256) as i64;
-                let tx = c.unchecked_transaction().map_err(e)?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO blocks (ino, idx, data) VALUES (?1, ?2, ?3)",
-                    rusqlite::params![d.file, idx, &d.block],
-                )
-                .map_err(e)?;
-                tx.execute(
-                    "UPDATE inodes SET size = max(size, ?2), mtime = ?3 WHERE ino = ?1",
-                    rusqlite::params![d.file, (idx + 1) * 4096, n as i64],
-                )
-                .map_err(e)?;
-                tx.commit().map_err(e)
-            }
-            FsOp::Rename => {
-                d.renames += 1;
-                let (from, to) = if d.renames % 2 == 1 {
-                    ("r0", "r1")
-                } else {
-                    ("r1", "r0")
-                };
-                c.execute(
-                    "UPDATE dirents SET name = ?3 WHERE parent = ?1 AND name = ?2",
-                    rusqlite::params![d.dir, from.as_bytes(), to.as_bytes()],
-                )
-                .map(drop)
-                .map_err(e)
-            }
-            FsOp::Mixed => {
-                let name = format!("f{}", n - 3);
-                let tx = c.unchecked_transaction().map_err(e)?;
-                let ino: i64 = tx
-                    .query_row(
-                        "DELETE FROM dirents WHERE parent = ?1 AND name = ?2 RETURNING ino",
-                        rusqlite::params![d.dir, name.as_bytes()],
-                        |row| row.get(0),
-                    )
-                    .map_err(e)?;
-                tx.execute("DELETE FROM inodes WHERE ino = ?1", [ino])
-                    .map_err(e)?;
-                tx.execute("DELETE FROM blocks WHERE ino = ?1", [ino])
-                    .map_err(e)?;
-                tx.commit().map_err(e)
-            }
-        }
-    }
-}
-
 /// Runs `threads` threads of `op` against `target` for `seconds`: (ops/s, histogram).
-fn measure<T: Target + 'static>(
+pub(crate) fn measure<T: Target + 'static>(
     target: Arc<T>,
     threads: usize,
     op: FsOp,
@@ -471,7 +328,7 @@ fn engine_options(options: &FsBenchOptions) -> OpenOptions {
     }
 }
 
-/// Runs smlog, then the host baseline, then SQLite, and reports all three.
+/// Runs smlog, then the host baseline, and reports both.
 pub fn fs_bench(options: &FsBenchOptions) -> Result<FsBenchReport, String> {
     let base = options
         .dir
@@ -493,12 +350,6 @@ pub fn fs_bench(options: &FsBenchOptions) -> Result<FsBenchReport, String> {
             root: base.join("host"),
         });
         let (base_ops, base_hist) = measure(host, options.threads, options.op, options.seconds)?;
-        std::fs::create_dir_all(base.join("sqlite")).map_err(|e| e.to_string())?;
-        let sqlite = Arc::new(SqliteTarget {
-            path: base.join("sqlite").join("fs.sqlite"),
-        });
-        let (sqlite_ops, sqlite_hist) =
-            measure(sqlite, options.threads, options.op, options.seconds)?;
         let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64;
         Ok(FsBenchReport {
             op: options.op,
@@ -511,9 +362,6 @@ pub fn fs_bench(options: &FsBenchOptions) -> Result<FsBenchReport, String> {
             baseline_p50_us: q(&base_hist, 0.5),
             baseline_p99_us: q(&base_hist, 0.99),
             ratio: ops / base_ops.max(1e-9),
-            sqlite_ops_per_sec: sqlite_ops,
-            sqlite_p50_us: q(&sqlite_hist, 0.5),
-            sqlite_p99_us: q(&sqlite_hist, 0.99),
         })
     })();
     let _ = std::fs::remove_dir_all(&base);

@@ -4,10 +4,18 @@
 //! then, on the same file system, the device's limit for the same pattern: back-to-back
 //! O_DIRECT `pwrite` + `fdatasync` of batches of the size smlog formed. A benchmark
 //! reports figures; nothing here asserts on timing.
+//!
+//! With the feature `peers` (on by default, off for the `smlog` binary), [`compare`] runs
+//! smlog against the engines people would pick instead (raft-engine, okaywal, SQLite, and
+//! RocksDB with `peer-rocksdb`): the binary `smlog-bench compare`.
 
+#[cfg(feature = "peers")]
 pub mod compare;
 pub mod fs;
+#[cfg(feature = "peers")]
 pub mod peers;
+#[cfg(feature = "peers")]
+pub mod sqlite_fs;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -77,19 +77,19 @@ pub const SEGMENT_COUNT_MAX: usize = 1 << 20;
 const _: () = assert!(BLOCK_SIZE_BYTES.is_power_of_two());
 const _: () = assert!(BATCHES_IN_FLIGHT_DEFAULT >= 1);
 const _: () = assert!(BATCHES_IN_FLIGHT_DEFAULT <= BATCHES_IN_FLIGHT_MAX);
-const _: () = assert!(BLOCK_SIZE_BYTES % SECTOR_SIZE_BYTES == 0);
-const _: () = assert!(SEGMENT_SIZE_BYTES_MIN % BLOCK_SIZE_BYTES as u64 == 0);
-const _: () = assert!(SEGMENT_SIZE_BYTES_MAX % BLOCK_SIZE_BYTES as u64 == 0);
+const _: () = assert!(BLOCK_SIZE_BYTES.is_multiple_of(SECTOR_SIZE_BYTES));
+const _: () = assert!(SEGMENT_SIZE_BYTES_MIN.is_multiple_of(BLOCK_SIZE_BYTES as u64));
+const _: () = assert!(SEGMENT_SIZE_BYTES_MAX.is_multiple_of(BLOCK_SIZE_BYTES as u64));
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT >= SEGMENT_SIZE_BYTES_MIN);
 const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT <= SEGMENT_SIZE_BYTES_MAX);
 const _: () = assert!(SEGMENT_SIZE_BYTES_MAX <= u32::MAX as u64);
-const _: () = assert!(BATCH_SIZE_BYTES_MAX % BLOCK_SIZE_BYTES == 0);
+const _: () = assert!(BATCH_SIZE_BYTES_MAX.is_multiple_of(BLOCK_SIZE_BYTES));
 const _: () = assert!(BATCH_SIZE_BYTES_MAX <= u32::MAX as usize);
-const _: () = assert!(SCAN_CHUNK_SIZE_BYTES % BLOCK_SIZE_BYTES == 0);
+const _: () = assert!(SCAN_CHUNK_SIZE_BYTES.is_multiple_of(BLOCK_SIZE_BYTES));
 const _: () = assert!(SCAN_CHUNK_SIZE_BYTES >= BATCH_SIZE_BYTES_MAX);
 const _: () = assert!(SEGMENT_HEADER_FIELDS_SIZE_BYTES <= SEGMENT_HEADER_SIZE_BYTES);
-const _: () = assert!(RECORD_HEADER_SIZE_BYTES % RECORD_ALIGN_BYTES == 0);
-const _: () = assert!(BATCH_HEADER_SIZE_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(RECORD_HEADER_SIZE_BYTES.is_multiple_of(RECORD_ALIGN_BYTES));
+const _: () = assert!(BATCH_HEADER_SIZE_BYTES.is_multiple_of(RECORD_ALIGN_BYTES));
 // The largest record, with its batch header and padding, fits in the smallest segment.
 const _: () = assert!(
     (SEGMENT_HEADER_SIZE_BYTES
@@ -158,12 +158,12 @@ pub const IMAGE_CHUNK_SIZE_BYTES: usize = 4 * 1024 * 1024;
 /// Version of the superblock and image format (docs/FORMAT.md, "The store").
 pub const STORE_FORMAT_VERSION: u32 = 2;
 
-const _: () = assert!(WRITE_SIZE_BYTES_MAX % BLOCK_SIZE_BYTES == 0);
+const _: () = assert!(WRITE_SIZE_BYTES_MAX.is_multiple_of(BLOCK_SIZE_BYTES));
 // An inline write (fewer than WRITE_EXTENT_BLOCKS_MIN whole blocks plus two partial ones)
 // fits in one record with room for the machine's control values.
 const _: () = assert!(
     (WRITE_EXTENT_BLOCKS_MIN + 1) * BLOCK_SIZE_BYTES + 4096 <= RECORD_PAYLOAD_SIZE_BYTES_MAX
 );
-const _: () = assert!(FILE_SIZE_BYTES_MAX % BLOCK_SIZE_BYTES as u64 == 0);
-const _: () = assert!(IMAGE_CHUNK_SIZE_BYTES % BLOCK_SIZE_BYTES == 0);
+const _: () = assert!(FILE_SIZE_BYTES_MAX.is_multiple_of(BLOCK_SIZE_BYTES as u64));
+const _: () = assert!(IMAGE_CHUNK_SIZE_BYTES.is_multiple_of(BLOCK_SIZE_BYTES));
 const _: () = assert!(DATA_GROW_BLOCKS > 0);

@@ -308,7 +308,7 @@ fn check_segment_size(segment_size_bytes: u64) -> Result<(), DecodeError> {
     check_bound(
         "segment_size_bytes",
         segment_size_bytes,
-        segment_size_bytes % BLOCK_SIZE_BYTES as u64 == 0,
+        segment_size_bytes.is_multiple_of(BLOCK_SIZE_BYTES as u64),
         "a multiple of 4 KiB",
     )
 }
@@ -523,7 +523,7 @@ impl BatchHeader {
         check_bound(
             "used_bytes",
             u64::from(used_bytes),
-            used_bytes as usize % RECORD_ALIGN_BYTES == 0,
+            (used_bytes as usize).is_multiple_of(RECORD_ALIGN_BYTES),
             "a multiple of 8",
         )?;
         let record_count = raw.record_count.get();
@@ -538,7 +538,7 @@ impl BatchHeader {
         check_bound(
             "segment_offset",
             u64::from(raw.segment_offset.get()),
-            raw.segment_offset.get() as usize % BLOCK_SIZE_BYTES == 0
+            (raw.segment_offset.get() as usize).is_multiple_of(BLOCK_SIZE_BYTES)
                 && raw.segment_offset.get() as usize >= BLOCK_SIZE_BYTES,
             "a block multiple after the segment header",
         )?;

@@ -72,7 +72,7 @@ fn every_short_sequence_survives_a_crash_at_every_step() {
     for a in 0..n {
         for b in 0..n {
             for c in 0..n {
-                if index % stride == 0 {
+                if index.is_multiple_of(stride) {
                     sequences.push(vec![a, b, c]);
                 }
                 index += 1;

@@ -41,7 +41,7 @@ fn plan(
     let cycle = FsCycle {
         ops: ops(),
         checkpoint_at: Some(5),
-        steps: seed % 2 == 0,
+        steps: seed.is_multiple_of(2),
         fault,
         plan: crash,
         recovery_crashes,

@@ -1,15 +1,193 @@
-//! `smlog bench log`.
+//! `smlog bench log|fs|recovery|scale|mount`: smlog beside the device or the host file
+//! system in the same run. Other engines are compared by `smlog-bench compare`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use smlog_benches::fs::FsOp;
 use smlog_benches::{log_bench, recovery_bench, LogBenchOptions, RecoveryBenchOptions};
 
 use crate::OpenArgs;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-pub fn log(
+/// `smlog bench ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Durable file operations through the engine against the host file system with
+    /// fsync of file and directory, in the same run (SQLite too: `smlog-bench compare`).
+    Fs {
+        /// Threads, each in its own directory (a comma-separated list runs each).
+        #[arg(long, value_delimiter = ',', default_value = "16")]
+        threads: Vec<usize>,
+        /// create, write4k, rename or mixed (a comma-separated list runs each).
+        #[arg(long, value_delimiter = ',', default_value = "create")]
+        op: Vec<FsOp>,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Directory on the file system to measure.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// One JSON object per run.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moved: the comparison with other engines is `smlog-bench compare` (package
+    /// smlog-benches), so that this binary builds no peer.
+    #[command(hide = true)]
+    Compare {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// dbench on an `smlog mount` against dbench on the host file system, in the same
+    /// run (interleaved; medians).
+    Mount {
+        /// Seconds per dbench run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        /// dbench clients.
+        #[arg(long, default_value_t = 4)]
+        clients: u32,
+        /// Runs of each (interleaved); the medians are reported.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Mount with --sync (every change durable before it returns).
+        #[arg(long)]
+        sync: bool,
+        /// Mount with --writeback-cache.
+        #[arg(long)]
+        writeback_cache: bool,
+        /// Directory on the host file system (the baseline, and the engine's files).
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// Print one JSON object (keys mbps, baseline_mbps, ratio, ...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scale: create many files, checkpoint, reopen; times and peak memory.
+    Scale {
+        /// Files to create.
+        #[arg(long, default_value_t = 1_000_000)]
+        files: u64,
+        /// Creating threads.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Directory on the file system to measure.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time to recover a log of a given size, against reading its files sequentially.
+    Recovery {
+        /// Megabytes of log to write and recover.
+        #[arg(long, default_value_t = 1024)]
+        megabytes: u64,
+        /// Payload bytes per record.
+        #[arg(long, default_value_t = 4096)]
+        record_bytes: usize,
+        /// Directory on the file system to measure.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Durable commits through the log against plain pwrite + fdatasync of the same batches.
+    Log {
+        /// Committing threads (a comma-separated list runs each).
+        #[arg(long, value_delimiter = ',', default_value = "16")]
+        threads: Vec<usize>,
+        /// Payload bytes per record (a comma-separated list runs each).
+        #[arg(long, value_delimiter = ',', default_value = "512")]
+        record_bytes: Vec<usize>,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Directory on the file system to measure.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// Batches in flight at once (1 ..= 4).
+        #[arg(long, default_value_t = smlog::constants::BATCHES_IN_FLIGHT_DEFAULT)]
+        in_flight: usize,
+        #[command(flatten)]
+        open: OpenArgs,
+        /// One JSON object per run.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `smlog bench ...`.
+pub fn run(command: BenchCommand) -> Result<ExitCode> {
+    match command {
+        BenchCommand::Log {
+            threads,
+            record_bytes,
+            seconds,
+            dir,
+            in_flight,
+            open,
+            json,
+        } => log(
+            &threads,
+            &record_bytes,
+            seconds,
+            &dir,
+            in_flight,
+            open,
+            json,
+        ),
+        BenchCommand::Fs {
+            threads,
+            op,
+            seconds,
+            dir,
+            open,
+            json,
+        } => fs(&threads, &op, seconds, &dir, open, json),
+        BenchCommand::Compare { .. } => {
+            eprintln!(
+                "smlog: the comparison with other engines is its own binary, so that smlog \
+                 builds none of them: cargo run --release -p smlog-benches --bin smlog-bench -- compare"
+            );
+            Ok(ExitCode::from(2))
+        }
+        BenchCommand::Mount {
+            seconds,
+            clients,
+            runs,
+            sync,
+            writeback_cache,
+            dir,
+            json,
+        } => mount(seconds, clients, runs, sync, writeback_cache, &dir, json),
+        BenchCommand::Scale {
+            files,
+            threads,
+            dir,
+            open,
+            json,
+        } => scale(files, threads, &dir, open, json),
+        BenchCommand::Recovery {
+            megabytes,
+            record_bytes,
+            dir,
+            open,
+            json,
+        } => recovery(megabytes, record_bytes, &dir, open, json),
+    }
+}
+
+fn log(
     threads: &[usize],
     record_bytes: &[usize],
     seconds: f64,
@@ -69,7 +247,7 @@ pub fn log(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn recovery(
+fn recovery(
     megabytes: u64,
     record_bytes: usize,
     dir: &Path,
@@ -99,9 +277,9 @@ pub fn recovery(
 }
 
 /// `smlog bench fs`.
-pub fn fs(
+fn fs(
     threads: &[usize],
-    ops: &[smlog_benches::fs::FsOp],
+    ops: &[FsOp],
     seconds: f64,
     dir: &Path,
     args: OpenArgs,
@@ -110,7 +288,7 @@ pub fn fs(
     let device = args.device_options(true);
     if !as_json {
         println!(
-            "{:>8} {:>7} {:>10} {:>8} {:>8} {:>9} {:>12} {:>10} {:>7} {:>9} {:>8} {:>7}",
+            "{:>8} {:>7} {:>10} {:>8} {:>8} {:>9} {:>12} {:>10} {:>7}",
             "op",
             "threads",
             "ops/s",
@@ -118,9 +296,6 @@ pub fn fs(
             "p99 us",
             "p99.9 us",
             "ext4+fsync/s",
-            "p50 us",
-            "ratio",
-            "sqlite/s",
             "p50 us",
             "ratio"
         );
@@ -139,7 +314,7 @@ pub fn fs(
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!(
-                    "{:>8} {:>7} {:>10.0} {:>8.0} {:>8.0} {:>9.0} {:>12.0} {:>10.0} {:>7.1} {:>9.0} {:>8.0} {:>7.1}",
+                    "{:>8} {:>7} {:>10.0} {:>8.0} {:>8.0} {:>9.0} {:>12.0} {:>10.0} {:>7.1}",
                     format!("{:?}", report.op).to_lowercase(),
                     report.threads,
                     report.ops_per_sec,
@@ -148,10 +323,7 @@ pub fn fs(
                     report.p999_us,
                     report.baseline_ops_per_sec,
                     report.baseline_p50_us,
-                    report.ratio,
-                    report.sqlite_ops_per_sec,
-                    report.sqlite_p50_us,
-                    report.ops_per_sec / report.sqlite_ops_per_sec.max(1e-9)
+                    report.ratio
                 );
             }
         }
@@ -160,7 +332,7 @@ pub fn fs(
 }
 
 /// `smlog bench scale`.
-pub fn scale(
+fn scale(
     files: u64,
     threads: usize,
     dir: &Path,
@@ -281,7 +453,7 @@ fn dbench_on_mount(
 
 /// `smlog bench mount`: dbench on an smlog mount against the host file system, runs
 /// interleaved; medians.
-pub fn mount(
+fn mount(
     seconds: u32,
     clients: u32,
     runs: usize,
@@ -351,60 +523,5 @@ pub fn mount(
             mbps / baseline_mbps
         );
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Options of `smlog bench compare` (see its `--help`).
-#[derive(Debug)]
-pub struct CompareArgs {
-    pub quick: bool,
-    pub out: std::path::PathBuf,
-    pub seconds: Option<f64>,
-    pub threads: Vec<usize>,
-    pub record_bytes: Vec<usize>,
-    pub recovery_megabytes: Option<u64>,
-    pub systems: Vec<String>,
-    pub fs_threads: Vec<usize>,
-    pub dir: std::path::PathBuf,
-}
-
-/// `smlog bench compare`.
-pub fn compare(args: CompareArgs) -> Result<ExitCode> {
-    use smlog_benches::compare::CompareOptions;
-    let mut options = if args.quick {
-        CompareOptions::quick(args.dir, args.out)
-    } else {
-        CompareOptions::full(args.dir, args.out)
-    };
-    if let Some(seconds) = args.seconds {
-        options.seconds = seconds;
-    }
-    if !args.threads.is_empty() {
-        options.threads = args.threads;
-    }
-    if !args.record_bytes.is_empty() {
-        options.record_bytes = args.record_bytes;
-    }
-    if let Some(mb) = args.recovery_megabytes {
-        options.recovery_bytes = mb << 20;
-    }
-    if !args.systems.is_empty() {
-        options.systems = args
-            .systems
-            .iter()
-            .map(|s| smlog_benches::peers::System::parse(s))
-            .collect::<std::result::Result<_, _>>()?;
-    }
-    if !args.fs_threads.is_empty() {
-        options.fs_threads = args.fs_threads.into_iter().filter(|&t| t > 0).collect();
-    }
-    let options = &options;
-    let report = smlog_benches::compare::compare(options, |line| println!("{line}"))?;
-    println!();
-    print!("{}", smlog_benches::compare::markdown(&report));
-    println!(
-        "\nresults.json, results.md and the charts (SVG, PNG) are in {}",
-        options.out.display()
-    );
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -126,7 +126,14 @@ fn worker<D: Device>(
 
 /// Runs in the child: recovers (or creates) the engine, then runs `threads` workers
 /// until killed.
-pub fn child(dir: &Path, threads: usize, round: u32, args: OpenArgs) -> Result<ExitCode> {
+pub fn child(args: DemoChildArgs) -> Result<ExitCode> {
+    let DemoChildArgs {
+        dir,
+        threads,
+        round,
+        open: args,
+    } = args;
+    let dir = dir.as_path();
     let (engine, _) = open(dir, engine_options(args))?;
     let out = Arc::new(Mutex::new(std::io::stdout()));
     {
@@ -233,7 +240,43 @@ fn verify<D: Device>(engine: &Engine<D>, round: u32, acks: &Acks) -> Vec<String>
     problems
 }
 
-pub fn run(dir: Option<PathBuf>, rounds: u32, threads: usize, args: OpenArgs) -> Result<ExitCode> {
+/// `smlog demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's log (default: a new directory under /var/tmp).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Kill-and-recover rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Appending threads in the child.
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+/// `smlog demo-child`, which `smlog demo` starts.
+#[derive(Debug, clap::Args)]
+pub struct DemoChildArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    threads: usize,
+    #[arg(long)]
+    round: u32,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+/// `smlog demo`: rounds of a child killed mid-flight, each recovered and checked.
+pub fn run(args: DemoArgs) -> Result<ExitCode> {
+    let DemoArgs {
+        dir,
+        rounds,
+        threads,
+        open: args,
+    } = args;
     let chosen = dir.is_some();
     let dir = dir.unwrap_or_else(default_dir);
     std::fs::create_dir_all(&dir)?;

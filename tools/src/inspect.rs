@@ -12,9 +12,29 @@ use smlog::log::reader::Damage;
 use smlog::{LogError, LogReader, RecoveryMode, ScanItem};
 use smlog_recovery::{open_log, scan, RecoveryOptions, RecoveryReport};
 
-use crate::OpenArgs;
+use crate::{DirArgs, OpenArgs};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// `smlog log ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum LogCommand {
+    /// One line per record: LSN, transaction, step, kind, length, CRC, place.
+    Dump(DirArgs),
+    /// Segments, records, bytes, durable mark, torn tail, records per kind.
+    Stat(DirArgs),
+    /// Exit 0 when clean, 1 when a torn tail is found, 2 on corruption (with its place).
+    Verify(DirArgs),
+}
+
+/// Runs `smlog log ...`.
+pub fn run(command: LogCommand) -> Result<ExitCode> {
+    match command {
+        LogCommand::Dump(a) => dump(&a.dir, a.open, a.json),
+        LogCommand::Stat(a) => stat(&a.dir, a.open, a.json),
+        LogCommand::Verify(a) => verify(&a.dir, a.open, a.json),
+    }
+}
 
 fn open(dir: &Path, args: OpenArgs) -> Result<Box<dyn Device>> {
     if !dir.is_dir() {
@@ -72,7 +92,7 @@ fn damage_line(kind: &str, damage: &Damage) -> String {
     )
 }
 
-pub fn dump(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+fn dump(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
     match dump_to_stdout(dir, args, as_json) {
         Err(e)
             if e.downcast_ref::<std::io::Error>()
@@ -135,7 +155,7 @@ fn dump_to_stdout(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode>
                     )?;
                 }
                 count += 1;
-                if count % 4096 == 0 {
+                if count.is_multiple_of(4096) {
                     if let Some(bar) = &bar {
                         bar.set_position(reader.position_bytes());
                     }
@@ -210,7 +230,7 @@ fn scan_all(device: &dyn Device) -> Result<std::result::Result<RecoveryReport, L
     let mut seen = 0u64;
     let report = scan(device, RecoveryMode::Salvage, |r| {
         seen += 1;
-        if seen % 4096 == 0 {
+        if seen.is_multiple_of(4096) {
             if let Some(bar) = &bar {
                 bar.inc(4096 * (r.payload.len() as u64 + 48));
             }
@@ -258,7 +278,7 @@ fn report_json(report: &RecoveryReport) -> serde_json::Value {
     })
 }
 
-pub fn stat(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+fn stat(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
     let device = open(dir, args)?;
     let report = match scan_all(&*device)? {
         Ok(report) => report,
@@ -302,7 +322,7 @@ pub fn stat(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
     Ok(Found::of(&report).exit_code())
 }
 
-pub fn verify(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+fn verify(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
     let device = open(dir, args)?;
     let report = match scan_all(&*device)? {
         Ok(report) => report,

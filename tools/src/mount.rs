@@ -42,28 +42,37 @@ const TTL: Duration = Duration::from_secs(1);
 const UNMOUNT_TRIES: u32 = 50;
 const UNMOUNT_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Options of `smlog mount`.
-#[derive(Debug)]
+/// `smlog mount`.
+#[derive(Debug, clap::Args)]
 pub struct MountArgs {
     /// The engine's directory: a new file system is made in it when it is empty.
     pub dir: PathBuf,
-    /// Create `dir` when it does not exist.
+    /// Create DIR, with a new file system, when it does not exist.
+    #[arg(long)]
     pub create: bool,
-    /// Largest data file, in bytes (ENOSPC past it); none: the engine's default.
+    /// Largest data file (bytes, or with K, M, G): writes past it get ENOSPC, and df
+    /// shows it, so a full disk can be tried without filling one.
+    #[arg(long = "capacity", value_parser = crate::cli::parse_bytes)]
     pub capacity_bytes: Option<u64>,
-    /// Where to mount.
+    /// Where to mount it.
     pub mountpoint: PathBuf,
-    /// Every change durable before it returns.
+    /// Make every change durable before it returns (default: at fsync, like a local
+    /// file system).
+    #[arg(long)]
     pub sync: bool,
-    /// `-o` options: `allow_other`, `allow_root`, `default_permissions` (always on), `ro`,
-    /// `auto_unmount`, others passed to the kernel.
+    /// Mount options: allow_other, allow_root, default_permissions (always on), ro,
+    /// auto_unmount, noatime, ...
+    #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
     /// Threads serving requests.
+    #[arg(long, default_value_t = 4)]
     pub threads: usize,
-    /// Let the kernel cache writes (FUSE writeback cache): fewer, larger writes; data not
-    /// yet written back is lost with the mount process, as with any unsynced write.
+    /// Let the kernel cache writes and send them in large batches (FUSE writeback
+    /// cache). fsync still writes them back and makes them durable first; data not yet
+    /// written back is lost with the mount process, as with any unsynced write.
+    #[arg(long)]
     pub writeback_cache: bool,
-    /// Device options.
+    #[command(flatten)]
     pub open: OpenArgs,
 }
 

@@ -10,25 +10,34 @@ use smlog_recovery::harness::{run_seed, shrink, Config, Failure, Faults, Stats};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// What to run.
-#[derive(Debug, Clone, Copy)]
+/// `smlog torture`.
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct TortureArgs {
-    /// One seed to run (replay), or none: random seeds until the time is up.
+    /// Run (replay) this seed only.
+    #[arg(long)]
     pub seed: Option<u64>,
-    /// Seconds to keep going without a seed.
+    /// Seconds to keep trying new seeds (without --seed).
+    #[arg(long, default_value_t = 60.0)]
     pub seconds: f64,
-    /// Without a seed: the first of the sequence of seeds (default: from the clock), so a
-    /// timed run covers the same seeds every time, as many as the time allows.
+    /// Without --seed: start the sequence of seeds here (default: from the clock), so a
+    /// timed run covers the same seeds every time.
+    #[arg(long)]
     pub first_seed: Option<u64>,
-    /// Without a seed: stop after this many seeds (or at the time, whichever first).
+    /// Without --seed: stop after this many seeds (or at --seconds, whichever first).
+    #[arg(long = "seeds")]
     pub seed_count: Option<u64>,
-    /// Faults to inject.
+    /// Faults: comma-separated crash, io-error, recovery-crash, steps, damage; or
+    /// default (all but damage), all.
+    #[arg(long, default_value = "default")]
     pub faults: Faults,
     /// Crash-recover cycles per seed.
+    #[arg(long, default_value_t = 8)]
     pub cycles: u64,
-    /// Stop a seed's run after this many operations (replay of a shortened failure).
+    /// Stop a seed after this many operations (to replay a shortened failure).
+    #[arg(long)]
     pub ops: Option<u64>,
-    /// Print JSON.
+    /// Print one JSON object.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -112,6 +121,7 @@ fn print_stats(stats: &Stats, seeds: u64, elapsed: Duration, args: &TortureArgs)
     }
 }
 
+/// Runs `smlog torture`.
 pub fn run(args: TortureArgs) -> Result<ExitCode> {
     let config = Config {
         cycles: args.cycles,

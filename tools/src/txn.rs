@@ -12,12 +12,72 @@ use smlog::txn::{Decision, Machine, TxnEnd, TxnRecord, TxnTrack};
 use smlog::RecoveryMode;
 use smlog_recovery::{inspect, open_device, EngineRecoveryReport, OpenOptions, RecoveryOptions};
 
-use crate::OpenArgs;
+use crate::{inspect as log_inspect, DirArgs, OpenArgs};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// `smlog txn ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TxnCommand {
+    /// One line per transaction in the log: operation, steps, how it ended.
+    List {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// Only transactions without a commit or abort (what recovery would finish).
+        #[arg(long)]
+        in_flight: bool,
+    },
+    /// Every record of one transaction: state, redo and undo of each step.
+    Show {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// Transaction id.
+        txn_id: u64,
+    },
+}
+
+/// Runs `smlog txn ...`.
+pub fn run(command: TxnCommand) -> Result<ExitCode> {
+    match command {
+        TxnCommand::List { dir: a, in_flight } => list(&a.dir, a.open, in_flight, a.json),
+        TxnCommand::Show { dir: a, txn_id } => show(&a.dir, a.open, txn_id, a.json),
+    }
+}
+
+/// `smlog recover`.
+#[derive(Debug, clap::Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// Report what recovery would do; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// strict, torn-tail (default) or salvage.
+    #[arg(long, default_value = "torn-tail")]
+    mode: RecoveryMode,
+}
+
+/// `smlog format`.
+#[derive(Debug, clap::Args)]
+pub struct FormatArgs {
+    /// The engine's directory.
+    dir: std::path::PathBuf,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+/// `smlog recover`: an engine's directory is recovered as an engine, a bare log as a log.
+pub fn recover(args: RecoverArgs) -> Result<ExitCode> {
+    let RecoverArgs { dir, dry_run, mode } = args;
+    if is_engine_dir(&dir.dir) {
+        recover_engine(&dir.dir, dir.open, mode, dry_run, dir.json)
+    } else {
+        log_inspect::recover(&dir.dir, dir.open, mode, dry_run, dir.json)
+    }
+}
+
 /// Whether `dir` holds an engine (a store beside the log), not a bare log.
-pub fn is_engine_dir(dir: &Path) -> bool {
+fn is_engine_dir(dir: &Path) -> bool {
     // An engine always has both; one that lost SUPER still has DATA, and recovery names
     // the missing file.
     dir.join(smlog::store::image::SUPER_FILE_NAME).exists()
@@ -33,7 +93,9 @@ fn open(dir: &Path, args: OpenArgs) -> Result<Arc<Box<dyn Device>>> {
 
 /// `smlog format`: a new, empty file system in `dir` (made when missing), which must be
 /// empty.
-pub fn format(dir: &Path, args: OpenArgs) -> Result<ExitCode> {
+pub fn format(args: FormatArgs) -> Result<ExitCode> {
+    let FormatArgs { dir, open: args } = args;
+    let dir = dir.as_path();
     let device = Arc::new(open_dir(dir, args.device_options(true))?);
     if smlog::log::segment::read_meta(&**device).is_ok() {
         return Err(format!("{}: already holds a file system", dir.display()).into());
@@ -103,7 +165,7 @@ fn describe(track: &TxnTrack) -> (String, String) {
 }
 
 /// `smlog txn list`.
-pub fn list(dir: &Path, args: OpenArgs, in_flight_only: bool, as_json: bool) -> Result<ExitCode> {
+fn list(dir: &Path, args: OpenArgs, in_flight_only: bool, as_json: bool) -> Result<ExitCode> {
     let device = open(dir, args)?;
     let (_, _, analysis) = inspect(device, options(args, RecoveryMode::TornTail, true), true)?;
     for track in analysis.txns.values() {
@@ -139,7 +201,7 @@ pub fn list(dir: &Path, args: OpenArgs, in_flight_only: bool, as_json: bool) -> 
 }
 
 /// `smlog txn show`.
-pub fn show(dir: &Path, args: OpenArgs, txn_id: u64, as_json: bool) -> Result<ExitCode> {
+fn show(dir: &Path, args: OpenArgs, txn_id: u64, as_json: bool) -> Result<ExitCode> {
     let device = open(dir, args)?;
     let mut rows = Vec::new();
     let mut error = None;
@@ -232,7 +294,7 @@ fn report_json(report: &EngineRecoveryReport) -> serde_json::Value {
 }
 
 /// `smlog recover` on an engine's directory.
-pub fn recover(
+fn recover_engine(
     dir: &Path,
     args: OpenArgs,
     mode: RecoveryMode,
@@ -327,7 +389,13 @@ pub fn check_store<D: Device>(
 }
 
 /// `smlog fsck`.
-pub fn fsck(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+pub fn fsck(args: DirArgs) -> Result<ExitCode> {
+    let DirArgs {
+        dir,
+        open: args,
+        json: as_json,
+    } = args;
+    let dir = dir.as_path();
     let device = open(dir, args)?;
     let (recovery, store, _) = inspect(device, options(args, RecoveryMode::TornTail, true), false)?;
     let report = check_store(&store, &recovery.in_flight);
@@ -366,7 +434,13 @@ pub fn fsck(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
 }
 
 /// `smlog checkpoint`: recover, then write a checkpoint so the next open replays nothing.
-pub fn checkpoint(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
+pub fn checkpoint(args: DirArgs) -> Result<ExitCode> {
+    let DirArgs {
+        dir,
+        open: args,
+        json: as_json,
+    } = args;
+    let dir = dir.as_path();
     let device = open(dir, args)?;
     let (engine, report) = open_device(device, options(args, RecoveryMode::TornTail, false))?;
     let stats = engine.checkpoint()?;

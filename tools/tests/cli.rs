@@ -234,3 +234,12 @@ fn a_file_system_that_refuses_o_direct_is_named_with_the_way_out() {
         String::from_utf8_lossy(&buffered.stderr)
     );
 }
+
+#[test]
+fn bench_compare_points_to_its_own_binary() {
+    let dir = tempdir();
+    let out = smlog(&["bench", "compare", "--quick", "--out"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--bin smlog-bench -- compare"), "{err}");
+}

@@ -133,7 +133,7 @@ fn check(mnt: &Path, attempts: &[Attempt]) -> usize {
 fn start_load(root: &Path, mnt: &Path, k: u32) -> Option<Child> {
     let dir = mnt.join(format!("load-{k}"));
     fs::create_dir(&dir).ok()?;
-    let mut command = if k % 2 == 0 && program_exists("dbench") {
+    let mut command = if k.is_multiple_of(2) && program_exists("dbench") {
         let mut c = Command::new("dbench");
         c.args(["-t", "60", "-D"]).arg(&dir).arg("2");
         c

@@ -312,9 +312,9 @@ impl IoError {
 
 /// Checks the alignment contract of a read or write.
 pub fn check_aligned(offset: u64, buf: &[u8]) -> Result<(), IoErrorKind> {
-    let aligned = offset % BLOCK_SIZE_BYTES as u64 == 0
-        && buf.len() % BLOCK_SIZE_BYTES == 0
-        && (buf.as_ptr() as usize) % BLOCK_SIZE_BYTES == 0;
+    let aligned = offset.is_multiple_of(BLOCK_SIZE_BYTES as u64)
+        && buf.len().is_multiple_of(BLOCK_SIZE_BYTES)
+        && (buf.as_ptr() as usize).is_multiple_of(BLOCK_SIZE_BYTES);
     if aligned {
         Ok(())
     } else {
@@ -338,7 +338,7 @@ impl AlignedBuf {
     /// Allocates `len` zeroed bytes; `len` is a non-zero multiple of [`BLOCK_SIZE_BYTES`].
     pub fn new_zeroed(len: usize) -> AlignedBuf {
         assert!(len > 0);
-        assert!(len % BLOCK_SIZE_BYTES == 0);
+        assert!(len.is_multiple_of(BLOCK_SIZE_BYTES));
         let layout = Self::layout(len);
         // SAFETY: the layout has a non-zero size (asserted above).
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };

@@ -90,8 +90,39 @@ impl UringDevice {
     }
 }
 
+/// Tries of the wait for completions after `io_uring_enter` failed with an unexpected
+/// errno once the kernel had taken our entries, 10 ms apart.
+const WAIT_RETRIES_MAX: u32 = 100;
+
+/// What to do when `io_uring_enter` fails with an errno that is not a retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WaitFailure {
+    /// The kernel took none of the entries (all are still in the submission queue): it
+    /// holds no buffer, and the error can be returned (the ring is then dropped, so the
+    /// entries are never submitted).
+    ReturnError,
+    /// The kernel took some entries: it may read or write their buffers until they
+    /// complete, so completions must still be reaped before this call may return.
+    KeepReaping,
+}
+
+fn wait_failure(unsubmitted_count: usize, reaped_count: usize, entry_count: usize) -> WaitFailure {
+    assert!(unsubmitted_count <= entry_count);
+    assert!(reaped_count <= entry_count);
+    if unsubmitted_count == entry_count && reaped_count == 0 {
+        WaitFailure::ReturnError
+    } else {
+        WaitFailure::KeepReaping
+    }
+}
+
 /// Pushes `entries`, submits them and waits for as many completions; returns their results
 /// in submission order (by `user_data`, which must be the entry's index).
+///
+/// It never returns while the kernel may still use a buffer of an entry: an error is
+/// returned only when the kernel took none of them. If waiting keeps failing once it took
+/// some (a broken ring, which no kernel here has shown), the process aborts rather than
+/// let the kernel write into memory its caller has freed.
 ///
 /// # Safety
 ///
@@ -105,8 +136,10 @@ unsafe fn submit_and_reap<const N: usize>(
     offset: u64,
 ) -> Result<[i32; N], IoError> {
     let fail = |e: &std::io::Error| IoError::new(op, path, offset, IoErrorKind::from_io(e));
-    // SAFETY: the caller keeps every buffer valid until the completions are reaped below,
-    // and we do not return before reaping all N completions (or failing to submit).
+    assert!(ring.submission().is_empty(), "a ring is handed out empty");
+    // SAFETY: the caller keeps every buffer valid until this function returns, and it
+    // returns only once all N completions are reaped or the kernel took none of the
+    // entries (see `wait_failure`).
     unsafe {
         ring.submission()
             .push_multiple(&entries)
@@ -114,6 +147,7 @@ unsafe fn submit_and_reap<const N: usize>(
     }
     let mut results = [0i32; N];
     let mut reaped = 0usize;
+    let mut failed_waits = 0u32;
     while reaped < N {
         match ring.submit_and_wait(N - reaped) {
             Ok(_) => {}
@@ -122,7 +156,21 @@ unsafe fn submit_and_reap<const N: usize>(
                     e.raw_os_error(),
                     Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
                 ) => {}
-            Err(e) => return Err(fail(&e)),
+            Err(e) => match wait_failure(ring.submission().len(), reaped, N) {
+                WaitFailure::ReturnError => return Err(fail(&e)),
+                WaitFailure::KeepReaping => {
+                    failed_waits += 1;
+                    if failed_waits > WAIT_RETRIES_MAX {
+                        eprintln!(
+                            "smlog: io_uring fails to complete a {op:?} on {} it has taken \
+                             ({e}); aborting so the kernel never writes into freed memory",
+                            path.display()
+                        );
+                        std::process::abort();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            },
         }
         for cqe in ring.completion() {
             let cqe: cqueue::Entry = cqe;
@@ -132,6 +180,7 @@ unsafe fn submit_and_reap<const N: usize>(
             reaped += 1;
         }
     }
+    assert!(ring.submission().is_empty());
     Ok(results)
 }
 
@@ -320,6 +369,15 @@ mod tests {
             .prefix("smlog-uring-")
             .tempdir_in("/var/tmp")
             .unwrap()
+    }
+
+    #[test]
+    fn a_failed_wait_returns_only_when_the_kernel_took_no_entry() {
+        assert_eq!(wait_failure(2, 0, 2), WaitFailure::ReturnError);
+        assert_eq!(wait_failure(1, 0, 2), WaitFailure::KeepReaping);
+        assert_eq!(wait_failure(0, 0, 2), WaitFailure::KeepReaping);
+        assert_eq!(wait_failure(0, 1, 2), WaitFailure::KeepReaping);
+        assert_eq!(wait_failure(1, 0, 1), WaitFailure::ReturnError);
     }
 
     #[test]

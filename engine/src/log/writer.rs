@@ -196,7 +196,7 @@ impl<D: Device> Log<D> {
     pub fn create(device: Arc<D>, options: CreateOptions) -> Result<Log<D>, LogError> {
         let size = options.segment_size_bytes;
         if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size)
-            || size % BLOCK_SIZE_BYTES as u64 != 0
+            || !size.is_multiple_of(BLOCK_SIZE_BYTES as u64)
         {
             return Err(LogError::InvalidOptions(format!(
                 "segment size {size} bytes: must be a multiple of 4 KiB in \
@@ -865,7 +865,7 @@ fn position_fill(
     fill.used_bytes = BATCH_HEADER_SIZE_BYTES;
     fill.record_count = 0;
     assert!(fill.capacity_bytes >= 2 * BLOCK_SIZE_BYTES);
-    assert!(fill.segment_offset % BLOCK_SIZE_BYTES as u64 == 0);
+    assert!(fill.segment_offset.is_multiple_of(BLOCK_SIZE_BYTES as u64));
 }
 
 fn check_usable(state: &WriterState) -> Result<(), LogError> {

@@ -775,7 +775,7 @@ impl<D: Device> DataFile<D> {
 
     /// Writes `bytes` (whole blocks) at data block `block`; durable after [`DataFile::sync`].
     pub fn write_blocks(&self, block: u64, bytes: &[u8]) -> Result<(), FsError> {
-        assert!(bytes.len() % BLOCK_SIZE_BYTES == 0);
+        assert!(bytes.len().is_multiple_of(BLOCK_SIZE_BYTES));
         assert!(
             block + (bytes.len() / BLOCK_SIZE_BYTES) as u64
                 <= self.len_blocks.load(Ordering::Acquire)

@@ -99,7 +99,7 @@ pub struct FuzzCrashPlan {
 impl FuzzCrashPlan {
     /// Whether it damages durable data.
     pub fn is_damage(&self) -> bool {
-        self.bit_rot % 3 > 0 || self.bad_sector
+        !self.bit_rot.is_multiple_of(3) || self.bad_sector
     }
 
     fn plan(&self, spared: &[String]) -> CrashPlan {

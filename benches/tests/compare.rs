@@ -1,4 +1,4 @@
-//! `smlog bench compare` writes what it promises: a row per system x threads x record size
+//! `smlog-bench compare` writes what it promises: a row per system x threads x record size
 //! in results.json, the Markdown table, and the charts as SVG and PNG. (Figures are not
 //! checked: a benchmark reports, it asserts nothing about speed.)
 
@@ -11,9 +11,8 @@ fn compare_writes_results_json_markdown_and_charts() {
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let out = tmp.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_smlog"))
+    let output = Command::new(env!("CARGO_BIN_EXE_smlog-bench"))
         .args([
-            "bench",
             "compare",
             "--seconds",
             "0.2",
