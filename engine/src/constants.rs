@@ -158,6 +158,19 @@ pub const IMAGE_CHUNK_SIZE_BYTES: usize = 4 * 1024 * 1024;
 /// Version of the superblock and image format (docs/FORMAT.md, "The store").
 pub const STORE_FORMAT_VERSION: u32 = 2;
 
+/// Written blocks a checkpoint maps into the live store per hold of the engine lock, so
+/// that commits wait for at most this many map updates.
+pub const CHECKPOINT_MAP_CHUNK_BLOCKS: usize = 256;
+
+/// Consecutive data blocks a checkpoint writes in one device write (1 MiB).
+pub const CHECKPOINT_WRITE_GROUP_BLOCKS_MAX: usize = 256;
+
+/// How often the automatic checkpoint thread looks at how much log and dirty data piled up.
+pub const CHECKPOINT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+const _: () = assert!(CHECKPOINT_MAP_CHUNK_BLOCKS > 0);
+const _: () = assert!(CHECKPOINT_WRITE_GROUP_BLOCKS_MAX > 0);
+
 const _: () = assert!(WRITE_SIZE_BYTES_MAX.is_multiple_of(BLOCK_SIZE_BYTES));
 // An inline write (fewer than WRITE_EXTENT_BLOCKS_MIN whole blocks plus two partial ones)
 // fits in one record with room for the machine's control values.

@@ -528,29 +528,8 @@ impl<D: Device> Pass<D> {
         })?;
         let txn_id = record.fields.txn_id;
         if record.lsn > self.store.meta.applied_lsn {
-            self.store.apply(txn_record.redo(), record.lsn)?;
+            smlog::txn::apply_logged(&mut self.store, &txn_record, record.lsn, self.keys_max)?;
             self.redone_records += 1;
-            let keys_max = self.keys_max;
-            match &txn_record {
-                TxnRecord::Commit {
-                    key: Some(key),
-                    result,
-                } => {
-                    self.store
-                        .meta
-                        .keys
-                        .record(*key, smlog::Outcome::Committed(*result), keys_max)
-                }
-                TxnRecord::Abort {
-                    key: Some(key),
-                    errno,
-                } => self.store.meta.keys.record(
-                    *key,
-                    smlog::Outcome::RolledBack { errno: *errno },
-                    keys_max,
-                ),
-                _ => {}
-            }
             if matches!(txn_record, TxnRecord::Commit { .. }) {
                 self.committed_txns += 1;
             }

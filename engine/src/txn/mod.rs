@@ -22,8 +22,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::FsError;
+use crate::io::Device;
 use crate::log::Lsn;
-use crate::store::{Ino, Meta, Op, RequestKey, Run, TxnResult};
+use crate::store::{Ino, Meta, Op, Outcome, RequestKey, Run, Store, TxnResult};
 
 pub mod machines;
 
@@ -122,6 +123,36 @@ impl TxnRecord {
             TxnRecord::Commit { .. } | TxnRecord::Abort { .. } => &[],
         }
     }
+}
+
+/// The effect of a logged record on the store, and its one home: the runtime calls it for
+/// each record right after appending it (append, then apply: the write-ahead rule), and
+/// recovery for each record past the image. A step's or compensation's redo is applied to
+/// the objects not already past `lsn` (so applying twice changes nothing), and a commit or
+/// abort that carries a request key is remembered as that request's outcome.
+pub fn apply_logged<D: Device>(
+    store: &mut Store<D>,
+    record: &TxnRecord,
+    lsn: Lsn,
+    request_keys_max: usize,
+) -> Result<(), FsError> {
+    assert!(lsn > 0, "a logged record has an LSN");
+    store.apply(record.redo(), lsn)?;
+    let outcome = match record {
+        TxnRecord::Commit {
+            key: Some(key),
+            result,
+        } => Some((*key, Outcome::Committed(*result))),
+        TxnRecord::Abort {
+            key: Some(key),
+            errno,
+        } => Some((*key, Outcome::RolledBack { errno: *errno })),
+        _ => None,
+    };
+    if let Some((key, outcome)) = outcome {
+        store.meta.keys.record(key, outcome, request_keys_max);
+    }
+    Ok(())
 }
 
 /// What a machine does next.

@@ -1,0 +1,228 @@
+//! How an op changes the store: [`Store::apply`] and one arm per op.
+
+use std::sync::Arc;
+
+use imbl::OrdMap;
+
+use crate::error::FsError;
+use crate::io::Device;
+use crate::log::Lsn;
+
+use super::op::Object;
+use crate::constants::BLOCK_SIZE_BYTES;
+
+use super::{runs_of, Block, BlockMap, FileKind, Ino, Inode, Mapped, Name, Op, Store, BLOCK};
+
+impl<D: Device> Store<D> {
+    /// Applies the ops of the record at `lsn`, skipping those whose object already shows
+    /// an LSN at or past it (the effect is in the store already).
+    pub fn apply(&mut self, ops: &[Op], lsn: Lsn) -> Result<(), FsError> {
+        let mut done: Vec<Object> = Vec::new();
+        for op in ops {
+            let object = op.object();
+            let object_lsn = match object {
+                Object::Space => self.meta.space_lsn,
+                Object::Inode(ino) => self.meta.inodes.get(&ino).map_or(0, |i| i.lsn),
+            };
+            // An object this record already changed shows `lsn`: later ops of the record
+            // still apply to it.
+            if object_lsn >= lsn && !done.contains(&object) {
+                continue;
+            }
+            self.apply_op(op)?;
+            match object {
+                Object::Space => self.meta.space_lsn = lsn,
+                Object::Inode(ino) => {
+                    if let Some(inode) = self.meta.inodes.get_mut(&ino) {
+                        inode.lsn = lsn;
+                    }
+                }
+            }
+            done.push(object);
+        }
+        self.meta.applied_lsn = self.meta.applied_lsn.max(lsn);
+        Ok(())
+    }
+
+    fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode, FsError> {
+        self.meta
+            .inodes
+            .get_mut(&ino)
+            .ok_or_else(|| FsError::Corrupt(format!("an op names inode {ino}, which is gone")))
+    }
+
+    fn apply_op(&mut self, op: &Op) -> Result<(), FsError> {
+        let corrupt = |what: String| Err(FsError::Corrupt(what));
+        match op {
+            Op::PutInode {
+                ino,
+                kind,
+                attrs,
+                parent,
+                target,
+            } => {
+                if self.meta.inodes.contains_key(ino) {
+                    return corrupt(format!("inode {ino} created twice"));
+                }
+                self.meta.inodes.insert(
+                    *ino,
+                    Inode {
+                        ino: *ino,
+                        kind: *kind,
+                        attrs: *attrs,
+                        parent: *parent,
+                        target: target.clone(),
+                        blocks: BlockMap::default(),
+                        lsn: 0,
+                    },
+                );
+                if *kind == FileKind::Dir {
+                    self.meta.dirs.insert(*ino, OrdMap::new());
+                }
+                self.meta.next_ino = self.meta.next_ino.max(ino + 1);
+            }
+            Op::DropInode { ino } => {
+                if self.meta.dirs.get(ino).is_some_and(|d| !d.is_empty()) {
+                    return corrupt(format!("directory {ino} dropped with entries"));
+                }
+                let inode = self
+                    .meta
+                    .inodes
+                    .remove(ino)
+                    .ok_or_else(|| FsError::Corrupt(format!("inode {ino} dropped twice")))?;
+                self.meta.dirs.remove(ino);
+                let runs = runs_of(inode.blocks.data_blocks());
+                self.meta.space.release(&runs)?;
+                self.cache.drop_from(*ino, 0);
+            }
+            Op::SetAttrs { ino, attrs } => self.inode_mut(*ino)?.attrs = *attrs,
+            Op::SetParent { ino, parent } => self.inode_mut(*ino)?.parent = *parent,
+            Op::DirInsert { dir, name, ino } => {
+                let entries = self.dir_mut(*dir)?;
+                if entries.insert(name.clone(), *ino).is_some() {
+                    return corrupt(format!("entry {name} inserted twice in {dir}"));
+                }
+            }
+            Op::DirRemove { dir, name } => {
+                if self.dir_mut(*dir)?.remove(name).is_none() {
+                    return corrupt(format!("entry {name} of {dir} removed twice"));
+                }
+            }
+            Op::DirSet { dir, name, ino } => {
+                if self.dir_mut(*dir)?.insert(name.clone(), *ino).is_none() {
+                    return corrupt(format!("entry {name} of {dir} set but absent"));
+                }
+            }
+            Op::AllocBlocks { runs } => self.meta.space.mark_used(runs)?,
+            Op::FreeBlocks { runs } => self.meta.space.release(runs)?,
+            Op::MapBlocks {
+                ino,
+                first_block,
+                runs,
+                crcs,
+            } => {
+                // Bounded before use: one write maps at most a write's worth of blocks,
+                // all inside the data file.
+                let count = runs.iter().map(|r| r.len).fold(0u64, u64::saturating_add);
+                let high_water = self.meta.space.high_water_blocks;
+                if count > (crate::constants::WRITE_SIZE_BYTES_MAX / BLOCK_SIZE_BYTES) as u64
+                    || runs.iter().any(|r| r.len == 0 || r.end() > high_water)
+                    || first_block.saturating_add(count)
+                        > crate::constants::FILE_SIZE_BYTES_MAX / BLOCK
+                {
+                    return corrupt(format!("mapping of invalid runs {runs:?} at {first_block}"));
+                }
+                if crcs.len() as u64 != count {
+                    return corrupt(format!(
+                        "mapping of {count} blocks at {first_block} with {} checksums",
+                        crcs.len()
+                    ));
+                }
+                let mut released = Vec::new();
+                let mut file_block = *first_block;
+                let inode = self.inode_mut(*ino)?;
+                let mut crcs = crcs.iter();
+                for run in runs {
+                    for data_block in run.start..run.end() {
+                        let crc = *crcs.next().expect("one checksum per block, checked above");
+                        if let Some(old) =
+                            inode.blocks.insert(file_block, Mapped { data_block, crc })
+                        {
+                            released.push(old);
+                        }
+                        file_block += 1;
+                    }
+                }
+                self.meta.space.release(&runs_of(released.into_iter()))?;
+                for block in *first_block..file_block {
+                    self.cache.drop_block(*ino, block);
+                }
+            }
+            Op::WriteInline { ino, offset, bytes } => {
+                if offset.saturating_add(bytes.len() as u64) > crate::constants::FILE_SIZE_BYTES_MAX
+                {
+                    return corrupt(format!("inline write past the largest file at {offset}"));
+                }
+                let mut done = 0usize;
+                while done < bytes.len() {
+                    let at = offset + done as u64;
+                    let block = at / BLOCK;
+                    let within = (at % BLOCK) as usize;
+                    let take = (BLOCK_SIZE_BYTES - within).min(bytes.len() - done);
+                    let cached = self.dirty_block(*ino, block)?;
+                    cached[within..within + take].copy_from_slice(&bytes[done..done + take]);
+                    done += take;
+                }
+            }
+            Op::TruncateData { ino, size } => {
+                if *size > crate::constants::FILE_SIZE_BYTES_MAX {
+                    return corrupt(format!("truncation past the largest file: {size}"));
+                }
+                let keep = size.div_ceil(BLOCK);
+                let inode = self.inode_mut(*ino)?;
+                let gone = inode.blocks.remove_from(keep);
+                self.meta.space.release(&runs_of(gone.into_iter()))?;
+                self.cache.drop_from(*ino, keep);
+                let within = (size % BLOCK) as usize;
+                if within != 0 && self.holds_block(*ino, keep - 1) {
+                    self.dirty_block(*ino, keep - 1)?[within..].fill(0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dir_mut(&mut self, dir: Ino) -> Result<&mut OrdMap<Name, Ino>, FsError> {
+        self.meta
+            .dirs
+            .get_mut(&dir)
+            .ok_or_else(|| FsError::Corrupt(format!("an op names directory {dir}, which is gone")))
+    }
+
+    /// Whether file block `block` of `ino` has data (cached or in the data file).
+    fn holds_block(&self, ino: Ino, block: u64) -> bool {
+        self.cache.dirty.contains_key(&(ino, block))
+            || self.cache.flushing.contains_key(&(ino, block))
+            || self
+                .meta
+                .inodes
+                .get(&ino)
+                .is_some_and(|i| i.blocks.contains_key(&block))
+    }
+
+    /// The dirty cache's copy of a file block, loaded first when absent.
+    fn dirty_block(&mut self, ino: Ino, block: u64) -> Result<&mut Block, FsError> {
+        if !self.cache.dirty.contains_key(&(ino, block)) {
+            let mut fresh = Arc::new([0u8; BLOCK_SIZE_BYTES]);
+            self.read_block(ino, block, Arc::make_mut(&mut fresh))?;
+            self.cache.dirty.insert((ino, block), fresh);
+        }
+        let cached = self
+            .cache
+            .dirty
+            .get_mut(&(ino, block))
+            .expect("inserted above");
+        // A checkpoint may hold this block to write it: then the write goes to a copy.
+        Ok(Arc::make_mut(cached))
+    }
+}

@@ -1,0 +1,121 @@
+//! Create a file, directory or symbolic link.
+
+use serde::{Deserialize, Serialize};
+
+use crate::constants::LINK_COUNT_MAX;
+use crate::error::FsError;
+use crate::store::{check_symlink_target, Attrs, FileKind, Ino, Meta, Name, Op, Time, TxnResult};
+
+use super::{step, touch, Edits, FileTxn, NewAttrs, NewNode};
+use crate::txn::Transition;
+
+/// Create a file, directory or symbolic link: step 1 logs the new inode (`Allocated`),
+/// step 2 names it in the parent (`Linked`, the point of no return) and commits. A crash
+/// after step 1 alone rolls back: the inode is dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Create {
+    /// Parent directory.
+    pub parent: Ino,
+    /// Name in it.
+    pub name: Name,
+    /// What to make.
+    pub node: NewNode,
+    /// Owner and permissions.
+    pub attrs: NewAttrs,
+    /// The time of the operation.
+    pub now: Time,
+    /// Where the machine is.
+    pub state: CreateState,
+}
+
+/// States of [`Create`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CreateState {
+    /// Nothing done.
+    Start,
+    /// The inode exists, named nowhere.
+    Allocated {
+        /// Its number.
+        ino: Ino,
+    },
+    /// The parent names it: done.
+    Linked {
+        /// Its number.
+        ino: Ino,
+    },
+}
+
+impl Create {
+    pub(super) fn next(&self, meta: &Meta) -> Result<Transition<FileTxn>, FsError> {
+        let with = |state| {
+            FileTxn::Create(Create {
+                state,
+                ..self.clone()
+            })
+        };
+        match self.state {
+            CreateState::Start => {
+                let entries = meta.dir(self.parent)?;
+                if entries.contains_key(&self.name) {
+                    return Err(FsError::Exists);
+                }
+                let (kind, size, nlink, target) = match &self.node {
+                    NewNode::File => (FileKind::File, 0, 1, Vec::new()),
+                    NewNode::Dir => {
+                        if meta.inode(self.parent)?.attrs.nlink >= LINK_COUNT_MAX {
+                            return Err(FsError::TooManyLinks);
+                        }
+                        (FileKind::Dir, 0, 2, Vec::new())
+                    }
+                    NewNode::Symlink(target) => {
+                        check_symlink_target(target)?;
+                        (FileKind::Symlink, target.len() as u64, 1, target.clone())
+                    }
+                };
+                let ino = meta.next_ino;
+                let attrs = Attrs {
+                    mode: self.attrs.mode & 0o7777,
+                    uid: self.attrs.uid,
+                    gid: self.attrs.gid,
+                    size,
+                    nlink,
+                    atime: self.now,
+                    mtime: self.now,
+                    ctime: self.now,
+                };
+                let parent = if kind == FileKind::Dir {
+                    self.parent
+                } else {
+                    0
+                };
+                let redo = vec![Op::PutInode {
+                    ino,
+                    kind,
+                    attrs,
+                    parent,
+                    target,
+                }];
+                let undo = vec![Op::DropInode { ino }];
+                Ok(step(with(CreateState::Allocated { ino }), redo, undo, None))
+            }
+            CreateState::Allocated { ino } => {
+                let is_dir = self.node == NewNode::Dir;
+                let mut edits = Edits::new(meta);
+                edits.edit(self.parent, |a| {
+                    touch(a, self.now);
+                    if is_dir {
+                        a.nlink += 1;
+                    }
+                })?;
+                let (redo, undo) = edits.ops_inserting(self.parent, &self.name, ino);
+                Ok(step(
+                    with(CreateState::Linked { ino }),
+                    redo,
+                    undo,
+                    Some(TxnResult::Ino(ino)),
+                ))
+            }
+            CreateState::Linked { ino } => Ok(Transition::Done(TxnResult::Ino(ino))),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Change attributes, truncate.
+
+use serde::{Deserialize, Serialize};
+
+use crate::constants::FILE_SIZE_BYTES_MAX;
+use crate::error::FsError;
+use crate::store::{FileKind, Ino, Meta, Op, Time, TxnResult};
+
+use super::{step, Edits, FileTxn, SetAttrChanges};
+use crate::txn::Transition;
+
+/// Change attributes: step 1 sets them (`Set`, the point of no return); a truncation to a
+/// smaller size then releases the data past the new end (`Truncated`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttr {
+    /// The inode.
+    pub ino: Ino,
+    /// The changes.
+    pub changes: SetAttrChanges,
+    /// The time of the operation.
+    pub now: Time,
+    /// Where the machine is.
+    pub state: SetAttrState,
+}
+
+/// States of [`SetAttr`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetAttrState {
+    /// Nothing done.
+    Start,
+    /// Attributes set; `shrink` when data past the new size is to be released.
+    Set {
+        /// Whether the size went down.
+        shrink: bool,
+    },
+    /// Data past the end released.
+    Truncated,
+}
+
+impl SetAttr {
+    pub(super) fn next(&self, meta: &Meta) -> Result<Transition<FileTxn>, FsError> {
+        let with = |state| {
+            FileTxn::SetAttr(SetAttr {
+                state,
+                ..self.clone()
+            })
+        };
+        match self.state {
+            SetAttrState::Start => {
+                let inode = meta.inode(self.ino)?;
+                let old_size = inode.attrs.size;
+                if let Some(size) = self.changes.size {
+                    match inode.kind {
+                        FileKind::File => {}
+                        FileKind::Dir => return Err(FsError::IsDir),
+                        FileKind::Symlink => {
+                            return Err(FsError::Invalid("truncating a symbolic link"))
+                        }
+                    }
+                    if size > FILE_SIZE_BYTES_MAX {
+                        return Err(FsError::FileTooBig);
+                    }
+                }
+                let changes = self.changes;
+                let mut edits = Edits::new(meta);
+                edits.edit(self.ino, |a| {
+                    if let Some(mode) = changes.mode {
+                        a.mode = mode & 0o7777;
+                    }
+                    if let Some(uid) = changes.uid {
+                        a.uid = uid;
+                    }
+                    if let Some(gid) = changes.gid {
+                        a.gid = gid;
+                    }
+                    if let Some(size) = changes.size {
+                        if size != a.size {
+                            a.mtime = self.now;
+                        }
+                        a.size = size;
+                    }
+                    if let Some(atime) = changes.atime {
+                        a.atime = atime;
+                    }
+                    if let Some(mtime) = changes.mtime {
+                        a.mtime = mtime;
+                    }
+                    a.ctime = self.now;
+                })?;
+                let shrink = changes.size.is_some_and(|s| s < old_size);
+                let (redo, undo) = edits.ops();
+                let result = (!shrink).then_some(TxnResult::Done);
+                Ok(step(with(SetAttrState::Set { shrink }), redo, undo, result))
+            }
+            SetAttrState::Set { shrink: true } => {
+                let size = meta.inode(self.ino)?.attrs.size;
+                Ok(step(
+                    with(SetAttrState::Truncated),
+                    vec![Op::TruncateData {
+                        ino: self.ino,
+                        size,
+                    }],
+                    Vec::new(),
+                    Some(TxnResult::Done),
+                ))
+            }
+            SetAttrState::Set { shrink: false } | SetAttrState::Truncated => {
+                Ok(Transition::Done(TxnResult::Done))
+            }
+        }
+    }
+}
