@@ -117,9 +117,16 @@ pub enum FsError {
     /// The engine stopped after a failed write or sync and refuses changes.
     #[error("the engine stopped after a failure and refuses changes: {0}")]
     Stopped(String),
-    /// The store's durable files or the log contradict each other.
-    #[error("store corrupt: {0}")]
-    Corrupt(String),
+    /// Bytes read from disk (the log, the image, the store files) are damaged or
+    /// contradict each other; `kind` says what failed. Never used for what cannot happen
+    /// in correct code: that is asserted.
+    #[error("store corrupt ({kind}): {detail}")]
+    Corrupt {
+        /// What failed.
+        kind: CorruptKind,
+        /// Where, and what was found.
+        detail: String,
+    },
     /// A data block read back does not match the checksum it was written with (bit rot, a
     /// lost or misdirected write): EIO, never the wrong bytes.
     #[error(
@@ -149,7 +156,47 @@ pub enum FsError {
     },
 }
 
+/// What a [`FsError::Corrupt`] found damaged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CorruptKind {
+    /// A transaction record in the log does not decode, or its payload is of another kind
+    /// than its header says.
+    #[error("transaction record")]
+    Record,
+    /// A logged op does not fit the store it is redone on (it names an inode or a name
+    /// that is not there).
+    #[error("redo")]
+    Redo,
+    /// The free-space map contradicts an allocation or a release read from the log or the
+    /// image.
+    #[error("free-space map")]
+    Space,
+    /// The metadata contradicts itself (a directory without its entry table, a cycle).
+    #[error("metadata")]
+    Meta,
+    /// The checkpoint image or superblock.
+    #[error("checkpoint image")]
+    Image,
+    /// The log does not hold what the checkpoint needs, or belongs to another checkpoint.
+    #[error("log and checkpoint")]
+    LogGap,
+    /// A transaction recovery resumes cannot be finished from its logged state.
+    #[error("resumed transaction")]
+    Resume,
+    /// A store file contradicts the metadata (a block past the end of `DATA`).
+    #[error("data file")]
+    DataFile,
+}
+
 impl FsError {
+    /// A [`FsError::Corrupt`] of `kind`.
+    pub fn corrupt(kind: CorruptKind, detail: impl Into<String>) -> FsError {
+        FsError::Corrupt {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
     /// The errno a file server returns for this error.
     pub fn errno(&self) -> i32 {
         match self {
@@ -166,7 +213,7 @@ impl FsError {
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::Log(e) => e.errno(),
             FsError::Io(e) => e.kind.errno(),
-            FsError::Stopped(_) | FsError::Corrupt(_) | FsError::Checksum { .. } => libc::EIO,
+            FsError::Stopped(_) | FsError::Corrupt { .. } | FsError::Checksum { .. } => libc::EIO,
             FsError::Layout { problem, .. } => match problem {
                 LayoutProblem::NotEmpty { .. } => libc::EEXIST,
                 _ => libc::EIO,
@@ -182,7 +229,7 @@ impl FsError {
             FsError::Log(_)
                 | FsError::Io(_)
                 | FsError::Stopped(_)
-                | FsError::Corrupt(_)
+                | FsError::Corrupt { .. }
                 | FsError::Checksum { .. }
                 | FsError::Layout { .. }
         )

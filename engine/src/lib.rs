@@ -25,7 +25,7 @@ pub mod txn;
 pub use engine::{
     CheckpointStats, DirEntry, Durability, Engine, EngineOptions, StatFs, TxnOptions,
 };
-pub use error::{FsError, LayoutProblem};
+pub use error::{CorruptKind, FsError, LayoutProblem};
 pub use log::{Log, LogError, LogReader, Lsn, NewRecord, Record, RecoveryMode, ScanItem};
 pub use store::{Attr, FileKind, Ino, Outcome, RequestKey, Time, TxnResult, ROOT_INO};
 pub use txn::machines::NewAttrs;

@@ -21,6 +21,7 @@ use smlog::log::META_FILE_NAME;
 use smlog::store::image::{self, Superblock};
 use smlog::store::{DataFile, Meta, Store, DATA_FILE_NAME};
 use smlog::txn::{Analysis, Decision, Machine, TxnRecord, TxnTrack};
+use smlog::CorruptKind;
 use smlog::{Engine, EngineOptions, FsError, LayoutProblem, LogError, Lsn, Record, RequestKey};
 
 use crate::{reopen_after_scan, scan, RecoveryOptions, RecoveryReport};
@@ -151,10 +152,10 @@ pub fn open_device<D: Device>(
         report.records_written = match report.decision {
             Decision::Resume => {
                 let machine = track.machine().cloned().ok_or_else(|| {
-                    FsError::Corrupt(format!(
-                        "transaction {} resumes without a step",
-                        track.txn_id
-                    ))
+                    FsError::corrupt(
+                        CorruptKind::Record,
+                        format!("transaction {} resumes without a step", track.txn_id),
+                    )
                 })?;
                 engine.resume(track.txn_id, track.key, track.last_step_no, machine)?
             }
@@ -445,10 +446,13 @@ fn load_checkpoint<D: Device + ?Sized>(
         ),
         Some(sb) => {
             if sb.log_id != log_meta.log_id {
-                return Err(FsError::Corrupt(format!(
-                    "the checkpoint belongs to log {:#x}, the directory holds log {:#x}",
-                    sb.log_id, log_meta.log_id
-                )));
+                return Err(FsError::corrupt(
+                    CorruptKind::LogGap,
+                    format!(
+                        "the checkpoint belongs to log {:#x}, the directory holds log {:#x}",
+                        sb.log_id, log_meta.log_id
+                    ),
+                ));
             }
             image::read_image(device, sb)?
         }
@@ -521,10 +525,13 @@ impl<D: Device> Pass<D> {
         self.first_lsn_seen.get_or_insert(record.lsn);
         self.scanned_records += 1;
         let txn_record = TxnRecord::decode(record.fields.kind, &record.payload).map_err(|e| {
-            FsError::Corrupt(format!(
-                "record LSN {} (transaction {}): {e}",
-                record.lsn, record.fields.txn_id
-            ))
+            FsError::corrupt(
+                CorruptKind::Record,
+                format!(
+                    "record LSN {} (transaction {}): {e}",
+                    record.lsn, record.fields.txn_id
+                ),
+            )
         })?;
         let txn_id = record.fields.txn_id;
         if record.lsn > self.store.meta.applied_lsn {
@@ -552,23 +559,32 @@ impl<D: Device> Pass<D> {
         // was written: a log ending before that lost durable records.
         let applied = self.store.meta.applied_lsn;
         if log.tail.next_lsn <= applied {
-            return Err(FsError::Corrupt(format!(
-                "the checkpoint reflects LSN {applied} but the log ends at {}",
-                log.tail.next_lsn - 1
-            )));
+            return Err(FsError::corrupt(
+                CorruptKind::LogGap,
+                format!(
+                    "the checkpoint reflects LSN {applied} but the log ends at {}",
+                    log.tail.next_lsn - 1
+                ),
+            ));
         }
         if let Some(first) = self.first_lsn_seen {
             if first > self.scan_start_lsn {
-                return Err(FsError::Corrupt(format!(
-                    "recovery needs the log from LSN {}, but it starts at {first}",
-                    self.scan_start_lsn
-                )));
+                return Err(FsError::corrupt(
+                    CorruptKind::LogGap,
+                    format!(
+                        "recovery needs the log from LSN {}, but it starts at {first}",
+                        self.scan_start_lsn
+                    ),
+                ));
             }
         } else if log.tail.next_lsn > self.scan_start_lsn {
-            return Err(FsError::Corrupt(format!(
-                "recovery needs the log from LSN {}; none of it was found",
-                self.scan_start_lsn
-            )));
+            return Err(FsError::corrupt(
+                CorruptKind::LogGap,
+                format!(
+                    "recovery needs the log from LSN {}; none of it was found",
+                    self.scan_start_lsn
+                ),
+            ));
         }
         Ok(())
     }

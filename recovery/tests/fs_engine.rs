@@ -458,7 +458,7 @@ fn a_damaged_checkpoint_image_is_an_error_never_a_silent_loss() {
     device.crash();
     device.restart(&CrashPlan::power_loss());
     let error = open_sim(&device, test_options()).unwrap_err();
-    assert!(matches!(error, FsError::Corrupt(_)), "{error}");
+    assert!(matches!(error, FsError::Corrupt { .. }), "{error}");
     assert!(error.to_string().contains("CRC"), "{error}");
 }
 

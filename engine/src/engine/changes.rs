@@ -73,7 +73,11 @@ impl<D: Device> Engine<D> {
     fn attr_of(&self, result: TxnResult) -> Result<Attr, FsError> {
         match result {
             TxnResult::Ino(ino) => self.getattr(ino),
-            other => Err(FsError::Corrupt(format!("unexpected result {other:?}"))),
+            // A retransmission answered from the request table: the key named an earlier
+            // request of another kind (a file server reusing request ids).
+            _ => Err(FsError::Invalid(
+                "the request key names an earlier request of another kind",
+            )),
         }
     }
 
@@ -173,7 +177,11 @@ impl<D: Device> Engine<D> {
         });
         match self.run(machine, options.into())? {
             TxnResult::Bytes(n) => Ok(n),
-            other => Err(FsError::Corrupt(format!("unexpected result {other:?}"))),
+            // A retransmission answered from the request table: the key named an earlier
+            // request of another kind (a file server reusing request ids).
+            _ => Err(FsError::Invalid(
+                "the request key names an earlier request of another kind",
+            )),
         }
     }
 

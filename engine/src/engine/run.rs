@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::constants::BLOCK_SIZE_BYTES;
-use crate::error::FsError;
+use crate::error::{CorruptKind, FsError};
 use crate::io::{AlignedBuf, Device};
 use crate::log::{LogError, Lsn, NewRecord};
 use crate::store::{DataFile, Op, Outcome, RequestKey, Run, TxnResult};
@@ -418,10 +418,13 @@ impl<D: Device> Engine<D> {
         match outcome {
             Ok(_) => Ok(running.step_no - last_step_no),
             Err(e) => {
-                let e = FsError::Corrupt(format!(
-                    "resuming transaction {txn_id} ({}) failed: {e}",
-                    running.machine.describe()
-                ));
+                let e = FsError::corrupt(
+                    CorruptKind::Resume,
+                    format!(
+                        "resuming transaction {txn_id} ({}) failed: {e}",
+                        running.machine.describe()
+                    ),
+                );
                 inner.stopped.get_or_insert_with(|| e.to_string());
                 Err(e)
             }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use imbl::OrdMap;
 
-use crate::error::FsError;
+use crate::error::{CorruptKind, FsError};
 use crate::io::Device;
 use crate::log::Lsn;
 
@@ -45,14 +45,16 @@ impl<D: Device> Store<D> {
     }
 
     fn inode_mut(&mut self, ino: Ino) -> Result<&mut Inode, FsError> {
-        self.meta
-            .inodes
-            .get_mut(&ino)
-            .ok_or_else(|| FsError::Corrupt(format!("an op names inode {ino}, which is gone")))
+        self.meta.inodes.get_mut(&ino).ok_or_else(|| {
+            FsError::corrupt(
+                CorruptKind::Redo,
+                format!("an op names inode {ino}, which is gone"),
+            )
+        })
     }
 
     fn apply_op(&mut self, op: &Op) -> Result<(), FsError> {
-        let corrupt = |what: String| Err(FsError::Corrupt(what));
+        let corrupt = |what: String| Err(FsError::corrupt(CorruptKind::Redo, what));
         match op {
             Op::PutInode {
                 ino,
@@ -85,11 +87,9 @@ impl<D: Device> Store<D> {
                 if self.meta.dirs.get(ino).is_some_and(|d| !d.is_empty()) {
                     return corrupt(format!("directory {ino} dropped with entries"));
                 }
-                let inode = self
-                    .meta
-                    .inodes
-                    .remove(ino)
-                    .ok_or_else(|| FsError::Corrupt(format!("inode {ino} dropped twice")))?;
+                let inode = self.meta.inodes.remove(ino).ok_or_else(|| {
+                    FsError::corrupt(CorruptKind::Redo, format!("inode {ino} dropped twice"))
+                })?;
                 self.meta.dirs.remove(ino);
                 let runs = runs_of(inode.blocks.data_blocks());
                 self.meta.space.release(&runs)?;
@@ -193,10 +193,12 @@ impl<D: Device> Store<D> {
     }
 
     fn dir_mut(&mut self, dir: Ino) -> Result<&mut OrdMap<Name, Ino>, FsError> {
-        self.meta
-            .dirs
-            .get_mut(&dir)
-            .ok_or_else(|| FsError::Corrupt(format!("an op names directory {dir}, which is gone")))
+        self.meta.dirs.get_mut(&dir).ok_or_else(|| {
+            FsError::corrupt(
+                CorruptKind::Redo,
+                format!("an op names directory {dir}, which is gone"),
+            )
+        })
     }
 
     /// Whether file block `block` of `ino` has data (cached or in the data file).

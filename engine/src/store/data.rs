@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::constants::{BLOCK_SIZE_BYTES, DATA_GROW_BLOCKS};
-use crate::error::FsError;
+use crate::error::{CorruptKind, FsError};
 use crate::io::{AlignedBuf, Device, FileId, IoErrorKind};
 
 use super::{Block, BLOCK, DATA_FILE_NAME};
@@ -56,9 +56,10 @@ impl<D: Device> DataFile<D> {
     pub fn read_block(&self, block: u64, out: &mut Block) -> Result<(), FsError> {
         let len_blocks = self.len_blocks.load(Ordering::Acquire);
         if block >= len_blocks {
-            return Err(FsError::Corrupt(format!(
-                "data block {block} is past the data file's {len_blocks} blocks"
-            )));
+            return Err(FsError::corrupt(
+                CorruptKind::DataFile,
+                format!("data block {block} is past the data file's {len_blocks} blocks"),
+            ));
         }
         let mut buf = AlignedBuf::new_zeroed(BLOCK_SIZE_BYTES);
         self.device.read_at(self.file, block * BLOCK, &mut buf)?;

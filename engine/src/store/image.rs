@@ -11,7 +11,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::constants::{
     align_up, BLOCK_SIZE_BYTES, IMAGE_CHUNK_SIZE_BYTES, IMAGE_SIZE_BYTES_MAX, STORE_FORMAT_VERSION,
 };
-use crate::error::FsError;
+use crate::error::{CorruptKind, FsError};
 use crate::format::{U32Le, U64Le};
 use crate::io::{AlignedBuf, Device, IoError, IoErrorKind};
 use crate::log::Lsn;
@@ -219,10 +219,13 @@ pub fn read_super<D: Device + ?Sized>(device: &D) -> Result<Option<Superblock>, 
     let mut buf = AlignedBuf::new_zeroed(2 * SUPER_SLOT_SIZE_BYTES);
     let result = (|| {
         if device.len(file)? < buf.len() as u64 {
-            return Err(FsError::Corrupt(format!(
-                "{} is shorter than two superblocks",
-                device.path_of(SUPER_FILE_NAME).display()
-            )));
+            return Err(FsError::corrupt(
+                CorruptKind::Image,
+                format!(
+                    "{} is shorter than two superblocks",
+                    device.path_of(SUPER_FILE_NAME).display()
+                ),
+            ));
         }
         device.read_at(file, 0, &mut buf)?;
         Ok(())
@@ -268,18 +271,21 @@ pub fn read_super<D: Device + ?Sized>(device: &D) -> Result<Option<Superblock>, 
     // log from LSN 1, and refuses if it was released: that cannot happen before a
     // superblock is durable.)
     if best.is_none() && !damage.is_empty() && empty_slots == 0 {
-        return Err(FsError::Corrupt(format!(
-            "no valid superblock in {}: {}",
-            device.path_of(SUPER_FILE_NAME).display(),
-            damage.join("; ")
-        )));
+        return Err(FsError::corrupt(
+            CorruptKind::Image,
+            format!(
+                "no valid superblock in {}: {}",
+                device.path_of(SUPER_FILE_NAME).display(),
+                damage.join("; ")
+            ),
+        ));
     }
     Ok(best)
 }
 
 /// Encodes a checkpoint image.
 pub fn encode_image(meta: &Meta) -> Result<Vec<u8>, FsError> {
-    postcard::to_stdvec(meta).map_err(|e| FsError::Corrupt(format!("encoding an image: {e}")))
+    Ok(postcard::to_stdvec(meta).expect("encoding into a Vec cannot fail"))
 }
 
 /// Writes `image` as checkpoint `seq`'s file and makes it and its name durable.
@@ -332,10 +338,10 @@ pub fn read_image<D: Device + ?Sized>(device: &D, sb: &Superblock) -> Result<Met
     let path = device.path_of(&name);
     let file = device.open(&name, false).map_err(|e| {
         if e.kind == IoErrorKind::NotFound {
-            FsError::Corrupt(format!(
-                "the superblock names {}, which is missing",
-                path.display()
-            ))
+            FsError::corrupt(
+                CorruptKind::Image,
+                format!("the superblock names {}, which is missing", path.display()),
+            )
         } else {
             e.into()
         }
@@ -344,11 +350,14 @@ pub fn read_image<D: Device + ?Sized>(device: &D, sb: &Superblock) -> Result<Met
         let padded = align_up(sb.image_len as usize, BLOCK_SIZE_BYTES);
         let file_len = device.len(file)?;
         if file_len < padded as u64 {
-            return Err(FsError::Corrupt(format!(
-                "{} holds {file_len} bytes; the superblock says {}",
-                path.display(),
-                sb.image_len
-            )));
+            return Err(FsError::corrupt(
+                CorruptKind::Image,
+                format!(
+                    "{} holds {file_len} bytes; the superblock says {}",
+                    path.display(),
+                    sb.image_len
+                ),
+            ));
         }
         let mut image = Vec::with_capacity(sb.image_len as usize);
         let mut buf =
@@ -366,22 +375,27 @@ pub fn read_image<D: Device + ?Sized>(device: &D, sb: &Superblock) -> Result<Met
     device.close(file);
     let image = result?;
     if crc32fast::hash(&image) != sb.image_crc {
-        return Err(FsError::Corrupt(format!(
-            "{}: CRC mismatch",
-            path.display()
-        )));
+        return Err(FsError::corrupt(
+            CorruptKind::Image,
+            format!("{}: CRC mismatch", path.display()),
+        ));
     }
     let meta: Meta = postcard::from_bytes(&image)
-        .map_err(|e| FsError::Corrupt(format!("{}: {e}", path.display())))?;
+        .map_err(|e| FsError::corrupt(CorruptKind::Image, format!("{}: {e}", path.display())))?;
     if meta.applied_lsn != sb.applied_lsn {
-        return Err(FsError::Corrupt(format!(
-            "{} reflects LSN {}; the superblock says {}",
-            path.display(),
-            meta.applied_lsn,
-            sb.applied_lsn
-        )));
+        return Err(FsError::corrupt(
+            CorruptKind::Image,
+            format!(
+                "{} reflects LSN {}; the superblock says {}",
+                path.display(),
+                meta.applied_lsn,
+                sb.applied_lsn
+            ),
+        ));
     }
-    meta.space.check().map_err(FsError::Corrupt)?;
+    meta.space
+        .check()
+        .map_err(|detail| FsError::corrupt(CorruptKind::Space, detail))?;
     Ok(meta)
 }
 

@@ -4,7 +4,7 @@
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
-use crate::error::FsError;
+use crate::error::{CorruptKind, FsError};
 use crate::log::Lsn;
 
 use super::{
@@ -98,10 +98,12 @@ impl Meta {
         match self.inodes.get(&ino) {
             None => Err(FsError::NotFound),
             Some(inode) if inode.kind != FileKind::Dir => Err(FsError::NotDir),
-            Some(_) => self
-                .dirs
-                .get(&ino)
-                .ok_or_else(|| FsError::Corrupt(format!("directory {ino} has no entry table"))),
+            Some(_) => self.dirs.get(&ino).ok_or_else(|| {
+                FsError::corrupt(
+                    CorruptKind::Meta,
+                    format!("directory {ino} has no entry table"),
+                )
+            }),
         }
     }
 
@@ -121,6 +123,9 @@ impl Meta {
             }
             dir = self.inode(dir)?.parent;
         }
-        Err(FsError::Corrupt("a directory is its own ancestor".into()))
+        Err(FsError::corrupt(
+            CorruptKind::Meta,
+            "a directory is its own ancestor",
+        ))
     }
 }

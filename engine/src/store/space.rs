@@ -5,7 +5,7 @@
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
-use crate::error::FsError;
+use crate::error::{CorruptKind, FsError};
 
 /// A run of consecutive data blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -95,15 +95,17 @@ impl Space {
     pub fn mark_used(&mut self, runs: &[Run]) -> Result<(), FsError> {
         for run in runs {
             if run.len == 0 || run.start.checked_add(run.len).is_none() {
-                return Err(FsError::Corrupt(format!(
-                    "allocation of an invalid run {run:?}"
-                )));
+                return Err(FsError::corrupt(
+                    CorruptKind::Space,
+                    format!("allocation of an invalid run {run:?}"),
+                ));
             }
             if run.start >= self.high_water_blocks {
                 if run.end() > self.capacity_blocks {
-                    return Err(FsError::Corrupt(format!(
-                        "allocation {run:?} past the data file's capacity"
-                    )));
+                    return Err(FsError::corrupt(
+                        CorruptKind::Space,
+                        format!("allocation {run:?} past the data file's capacity"),
+                    ));
                 }
                 if run.start > self.high_water_blocks {
                     let gap_start = self.high_water_blocks;
@@ -113,10 +115,16 @@ impl Space {
                 self.high_water_blocks = run.end();
             } else {
                 let Some((&start, &len)) = self.free.get_prev(&run.start) else {
-                    return Err(FsError::Corrupt(format!("allocation {run:?} is not free")));
+                    return Err(FsError::corrupt(
+                        CorruptKind::Space,
+                        format!("allocation {run:?} is not free"),
+                    ));
                 };
                 if start + len < run.end() {
-                    return Err(FsError::Corrupt(format!("allocation {run:?} is not free")));
+                    return Err(FsError::corrupt(
+                        CorruptKind::Space,
+                        format!("allocation {run:?} is not free"),
+                    ));
                 }
                 self.free.remove(&start);
                 if start < run.start {
@@ -137,13 +145,17 @@ impl Space {
             .iter()
             .any(|r| r.len == 0 || r.end() > self.high_water_blocks)
         {
-            return Err(FsError::Corrupt(format!(
-                "release of invalid runs {runs:?}"
-            )));
+            return Err(FsError::corrupt(
+                CorruptKind::Space,
+                format!("release of invalid runs {runs:?}"),
+            ));
         }
         let count: u64 = runs.iter().map(|r| r.len).sum();
         if count > self.used_blocks {
-            return Err(FsError::Corrupt("more blocks released than in use".into()));
+            return Err(FsError::corrupt(
+                CorruptKind::Space,
+                "more blocks released than in use",
+            ));
         }
         self.used_blocks -= count;
         self.quarantine.extend_from_slice(runs);
@@ -165,12 +177,20 @@ impl Space {
     }
 
     fn insert_free(&mut self, mut start: u64, mut len: u64) -> Result<(), FsError> {
-        let double_free = |block: u64| Err(FsError::Corrupt(format!("block {block} freed twice")));
+        let double_free = |block: u64| {
+            Err(FsError::corrupt(
+                CorruptKind::Space,
+                format!("block {block} freed twice"),
+            ))
+        };
         if len == 0 || start.saturating_add(len) > self.high_water_blocks {
-            return Err(FsError::Corrupt(format!(
-                "free run {start}+{len} outside the data file's {} blocks",
-                self.high_water_blocks
-            )));
+            return Err(FsError::corrupt(
+                CorruptKind::Space,
+                format!(
+                    "free run {start}+{len} outside the data file's {} blocks",
+                    self.high_water_blocks
+                ),
+            ));
         }
         if let Some((&prev, &prev_len)) = self.free.get_prev(&start) {
             if prev + prev_len > start {
@@ -263,7 +283,10 @@ mod tests {
         space.mark_used(&[Run { start: 0, len: 4 }]).unwrap();
         assert!(matches!(
             space.mark_used(&[Run { start: 1, len: 1 }]),
-            Err(FsError::Corrupt(_))
+            Err(FsError::Corrupt {
+                kind: CorruptKind::Space,
+                ..
+            })
         ));
     }
 

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::FsError;
+use crate::error::{CorruptKind, FsError};
 use crate::io::Device;
 use crate::log::Lsn;
 use crate::store::{Ino, Meta, Op, Outcome, RequestKey, Run, Store, TxnResult};
@@ -104,13 +104,20 @@ impl TxnRecord {
 
     /// Decodes the payload of a record of `kind`.
     pub fn decode(kind: u16, payload: &[u8]) -> Result<TxnRecord, FsError> {
-        let record: TxnRecord = postcard::from_bytes(payload)
-            .map_err(|e| FsError::Corrupt(format!("undecodable transaction record: {e}")))?;
+        let record: TxnRecord = postcard::from_bytes(payload).map_err(|e| {
+            FsError::corrupt(
+                CorruptKind::Record,
+                format!("undecodable transaction record: {e}"),
+            )
+        })?;
         if record.kind() != kind {
-            return Err(FsError::Corrupt(format!(
-                "record of kind {kind} holds a payload of kind {}",
-                record.kind()
-            )));
+            return Err(FsError::corrupt(
+                CorruptKind::Record,
+                format!(
+                    "record of kind {kind} holds a payload of kind {}",
+                    record.kind()
+                ),
+            ));
         }
         Ok(record)
     }

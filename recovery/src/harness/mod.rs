@@ -276,7 +276,7 @@ fn fixed_clock() -> Time {
 
 fn is_damage_refusal(error: &FsError) -> bool {
     match error {
-        FsError::Corrupt(_) | FsError::Layout { .. } | FsError::Checksum { .. } => true,
+        FsError::Corrupt { .. } | FsError::Layout { .. } | FsError::Checksum { .. } => true,
         FsError::Log(e) => {
             matches!(
                 e,

@@ -163,6 +163,14 @@ impl<'a> Edits<'a> {
     }
 }
 
+/// A link count one lower. It is at least 1 here, in correct code: the name (or the
+/// subdirectory's `..`) being removed is one of its links, so a lower count would mean the
+/// store lost track of its links.
+fn one_link_fewer(nlink: u32) -> u32 {
+    assert!(nlink >= 1, "a link count would drop below zero");
+    nlink - 1
+}
+
 fn touch(attrs: &mut Attrs, now: Time) {
     attrs.mtime = now;
     attrs.ctime = now;
@@ -396,6 +404,25 @@ mod tests {
             TxnResult::Ino(ino) => ino,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "a link count would drop below zero")]
+    fn unlinking_a_name_whose_inode_counts_no_link_is_a_broken_invariant_not_an_underflow() {
+        let mut store = store();
+        let ino = create(&mut store, ROOT_INO, "a", NewNode::File);
+        // A store that lost track of a link: the name is there, the count says none.
+        let mut inode = store.meta.inodes.get(&ino).unwrap().clone();
+        inode.attrs.nlink = 0;
+        store.meta.inodes.insert(ino, inode);
+        let machine = FileTxn::Unlink(Unlink {
+            parent: ROOT_INO,
+            name: name("a"),
+            dir: false,
+            now: Time::default(),
+            state: UnlinkState::Start,
+        });
+        let _ = machine.next(&store.meta, &Context::default());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::constants::LINK_COUNT_MAX;
 use crate::error::FsError;
 use crate::store::{FileKind, Ino, Meta, Name, Op, Time, TxnResult};
 
-use super::{step, touch, Edits, FileTxn, RenameFlags};
+use super::{one_link_fewer, step, touch, Edits, FileTxn, RenameFlags};
 use crate::txn::{Context, Transition};
 
 /// Rename. Plain: step 1 removes an existing target name (`TargetRemoved`), step 2 the
@@ -187,7 +187,7 @@ impl Rename {
             a.nlink = if dst_is_dir {
                 0
             } else {
-                a.nlink.saturating_sub(1)
+                one_link_fewer(a.nlink)
             };
             a.ctime = self.now;
             dst_last = a.nlink == 0;
@@ -195,7 +195,7 @@ impl Rename {
         edits.edit(self.to_parent, |a| {
             touch(a, self.now);
             if dst_is_dir {
-                a.nlink = a.nlink.saturating_sub(1);
+                a.nlink = one_link_fewer(a.nlink);
             }
         })?;
         let (redo, undo) = edits.ops_removing(self.to_parent, &self.to_name, dst);
@@ -218,7 +218,7 @@ impl Rename {
         edits.edit(self.from_parent, |a| {
             touch(a, self.now);
             if src_is_dir {
-                a.nlink = a.nlink.saturating_sub(1);
+                a.nlink = one_link_fewer(a.nlink);
             }
         })?;
         let (redo, undo) = edits.ops_removing(self.from_parent, &self.from_name, src);
@@ -282,7 +282,7 @@ impl Rename {
         edits.edit(self.from_parent, |a| {
             touch(a, self.now);
             if moved_dirs && src_is_dir {
-                a.nlink = a.nlink.saturating_sub(1);
+                a.nlink = one_link_fewer(a.nlink);
             }
             if moved_dirs && dst_is_dir {
                 a.nlink += 1;
@@ -291,7 +291,7 @@ impl Rename {
         edits.edit(self.to_parent, |a| {
             touch(a, self.now);
             if moved_dirs && dst_is_dir {
-                a.nlink = a.nlink.saturating_sub(1);
+                a.nlink = one_link_fewer(a.nlink);
             }
             if moved_dirs && src_is_dir {
                 a.nlink += 1;

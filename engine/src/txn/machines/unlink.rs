@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::FsError;
 use crate::store::{FileKind, Ino, Meta, Name, Op, Time, TxnResult};
 
-use super::{step, touch, Edits, FileTxn};
+use super::{one_link_fewer, step, touch, Edits, FileTxn};
 use crate::txn::{Context, Transition};
 
 /// Unlink a name (or remove an empty directory): step 1 removes the name and counts the
@@ -71,12 +71,12 @@ impl Unlink {
                 edits.edit(self.parent, |a| {
                     touch(a, self.now);
                     if is_dir {
-                        a.nlink = a.nlink.saturating_sub(1);
+                        a.nlink = one_link_fewer(a.nlink);
                     }
                 })?;
                 let mut last = false;
                 edits.edit(ino, |a| {
-                    a.nlink = if is_dir { 0 } else { a.nlink.saturating_sub(1) };
+                    a.nlink = if is_dir { 0 } else { one_link_fewer(a.nlink) };
                     a.ctime = self.now;
                     last = a.nlink == 0;
                 })?;
