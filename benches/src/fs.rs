@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use smlog::io::{Device, DeviceKind, DeviceOptions};
-use smlog::{Durability, Engine, NewAttrs, RenameFlags, ROOT_INO};
+use smlog::{Durability, Engine, Ino, NewAttrs, RenameFlags, ROOT_INO};
 use smlog_recovery::OpenOptions;
 
 /// A file operation to measure.
@@ -121,8 +121,8 @@ const ATTRS: NewAttrs = NewAttrs {
 };
 
 struct EngineDir {
-    dir: u64,
-    file: u64,
+    dir: Ino,
+    file: Ino,
     block: Vec<u8>,
     renames: u64,
 }
@@ -437,7 +437,7 @@ pub fn scale_bench(
                         scope.spawn(move || -> Result<(), String> {
                             let from = first + t * per_thread;
                             let to = (from + per_thread).min(first + count);
-                            let mut dir = 0;
+                            let mut dir = ROOT_INO;
                             for n in from..to {
                                 if n % 1000 == 0 || n == from {
                                     let name = format!("d{}", n / 1000);

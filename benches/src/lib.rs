@@ -27,6 +27,7 @@ use serde::Serialize;
 use smlog::constants::{align_up, BLOCK_SIZE_BYTES};
 use smlog::io::{open_dir, AlignedBuf, Device, DeviceKind, DeviceOptions};
 use smlog::log::writer::CreateOptions;
+use smlog::TxnId;
 use smlog::{Log, NewRecord};
 
 /// What to run.
@@ -145,7 +146,7 @@ fn run_both(options: &LogBenchOptions, dir: &std::path::Path) -> Result<LogBench
                 while !stop.load(Ordering::Relaxed) {
                     let began = Instant::now();
                     log.append_durable(&[NewRecord {
-                        txn_id: t as u64,
+                        txn_id: TxnId(t as u64),
                         step: commits as u32,
                         kind: 1,
                         payload: &payload,
@@ -344,7 +345,7 @@ fn recovery_run(
         let per_append = ((512 * 1024) / (options.record_bytes + 64)).max(1);
         let records: Vec<NewRecord<'_>> = (0..per_append)
             .map(|i| NewRecord {
-                txn_id: i as u64,
+                txn_id: TxnId(i as u64),
                 step: 0,
                 kind: 1,
                 payload: &payload,

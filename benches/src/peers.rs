@@ -18,6 +18,7 @@ use smlog::log::writer::CreateOptions;
 use smlog::{Log, NewRecord};
 
 use crate::histogram;
+use smlog::TxnId;
 
 /// A system in the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -132,7 +133,7 @@ impl Committer for SmlogLog {
     fn commit(&self, thread: usize, seq: u64, payload: &[u8]) -> Result<(), String> {
         self.0
             .append_durable(&[NewRecord {
-                txn_id: thread as u64,
+                txn_id: TxnId(thread as u64),
                 step: seq as u32,
                 kind: 1,
                 payload,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use smlog::{FsError, NewAttrs, RenameFlags, TxnOptions, ROOT_INO};
+use smlog::{FsError, Ino, NewAttrs, RenameFlags, TxnOptions, ROOT_INO};
 use smlog_recovery::harness::{run_seed, shrink, Config, Scenario, SimEngine, Stats};
 
 /// The mail store's operations.
@@ -44,7 +44,7 @@ const ATTRS: NewAttrs = NewAttrs {
 struct MailStore;
 
 impl MailStore {
-    fn dir(engine: &SimEngine, name: &[u8]) -> Result<u64, FsError> {
+    fn dir(engine: &SimEngine, name: &[u8]) -> Result<Ino, FsError> {
         Ok(engine.lookup(ROOT_INO, name)?.ino)
     }
 

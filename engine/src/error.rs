@@ -135,7 +135,7 @@ pub enum FsError {
     )]
     Checksum {
         /// The file.
-        ino: u64,
+        ino: crate::ids::Ino,
         /// Byte offset of the block in the file.
         offset: u64,
         /// The data block in DATA.
@@ -173,7 +173,7 @@ pub enum CorruptKind {
     Space,
     /// The metadata contradicts itself (a directory without its entry table, a cycle).
     #[error("metadata")]
-    Meta,
+    Metadata,
     /// The checkpoint image or superblock.
     #[error("checkpoint image")]
     Image,

@@ -6,6 +6,7 @@
 //! This module knows nothing of IO: it turns bytes into structures and back, and says
 //! exactly why bytes are not a valid structure.
 
+use crate::ids::Lsn;
 use bytemuck::{Pod, Zeroable};
 
 use crate::constants::{
@@ -14,6 +15,8 @@ use crate::constants::{
     RECORD_HEADER_SIZE_BYTES, RECORD_PAYLOAD_SIZE_BYTES_MAX, SEGMENT_HEADER_FIELDS_SIZE_BYTES,
     SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN,
 };
+use crate::ids::SegmentSeq;
+use crate::ids::TxnId;
 
 /// A little-endian `u32` as stored on disk.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -238,13 +241,13 @@ const _: () = assert!(std::mem::size_of::<MetaHeader>() == META_FIELDS_SIZE_BYTE
 
 /// The decoded metadata of a log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meta {
+pub struct LogMeta {
     /// Random identity of this log.
     pub log_id: u64,
     /// Size of every segment file.
     pub segment_size_bytes: u64,
     /// The oldest segment that is still part of the log.
-    pub first_segment_seq: u64,
+    pub first_segment_seq: SegmentSeq,
     /// When the log was created.
     pub created_unix_secs: u64,
     /// Epoch of the last writer opened on the log. Each writer takes one more than this and
@@ -252,7 +255,7 @@ pub struct Meta {
     pub open_epoch: u32,
 }
 
-impl Meta {
+impl LogMeta {
     /// Encodes into `out` (at least [`META_FIELDS_SIZE_BYTES`] long).
     pub fn encode(&self, out: &mut [u8]) {
         assert!(out.len() >= META_FIELDS_SIZE_BYTES);
@@ -263,7 +266,7 @@ impl Meta {
             open_epoch: U32Le::new(self.open_epoch),
             log_id: U64Le::new(self.log_id),
             segment_size_bytes: U64Le::new(self.segment_size_bytes),
-            first_segment_seq: U64Le::new(self.first_segment_seq),
+            first_segment_seq: U64Le::new(self.first_segment_seq.get()),
             created_unix_secs: U64Le::new(self.created_unix_secs),
             reserved1: [U64Le::new(0); 2],
         };
@@ -273,7 +276,7 @@ impl Meta {
     }
 
     /// Decodes and validates every field.
-    pub fn decode(bytes: &[u8]) -> Result<Meta, DecodeError> {
+    pub fn decode(bytes: &[u8]) -> Result<LogMeta, DecodeError> {
         check_len(bytes, META_FIELDS_SIZE_BYTES)?;
         let fields = &bytes[..META_FIELDS_SIZE_BYTES];
         if fields.iter().all(|b| *b == 0) {
@@ -288,10 +291,10 @@ impl Meta {
         }
         let segment_size_bytes = header.segment_size_bytes.get();
         check_segment_size(segment_size_bytes)?;
-        Ok(Meta {
+        Ok(LogMeta {
             log_id: header.log_id.get(),
             segment_size_bytes,
-            first_segment_seq: header.first_segment_seq.get(),
+            first_segment_seq: SegmentSeq(header.first_segment_seq.get()),
             created_unix_secs: header.created_unix_secs.get(),
             open_epoch: header.open_epoch.get(),
         })
@@ -352,9 +355,9 @@ pub struct SegmentHeader {
     /// The log this segment belongs to.
     pub log_id: u64,
     /// The segment's incarnation (its sequence number in the log).
-    pub segment_seq: u64,
+    pub segment_seq: SegmentSeq,
     /// LSN of its first record.
-    pub first_lsn: u64,
+    pub first_lsn: Lsn,
     /// Size of the segment file.
     pub segment_size_bytes: u64,
     /// Chain value before its first record.
@@ -365,15 +368,15 @@ impl SegmentHeader {
     /// Encodes into `out` (at least [`SEGMENT_HEADER_FIELDS_SIZE_BYTES`] long).
     pub fn encode(&self, out: &mut [u8]) {
         assert!(out.len() >= SEGMENT_HEADER_FIELDS_SIZE_BYTES);
-        assert!(self.first_lsn >= 1);
+        assert!(self.first_lsn >= Lsn(1));
         let mut raw = SegmentHeaderRaw {
             crc: U32Le::new(0),
             magic: U32Le::new(SEGMENT_MAGIC),
             version: U32Le::new(FORMAT_VERSION),
             epoch: U32Le::new(self.epoch),
             log_id: U64Le::new(self.log_id),
-            segment_seq: U64Le::new(self.segment_seq),
-            first_lsn: U64Le::new(self.first_lsn),
+            segment_seq: U64Le::new(self.segment_seq.get()),
+            first_lsn: U64Le::new(self.first_lsn.get()),
             segment_size_bytes: U64Le::new(self.segment_size_bytes),
             prev_crc: U32Le::new(self.prev_crc),
             reserved: [U32Le::new(0); 3],
@@ -406,8 +409,8 @@ impl SegmentHeader {
         Ok(SegmentHeader {
             epoch: raw.epoch.get(),
             log_id: raw.log_id.get(),
-            segment_seq: raw.segment_seq.get(),
-            first_lsn: raw.first_lsn.get(),
+            segment_seq: SegmentSeq(raw.segment_seq.get()),
+            first_lsn: Lsn(raw.first_lsn.get()),
             segment_size_bytes: raw.segment_size_bytes.get(),
             prev_crc: raw.prev_crc.get(),
         })
@@ -457,15 +460,15 @@ pub struct BatchHeader {
     /// The log it belongs to.
     pub log_id: u64,
     /// Incarnation of the segment it was written to.
-    pub segment_seq: u64,
+    pub segment_seq: SegmentSeq,
     /// Its own offset in that segment.
     pub segment_offset: u32,
     /// Header plus records, before padding.
     pub used_bytes: u32,
     /// LSN of its first record.
-    pub first_lsn: u64,
+    pub first_lsn: Lsn,
     /// The durable mark: every LSN up to this one was durable before this batch was written.
-    pub durable_lsn: u64,
+    pub durable_lsn: Lsn,
     /// Chain value before its first record.
     pub prev_crc: u32,
     /// Open epoch of the writer.
@@ -490,11 +493,11 @@ impl BatchHeader {
             version: U32Le::new(FORMAT_VERSION),
             record_count: U32Le::new(self.record_count),
             log_id: U64Le::new(self.log_id),
-            segment_seq: U64Le::new(self.segment_seq),
+            segment_seq: U64Le::new(self.segment_seq.get()),
             segment_offset: U32Le::new(self.segment_offset),
             used_bytes: U32Le::new(self.used_bytes),
-            first_lsn: U64Le::new(self.first_lsn),
-            durable_lsn: U64Le::new(self.durable_lsn),
+            first_lsn: U64Le::new(self.first_lsn.get()),
+            durable_lsn: U64Le::new(self.durable_lsn.get()),
             prev_crc: U32Le::new(self.prev_crc),
             epoch: U32Le::new(self.epoch),
         };
@@ -551,11 +554,11 @@ impl BatchHeader {
         Ok(BatchHeader {
             record_count,
             log_id: raw.log_id.get(),
-            segment_seq: raw.segment_seq.get(),
+            segment_seq: SegmentSeq(raw.segment_seq.get()),
             segment_offset: raw.segment_offset.get(),
             used_bytes,
-            first_lsn: raw.first_lsn.get(),
-            durable_lsn: raw.durable_lsn.get(),
+            first_lsn: Lsn(raw.first_lsn.get()),
+            durable_lsn: Lsn(raw.durable_lsn.get()),
             prev_crc: raw.prev_crc.get(),
             epoch: raw.epoch.get(),
         })
@@ -597,7 +600,7 @@ const _: () = assert!(std::mem::size_of::<RecordHeaderRaw>() == RECORD_HEADER_SI
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordFields {
     /// Transaction the record belongs to.
-    pub txn_id: u64,
+    pub txn_id: TxnId,
     /// Step number within the transaction.
     pub step: u32,
     /// Record kind (non-zero; the meaning is the caller's).
@@ -612,7 +615,7 @@ pub struct RecordHeader {
     /// CRC of the record before it.
     pub prev_crc: u32,
     /// Its LSN.
-    pub lsn: u64,
+    pub lsn: Lsn,
     /// Incarnation of the segment it was written to.
     pub incarnation: u64,
     /// The caller's fields.
@@ -630,7 +633,7 @@ pub const fn record_size_bytes(payload_len: usize) -> usize {
 /// returns its CRC.
 pub fn encode_record(
     out: &mut [u8],
-    lsn: u64,
+    lsn: Lsn,
     incarnation: u64,
     prev_crc: u32,
     fields: RecordFields,
@@ -638,14 +641,14 @@ pub fn encode_record(
 ) -> u32 {
     assert!(payload.len() <= RECORD_PAYLOAD_SIZE_BYTES_MAX);
     assert!(fields.kind != 0);
-    assert!(lsn >= 1);
+    assert!(lsn >= Lsn(1));
     assert_eq!(out.len(), record_size_bytes(payload.len()));
     let raw = RecordHeaderRaw {
         crc: U32Le::new(0),
         prev_crc: U32Le::new(prev_crc),
-        lsn: U64Le::new(lsn),
+        lsn: U64Le::new(lsn.get()),
         incarnation: U64Le::new(incarnation),
-        txn_id: U64Le::new(fields.txn_id),
+        txn_id: U64Le::new(fields.txn_id.get()),
         step: U32Le::new(fields.step),
         kind: U16Le::new(fields.kind),
         reserved0: U16Le::new(0),
@@ -697,10 +700,10 @@ pub fn decode_record(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), DecodeError>
         RecordHeader {
             crc: raw.crc.get(),
             prev_crc: raw.prev_crc.get(),
-            lsn: raw.lsn.get(),
+            lsn: Lsn(raw.lsn.get()),
             incarnation: raw.incarnation.get(),
             fields: RecordFields {
-                txn_id: raw.txn_id.get(),
+                txn_id: TxnId(raw.txn_id.get()),
                 step: raw.step.get(),
                 kind: raw.kind.get(),
             },
@@ -716,7 +719,7 @@ mod tests {
 
     fn sample_fields() -> RecordFields {
         RecordFields {
-            txn_id: 0x0102_0304_0506_0708,
+            txn_id: TxnId(0x0102_0304_0506_0708),
             step: 7,
             kind: 3,
         }
@@ -724,7 +727,7 @@ mod tests {
 
     fn encoded_record(payload: &[u8]) -> Vec<u8> {
         let mut out = vec![0xAA; record_size_bytes(payload.len())];
-        encode_record(&mut out, 42, 9, 0xDEAD_BEEF, sample_fields(), payload);
+        encode_record(&mut out, Lsn(42), 9, 0xDEAD_BEEF, sample_fields(), payload);
         out
     }
 
@@ -733,7 +736,7 @@ mod tests {
         let bytes = encoded_record(b"hello");
         let (header, payload) = decode_record(&bytes).unwrap();
         assert_eq!(payload, b"hello");
-        assert_eq!(header.lsn, 42);
+        assert_eq!(header.lsn, Lsn(42));
         assert_eq!(header.incarnation, 9);
         assert_eq!(header.prev_crc, 0xDEAD_BEEF);
         assert_eq!(header.fields, sample_fields());
@@ -795,18 +798,18 @@ mod tests {
         assert_eq!(decode_record(&zeros), Err(DecodeError::Zeroed));
         assert_eq!(BatchHeader::decode(&zeros), Err(DecodeError::Zeroed));
         assert_eq!(SegmentHeader::decode(&zeros), Err(DecodeError::Zeroed));
-        assert_eq!(Meta::decode(&zeros), Err(DecodeError::Zeroed));
+        assert_eq!(LogMeta::decode(&zeros), Err(DecodeError::Zeroed));
     }
 
     fn sample_batch() -> BatchHeader {
         BatchHeader {
             record_count: 2,
             log_id: 77,
-            segment_seq: 5,
+            segment_seq: SegmentSeq(5),
             segment_offset: 8192,
             used_bytes: 64 + 2 * 48,
-            first_lsn: 10,
-            durable_lsn: 9,
+            first_lsn: Lsn(10),
+            durable_lsn: Lsn(9),
             prev_crc: 0x1234_5678,
             epoch: 3,
         }
@@ -891,8 +894,8 @@ mod tests {
         let header = SegmentHeader {
             epoch: 4,
             log_id: 1,
-            segment_seq: 2,
-            first_lsn: 3,
+            segment_seq: SegmentSeq(2),
+            first_lsn: Lsn(3),
             segment_size_bytes: 1 << 20,
             prev_crc: 5,
         };
@@ -915,32 +918,32 @@ mod tests {
 
     #[test]
     fn meta_round_trips_and_rejects_bad_segment_size() {
-        let meta = Meta {
+        let meta = LogMeta {
             log_id: 9,
             segment_size_bytes: 1 << 20,
-            first_segment_seq: 3,
+            first_segment_seq: SegmentSeq(3),
             created_unix_secs: 1000,
             open_epoch: 5,
         };
         let mut bytes = [0u8; 64];
         meta.encode(&mut bytes);
-        assert_eq!(Meta::decode(&bytes).unwrap(), meta);
+        assert_eq!(LogMeta::decode(&bytes).unwrap(), meta);
         assert_eq!(&bytes[4..8], b"SMLG");
         assert_eq!(&bytes[12..16], &5u32.to_le_bytes());
         assert_eq!(&bytes[32..40], &3u64.to_le_bytes());
-        let bad = Meta {
+        let bad = LogMeta {
             segment_size_bytes: 1000,
             ..meta
         };
         bad.encode(&mut bytes);
         assert!(matches!(
-            Meta::decode(&bytes),
+            LogMeta::decode(&bytes),
             Err(DecodeError::OutOfBounds { .. })
         ));
         let mut not_meta = [0u8; 64];
         not_meta[4..8].copy_from_slice(b"JUNK");
         assert!(matches!(
-            Meta::decode(&not_meta),
+            LogMeta::decode(&not_meta),
             Err(DecodeError::BadMagic { .. })
         ));
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::engine::Engine;
 use crate::error::FsError;
 use crate::io::Device;
-use crate::store::{Attr, FileKind, Ino, Time};
+use crate::store::{FileKind, Ino, Stat, Time};
 
 /// Bytes per block that `stat` reports (`st_blksize`).
 pub const STAT_BLOCK_SIZE_BYTES: u32 = 4096;
@@ -26,14 +26,14 @@ pub fn type_bits(kind: FileKind) -> u32 {
 }
 
 /// `st_mode`: type and permission bits.
-pub fn st_mode(attr: &Attr) -> u32 {
+pub fn st_mode(attr: &Stat) -> u32 {
     type_bits(attr.kind) | (attr.mode & 0o7777)
 }
 
 /// `st_blocks` (512-byte units). Written data may still sit in the engine's cache (it
 /// reaches the data file at the next checkpoint), so this counts every block up to the
 /// size: tools that take `st_blocks` below the size for a sparse file must not skip data.
-pub fn st_blocks(attr: &Attr) -> u64 {
+pub fn st_blocks(attr: &Stat) -> u64 {
     match attr.kind {
         FileKind::File => attr.size.div_ceil(4096) * 8,
         FileKind::Dir | FileKind::Symlink => 8,
@@ -193,8 +193,8 @@ mod tests {
 
     #[test]
     fn modes_carry_the_type_bits() {
-        let attr = Attr {
-            ino: 2,
+        let attr = Stat {
+            ino: Ino(2),
             kind: FileKind::Symlink,
             mode: 0o4777 | 0o170000,
             uid: 0,
@@ -207,7 +207,7 @@ mod tests {
             blocks: 0,
         };
         assert_eq!(st_mode(&attr), libc::S_IFLNK | 0o4777);
-        let file = Attr {
+        let file = Stat {
             kind: FileKind::File,
             size: 4097,
             ..attr

@@ -1,7 +1,9 @@
 //! Checks shared by the fuzz targets (`fuzz/`) and the tests that replay their corpora.
 
 use crate::constants::{META_SIZE_BYTES, SEGMENT_SIZE_BYTES_MIN};
-use crate::format::{decode_record, encode_record, record_size_bytes, Meta};
+use crate::format::{decode_record, encode_record, record_size_bytes, LogMeta};
+use crate::ids::Lsn;
+use crate::ids::SegmentSeq;
 use crate::io::sim::SimDevice;
 use crate::io::{AlignedBuf, Device};
 use crate::log::reader::LogReader;
@@ -42,10 +44,10 @@ pub fn check_log_reader(data: &[u8]) -> usize {
     let (id, rest) = data.split_at(data.len().min(8));
     let mut id_bytes = [0u8; 8];
     id_bytes[..id.len()].copy_from_slice(id);
-    let meta = Meta {
+    let meta = LogMeta {
         log_id: u64::from_le_bytes(id_bytes),
         segment_size_bytes: FUZZ_SEGMENT_SIZE_BYTES,
-        first_segment_seq: 1,
+        first_segment_seq: SegmentSeq(1),
         created_unix_secs: 0,
         open_epoch: 0,
     };
@@ -63,7 +65,7 @@ pub fn check_log_reader(data: &[u8]) -> usize {
         image.fill(0);
         image[..chunk.len()].copy_from_slice(chunk);
         let file = device
-            .open(&segment_file_name(i as u64 + 1), true)
+            .open(&segment_file_name(SegmentSeq(i as u64) + 1), true)
             .expect("sim open");
         device.set_len(file, size as u64).expect("sim set_len");
         device.write_durable_at(file, 0, &image).expect("sim write");
@@ -84,7 +86,7 @@ pub fn check_log_reader(data: &[u8]) -> usize {
 
 fn check_items(reader: &mut LogReader<'_, SimDevice>) -> usize {
     let mut records = 0usize;
-    let mut previous: Option<(u64, u32)> = None;
+    let mut previous: Option<(Lsn, u32)> = None;
     for _ in 0..ITEMS_MAX {
         match reader.next_item() {
             Ok(Some(ScanItem::Record(record))) => {
@@ -92,7 +94,7 @@ fn check_items(reader: &mut LogReader<'_, SimDevice>) -> usize {
                 let crc = encode_record(
                     &mut bytes,
                     record.lsn,
-                    record.segment_seq,
+                    record.segment_seq.get(),
                     record.prev_crc,
                     record.fields,
                     &record.payload,

@@ -13,12 +13,15 @@
 
 use std::collections::BTreeMap;
 
-use smlog::store::{Attrs, FileKind, Meta, Name, Op, Outcome, RequestKey, Run, Time, TxnResult};
-use smlog::txn::machines::{
+use smlog::internals::machines::{
     Create, CreateState, Link, NewAttrs, NewNode, Reclaim, Rename, RenameState, SetAttr,
     SetAttrState, Unlink, UnlinkState, Write, WriteState,
 };
-use smlog::txn::{FileTxn, RenameFlags, SetAttrChanges, StepRecord, TxnRecord};
+use smlog::internals::{Attrs, FsMeta, Name, Op, Run};
+use smlog::internals::{FileTxn, StepRecord, TxnRecord};
+use smlog::Ino;
+use smlog::Lsn;
+use smlog::{FileKind, Outcome, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult};
 
 /// One encoded value: a unique name, its bytes, and the variant tags in them: (enum,
 /// variant, offset of the tag in the bytes).
@@ -178,52 +181,58 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 fn ops() -> Vec<Op> {
     vec![
         Op::PutInode {
-            ino: 42,
+            ino: Ino(42),
             kind: FileKind::Symlink,
             attrs: ATTRS,
-            parent: 0,
+            parent: Ino(0),
             target: b"to".to_vec(),
         },
-        Op::DropInode { ino: 42 },
+        Op::DropInode { ino: Ino(42) },
         Op::SetAttrs {
-            ino: 42,
+            ino: Ino(42),
             attrs: ATTRS,
         },
-        Op::SetParent { ino: 42, parent: 1 },
+        Op::SetParent {
+            ino: Ino(42),
+            parent: Ino(1),
+        },
         Op::DirInsert {
-            dir: 1,
+            dir: Ino(1),
             name: name("a"),
-            ino: 42,
+            ino: Ino(42),
         },
         Op::DirRemove {
-            dir: 1,
+            dir: Ino(1),
             name: name("a"),
         },
         Op::DirSet {
-            dir: 1,
+            dir: Ino(1),
             name: name("a"),
-            ino: 43,
+            ino: Ino(43),
         },
         Op::AllocBlocks { runs: runs() },
         Op::FreeBlocks { runs: runs() },
         Op::MapBlocks {
-            ino: 42,
+            ino: Ino(42),
             first_block: 3,
             runs: runs(),
             crcs: vec![0xdead_beef, 1, 0x8000_0000],
         },
         Op::WriteInline {
-            ino: 42,
+            ino: Ino(42),
             offset: 4095,
             bytes: b"xyz".to_vec(),
         },
-        Op::TruncateData { ino: 42, size: 1 },
+        Op::TruncateData {
+            ino: Ino(42),
+            size: 1,
+        },
     ]
 }
 
 fn create(node: NewNode, state: CreateState) -> FileTxn {
     FileTxn::Create(Create {
-        parent: 1,
+        parent: Ino(1),
         name: name("f"),
         node,
         attrs: NewAttrs {
@@ -238,7 +247,7 @@ fn create(node: NewNode, state: CreateState) -> FileTxn {
 
 fn unlink(state: UnlinkState) -> FileTxn {
     FileTxn::Unlink(Unlink {
-        parent: 1,
+        parent: Ino(1),
         name: name("f"),
         dir: false,
         now: NOW,
@@ -248,9 +257,9 @@ fn unlink(state: UnlinkState) -> FileTxn {
 
 fn rename(state: RenameState) -> FileTxn {
     FileTxn::Rename(Rename {
-        from_parent: 1,
+        from_parent: Ino(1),
         from_name: name("a"),
-        to_parent: 2,
+        to_parent: Ino(2),
         to_name: name("b"),
         flags: RenameFlags {
             no_replace: false,
@@ -263,7 +272,7 @@ fn rename(state: RenameState) -> FileTxn {
 
 fn write(state: WriteState) -> FileTxn {
     FileTxn::Write(Write {
-        ino: 42,
+        ino: Ino(42),
         offset: 8192,
         len: 70000,
         now: NOW,
@@ -274,7 +283,7 @@ fn write(state: WriteState) -> FileTxn {
 
 fn set_attr(state: SetAttrState) -> FileTxn {
     FileTxn::SetAttr(SetAttr {
-        ino: 42,
+        ino: Ino(42),
         changes: SetAttrChanges {
             mode: Some(0o600),
             uid: None,
@@ -293,8 +302,8 @@ fn machines() -> Vec<(FileTxn, Vec<(&'static str, &'static str)>)> {
     let mut all = Vec::new();
     for state in [
         CreateState::Start,
-        CreateState::Allocated { ino: 42 },
-        CreateState::Linked { ino: 42 },
+        CreateState::Allocated { ino: Ino(42) },
+        CreateState::Linked { ino: Ino(42) },
     ] {
         all.push((
             create(NewNode::File, state),
@@ -313,8 +322,8 @@ fn machines() -> Vec<(FileTxn, Vec<(&'static str, &'static str)>)> {
     }
     for linked in [false, true] {
         let txn = FileTxn::Link(Link {
-            ino: 42,
-            parent: 1,
+            ino: Ino(42),
+            parent: Ino(1),
             name: name("l"),
             now: NOW,
             linked,
@@ -324,7 +333,7 @@ fn machines() -> Vec<(FileTxn, Vec<(&'static str, &'static str)>)> {
     for state in [
         UnlinkState::Start,
         UnlinkState::Removed {
-            ino: 42,
+            ino: Ino(42),
             last: true,
         },
         UnlinkState::Freed,
@@ -337,17 +346,20 @@ fn machines() -> Vec<(FileTxn, Vec<(&'static str, &'static str)>)> {
     for state in [
         RenameState::Start,
         RenameState::TargetRemoved {
-            src: 42,
-            dst: 43,
+            src: Ino(42),
+            dst: Ino(43),
             dst_last: true,
         },
         RenameState::SourceRemoved {
-            src: 42,
-            drop: Some(43),
+            src: Ino(42),
+            drop: Some(Ino(43)),
         },
         RenameState::Inserted { drop: None },
         RenameState::TargetFreed,
-        RenameState::Exchanged1 { src: 42, dst: 43 },
+        RenameState::Exchanged1 {
+            src: Ino(42),
+            dst: Ino(43),
+        },
         RenameState::Exchanged2,
     ] {
         all.push((
@@ -375,7 +387,13 @@ fn machines() -> Vec<(FileTxn, Vec<(&'static str, &'static str)>)> {
         ));
     }
     for freed in [false, true] {
-        all.push((FileTxn::Reclaim(Reclaim { ino: 42, freed }), vec![]));
+        all.push((
+            FileTxn::Reclaim(Reclaim {
+                ino: Ino(42),
+                freed,
+            }),
+            vec![],
+        ));
     }
     all
 }
@@ -409,13 +427,17 @@ fn cases() -> Vec<Case> {
         let tags = vec![("FileKind", variant, 0)];
         push(format!("FileKind::{variant}"), encode(&kind), tags);
     }
-    for result in [TxnResult::Done, TxnResult::Ino(42), TxnResult::Bytes(70000)] {
+    for result in [
+        TxnResult::Done,
+        TxnResult::Ino(Ino(42)),
+        TxnResult::Bytes(70000),
+    ] {
         let variant = txn_result_variant(result);
         let tags = vec![("TxnResult", variant, 0)];
         push(format!("TxnResult::{variant}"), encode(&result), tags);
     }
     for outcome in [
-        Outcome::Committed(TxnResult::Ino(42)),
+        Outcome::Committed(TxnResult::Ino(Ino(42))),
         Outcome::RolledBack { errno: -2 },
     ] {
         let variant = outcome_variant(outcome);
@@ -443,18 +465,18 @@ fn cases() -> Vec<Case> {
     let records = [
         TxnRecord::Step(StepRecord {
             machine: unlink(UnlinkState::Removed {
-                ino: 42,
+                ino: Ino(42),
                 last: false,
             }),
             key: Some(KEY),
             redo: vec![Op::DirRemove {
-                dir: 1,
+                dir: Ino(1),
                 name: name("f"),
             }],
             undo: vec![Op::DirInsert {
-                dir: 1,
+                dir: Ino(1),
                 name: name("f"),
-                ino: 42,
+                ino: Ino(42),
             }],
         }),
         TxnRecord::Commit {
@@ -462,9 +484,9 @@ fn cases() -> Vec<Case> {
             result: TxnResult::Bytes(3),
         },
         TxnRecord::Compensation {
-            undoes_lsn: 1000,
-            redo: vec![Op::DropInode { ino: 42 }],
-            undo_next_lsn: 0,
+            undoes_lsn: Lsn(1000),
+            redo: vec![Op::DropInode { ino: Ino(42) }],
+            undo_next_lsn: Lsn(0),
         },
         TxnRecord::Abort {
             key: None,
@@ -479,11 +501,11 @@ fn cases() -> Vec<Case> {
         push(format!("TxnRecord::{variant}"), bytes, tags);
     }
     // The image of a new file system with one request remembered.
-    let mut meta = Meta::new(NOW, 1 << 20);
+    let mut meta = FsMeta::new(NOW, 1 << 20);
     meta.keys
         .record(KEY, Outcome::Committed(TxnResult::Done), 16);
-    let image = smlog::store::image::encode_image(&meta).unwrap();
-    push("Meta (a new file system, one key)".into(), image, vec![]);
+    let image = smlog::internals::image::encode_image(&meta).unwrap();
+    push("FsMeta (a new file system, one key)".into(), image, vec![]);
     cases
 }
 
@@ -543,7 +565,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("TxnRecord::Commit", "010107ac020203"),
     ("TxnRecord::Compensation", "02e80701012a00"),
     ("TxnRecord::Abort", "030038"),
-    ("Meta (a new file system, one key)", "00020101010101ed030000000280c49fd50c959aef3a80c49fd50c959aef3a80c49fd50c959aef3a0100000001010080804000000000000107ac0200000107ac02"),
+    ("FsMeta (a new file system, one key)", "00020101010101ed030000000280c49fd50c959aef3a80c49fd50c959aef3a80c49fd50c959aef3a0100000001010080804000000000000107ac0200000107ac02"),
 ];
 
 #[test]

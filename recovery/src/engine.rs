@@ -7,7 +7,7 @@
 //!    its redo applied where the object's LSN shows the effect missing (repeating history,
 //!    in-flight transactions included).
 //! 2. **Finish**: each transaction with no commit or abort is resumed or rolled back by the
-//!    decision table of [`smlog::txn::TxnTrack::decision`]; both log records as they go, so
+//!    decision table of [`smlog::internals::TxnTrack::decision`]; both log records as they go, so
 //!    a crash during recovery leaves a log the next recovery continues from.
 
 use std::path::Path;
@@ -15,16 +15,20 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use smlog::constants::BLOCK_SIZE_BYTES;
+use smlog::internals::image::{self, Superblock};
+use smlog::internals::{
+    initial_meta, Analysis, DataFile, Decision, FsMeta, Machine, Store, TxnRecord, TxnTrack,
+    DATA_FILE_NAME,
+};
 use smlog::io::{open_dir, AlignedBuf, Device, DeviceOptions, LOCK_FILE_NAME};
 use smlog::log::segment::{parse_segment_file_name, read_meta, META_TEMP_FILE_NAME};
 use smlog::log::META_FILE_NAME;
-use smlog::store::image::{self, Superblock};
-use smlog::store::{DataFile, Meta, Store, DATA_FILE_NAME};
-use smlog::txn::{Analysis, Decision, Machine, TxnRecord, TxnTrack};
 use smlog::CorruptKind;
 use smlog::{Engine, EngineOptions, FsError, LayoutProblem, LogError, Lsn, Record, RequestKey};
 
 use crate::{reopen_after_scan, scan, RecoveryOptions, RecoveryReport};
+use smlog::SegmentSeq;
+use smlog::TxnId;
 
 /// How to open an engine.
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,7 +47,7 @@ pub struct OpenOptions {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InFlight {
     /// Transaction id.
-    pub txn_id: u64,
+    pub txn_id: TxnId,
     /// The operation and its arguments.
     pub op: String,
     /// The caller's request key: (client, request).
@@ -320,7 +324,9 @@ fn check_formattable<D: Device + ?Sized>(device: &D) -> Result<(), FsError> {
             image::SUPER_FILE_NAME => {
                 matches!(image::read_super(device), Ok(None)) || is_blank(device, name)?
             }
-            _ if parse_segment_file_name(name) == Some(1) => first_block_is_zero(device, name)?,
+            _ if parse_segment_file_name(name) == Some(SegmentSeq(1)) => {
+                first_block_is_zero(device, name)?
+            }
             _ => false,
         };
         if !leftover {
@@ -375,7 +381,7 @@ fn first_block_is_zero<D: Device + ?Sized>(device: &D, name: &str) -> Result<boo
 /// (`create`); otherwise it is named as missing, never silently made anew.
 fn open_data_file<D: Device>(
     device: &Arc<D>,
-    meta: &Meta,
+    meta: &FsMeta,
     create: bool,
 ) -> Result<DataFile<D>, FsError> {
     let present = device.list()?.iter().any(|n| n == DATA_FILE_NAME);
@@ -398,7 +404,7 @@ fn open_data_file<D: Device>(
 }
 
 /// Bytes of `DATA` up to the end of the highest block the store maps.
-fn mapped_bytes(meta: &Meta) -> u64 {
+fn mapped_bytes(meta: &FsMeta) -> u64 {
     meta.highest_mapped_block()
         .map_or(0, |block| (block + 1) * BLOCK_SIZE_BYTES as u64)
 }
@@ -429,7 +435,7 @@ fn check_data_len<D: Device + ?Sized, S: Device>(
 fn load_checkpoint<D: Device + ?Sized>(
     device: &D,
     options: &OpenOptions,
-) -> Result<(Option<Superblock>, Meta), FsError> {
+) -> Result<(Option<Superblock>, FsMeta), FsError> {
     let log_meta = read_meta(device)?;
     // `Engine::format` writes SUPER before LOG, so a log without it lost it.
     if !device.list()?.iter().any(|n| n == image::SUPER_FILE_NAME) {
@@ -437,13 +443,7 @@ fn load_checkpoint<D: Device + ?Sized>(
     }
     let sb = image::read_super(device)?;
     let mut meta = match &sb {
-        None => Meta::new(
-            smlog::Time {
-                secs: log_meta.created_unix_secs as i64,
-                nanos: 0,
-            },
-            options.engine.capacity_blocks(),
-        ),
+        None => initial_meta(&log_meta, options.engine.capacity_blocks()),
         Some(sb) => {
             if sb.log_id != log_meta.log_id {
                 return Err(FsError::corrupt(
@@ -485,7 +485,7 @@ impl<D: Device> Pass<D> {
     fn new(store: Store<D>, sb: Option<Superblock>, options: &OpenOptions) -> Pass<D> {
         Pass {
             store,
-            scan_start_lsn: sb.map_or(1, |s| s.scan_start_lsn),
+            scan_start_lsn: sb.map_or(Lsn(1), |s| s.scan_start_lsn),
             analysis: Analysis::default(),
             keep_finished: false,
             keys_max: options.engine.request_keys_max,
@@ -535,7 +535,12 @@ impl<D: Device> Pass<D> {
         })?;
         let txn_id = record.fields.txn_id;
         if record.lsn > self.store.meta.applied_lsn {
-            smlog::txn::apply_logged(&mut self.store, &txn_record, record.lsn, self.keys_max)?;
+            smlog::internals::apply_logged(
+                &mut self.store,
+                &txn_record,
+                record.lsn,
+                self.keys_max,
+            )?;
             self.redone_records += 1;
             if matches!(txn_record, TxnRecord::Commit { .. }) {
                 self.committed_txns += 1;

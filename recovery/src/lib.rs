@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use smlog::constants::{batch_size_bytes_max, BATCHES_IN_FLIGHT_MAX, SEGMENT_HEADER_SIZE_BYTES};
-use smlog::format::Meta;
+use smlog::format::LogMeta;
 use smlog::io::{AlignedBuf, Device, IoErrorKind};
 use smlog::log::reader::Damage;
 use smlog::log::{segment_file_name, Tail};
@@ -47,7 +47,7 @@ pub struct RecoveryReport {
     /// The mode used.
     pub mode: RecoveryMode,
     /// The log's metadata.
-    pub meta: Meta,
+    pub meta: LogMeta,
     /// Segment files from the first live one.
     pub segment_count: usize,
     /// Valid records.
@@ -146,7 +146,7 @@ fn scan_with<D: Device + ?Sized>(
 /// start of the next), so that nothing discarded now can be read as part of the log later.
 fn scrub_past_tail<D: Device + ?Sized>(
     device: &D,
-    meta: &Meta,
+    meta: &LogMeta,
     tail: &Tail,
 ) -> Result<u64, LogError> {
     let batch_max = batch_size_bytes_max(meta.segment_size_bytes) as u64;

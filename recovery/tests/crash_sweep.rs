@@ -28,6 +28,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use smlog::io::sim::{CrashPlan, FaultConfig, SimDevice};
 use smlog::io::IoErrorKind;
+use smlog::Lsn;
+use smlog::TxnId;
 use smlog::{LogError, NewRecord, Record};
 use smlog_recovery::RecoveryOptions;
 
@@ -42,9 +44,9 @@ fn env_or(name: &str, default: u64) -> u64 {
 #[derive(Default)]
 struct Cycle {
     /// LSN -> payload of every record acknowledged durable.
-    acked: BTreeMap<u64, Vec<u8>>,
+    acked: BTreeMap<Lsn, Vec<u8>>,
     /// LSN -> payload of every record appended (acknowledged or not).
-    appended: BTreeMap<u64, Vec<u8>>,
+    appended: BTreeMap<Lsn, Vec<u8>>,
     /// Whether an append or wait was acknowledged after the log reported a failure.
     acked_after_failure: bool,
 }
@@ -67,7 +69,7 @@ fn run_threads(log: &Arc<SimLog>, seed: u64, cycle: u64, threads: u64, appends: 
                     let records: Vec<NewRecord<'_>> = payloads
                         .iter()
                         .map(|p| NewRecord {
-                            txn_id: t,
+                            txn_id: TxnId(t),
                             step: cycle as u32,
                             kind: 1 + (p.len() % 4) as u16,
                             payload: p,
@@ -113,16 +115,16 @@ fn run_threads(log: &Arc<SimLog>, seed: u64, cycle: u64, threads: u64, appends: 
 /// Checks recovered records against what was appended and acknowledged.
 fn check_records(
     records: &[Record],
-    history: &BTreeMap<u64, BTreeSet<Vec<u8>>>,
-    acked: &BTreeMap<u64, Vec<u8>>,
-    first_kept_lsn_max: u64,
+    history: &BTreeMap<Lsn, BTreeSet<Vec<u8>>>,
+    acked: &BTreeMap<Lsn, Vec<u8>>,
+    first_kept_lsn_max: Lsn,
     context: &str,
 ) {
     assert!(
         records.windows(2).all(|w| w[0].lsn + 1 == w[1].lsn),
         "{context}: LSNs not contiguous"
     );
-    let first = records.first().map(|r| r.lsn).unwrap_or(u64::MAX);
+    let first = records.first().map(|r| r.lsn).unwrap_or(Lsn::MAX);
     assert!(
         records.is_empty() || first <= first_kept_lsn_max,
         "{context}: log starts at LSN {first}, past what was released ({first_kept_lsn_max})"
@@ -135,7 +137,7 @@ fn check_records(
             record.lsn
         );
     }
-    let by_lsn: BTreeMap<u64, &Record> = records.iter().map(|r| (r.lsn, r)).collect();
+    let by_lsn: BTreeMap<Lsn, &Record> = records.iter().map(|r| (r.lsn, r)).collect();
     for (lsn, payload) in acked.range(first.min(first_kept_lsn_max)..) {
         let record = by_lsn
             .get(lsn)
@@ -215,9 +217,9 @@ fn sweep_seed(seed: u64, cycles: u64) -> u64 {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let device = Arc::new(SimDevice::new(seed));
     let mut log = Arc::new(create(&device));
-    let mut history: BTreeMap<u64, BTreeSet<Vec<u8>>> = BTreeMap::new();
-    let mut acked: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    let mut released_up_to = 0u64;
+    let mut history: BTreeMap<Lsn, BTreeSet<Vec<u8>>> = BTreeMap::new();
+    let mut acked: BTreeMap<Lsn, Vec<u8>> = BTreeMap::new();
+    let mut released_up_to = Lsn(0);
     let mut checks = 0u64;
     for cycle in 0..cycles {
         let context = format!("seed {seed} cycle {cycle}");
@@ -247,8 +249,8 @@ fn sweep_seed(seed: u64, cycles: u64) -> u64 {
         }
         if rng.gen_bool(0.3) {
             let durable = log.durable_lsn();
-            if durable > 0 && log.release_prefix(durable / 2).is_ok() {
-                released_up_to = released_up_to.max(durable / 2);
+            if durable > Lsn(0) && log.release_prefix(Lsn(durable.get() / 2)).is_ok() {
+                released_up_to = released_up_to.max(Lsn(durable.get() / 2));
             }
         }
         drop(log);
@@ -335,7 +337,7 @@ fn damage_seed(seed: u64) -> &'static str {
             ..FaultConfig::default()
         });
     }
-    let history: BTreeMap<u64, BTreeSet<Vec<u8>>> = outcome
+    let history: BTreeMap<Lsn, BTreeSet<Vec<u8>>> = outcome
         .appended
         .iter()
         .map(|(l, p)| (*l, BTreeSet::from([p.clone()])))
@@ -364,7 +366,7 @@ fn damage_seed(seed: u64) -> &'static str {
         Ok(_) => {
             // Below the mark, every acknowledged record must be there; above it, the lost
             // write or damage may have hit the last, unvouched batch.
-            let vouched: BTreeMap<u64, Vec<u8>> = outcome
+            let vouched: BTreeMap<Lsn, Vec<u8>> = outcome
                 .acked
                 .range(..=mark)
                 .map(|(l, p)| (*l, p.clone()))
@@ -372,9 +374,9 @@ fn damage_seed(seed: u64) -> &'static str {
             if kind == 4 {
                 // A misdirected read seen twice in a row may still hide the last batches;
                 // what is returned must be right.
-                check_records(&records, &history, &BTreeMap::new(), 1, &context);
+                check_records(&records, &history, &BTreeMap::new(), Lsn(1), &context);
             } else {
-                check_records(&records, &history, &vouched, 1, &context);
+                check_records(&records, &history, &vouched, Lsn(1), &context);
             }
             "recovered"
         }

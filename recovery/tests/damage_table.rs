@@ -10,6 +10,9 @@ use smlog::constants::{BLOCK_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES};
 use smlog::io::sim::{CrashPlan, FaultConfig, SimDevice};
 use smlog::io::{Device, IoErrorKind};
 use smlog::log::segment_file_name;
+use smlog::Lsn;
+use smlog::SegmentSeq;
+use smlog::TxnId;
 use smlog::{LogError, RecoveryMode};
 use smlog_recovery::{scan, RecoveryOptions};
 
@@ -33,7 +36,7 @@ fn batch_offset(lsn: u64) -> u64 {
 
 fn lsns(device: &SimDevice, mode: RecoveryMode) -> Result<Vec<u64>, LogError> {
     let mut lsns = Vec::new();
-    scan(device, mode, |r| lsns.push(r.lsn))?;
+    scan(device, mode, |r| lsns.push(r.lsn.get()))?;
     Ok(lsns)
 }
 
@@ -61,7 +64,7 @@ fn torn_tail_is_discarded_and_can_never_come_back() {
     let (log, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
     assert_eq!(records.len(), 10);
     let torn = report.torn_tail.expect("a torn tail");
-    assert_eq!(torn.lsn, 11);
+    assert_eq!(torn.lsn, Lsn(11));
     assert_eq!(torn.offset, batch_offset(11));
     assert!(report.scrubbed_bytes > 0);
     // Strict mode would have refused it; now the bytes are gone for good.
@@ -93,7 +96,10 @@ fn strict_mode_refuses_a_torn_tail_with_its_place() {
             lsn,
             ..
         }) => {
-            assert_eq!((segment_seq, offset, lsn), (1, batch_offset(6), 6));
+            assert_eq!(
+                (segment_seq, offset, lsn),
+                (SegmentSeq(1), batch_offset(6), Lsn(6))
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -118,7 +124,10 @@ fn row_1_corruption_before_the_mark_is_an_error_never_a_truncation() {
                 path,
                 why,
             }) => {
-                assert_eq!((segment_seq, offset, lsn), (1, batch_offset(7), 7));
+                assert_eq!(
+                    (segment_seq, offset, lsn),
+                    (SegmentSeq(1), batch_offset(7), Lsn(7))
+                );
                 assert!(path.ends_with(FIRST_SEGMENT));
                 assert!(why.contains("durable"), "{why}");
             }
@@ -132,12 +141,12 @@ fn row_1_corruption_before_the_mark_is_an_error_never_a_truncation() {
     ));
     // Salvage keeps every valid record and reports the gap.
     let mut kept = Vec::new();
-    let report = scan(&*device, RecoveryMode::Salvage, |r| kept.push(r.lsn)).unwrap();
+    let report = scan(&*device, RecoveryMode::Salvage, |r| kept.push(r.lsn.get())).unwrap();
     let expected: Vec<u64> = (1..=20).filter(|l| *l != 7).collect();
     assert_eq!(kept, expected);
     assert_eq!(report.gaps.len(), 1);
-    assert_eq!(report.gaps[0].lsn, 7);
-    assert_eq!(report.gaps[0].resume_lsn, Some(8));
+    assert_eq!(report.gaps[0].lsn, Lsn(7));
+    assert_eq!(report.gaps[0].resume_lsn, Some(Lsn(8)));
 }
 
 #[test]
@@ -150,12 +159,13 @@ fn row_1_a_batch_in_the_next_segment_vouches_for_a_damaged_end_of_segment() {
     while log.stats().batch_count == 0 || log.device().list().unwrap().len() < 2 || lsn < 100 {
         lsn = log
             .append_durable(&[record_for(0, lsn + 1, &payload)])
-            .unwrap();
+            .unwrap()
+            .get();
     }
     drop(log);
     let (_, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
-    assert!(report.tail.segment_seq >= 2);
-    let second_first = report.tail.segment_first_lsn[&2];
+    assert!(report.tail.segment_seq >= SegmentSeq(2));
+    let second_first = report.tail.segment_first_lsn[&SegmentSeq(2)];
     // Damage the last batch of the first segment.
     let last_in_first = second_first - 1;
     let image = device.durable_image(FIRST_SEGMENT).unwrap();
@@ -191,7 +201,7 @@ fn row_2_a_resurrected_batch_contradicted_by_the_next_is_corruption() {
     // Lose it (zeros: the clean end), recover, and write history B over the same place.
     device.poke(FIRST_SEGMENT, at, &[0u8; BLOCK_SIZE_BYTES]);
     let (log, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
-    assert_eq!(report.tail.next_lsn, 10);
+    assert_eq!(report.tail.next_lsn, Lsn(10));
     log.append_durable(&[record_for(1, 10, b"history b")])
         .unwrap();
     log.append_durable(&[record_for(1, 11, b"after b")])
@@ -203,7 +213,7 @@ fn row_2_a_resurrected_batch_contradicted_by_the_next_is_corruption() {
     device.poke(FIRST_SEGMENT, at, &history_a);
     match lsns(&device, RecoveryMode::TornTail) {
         Err(LogError::Corrupt { lsn, why, .. }) => {
-            assert_eq!(lsn, 11);
+            assert_eq!(lsn, Lsn(11));
             assert!(why.contains("different records"), "{why}");
         }
         other => panic!("{other:?}"),
@@ -243,7 +253,7 @@ fn closing_writes_a_mark_so_damage_to_the_last_batch_is_corruption() {
     device.poke(FIRST_SEGMENT, batch_offset(12) + 60, &[0x7F]);
     let result = lsns(&device, RecoveryMode::TornTail);
     assert!(
-        matches!(result, Err(LogError::Corrupt { lsn: 12, .. })),
+        matches!(result, Err(LogError::Corrupt { lsn: Lsn(12), .. })),
         "{result:?}"
     );
 }
@@ -264,7 +274,7 @@ fn lost_write_in_the_middle_is_detected() {
     device.restart(&CrashPlan::power_loss());
     assert!(matches!(
         lsns(&device, RecoveryMode::TornTail),
-        Err(LogError::Corrupt { lsn: 7, .. })
+        Err(LogError::Corrupt { lsn: Lsn(7), .. })
     ));
 }
 
@@ -297,7 +307,7 @@ fn unreadable_sector_before_the_mark_is_an_error() {
     device.make_unreadable(FIRST_SEGMENT, batch_offset(3) + 512);
     match lsns(&device, RecoveryMode::TornTail) {
         Err(LogError::Corrupt { lsn, why, .. }) => {
-            assert_eq!(lsn, 3);
+            assert_eq!(lsn, Lsn(3));
             assert!(why.contains("EIO"), "{why}");
         }
         other => panic!("{other:?}"),
@@ -313,11 +323,11 @@ fn missing_segment_is_a_typed_error_naming_it() {
         log.append_durable(&[record_for(0, lsn, &payload)]).unwrap();
     }
     drop(log);
-    device.remove(&segment_file_name(2)).unwrap();
+    device.remove(&segment_file_name(SegmentSeq(2))).unwrap();
     match lsns(&device, RecoveryMode::TornTail) {
         Err(LogError::MissingSegment { segment_seq, path }) => {
-            assert_eq!(segment_seq, 2);
-            assert!(path.ends_with(segment_file_name(2)));
+            assert_eq!(segment_seq, SegmentSeq(2));
+            assert!(path.ends_with(segment_file_name(SegmentSeq(2))));
         }
         other => panic!("{other:?}"),
     }
@@ -356,7 +366,7 @@ fn failed_sync_stops_the_log_and_nothing_after_it_is_acknowledged() {
     let refused = log.append_durable(&[record_for(0, 5, b"y")]).unwrap_err();
     assert!(matches!(refused, LogError::Failed { .. }), "{refused}");
     assert!(refused.to_string().contains("refuses commits"));
-    assert_eq!(log.durable_lsn(), 3);
+    assert_eq!(log.durable_lsn(), Lsn(3));
 }
 
 #[test]
@@ -368,7 +378,7 @@ fn released_segments_are_reused_and_their_stale_records_never_pass() {
     for lsn in 1..=600u64 {
         log.append_durable(&[record_for(0, lsn, &payload)]).unwrap();
         if lsn % 100 == 0 {
-            released += log.release_prefix(lsn - 50).unwrap();
+            released += log.release_prefix(Lsn(lsn - 50)).unwrap();
         }
     }
     assert!(released >= 3, "released {released}");
@@ -377,8 +387,8 @@ fn released_segments_are_reused_and_their_stale_records_never_pass() {
     device.restart(&CrashPlan::power_loss());
     let (_, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
     let first = records.first().unwrap().lsn;
-    assert!(first > 1 && first <= 551, "first {first}");
-    assert_eq!(records.last().unwrap().lsn, 600);
+    assert!(first > Lsn(1) && first <= Lsn(551), "first {first}");
+    assert_eq!(records.last().unwrap().lsn, Lsn(600));
     assert!(records.windows(2).all(|w| w[0].lsn + 1 == w[1].lsn));
     assert!(report.torn_tail.is_none());
     // Segment files were recycled, not multiplied.
@@ -403,13 +413,13 @@ fn a_stale_batch_of_a_writer_whose_work_never_became_durable_is_a_torn_tail() {
     let record_bytes = record_size_bytes(payload.len());
     let mut stale = vec![0u8; BLOCK_SIZE_BYTES];
     let fields = RecordFields {
-        txn_id: 1,
+        txn_id: TxnId(1),
         step: 1,
         kind: 1,
     };
     encode_record(
         &mut stale[64..64 + record_bytes],
-        3,
+        Lsn(3),
         1,
         0x1234,
         fields,
@@ -418,18 +428,18 @@ fn a_stale_batch_of_a_writer_whose_work_never_became_durable_is_a_torn_tail() {
     BatchHeader {
         record_count: 1,
         log_id: meta.log_id,
-        segment_seq: 1,
+        segment_seq: SegmentSeq(1),
         segment_offset: 8192,
         used_bytes: (64 + record_bytes) as u32,
-        first_lsn: 3,
-        durable_lsn: 0,
+        first_lsn: Lsn(3),
+        durable_lsn: Lsn(0),
         prev_crc: 0x1234,
         epoch: first_writer_epoch,
     }
     .encode(&mut stale[..64]);
     let (log, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
     assert!(records.is_empty());
-    assert_eq!(report.tail.next_lsn, 1);
+    assert_eq!(report.tail.next_lsn, Lsn(1));
     assert!(log.epoch() > first_writer_epoch);
     drop(log);
     // The stale batch appears after the recovery mark (a lost zeroing write).
@@ -439,7 +449,7 @@ fn a_stale_batch_of_a_writer_whose_work_never_became_durable_is_a_torn_tail() {
     // An older writer's batch after a newer writer's mark is stale (row 3), never part of
     // the log and never corruption.
     assert!(report.torn_tail.is_none(), "{report:?}");
-    assert_eq!(report.tail.next_lsn, 1);
+    assert_eq!(report.tail.next_lsn, Lsn(1));
     assert!(lsns(&device, RecoveryMode::Strict).unwrap().is_empty());
 }
 
@@ -462,7 +472,7 @@ fn row_3_a_discarded_batch_that_comes_back_where_it_fits_is_still_stale() {
     device.poke(FIRST_SEGMENT, 8192, &[0u8; BLOCK_SIZE_BYTES]);
     let (log, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
     assert_eq!(records.len(), 1);
-    assert_eq!(report.tail.next_lsn, 2);
+    assert_eq!(report.tail.next_lsn, Lsn(2));
     assert_eq!(report.tail.segment_offset, 8192);
     drop(log);
     let image = device.durable_image(FIRST_SEGMENT).unwrap();
@@ -494,7 +504,9 @@ fn misdirected_reads_never_turn_vouched_damage_into_the_end_of_the_log() {
     let (mut vouched, mut unstable) = (0, 0);
     for round in 0..300 {
         match lsns(&device, RecoveryMode::TornTail) {
-            Err(LogError::Corrupt { lsn: 7, why, .. }) if why.contains("durable") => vouched += 1,
+            Err(LogError::Corrupt {
+                lsn: Lsn(7), why, ..
+            }) if why.contains("durable") => vouched += 1,
             Err(LogError::Io(e)) if e.kind == IoErrorKind::Unstable => unstable += 1,
             other => panic!("round {round}: {other:?}"),
         }

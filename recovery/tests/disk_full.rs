@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use fs_common::*;
 use smlog::io::sim::SimDevice;
+use smlog::TxnId;
 use smlog::{Durability, FsError, LogError, NewAttrs, ROOT_INO};
 
 const FILE: NewAttrs = NewAttrs {
@@ -258,7 +259,7 @@ fn the_log_refuses_appends_but_keeps_a_reserve_when_the_host_has_no_room_for_seg
     .unwrap();
     let payload = vec![0x3Cu8; 2000];
     let record = |lsn: u64| smlog::NewRecord {
-        txn_id: lsn,
+        txn_id: TxnId(lsn),
         step: 1,
         kind: 1,
         payload: &payload,

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use fs_common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use smlog::internals::Decision;
 use smlog::io::sim::{CrashPlan, FaultConfig, SimDevice};
 use smlog::io::IoErrorKind;
-use smlog::txn::Decision;
 use smlog::{Durability, FsError, TxnOptions};
 use smlog_recovery::OpenOptions;
 

@@ -6,9 +6,10 @@ mod fs_common;
 use std::sync::Arc;
 
 use fs_common::*;
+use smlog::internals::image::{image_file_name, read_super};
 use smlog::io::sim::{CrashPlan, FaultConfig, SimDevice};
 use smlog::io::IoErrorKind;
-use smlog::store::image::{image_file_name, read_super};
+use smlog::Ino;
 use smlog::{
     Durability, FsError, NewAttrs, Outcome, RenameFlags, RequestKey, TxnOptions, TxnResult,
     ROOT_INO,
@@ -333,7 +334,9 @@ fn bad_names_and_arguments_are_refused_and_log_nothing() {
             libc::ENOTDIR,
         ),
         (
-            engine.create(999, b"x", FILE, Durability::Sync).map(drop),
+            engine
+                .create(Ino(999), b"x", FILE, Durability::Sync)
+                .map(drop),
             libc::ENOENT,
         ),
         (

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use smlog::io::sim::SimDevice;
 use smlog::log::writer::CreateOptions;
 use smlog::testing::{check_log_reader, check_record_decode, FUZZ_SEGMENT_SIZE_BYTES};
+use smlog::TxnId;
 use smlog::{Log, NewRecord};
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -65,7 +66,7 @@ fn generate_seed_corpus() {
         for i in 0..count {
             let payload = vec![(i as u8) | 1; size];
             log.append_durable(&[NewRecord {
-                txn_id: i,
+                txn_id: TxnId(i),
                 step: 0,
                 kind: 1,
                 payload: &payload,

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use common::*;
 use smlog::io::sim::{CrashPlan, SimDevice};
+use smlog::Lsn;
+use smlog::TxnId;
 use smlog_recovery::RecoveryOptions;
 
 #[test]
@@ -17,7 +19,7 @@ fn acknowledged_records_survive_power_loss_across_segments() {
     for lsn in 1..=2000u64 {
         let payload = payload_for(0, lsn);
         let got = log.append_durable(&[record_for(0, lsn, &payload)]).unwrap();
-        assert_eq!(got, lsn);
+        assert_eq!(got, Lsn(lsn));
         expected.push(payload);
     }
     assert!(log.stats().batch_count >= 2000);
@@ -29,13 +31,13 @@ fn acknowledged_records_survive_power_loss_across_segments() {
         assert_eq!(&record.payload, payload);
     }
     assert!(report.segment_count > 5, "{}", report.segment_count);
-    assert_eq!(report.tail.next_lsn, 2001);
-    assert_eq!(log.last_lsn(), 2000);
+    assert_eq!(report.tail.next_lsn, Lsn(2001));
+    assert_eq!(log.last_lsn(), Lsn(2000));
     let payload = payload_for(1, 2001);
     assert_eq!(
         log.append_durable(&[record_for(1, 2001, &payload)])
             .unwrap(),
-        2001
+        Lsn(2001)
     );
 }
 
@@ -52,7 +54,7 @@ fn many_threads_group_commit_into_fewer_batches() {
                     let payload = vec![(t * 31 + i) as u8 | 1; 100];
                     let lsn = log
                         .append_durable(&[smlog::NewRecord {
-                            txn_id: t,
+                            txn_id: TxnId(t),
                             step: i as u32,
                             kind: 1,
                             payload: &payload,

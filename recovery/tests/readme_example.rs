@@ -5,6 +5,7 @@ use std::sync::Arc;
 use smlog::io::{open_dir, DeviceOptions};
 use smlog::log::writer::CreateOptions;
 use smlog::NewRecord;
+use smlog::TxnId;
 
 #[test]
 fn the_readme_example_runs_and_its_records_come_back() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,13 +24,13 @@ fn the_readme_example_runs_and_its_records_come_back() -> Result<(), Box<dyn std
         )?;
         assert_eq!(report.is_some(), round == 1);
         let lsn = log.append_durable(&[NewRecord {
-            txn_id: 7,
+            txn_id: TxnId(7),
             step: 1,
             kind: 1,
             payload: b"hello",
         }])?;
         let later = log.append(&[NewRecord {
-            txn_id: 8,
+            txn_id: TxnId(8),
             step: 1,
             kind: 1,
             payload: b"world",

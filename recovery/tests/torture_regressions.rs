@@ -53,7 +53,7 @@ fn damage_to_the_setups_unvouched_tail_loses_it_whole() {
 /// A checkpoint's superblock write was lost in a crash; recovery went on from the one
 /// before and reused the blocks the lost checkpoint had written; a later crash brought the
 /// lost write back over its blank slot. Superblock slots are never blank now (the
-/// mechanism has its own test in `smlog::store::image`).
+/// mechanism has its own test in `smlog::internals::image`).
 #[test]
 fn a_lost_superblock_write_never_comes_back() {
     torture(4_492_981_960_888_882_867, "all");

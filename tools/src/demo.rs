@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::{Rng, SeedableRng};
+use smlog::internals::Decision;
 use smlog::io::Device;
-use smlog::txn::Decision;
-use smlog::{Durability, Engine, FsError, NewAttrs, RenameFlags, ROOT_INO};
+use smlog::{Durability, Engine, FsError, Ino, NewAttrs, RenameFlags, ROOT_INO};
 use smlog_recovery::{open, OpenOptions};
 
 use crate::OpenArgs;
@@ -60,7 +60,7 @@ fn engine_options(args: OpenArgs) -> OpenOptions {
 fn lookup_or_mkdir<D: Device>(
     engine: &Engine<D>,
     name: &[u8],
-) -> std::result::Result<u64, FsError> {
+) -> std::result::Result<Ino, FsError> {
     match engine.lookup(ROOT_INO, name) {
         Ok(attr) => Ok(attr.ino),
         Err(FsError::NotFound) => Ok(engine.mkdir(ROOT_INO, name, FILE, Durability::Sync)?.ino),

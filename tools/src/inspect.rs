@@ -268,7 +268,7 @@ fn report_json(report: &RecoveryReport) -> serde_json::Value {
         "records": report.record_count,
         "batches": report.batch_count,
         "bytes": report.batch_bytes,
-        "first_lsn": report.tail.next_lsn - report.record_count.min(report.tail.next_lsn.saturating_sub(1)),
+        "first_lsn": report.tail.next_lsn - report.record_count.min(report.tail.next_lsn.get().saturating_sub(1)),
         "next_lsn": report.tail.next_lsn,
         "durable_lsn": report.tail.mark_lsn,
         "epoch": report.tail.epoch,
@@ -353,7 +353,7 @@ fn verify(dir: &Path, args: OpenArgs, as_json: bool) -> Result<ExitCode> {
             _ => println!(
                 "clean: {} records, LSN {}..{}",
                 report.record_count,
-                report.tail.next_lsn - report.record_count.min(report.tail.next_lsn - 1),
+                report.tail.next_lsn - report.record_count.min(report.tail.next_lsn.get() - 1),
                 report.tail.next_lsn - 1
             ),
         }

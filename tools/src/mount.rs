@@ -26,7 +26,7 @@ use smlog::constants::{NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX};
 use smlog::io::Device;
 use smlog::serve::{st_blocks, system_time, time_of, DirStream, STAT_BLOCK_SIZE_BYTES};
 use smlog::{
-    Attr, Durability, Engine, FileKind, FsError, NewAttrs, RenameFlags, SetAttrChanges, Time,
+    Durability, Engine, FileKind, FsError, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat, Time,
     TxnOptions,
 };
 use smlog_recovery::OpenOptions;
@@ -95,9 +95,9 @@ fn file_type(kind: FileKind) -> FileType {
     }
 }
 
-fn file_attr(attr: &Attr) -> FileAttr {
+fn file_attr(attr: &Stat) -> FileAttr {
     FileAttr {
-        ino: INodeNo(attr.ino),
+        ino: INodeNo(attr.ino.get()),
         size: attr.size,
         blocks: st_blocks(attr),
         atime: system_time(attr.atime),
@@ -181,14 +181,14 @@ impl<D: Device> SmlogFs<D> {
         }
     }
 
-    fn reply_entry(&self, result: std::result::Result<Attr, FsError>, reply: ReplyEntry) {
+    fn reply_entry(&self, result: std::result::Result<Stat, FsError>, reply: ReplyEntry) {
         match result {
             Ok(attr) => reply.entry(&TTL, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(self.errno(e)),
         }
     }
 
-    fn reply_attr(&self, result: std::result::Result<Attr, FsError>, reply: ReplyAttr) {
+    fn reply_attr(&self, result: std::result::Result<Stat, FsError>, reply: ReplyAttr) {
         match result {
             Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
             Err(e) => reply.error(self.errno(e)),
@@ -228,11 +228,11 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(self.engine.lookup(parent.0, name.as_bytes()), reply);
+        self.reply_entry(self.engine.lookup(Ino(parent.0), name.as_bytes()), reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.reply_attr(self.engine.getattr(ino.0), reply);
+        self.reply_attr(self.engine.getattr(Ino(ino.0)), reply);
     }
 
     fn setattr(
@@ -261,11 +261,14 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
             atime: atime.map(time_or_now),
             mtime: mtime.map(time_or_now),
         };
-        self.reply_attr(self.engine.setattr(ino.0, changes, self.options()), reply);
+        self.reply_attr(
+            self.engine.setattr(Ino(ino.0), changes, self.options()),
+            reply,
+        );
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.engine.readlink(ino.0) {
+        match self.engine.readlink(Ino(ino.0)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -288,7 +291,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         let attrs = Self::new_attrs(req, mode, umask);
         let result = self
             .engine
-            .create(parent.0, name.as_bytes(), attrs, self.options());
+            .create(Ino(parent.0), name.as_bytes(), attrs, self.options());
         self.reply_entry(result, reply);
     }
 
@@ -304,19 +307,21 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         let attrs = Self::new_attrs(req, mode, umask);
         let result = self
             .engine
-            .mkdir(parent.0, name.as_bytes(), attrs, self.options());
+            .mkdir(Ino(parent.0), name.as_bytes(), attrs, self.options());
         self.reply_entry(result, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = self
             .engine
-            .unlink(parent.0, name.as_bytes(), self.options());
+            .unlink(Ino(parent.0), name.as_bytes(), self.options());
         self.reply_empty(result, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = self.engine.rmdir(parent.0, name.as_bytes(), self.options());
+        let result = self
+            .engine
+            .rmdir(Ino(parent.0), name.as_bytes(), self.options());
         self.reply_empty(result, reply);
     }
 
@@ -334,7 +339,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
             gid: req.gid(),
         };
         let result = self.engine.symlink(
-            parent.0,
+            Ino(parent.0),
             link_name.as_bytes(),
             target.as_os_str().as_bytes(),
             attrs,
@@ -362,9 +367,9 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
             exchange: flags.contains(FuseRenameFlags::RENAME_EXCHANGE),
         };
         let result = self.engine.rename(
-            parent.0,
+            Ino(parent.0),
             name.as_bytes(),
-            newparent.0,
+            Ino(newparent.0),
             newname.as_bytes(),
             flags,
             self.options(),
@@ -380,14 +385,17 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let result = self
-            .engine
-            .link(ino.0, newparent.0, newname.as_bytes(), self.options());
+        let result = self.engine.link(
+            Ino(ino.0),
+            Ino(newparent.0),
+            newname.as_bytes(),
+            self.options(),
+        );
         self.reply_entry(result, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.engine.open(ino.0) {
+        match self.engine.open(Ino(ino.0)) {
             // Every change comes through this mount: cached pages stay valid across opens.
             Ok(_) => reply.opened(FileHandle(ino.0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(self.errno(e)),
@@ -405,7 +413,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.engine.read(ino.0, offset, size as usize) {
+        match self.engine.read(Ino(ino.0), offset, size as usize) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -423,7 +431,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.engine.write(ino.0, offset, data, self.options()) {
+        match self.engine.write(Ino(ino.0), offset, data, self.options()) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -451,7 +459,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.reply_empty(self.engine.release(ino.0), reply);
+        self.reply_empty(self.engine.release(Ino(ino.0)), reply);
     }
 
     fn fsync(
@@ -466,11 +474,11 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.engine.getattr(ino.0) {
+        match self.engine.getattr(Ino(ino.0)) {
             Ok(attr) if attr.kind == FileKind::Dir => {
                 let fh = self.stream_fh();
                 let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-                streams.insert(fh, DirStream::new(ino.0));
+                streams.insert(fh, DirStream::new(Ino(ino.0)));
                 reply.opened(FileHandle(fh), FopenFlags::empty());
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
@@ -491,7 +499,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
                 for entry in entries {
                     let name = OsStr::from_bytes(&entry.name);
                     let kind = file_type(entry.kind);
-                    if reply.add(INodeNo(entry.ino), entry.offset, kind, name) {
+                    if reply.add(INodeNo(entry.ino.get()), entry.offset, kind, name) {
                         break;
                     }
                 }
@@ -518,7 +526,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
                     };
                     let name = OsStr::from_bytes(&entry.name);
                     let attr = file_attr(&attr);
-                    let ino = INodeNo(entry.ino);
+                    let ino = INodeNo(entry.ino.get());
                     if reply.add(ino, entry.offset, name, &TTL, &attr, GENERATION) {
                         break;
                     }
@@ -593,14 +601,14 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         let attrs = Self::new_attrs(req, mode, umask);
         let created = self
             .engine
-            .create(parent.0, name.as_bytes(), attrs, self.options())
+            .create(Ino(parent.0), name.as_bytes(), attrs, self.options())
             .and_then(|attr| self.engine.open(attr.ino));
         match created {
             Ok(attr) => reply.created(
                 &TTL,
                 &file_attr(&attr),
                 GENERATION,
-                FileHandle(attr.ino),
+                FileHandle(attr.ino.get()),
                 FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Err(e) => reply.error(self.errno(e)),

@@ -5,14 +5,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use serde_json::json;
+use smlog::internals::fsck;
+use smlog::internals::Store;
+use smlog::internals::{Decision, Machine, TxnEnd, TxnRecord, TxnTrack};
 use smlog::io::{open_dir, Device};
-use smlog::store::fsck;
-use smlog::store::{Store, ROOT_INO};
-use smlog::txn::{Decision, Machine, TxnEnd, TxnRecord, TxnTrack};
 use smlog::RecoveryMode;
+use smlog::ROOT_INO;
 use smlog_recovery::{inspect, open_device, EngineRecoveryReport, OpenOptions, RecoveryOptions};
 
 use crate::{inspect as log_inspect, DirArgs, OpenArgs};
+use smlog::TxnId;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -80,8 +82,8 @@ pub fn recover(args: RecoverArgs) -> Result<ExitCode> {
 fn is_engine_dir(dir: &Path) -> bool {
     // An engine always has both; one that lost SUPER still has DATA, and recovery names
     // the missing file.
-    dir.join(smlog::store::image::SUPER_FILE_NAME).exists()
-        || dir.join(smlog::store::DATA_FILE_NAME).exists()
+    dir.join(smlog::internals::image::SUPER_FILE_NAME).exists()
+        || dir.join(smlog::internals::DATA_FILE_NAME).exists()
 }
 
 fn open(dir: &Path, args: OpenArgs) -> Result<Arc<Box<dyn Device>>> {
@@ -206,7 +208,7 @@ fn show(dir: &Path, args: OpenArgs, txn_id: u64, as_json: bool) -> Result<ExitCo
     let mut rows = Vec::new();
     let mut error = None;
     smlog_recovery::scan(&**device, RecoveryMode::TornTail, |record| {
-        if record.fields.txn_id != txn_id || error.is_some() {
+        if record.fields.txn_id != TxnId(txn_id) || error.is_some() {
             return;
         }
         match TxnRecord::decode(record.fields.kind, &record.payload) {

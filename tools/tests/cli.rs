@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use smlog::io::{open_dir, DeviceKind, DeviceOptions};
 use smlog::log::writer::CreateOptions;
+use smlog::TxnId;
 use smlog::{Log, NewRecord};
 
 fn posix() -> DeviceOptions {
@@ -27,7 +28,7 @@ fn make_log(dir: &Path, count: u64, close: bool) {
     for i in 1..=count {
         let payload = vec![i as u8 | 1; 300];
         log.append_durable(&[NewRecord {
-            txn_id: i,
+            txn_id: TxnId(i),
             step: 1,
             kind: 2,
             payload: &payload,

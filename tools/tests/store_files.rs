@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use smlog::io::{DeviceKind, DeviceOptions};
+use smlog::SegmentSeq;
 use smlog::{Durability, FsError, LayoutProblem, LogError, NewAttrs, ROOT_INO};
 use smlog_recovery::OpenOptions;
 
@@ -142,7 +143,7 @@ fn a_segment_removed_from_the_middle_is_corruption_naming_it_in_every_mode() {
     }
     match smlog_recovery::open(&dir, options(false)) {
         Err(FsError::Log(LogError::MissingSegment { segment_seq, .. })) => {
-            assert_eq!(segment_seq, 2)
+            assert_eq!(segment_seq, SegmentSeq(2))
         }
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("opened without segment 2"),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::FsError;
 use crate::io::Device;
-use crate::store::{Attr, FileKind, Ino, Name, TxnResult};
+use crate::store::{FileKind, Ino, Name, Stat, TxnResult};
 use crate::txn::machines::{
     Create, CreateState, Link, NewAttrs, Reclaim, SetAttr, SetAttrState, Unlink, UnlinkState,
     Write, WriteState,
@@ -22,7 +22,7 @@ impl<D: Device> Engine<D> {
         name: &[u8],
         attrs: NewAttrs,
         options: impl Into<TxnOptions>,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Stat, FsError> {
         self.create_node(parent, name, NewNode::File, attrs, options.into())
     }
 
@@ -33,7 +33,7 @@ impl<D: Device> Engine<D> {
         name: &[u8],
         attrs: NewAttrs,
         options: impl Into<TxnOptions>,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Stat, FsError> {
         self.create_node(parent, name, NewNode::Dir, attrs, options.into())
     }
 
@@ -45,7 +45,7 @@ impl<D: Device> Engine<D> {
         target: &[u8],
         attrs: NewAttrs,
         options: impl Into<TxnOptions>,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Stat, FsError> {
         let node = NewNode::Symlink(target.to_vec());
         self.create_node(parent, name, node, attrs, options.into())
     }
@@ -57,7 +57,7 @@ impl<D: Device> Engine<D> {
         node: NewNode,
         attrs: NewAttrs,
         options: TxnOptions,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Stat, FsError> {
         let machine = FileTxn::Create(Create {
             parent,
             name: Name::new(name)?,
@@ -70,7 +70,7 @@ impl<D: Device> Engine<D> {
         self.attr_of(result)
     }
 
-    fn attr_of(&self, result: TxnResult) -> Result<Attr, FsError> {
+    fn attr_of(&self, result: TxnResult) -> Result<Stat, FsError> {
         match result {
             TxnResult::Ino(ino) => self.getattr(ino),
             // A retransmission answered from the request table: the key named an earlier
@@ -88,7 +88,7 @@ impl<D: Device> Engine<D> {
         parent: Ino,
         name: &[u8],
         options: impl Into<TxnOptions>,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Stat, FsError> {
         let machine = FileTxn::Link(Link {
             ino,
             parent,
@@ -191,7 +191,7 @@ impl<D: Device> Engine<D> {
         ino: Ino,
         size: u64,
         options: impl Into<TxnOptions>,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Stat, FsError> {
         let changes = SetAttrChanges {
             size: Some(size),
             ..SetAttrChanges::default()
@@ -205,7 +205,7 @@ impl<D: Device> Engine<D> {
         ino: Ino,
         changes: SetAttrChanges,
         options: impl Into<TxnOptions>,
-    ) -> Result<Attr, FsError> {
+    ) -> Result<Stat, FsError> {
         let machine = FileTxn::SetAttr(SetAttr {
             ino,
             changes,
@@ -222,7 +222,7 @@ impl<D: Device> Engine<D> {
     /// name stays, nameless, as an orphan (reads and writes go on), until
     /// [`Engine::release`] of its last handle reclaims it. Handles are not durable: after
     /// a crash recovery reclaims every orphan.
-    pub fn open(&self, ino: Ino) -> Result<Attr, FsError> {
+    pub fn open(&self, ino: Ino) -> Result<Stat, FsError> {
         // Not a change: a stopped (read-only) engine still opens files to read.
         let mut inner = self.lock();
         let attr = inner.store.meta.inode(ino)?.attr();

@@ -10,10 +10,10 @@ use crate::constants::{
     CHECKPOINT_WRITE_GROUP_BLOCKS_MAX,
 };
 use crate::error::FsError;
+use crate::ids::Lsn;
 use crate::io::{AlignedBuf, Device};
-use crate::log::Lsn;
 use crate::store::image::{self, Superblock};
-use crate::store::{block_crc, runs_of, Block, DataFile, Ino, Mapped, Meta, Run};
+use crate::store::{block_crc, runs_of, Block, DataFile, FsMeta, Ino, Mapped, Run};
 
 use super::{CheckpointStats, Engine, Shared};
 
@@ -238,7 +238,7 @@ impl<D: Device> Engine<D> {
 /// What phase 1 of a checkpoint took under the lock.
 struct Snapshot {
     /// The metadata as of the snapshot; the checkpoint maps its dirty blocks in it.
-    meta: Meta,
+    meta: FsMeta,
     /// The dirty blocks to write back (taken by `assign_blocks`).
     writes: Vec<((Ino, u64), Arc<Block>)>,
     /// The data blocks planned for them, as many as there are writes.

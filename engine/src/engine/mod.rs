@@ -25,10 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::FsError;
+use crate::format::LogMeta;
+use crate::ids::TxnId;
 use crate::io::Device;
 use crate::log::{Log, Lsn};
 use crate::store::image;
-use crate::store::{DataFile, Ino, Meta, Store, Time};
+use crate::store::{DataFile, FsMeta, Ino, Store, Time};
 
 pub use types::{CheckpointStats, DirEntry, Durability, EngineOptions, StatFs, TxnOptions};
 
@@ -42,7 +44,7 @@ pub(super) struct Active {
 #[derive(Debug)]
 struct Inner<D: Device> {
     store: Store<D>,
-    active: BTreeMap<u64, Active>,
+    active: BTreeMap<TxnId, Active>,
     stopped: Option<String>,
     checkpoint_seq: u64,
     log_bytes_at_checkpoint: u64,
@@ -91,7 +93,7 @@ impl<D: Device> Engine<D> {
                 segment_size_bytes: options.segment_size_bytes,
             },
         )?;
-        let meta = Meta::new(created_time(&log), options.capacity_blocks());
+        let meta = initial_meta(&log.meta(), options.capacity_blocks());
         let data = Arc::new(DataFile::open(device)?);
         Ok(Engine::from_recovery(
             log,
@@ -104,6 +106,7 @@ impl<D: Device> Engine<D> {
     /// Wraps a log and a store recovered to the log's tail (smlog-recovery calls this,
     /// then finishes the transactions that were in flight with [`Engine::resume`] and
     /// [`Engine::roll_back`]).
+    #[doc(hidden)]
     pub fn from_recovery(
         log: Log<D>,
         store: Store<D>,
@@ -216,14 +219,12 @@ impl<D: Device> Engine<D> {
     }
 }
 
-fn created_time<D: Device>(log: &Log<D>) -> Time {
-    Time {
-        secs: log.meta().created_unix_secs as i64,
+/// The metadata of a store that has no checkpoint yet: an empty file system whose root's
+/// times are the log's creation time, so that every recovery of it starts alike.
+pub fn initial_meta(log_meta: &LogMeta, capacity_blocks: u64) -> FsMeta {
+    let created = Time {
+        secs: log_meta.created_unix_secs as i64,
         nanos: 0,
-    }
-}
-
-/// The root's times in a store that has no checkpoint yet: the log's creation time.
-pub fn initial_meta<D: Device>(log: &Log<D>, options: &EngineOptions) -> Meta {
-    Meta::new(created_time(log), options.capacity_blocks())
+    };
+    FsMeta::new(created, capacity_blocks)
 }

@@ -5,13 +5,13 @@ use crate::constants::BLOCK_SIZE_BYTES;
 use crate::error::FsError;
 use crate::io::Device;
 use crate::store::fsck::{self, FsckReport};
-use crate::store::{Attr, FileKind, Ino, Meta, Name, Outcome, RequestKey};
+use crate::store::{FileKind, FsMeta, Ino, Name, Outcome, RequestKey, Stat};
 
 use super::{DirEntry, Engine, StatFs};
 
 impl<D: Device> Engine<D> {
     /// Attributes of `ino`.
-    pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+    pub fn getattr(&self, ino: Ino) -> Result<Stat, FsError> {
         Ok(self.lock().store.meta.inode(ino)?.attr())
     }
 
@@ -26,7 +26,7 @@ impl<D: Device> Engine<D> {
     }
 
     /// Attributes of what `name` in directory `parent` names.
-    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Stat, FsError> {
         let name = Name::new(name)?;
         let inner = self.lock();
         let ino = inner.store.meta.lookup(parent, &name)?;
@@ -128,7 +128,8 @@ impl<D: Device> Engine<D> {
     }
 
     /// A copy of the metadata (O(1)), for tools and tests.
-    pub fn meta(&self) -> Meta {
+    #[doc(hidden)]
+    pub fn meta(&self) -> FsMeta {
         self.lock().store.meta.clone()
     }
 }

@@ -12,10 +12,11 @@ use crate::store::{DataFile, Op, Outcome, RequestKey, Run, TxnResult};
 use crate::txn::{apply_logged, Context, FileTxn, Machine, StepRecord, Transition, TxnRecord};
 
 use super::{Active, Durability, Engine, Guard, Inner, TxnOptions};
+use crate::ids::TxnId;
 
 /// A transaction being run.
 struct Running {
-    txn_id: u64,
+    txn_id: TxnId,
     key: Option<RequestKey>,
     machine: FileTxn,
     step_no: u32,
@@ -111,7 +112,7 @@ impl<D: Device> Engine<D> {
     }
 
     fn wait_durable(&self, lsn: Lsn) -> Result<(), FsError> {
-        if lsn == 0 {
+        if lsn == Lsn(0) {
             return Ok(());
         }
         self.shared
@@ -128,16 +129,16 @@ impl<D: Device> Engine<D> {
     fn log_and_apply(
         &self,
         inner: &mut Inner<D>,
-        txn_id: u64,
+        txn_id: TxnId,
         first_step_no: u32,
         records: &[TxnRecord],
     ) -> Result<Lsn, FsError> {
         assert!(!records.is_empty());
         let last_lsn = self.append(inner, txn_id, first_step_no, records)?;
         let first_lsn = last_lsn + 1 - records.len() as u64;
-        assert!(first_lsn > 0, "the log numbers records from 1");
+        assert!(first_lsn > Lsn(0), "the log numbers records from 1");
         let keys_max = self.shared.options.request_keys_max;
-        for (lsn, record) in (first_lsn..).zip(records) {
+        for (lsn, record) in (first_lsn.get()..).map(Lsn).zip(records) {
             apply_logged(&mut inner.store, record, lsn, keys_max)?;
         }
         Ok(last_lsn)
@@ -146,7 +147,7 @@ impl<D: Device> Engine<D> {
     fn append(
         &self,
         inner: &mut Inner<D>,
-        txn_id: u64,
+        txn_id: TxnId,
         first_step_no: u32,
         records: &[TxnRecord],
     ) -> Result<Lsn, FsError> {
@@ -356,14 +357,14 @@ impl<D: Device> Engine<D> {
     fn roll_back_locked(
         &self,
         inner: &mut Inner<D>,
-        txn_id: u64,
+        txn_id: TxnId,
         key: Option<RequestKey>,
         mut step_no: u32,
         undo: &[(Lsn, Vec<Op>)],
         errno: i32,
     ) -> Result<Lsn, FsError> {
         for (i, (undoes_lsn, ops)) in undo.iter().enumerate() {
-            let undo_next_lsn = undo.get(i + 1).map_or(0, |(lsn, _)| *lsn);
+            let undo_next_lsn = undo.get(i + 1).map_or(Lsn(0), |(lsn, _)| *lsn);
             step_no += 1;
             let record = TxnRecord::Compensation {
                 undoes_lsn: *undoes_lsn,
@@ -381,9 +382,10 @@ impl<D: Device> Engine<D> {
 
     /// Recovery: rolls back transaction `txn_id`, undoing `undo` (LSN and undo of each
     /// applied step not yet compensated, newest first), then logging its abort.
+    #[doc(hidden)]
     pub fn roll_back(
         &self,
-        txn_id: u64,
+        txn_id: TxnId,
         key: Option<RequestKey>,
         last_step_no: u32,
         undo: &[(Lsn, Vec<Op>)],
@@ -398,9 +400,10 @@ impl<D: Device> Engine<D> {
 
     /// Recovery: runs the remaining steps of transaction `txn_id` from `machine` (its state
     /// after its last logged step) and commits it. Returns the steps logged.
+    #[doc(hidden)]
     pub fn resume(
         &self,
-        txn_id: u64,
+        txn_id: TxnId,
         key: Option<RequestKey>,
         last_step_no: u32,
         machine: FileTxn,
@@ -432,10 +435,11 @@ impl<D: Device> Engine<D> {
     }
 
     /// Recovery: makes transaction ids continue above `max_seen`.
-    pub fn advance_txn_id(&self, max_seen: u64) {
+    #[doc(hidden)]
+    pub fn advance_txn_id(&self, max_seen: TxnId) {
         let mut inner = self.lock();
         let next = &mut inner.store.meta.next_txn_id;
-        *next = (*next).max(max_seen + 1);
+        *next = (*next).max(max_seen.next());
     }
 }
 
@@ -494,6 +498,7 @@ fn write_runs<D: Device>(
 #[cfg(test)]
 mod reserve_tests {
     use super::*;
+    use crate::ids::Ino;
     use crate::store::Time;
     use crate::txn::machines::{Reclaim, Write, WriteState};
 
@@ -514,11 +519,11 @@ mod reserve_tests {
             result: TxnResult::Done,
         };
         let reclaim = FileTxn::Reclaim(Reclaim {
-            ino: 5,
+            ino: Ino(5),
             freed: false,
         });
         let write = FileTxn::Write(Write {
-            ino: 5,
+            ino: Ino(5),
             offset: 0,
             len: 0,
             now: Time { secs: 0, nanos: 0 },

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::constants::{BLOCK_SIZE_BYTES, REQUEST_KEYS_DEFAULT};
-use crate::log::Lsn;
+use crate::ids::Lsn;
 use crate::store::{FileKind, Ino, RequestKey, Time};
 
 /// When a call returns relative to durability.

@@ -12,6 +12,7 @@
 use std::path::PathBuf;
 
 use crate::format::DecodeError;
+use crate::ids::SegmentSeq;
 use crate::io::IoError;
 
 pub mod reader;
@@ -22,8 +23,7 @@ pub use reader::{Damage, LogReader, Record, ScanItem, Tail};
 pub use segment::{segment_file_name, META_FILE_NAME};
 pub use writer::{Log, LogStats, NewRecord};
 
-/// A log sequence number: the position of a record in the logical log, from 1.
-pub type Lsn = u64;
+pub use crate::ids::Lsn;
 
 /// Everything the log can fail with. Every variant names where.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,7 +55,7 @@ pub enum LogError {
     #[error("segment {segment_seq} is missing: {}", path.display())]
     MissingSegment {
         /// Its sequence number.
-        segment_seq: u64,
+        segment_seq: SegmentSeq,
         /// The path it should have.
         path: PathBuf,
     },
@@ -66,7 +66,7 @@ pub enum LogError {
     )]
     Corrupt {
         /// Segment sequence number.
-        segment_seq: u64,
+        segment_seq: SegmentSeq,
         /// Segment path.
         path: PathBuf,
         /// Byte offset in the segment.
@@ -84,7 +84,7 @@ pub enum LogError {
     )]
     TornTail {
         /// Segment sequence number.
-        segment_seq: u64,
+        segment_seq: SegmentSeq,
         /// Segment path.
         path: PathBuf,
         /// Byte offset in the segment.

@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 
 use super::LogError;
 use crate::constants::{BLOCK_SIZE_BYTES, META_SIZE_BYTES, SEGMENTS_READY_AHEAD_COUNT};
-use crate::format::{DecodeError, Meta};
+use crate::format::{DecodeError, LogMeta};
+use crate::ids::SegmentSeq;
 use crate::io::{AlignedBuf, Device, IoError, IoErrorKind};
 
 /// Name of the metadata file in a log directory.
@@ -21,21 +22,21 @@ const SEGMENT_SUFFIX: &str = ".seg";
 const ZERO_FILL_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The file name of segment `seq`: twenty decimal digits and `.seg`.
-pub fn segment_file_name(seq: u64) -> String {
+pub fn segment_file_name(seq: SegmentSeq) -> String {
     format!("{seq:020}{SEGMENT_SUFFIX}")
 }
 
 /// The sequence number in a segment file name, if it is one.
-pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+pub fn parse_segment_file_name(name: &str) -> Option<SegmentSeq> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().map(SegmentSeq)
 }
 
 /// Reads and validates the `LOG` file.
-pub fn read_meta<D: Device + ?Sized>(device: &D) -> Result<Meta, LogError> {
+pub fn read_meta<D: Device + ?Sized>(device: &D) -> Result<LogMeta, LogError> {
     let path = device.path_of(META_FILE_NAME);
     let file = match device.open(META_FILE_NAME, false) {
         Ok(file) => file,
@@ -63,11 +64,11 @@ pub fn read_meta<D: Device + ?Sized>(device: &D) -> Result<Meta, LogError> {
             },
         });
     }
-    Meta::decode(&buf).map_err(|why| LogError::BadMeta { path, why })
+    LogMeta::decode(&buf).map_err(|why| LogError::BadMeta { path, why })
 }
 
 /// Writes the `LOG` file atomically: a temporary file, synced, renamed over, directory synced.
-pub fn write_meta<D: Device + ?Sized>(device: &D, meta: &Meta) -> Result<(), LogError> {
+pub fn write_meta<D: Device + ?Sized>(device: &D, meta: &LogMeta) -> Result<(), LogError> {
     let mut buf = AlignedBuf::new_zeroed(META_SIZE_BYTES);
     meta.encode(&mut buf);
     // Into the spare file kept beside `LOG` when there is one: its block is allocated, so
@@ -90,7 +91,7 @@ pub fn write_meta<D: Device + ?Sized>(device: &D, meta: &Meta) -> Result<(), Log
 }
 
 /// The name a new segment is zero-filled under before it is renamed into place.
-fn filling_name(seq: u64) -> String {
+fn filling_name(seq: SegmentSeq) -> String {
     format!("{}{FILLING_SUFFIX}", segment_file_name(seq))
 }
 
@@ -106,7 +107,7 @@ pub const FILLING_SUFFIX: &str = ".filling";
 /// writer refuses new work rather than roll into a sparse file.
 fn prepare_segment<D: Device>(
     device: &D,
-    seq: u64,
+    seq: SegmentSeq,
     segment_size_bytes: u64,
     recycled: Option<String>,
     zeros: &AlignedBuf,
@@ -186,8 +187,8 @@ pub fn remove_unfinished_fills<D: Device>(device: &D) -> Result<(), IoError> {
 
 #[derive(Debug)]
 struct PrepState {
-    ready_up_to: u64,
-    want_up_to: u64,
+    ready_up_to: SegmentSeq,
+    want_up_to: SegmentSeq,
     recyclable: VecDeque<String>,
     error: Option<IoError>,
     shutdown: bool,
@@ -240,7 +241,7 @@ pub struct Preparer<D: Device + Clone> {
 
 impl<D: Device + Clone> Preparer<D> {
     /// Starts the thread (or, for inline IO, none). Segments up to `ready_up_to` exist.
-    pub fn start(device: D, segment_size_bytes: u64, ready_up_to: u64) -> Preparer<D> {
+    pub fn start(device: D, segment_size_bytes: u64, ready_up_to: SegmentSeq) -> Preparer<D> {
         let inline = device.wants_inline_io();
         let shared = Arc::new(PrepShared {
             device,
@@ -273,7 +274,7 @@ impl<D: Device + Clone> Preparer<D> {
     }
 
     /// Inline mode: prepares every segment up to `seq` on this thread.
-    fn prepare_inline(&self, seq: u64) -> Result<(), IoError> {
+    fn prepare_inline(&self, seq: SegmentSeq) -> Result<(), IoError> {
         let zeros = AlignedBuf::new_zeroed(ZERO_FILL_CHUNK_BYTES.max(BLOCK_SIZE_BYTES));
         loop {
             let (next, recycled) = {
@@ -306,7 +307,7 @@ impl<D: Device + Clone> Preparer<D> {
     }
 
     /// Waits until segment `seq` is ready, asking for more ahead of it.
-    pub fn wait_ready(&self, seq: u64) -> Result<(), IoError> {
+    pub fn wait_ready(&self, seq: SegmentSeq) -> Result<(), IoError> {
         if self.thread.is_none() {
             return self.prepare_inline(seq);
         }
@@ -332,7 +333,7 @@ impl<D: Device + Clone> Preparer<D> {
     }
 
     /// Waits until every segment up to `seq` is ready.
-    pub fn reserve(&self, seq: u64) -> Result<(), IoError> {
+    pub fn reserve(&self, seq: SegmentSeq) -> Result<(), IoError> {
         if self.thread.is_none() {
             return self.prepare_inline(seq);
         }
@@ -370,7 +371,7 @@ impl<D: Device + Clone> Preparer<D> {
     }
 
     /// The last segment that is ready.
-    pub fn ready_up_to(&self) -> u64 {
+    pub fn ready_up_to(&self) -> SegmentSeq {
         self.shared
             .state
             .lock()
@@ -429,7 +430,7 @@ impl<D: Device + Clone> Drop for Preparer<D> {
 /// Prepares segment `seq` on the calling thread (log creation).
 pub fn prepare_now<D: Device>(
     device: &D,
-    seq: u64,
+    seq: SegmentSeq,
     segment_size_bytes: u64,
 ) -> Result<(), IoError> {
     let zeros = AlignedBuf::new_zeroed(ZERO_FILL_CHUNK_BYTES);
@@ -442,10 +443,10 @@ mod tests {
 
     #[test]
     fn segment_names_round_trip_and_reject_others() {
-        assert_eq!(segment_file_name(7), "00000000000000000007.seg");
+        assert_eq!(segment_file_name(SegmentSeq(7)), "00000000000000000007.seg");
         assert_eq!(
-            parse_segment_file_name(&segment_file_name(u64::MAX)),
-            Some(u64::MAX)
+            parse_segment_file_name(&segment_file_name(SegmentSeq::MAX)),
+            Some(SegmentSeq::MAX)
         );
         assert_eq!(parse_segment_file_name("LOG"), None);
         assert_eq!(parse_segment_file_name("7.seg"), None);

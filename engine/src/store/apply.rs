@@ -5,13 +5,13 @@ use std::sync::Arc;
 use imbl::OrdMap;
 
 use crate::error::{CorruptKind, FsError};
+use crate::ids::Lsn;
 use crate::io::Device;
-use crate::log::Lsn;
 
 use super::op::Object;
 use crate::constants::BLOCK_SIZE_BYTES;
 
-use super::{runs_of, Block, BlockMap, FileKind, Ino, Inode, Mapped, Name, Op, Store, BLOCK};
+use super::{runs_of, Block, BlockMap, FileKind, Ino, Inode, Mapped, Name, Op, Run, Store, BLOCK};
 
 impl<D: Device> Store<D> {
     /// Applies the ops of the record at `lsn`, skipping those whose object already shows
@@ -22,7 +22,7 @@ impl<D: Device> Store<D> {
             let object = op.object();
             let object_lsn = match object {
                 Object::Space => self.meta.space_lsn,
-                Object::Inode(ino) => self.meta.inodes.get(&ino).map_or(0, |i| i.lsn),
+                Object::Inode(ino) => self.meta.inodes.get(&ino).map_or(Lsn(0), |i| i.lsn),
             };
             // An object this record already changed shows `lsn`: later ops of the record
             // still apply to it.
@@ -66,35 +66,22 @@ impl<D: Device> Store<D> {
                 if self.meta.inodes.contains_key(ino) {
                     return corrupt(format!("inode {ino} created twice"));
                 }
-                self.meta.inodes.insert(
-                    *ino,
-                    Inode {
-                        ino: *ino,
-                        kind: *kind,
-                        attrs: *attrs,
-                        parent: *parent,
-                        target: target.clone(),
-                        blocks: BlockMap::default(),
-                        lsn: 0,
-                    },
-                );
+                let inode = Inode {
+                    ino: *ino,
+                    kind: *kind,
+                    attrs: *attrs,
+                    parent: *parent,
+                    target: target.clone(),
+                    blocks: BlockMap::default(),
+                    lsn: Lsn(0),
+                };
+                self.meta.inodes.insert(*ino, inode);
                 if *kind == FileKind::Dir {
                     self.meta.dirs.insert(*ino, OrdMap::new());
                 }
-                self.meta.next_ino = self.meta.next_ino.max(ino + 1);
+                self.meta.next_ino = self.meta.next_ino.max(ino.next());
             }
-            Op::DropInode { ino } => {
-                if self.meta.dirs.get(ino).is_some_and(|d| !d.is_empty()) {
-                    return corrupt(format!("directory {ino} dropped with entries"));
-                }
-                let inode = self.meta.inodes.remove(ino).ok_or_else(|| {
-                    FsError::corrupt(CorruptKind::Redo, format!("inode {ino} dropped twice"))
-                })?;
-                self.meta.dirs.remove(ino);
-                let runs = runs_of(inode.blocks.data_blocks());
-                self.meta.space.release(&runs)?;
-                self.cache.drop_from(*ino, 0);
-            }
+            Op::DropInode { ino } => self.drop_inode(*ino)?,
             Op::SetAttrs { ino, attrs } => self.inode_mut(*ino)?.attrs = *attrs,
             Op::SetParent { ino, parent } => self.inode_mut(*ino)?.parent = *parent,
             Op::DirInsert { dir, name, ino } => {
@@ -120,74 +107,114 @@ impl<D: Device> Store<D> {
                 first_block,
                 runs,
                 crcs,
-            } => {
-                // Bounded before use: one write maps at most a write's worth of blocks,
-                // all inside the data file.
-                let count = runs.iter().map(|r| r.len).fold(0u64, u64::saturating_add);
-                let high_water = self.meta.space.high_water_blocks;
-                if count > (crate::constants::WRITE_SIZE_BYTES_MAX / BLOCK_SIZE_BYTES) as u64
-                    || runs.iter().any(|r| r.len == 0 || r.end() > high_water)
-                    || first_block.saturating_add(count)
-                        > crate::constants::FILE_SIZE_BYTES_MAX / BLOCK
-                {
-                    return corrupt(format!("mapping of invalid runs {runs:?} at {first_block}"));
+            } => self.map_blocks(*ino, *first_block, runs, crcs)?,
+            Op::WriteInline { ino, offset, bytes } => self.write_inline(*ino, *offset, bytes)?,
+            Op::TruncateData { ino, size } => self.truncate_data(*ino, *size)?,
+        }
+        Ok(())
+    }
+
+    /// [`Op::DropInode`]: the inode goes with its data; a directory must be empty.
+    fn drop_inode(&mut self, ino: Ino) -> Result<(), FsError> {
+        if self.meta.dirs.get(&ino).is_some_and(|d| !d.is_empty()) {
+            return Err(FsError::corrupt(
+                CorruptKind::Redo,
+                format!("directory {ino} dropped with entries"),
+            ));
+        }
+        let inode = self.meta.inodes.remove(&ino).ok_or_else(|| {
+            FsError::corrupt(CorruptKind::Redo, format!("inode {ino} dropped twice"))
+        })?;
+        self.meta.dirs.remove(&ino);
+        let runs = runs_of(inode.blocks.data_blocks());
+        self.meta.space.release(&runs)?;
+        self.cache.drop_from(ino, 0);
+        Ok(())
+    }
+
+    /// [`Op::MapBlocks`]: file blocks from `first_block` name `runs`, each with its
+    /// checksum; what they named before is released. Bounded before use: one write maps at
+    /// most a write's worth of blocks, all inside the data file.
+    fn map_blocks(
+        &mut self,
+        ino: Ino,
+        first_block: u64,
+        runs: &[Run],
+        crcs: &[u32],
+    ) -> Result<(), FsError> {
+        let corrupt = |what: String| Err(FsError::corrupt(CorruptKind::Redo, what));
+        let count = runs.iter().map(|r| r.len).fold(0u64, u64::saturating_add);
+        let high_water = self.meta.space.high_water_blocks;
+        if count > (crate::constants::WRITE_SIZE_BYTES_MAX / BLOCK_SIZE_BYTES) as u64
+            || runs.iter().any(|r| r.len == 0 || r.end() > high_water)
+            || first_block.saturating_add(count) > crate::constants::FILE_SIZE_BYTES_MAX / BLOCK
+        {
+            return corrupt(format!("mapping of invalid runs {runs:?} at {first_block}"));
+        }
+        if crcs.len() as u64 != count {
+            return corrupt(format!(
+                "mapping of {count} blocks at {first_block} with {} checksums",
+                crcs.len()
+            ));
+        }
+        let mut released = Vec::new();
+        let mut file_block = first_block;
+        let inode = self.inode_mut(ino)?;
+        let mut crcs = crcs.iter();
+        for run in runs {
+            for data_block in run.start..run.end() {
+                let crc = *crcs.next().expect("one checksum per block, checked above");
+                if let Some(old) = inode.blocks.insert(file_block, Mapped { data_block, crc }) {
+                    released.push(old);
                 }
-                if crcs.len() as u64 != count {
-                    return corrupt(format!(
-                        "mapping of {count} blocks at {first_block} with {} checksums",
-                        crcs.len()
-                    ));
-                }
-                let mut released = Vec::new();
-                let mut file_block = *first_block;
-                let inode = self.inode_mut(*ino)?;
-                let mut crcs = crcs.iter();
-                for run in runs {
-                    for data_block in run.start..run.end() {
-                        let crc = *crcs.next().expect("one checksum per block, checked above");
-                        if let Some(old) =
-                            inode.blocks.insert(file_block, Mapped { data_block, crc })
-                        {
-                            released.push(old);
-                        }
-                        file_block += 1;
-                    }
-                }
-                self.meta.space.release(&runs_of(released.into_iter()))?;
-                for block in *first_block..file_block {
-                    self.cache.drop_block(*ino, block);
-                }
+                file_block += 1;
             }
-            Op::WriteInline { ino, offset, bytes } => {
-                if offset.saturating_add(bytes.len() as u64) > crate::constants::FILE_SIZE_BYTES_MAX
-                {
-                    return corrupt(format!("inline write past the largest file at {offset}"));
-                }
-                let mut done = 0usize;
-                while done < bytes.len() {
-                    let at = offset + done as u64;
-                    let block = at / BLOCK;
-                    let within = (at % BLOCK) as usize;
-                    let take = (BLOCK_SIZE_BYTES - within).min(bytes.len() - done);
-                    let cached = self.dirty_block(*ino, block)?;
-                    cached[within..within + take].copy_from_slice(&bytes[done..done + take]);
-                    done += take;
-                }
-            }
-            Op::TruncateData { ino, size } => {
-                if *size > crate::constants::FILE_SIZE_BYTES_MAX {
-                    return corrupt(format!("truncation past the largest file: {size}"));
-                }
-                let keep = size.div_ceil(BLOCK);
-                let inode = self.inode_mut(*ino)?;
-                let gone = inode.blocks.remove_from(keep);
-                self.meta.space.release(&runs_of(gone.into_iter()))?;
-                self.cache.drop_from(*ino, keep);
-                let within = (size % BLOCK) as usize;
-                if within != 0 && self.holds_block(*ino, keep - 1) {
-                    self.dirty_block(*ino, keep - 1)?[within..].fill(0);
-                }
-            }
+        }
+        self.meta.space.release(&runs_of(released.into_iter()))?;
+        for block in first_block..file_block {
+            self.cache.drop_block(ino, block);
+        }
+        Ok(())
+    }
+
+    /// [`Op::WriteInline`]: the bytes go into the file's cached blocks.
+    fn write_inline(&mut self, ino: Ino, offset: u64, bytes: &[u8]) -> Result<(), FsError> {
+        if offset.saturating_add(bytes.len() as u64) > crate::constants::FILE_SIZE_BYTES_MAX {
+            return Err(FsError::corrupt(
+                CorruptKind::Redo,
+                format!("inline write past the largest file at {offset}"),
+            ));
+        }
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let at = offset + done as u64;
+            let block = at / BLOCK;
+            let within = (at % BLOCK) as usize;
+            let take = (BLOCK_SIZE_BYTES - within).min(bytes.len() - done);
+            let cached = self.dirty_block(ino, block)?;
+            cached[within..within + take].copy_from_slice(&bytes[done..done + take]);
+            done += take;
+        }
+        Ok(())
+    }
+
+    /// [`Op::TruncateData`]: data past `size` is released, the rest of its last block
+    /// zeroed.
+    fn truncate_data(&mut self, ino: Ino, size: u64) -> Result<(), FsError> {
+        if size > crate::constants::FILE_SIZE_BYTES_MAX {
+            return Err(FsError::corrupt(
+                CorruptKind::Redo,
+                format!("truncation past the largest file: {size}"),
+            ));
+        }
+        let keep = size.div_ceil(BLOCK);
+        let inode = self.inode_mut(ino)?;
+        let gone = inode.blocks.remove_from(keep);
+        self.meta.space.release(&runs_of(gone.into_iter()))?;
+        self.cache.drop_from(ino, keep);
+        let within = (size % BLOCK) as usize;
+        if within != 0 && self.holds_block(ino, keep - 1) {
+            self.dirty_block(ino, keep - 1)?[within..].fill(0);
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::constants::BLOCK_SIZE_BYTES;
 use crate::io::Device;
 
-use super::{FileKind, Ino, Store, ROOT_INO};
+use super::{FileKind, FsMeta, Ino, Inode, Store, ROOT_INO};
 
 const BLOCK: u64 = BLOCK_SIZE_BYTES as u64;
 
@@ -54,7 +54,34 @@ pub fn check<D: Device>(store: &Store<D>, allocated_blocks: u64) -> FsckReport {
     let meta = &store.meta;
     let mut report = FsckReport::default();
     let mut problems: Vec<String> = Vec::new();
+    check_root(meta, &mut problems);
+    let names = count_names(meta, &mut report, &mut problems);
+    // Data block -> the file block that maps it.
+    let mut owner: HashMap<u64, (Ino, u64)> = HashMap::new();
+    for (&ino, inode) in meta.inodes.iter() {
+        report.inode_count += 1;
+        if inode.ino != ino {
+            problems.push(format!("inode {ino} says it is {}", inode.ino));
+        }
+        if ino >= meta.next_ino {
+            problems.push(format!(
+                "inode {ino} at or past the next number {}",
+                meta.next_ino
+            ));
+        }
+        check_links(meta, inode, &names, &mut report, &mut problems);
+        if inode.kind != FileKind::File && !inode.blocks.is_empty() {
+            problems.push(format!("inode {ino} is not a file but maps data blocks"));
+        }
+        check_blocks(store, inode, &mut owner, &mut report, &mut problems);
+    }
+    check_space(store, &owner, allocated_blocks, &mut report, &mut problems);
+    report.problems = problems;
+    report
+}
 
+/// The root is a directory and its own parent.
+fn check_root(meta: &FsMeta, problems: &mut Vec<String>) {
     match meta.inodes.get(&ROOT_INO) {
         None => problems.push("the root directory is missing".into()),
         Some(root) if root.kind != FileKind::Dir => {
@@ -65,8 +92,16 @@ pub fn check<D: Device>(store: &Store<D>, allocated_blocks: u64) -> FsckReport {
         }
         Some(_) => {}
     }
+}
 
-    // Names pointing at each inode, and subdirectories of each directory.
+/// Names pointing at each inode, and subdirectories of each directory.
+struct Names {
+    links: HashMap<Ino, u32>,
+    subdirs: HashMap<Ino, u32>,
+}
+
+/// Walks every entry table: counts names and subdirectories, checks each entry.
+fn count_names(meta: &FsMeta, report: &mut FsckReport, problems: &mut Vec<String>) -> Names {
     let mut links: HashMap<Ino, u32> = HashMap::new();
     let mut subdirs: HashMap<Ino, u32> = HashMap::new();
     for (&dir, entries) in meta.dirs.iter() {
@@ -95,116 +130,137 @@ pub fn check<D: Device>(store: &Store<D>, allocated_blocks: u64) -> FsckReport {
             }
         }
     }
+    Names { links, subdirs }
+}
 
-    let mut owner: HashMap<u64, (Ino, u64)> = HashMap::new();
-    for (&ino, inode) in meta.inodes.iter() {
-        report.inode_count += 1;
-        if inode.ino != ino {
-            problems.push(format!("inode {ino} says it is {}", inode.ino));
+/// Link counts: a directory's is 2 plus its subdirectories, a file's its names; a file
+/// with no name and no link is an orphan.
+fn check_links(
+    meta: &FsMeta,
+    inode: &Inode,
+    names: &Names,
+    report: &mut FsckReport,
+    problems: &mut Vec<String>,
+) {
+    let ino = inode.ino;
+    let named = names.links.get(&ino).copied().unwrap_or(0);
+    match inode.kind {
+        FileKind::Dir => {
+            report.dir_count += 1;
+            if !meta.dirs.contains_key(&ino) {
+                problems.push(format!("directory {ino} has no entry table"));
+            }
+            let want = 2 + names.subdirs.get(&ino).copied().unwrap_or(0);
+            if inode.attrs.nlink != want {
+                problems.push(format!(
+                    "directory {ino} has nlink {}, want {want}",
+                    inode.attrs.nlink
+                ));
+            }
+            let want_named = if ino == ROOT_INO { 0 } else { 1 };
+            if named != want_named {
+                problems.push(format!("directory {ino} is named {named} times"));
+            }
         }
-        if ino >= meta.next_ino {
-            problems.push(format!(
-                "inode {ino} at or past the next number {}",
-                meta.next_ino
-            ));
-        }
-        let named = links.get(&ino).copied().unwrap_or(0);
-        match inode.kind {
-            FileKind::Dir => {
-                report.dir_count += 1;
-                if !meta.dirs.contains_key(&ino) {
-                    problems.push(format!("directory {ino} has no entry table"));
-                }
-                let want = 2 + subdirs.get(&ino).copied().unwrap_or(0);
-                if inode.attrs.nlink != want {
-                    problems.push(format!(
-                        "directory {ino} has nlink {}, want {want}",
-                        inode.attrs.nlink
-                    ));
-                }
-                let want_named = if ino == ROOT_INO { 0 } else { 1 };
-                if named != want_named {
-                    problems.push(format!("directory {ino} is named {named} times"));
+        FileKind::File | FileKind::Symlink => {
+            if inode.kind == FileKind::File {
+                report.file_count += 1;
+            } else {
+                report.symlink_count += 1;
+                if inode.target.is_empty() || inode.attrs.size != inode.target.len() as u64 {
+                    problems.push(format!("symbolic link {ino} has a bad target or size"));
                 }
             }
-            FileKind::File | FileKind::Symlink => {
-                if inode.kind == FileKind::File {
-                    report.file_count += 1;
+            if inode.attrs.nlink != named {
+                problems.push(format!(
+                    "inode {ino} has nlink {} but {named} names",
+                    inode.attrs.nlink
+                ));
+            }
+            if named == 0 {
+                // With no link it is an orphan a file server holds open (see
+                // `Engine::open`); with links and no name it is lost.
+                if inode.attrs.nlink == 0 {
+                    report.orphan_count += 1;
                 } else {
-                    report.symlink_count += 1;
-                    if inode.target.is_empty() || inode.attrs.size != inode.target.len() as u64 {
-                        problems.push(format!("symbolic link {ino} has a bad target or size"));
-                    }
-                }
-                if inode.attrs.nlink != named {
-                    problems.push(format!(
-                        "inode {ino} has nlink {} but {named} names",
-                        inode.attrs.nlink
-                    ));
-                }
-                if named == 0 {
-                    // With no link it is an orphan a file server holds open (see
-                    // `Engine::open`); with links and no name it is lost.
-                    if inode.attrs.nlink == 0 {
-                        report.orphan_count += 1;
-                    } else {
-                        problems.push(format!("inode {ino} is named nowhere"));
-                    }
-                }
-            }
-        }
-        if inode.kind != FileKind::File && !inode.blocks.is_empty() {
-            problems.push(format!("inode {ino} is not a file but maps data blocks"));
-        }
-        let blocks_in_size = inode.attrs.size.div_ceil(BLOCK);
-        for (file_block, mapped) in inode.blocks.iter() {
-            let data_block = mapped.data_block;
-            report.mapped_blocks += 1;
-            // Every mapped block is read back and checked against its checksum.
-            let mut bytes = [0u8; BLOCK_SIZE_BYTES];
-            match store.data.read_block(data_block, &mut bytes) {
-                Ok(()) if super::block_crc(&bytes) == mapped.crc => {}
-                Ok(()) => {
-                    report.bad_blocks += 1;
-                    problems.push(format!(
-                        "data of inode {ino} at offset {} (data block {data_block}) fails its \
-                         checksum",
-                        file_block * BLOCK
-                    ));
-                }
-                Err(e) => {
-                    report.bad_blocks += 1;
-                    problems.push(format!(
-                        "data of inode {ino} at offset {} (data block {data_block}) cannot be \
-                         read: {e}",
-                        file_block * BLOCK
-                    ));
-                }
-            }
-            if file_block >= blocks_in_size {
-                problems.push(format!(
-                    "inode {ino} maps block {file_block} past its size {}",
-                    inode.attrs.size
-                ));
-            }
-            if data_block >= meta.space.high_water_blocks {
-                problems.push(format!(
-                    "inode {ino} maps data block {data_block} past the high water {}",
-                    meta.space.high_water_blocks
-                ));
-            }
-            if let Some((other, other_block)) = owner.insert(data_block, (ino, file_block)) {
-                problems.push(format!(
-                    "data block {data_block} is mapped by {other}:{other_block} and {ino}:{file_block}"
-                ));
-            }
-            if let Some((&start, &len)) = meta.space.free.get_prev(&data_block) {
-                if data_block < start + len {
-                    problems.push(format!("data block {data_block} of {ino} is also free"));
+                    problems.push(format!("inode {ino} is named nowhere"));
                 }
             }
         }
     }
+}
+
+/// Every mapped block of `inode` is read back and checked against its checksum, inside
+/// the file's size and the data file, mapped once and not free.
+fn check_blocks<D: Device>(
+    store: &Store<D>,
+    inode: &Inode,
+    owner: &mut HashMap<u64, (Ino, u64)>,
+    report: &mut FsckReport,
+    problems: &mut Vec<String>,
+) {
+    let meta = &store.meta;
+    let ino = inode.ino;
+    let blocks_in_size = inode.attrs.size.div_ceil(BLOCK);
+    for (file_block, mapped) in inode.blocks.iter() {
+        let data_block = mapped.data_block;
+        report.mapped_blocks += 1;
+        // Every mapped block is read back and checked against its checksum.
+        let mut bytes = [0u8; BLOCK_SIZE_BYTES];
+        match store.data.read_block(data_block, &mut bytes) {
+            Ok(()) if super::block_crc(&bytes) == mapped.crc => {}
+            Ok(()) => {
+                report.bad_blocks += 1;
+                problems.push(format!(
+                    "data of inode {ino} at offset {} (data block {data_block}) fails its \
+                     checksum",
+                    file_block * BLOCK
+                ));
+            }
+            Err(e) => {
+                report.bad_blocks += 1;
+                problems.push(format!(
+                    "data of inode {ino} at offset {} (data block {data_block}) cannot be \
+                     read: {e}",
+                    file_block * BLOCK
+                ));
+            }
+        }
+        if file_block >= blocks_in_size {
+            problems.push(format!(
+                "inode {ino} maps block {file_block} past its size {}",
+                inode.attrs.size
+            ));
+        }
+        if data_block >= meta.space.high_water_blocks {
+            problems.push(format!(
+                "inode {ino} maps data block {data_block} past the high water {}",
+                meta.space.high_water_blocks
+            ));
+        }
+        if let Some((other, other_block)) = owner.insert(data_block, (ino, file_block)) {
+            problems.push(format!(
+                "data block {data_block} is mapped by {other}:{other_block} and {ino}:{file_block}"
+            ));
+        }
+        if let Some((&start, &len)) = meta.space.free.get_prev(&data_block) {
+            if data_block < start + len {
+                problems.push(format!("data block {data_block} of {ino} is also free"));
+            }
+        }
+    }
+}
+
+/// Quarantined blocks are mapped by nobody, cached blocks lie inside their files, and the
+/// free-space map adds up.
+fn check_space<D: Device>(
+    store: &Store<D>,
+    owner: &HashMap<u64, (Ino, u64)>,
+    allocated_blocks: u64,
+    report: &mut FsckReport,
+    problems: &mut Vec<String>,
+) {
+    let meta = &store.meta;
     for run in &meta.space.quarantine {
         for block in run.start..run.end() {
             if let Some((ino, _)) = owner.get(&block) {
@@ -250,6 +306,4 @@ pub fn check<D: Device>(store: &Store<D>, allocated_blocks: u64) -> FsckReport {
             meta.space.high_water_blocks
         ));
     }
-    report.problems = problems;
-    report
 }

@@ -13,10 +13,10 @@ use crate::constants::{
 };
 use crate::error::{CorruptKind, FsError};
 use crate::format::{U32Le, U64Le};
+use crate::ids::Lsn;
 use crate::io::{AlignedBuf, Device, IoError, IoErrorKind};
-use crate::log::Lsn;
 
-use super::Meta;
+use super::FsMeta;
 
 /// Name of the superblock file.
 pub const SUPER_FILE_NAME: &str = "SUPER";
@@ -116,8 +116,8 @@ impl Superblock {
             version: U32Le::new(STORE_FORMAT_VERSION),
             image_crc: U32Le::new(self.image_crc),
             seq: U64Le::new(self.seq),
-            applied_lsn: U64Le::new(self.applied_lsn),
-            scan_start_lsn: U64Le::new(self.scan_start_lsn),
+            applied_lsn: U64Le::new(self.applied_lsn.get()),
+            scan_start_lsn: U64Le::new(self.scan_start_lsn.get()),
             image_len: U64Le::new(self.image_len),
             log_id: U64Le::new(self.log_id),
             reserved: U32Le::new(0),
@@ -157,8 +157,8 @@ impl Superblock {
         }
         let sb = Superblock {
             seq: raw.seq.get(),
-            applied_lsn: raw.applied_lsn.get(),
-            scan_start_lsn: raw.scan_start_lsn.get(),
+            applied_lsn: Lsn(raw.applied_lsn.get()),
+            scan_start_lsn: Lsn(raw.scan_start_lsn.get()),
             image_len: raw.image_len.get(),
             image_crc: raw.image_crc.get(),
             log_id: raw.log_id.get(),
@@ -166,7 +166,7 @@ impl Superblock {
         if sb.seq == 0 || sb.image_len > IMAGE_SIZE_BYTES_MAX {
             return Err(format!("out-of-bounds fields {sb:?}"));
         }
-        if sb.scan_start_lsn == 0 || sb.scan_start_lsn > sb.applied_lsn + 1 {
+        if sb.scan_start_lsn == Lsn(0) || sb.scan_start_lsn > sb.applied_lsn + 1 {
             return Err(format!("scan start past the applied LSN in {sb:?}"));
         }
         Ok(Some(sb))
@@ -284,7 +284,7 @@ pub fn read_super<D: Device + ?Sized>(device: &D) -> Result<Option<Superblock>, 
 }
 
 /// Encodes a checkpoint image.
-pub fn encode_image(meta: &Meta) -> Result<Vec<u8>, FsError> {
+pub fn encode_image(meta: &FsMeta) -> Result<Vec<u8>, FsError> {
     Ok(postcard::to_stdvec(meta).expect("encoding into a Vec cannot fail"))
 }
 
@@ -333,7 +333,7 @@ pub fn write_super<D: Device + ?Sized>(device: &D, sb: &Superblock) -> Result<()
 }
 
 /// Reads and checks the image `sb` names.
-pub fn read_image<D: Device + ?Sized>(device: &D, sb: &Superblock) -> Result<Meta, FsError> {
+pub fn read_image<D: Device + ?Sized>(device: &D, sb: &Superblock) -> Result<FsMeta, FsError> {
     let name = image_file_name(sb.seq);
     let path = device.path_of(&name);
     let file = device.open(&name, false).map_err(|e| {
@@ -380,7 +380,7 @@ pub fn read_image<D: Device + ?Sized>(device: &D, sb: &Superblock) -> Result<Met
             format!("{}: CRC mismatch", path.display()),
         ));
     }
-    let meta: Meta = postcard::from_bytes(&image)
+    let meta: FsMeta = postcard::from_bytes(&image)
         .map_err(|e| FsError::corrupt(CorruptKind::Image, format!("{}: {e}", path.display())))?;
     if meta.applied_lsn != sb.applied_lsn {
         return Err(FsError::corrupt(
@@ -406,8 +406,8 @@ mod tests {
     fn sb(seq: u64) -> Superblock {
         Superblock {
             seq,
-            applied_lsn: 100 + seq,
-            scan_start_lsn: 90,
+            applied_lsn: Lsn(100 + seq),
+            scan_start_lsn: Lsn(90),
             image_len: 5000,
             image_crc: 0xdead_beef,
             log_id: 42,
@@ -437,20 +437,20 @@ mod tests {
 #[cfg(test)]
 mod image_tests {
     use super::*;
-    use crate::store::{Meta, Time};
+    use crate::store::{FsMeta, Time};
 
     #[test]
     fn an_image_round_trips_and_a_huge_count_is_refused_without_allocating_it() {
-        let meta = Meta::new(Time::default(), 1000);
+        let meta = FsMeta::new(Time::default(), 1000);
         let bytes = encode_image(&meta).unwrap();
-        let back: Meta = postcard::from_bytes(&bytes).unwrap();
+        let back: FsMeta = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, meta);
         // The inode count is the fourth field (after three one-byte varints here): claim
         // 2^62 inodes. Decoding must fail (too few bytes), not try to allocate them.
         let mut bad = bytes[..3].to_vec();
         bad.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f]);
         bad.extend_from_slice(&bytes[4..]);
-        assert!(postcard::from_bytes::<Meta>(&bad).is_err());
+        assert!(postcard::from_bytes::<FsMeta>(&bad).is_err());
     }
 }
 
@@ -462,8 +462,8 @@ mod resurrection_tests {
     fn sb(seq: u64) -> Superblock {
         Superblock {
             seq,
-            applied_lsn: 10 * seq,
-            scan_start_lsn: 1,
+            applied_lsn: Lsn(10 * seq),
+            scan_start_lsn: Lsn(1),
             image_len: 4096,
             image_crc: 7,
             log_id: 42,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::constants::{BLOCK_SIZE_BYTES, NAME_SIZE_BYTES_MAX};
 use crate::error::FsError;
-use crate::log::Lsn;
+use crate::ids::Lsn;
 
 use super::{cautious, Ino};
 
@@ -145,7 +145,7 @@ pub fn block_crc(bytes: &[u8]) -> u32 {
 
 /// File block -> data block and its checksum. Empty costs nothing (most inodes have no
 /// blocks, and an empty persistent map still allocates a node); cloning is O(1) like the
-/// rest of [`Meta`].
+/// rest of [`FsMeta`](super::FsMeta).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockMap(
     #[serde(deserialize_with = "cautious::opt_ord_map")] Option<OrdMap<u64, Mapped>>,
@@ -211,7 +211,7 @@ impl BlockMap {
 
 /// What a file server sees of an inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Attr {
+pub struct Stat {
     /// Inode number.
     pub ino: Ino,
     /// What it is.
@@ -238,8 +238,8 @@ pub struct Attr {
 
 impl Inode {
     /// The attributes a file server sees.
-    pub fn attr(&self) -> Attr {
-        Attr {
+    pub fn attr(&self) -> Stat {
+        Stat {
             ino: self.ino,
             kind: self.kind,
             mode: self.attrs.mode,

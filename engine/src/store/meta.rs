@@ -1,25 +1,26 @@
-//! The metadata ([`Meta`]): every inode, directory and free block, as persistent maps
+//! The metadata ([`FsMeta`]): every inode, directory and free block, as persistent maps
 //! that a checkpoint snapshots in O(1).
 
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CorruptKind, FsError};
-use crate::log::Lsn;
+use crate::ids::Lsn;
 
 use super::{
     cautious, Attrs, BlockMap, FileKind, Ino, Inode, Name, RequestTable, Space, Time, ROOT_INO,
 };
+use crate::ids::TxnId;
 
 /// The metadata: everything but the cached file data. Cloning is O(1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meta {
+pub struct FsMeta {
     /// Every record up to this LSN is reflected.
     pub applied_lsn: Lsn,
     /// The next inode number.
     pub next_ino: Ino,
     /// The next transaction id.
-    pub next_txn_id: u64,
+    pub next_txn_id: TxnId,
     /// The inodes.
     #[serde(deserialize_with = "cautious::ord_map")]
     pub inodes: OrdMap<Ino, Inode>,
@@ -34,10 +35,10 @@ pub struct Meta {
     pub keys: RequestTable,
 }
 
-impl Meta {
+impl FsMeta {
     /// A new file system: an empty root directory with mode 0755 owned by root, its times
     /// `created`.
-    pub fn new(created: Time, capacity_blocks: u64) -> Meta {
+    pub fn new(created: Time, capacity_blocks: u64) -> FsMeta {
         let root = Inode {
             ino: ROOT_INO,
             kind: FileKind::Dir,
@@ -54,16 +55,16 @@ impl Meta {
             parent: ROOT_INO,
             target: Vec::new(),
             blocks: BlockMap::default(),
-            lsn: 0,
+            lsn: Lsn(0),
         };
-        Meta {
-            applied_lsn: 0,
+        FsMeta {
+            applied_lsn: Lsn(0),
             next_ino: ROOT_INO + 1,
-            next_txn_id: 1,
+            next_txn_id: TxnId(1),
             inodes: OrdMap::unit(ROOT_INO, root),
             dirs: OrdMap::unit(ROOT_INO, OrdMap::new()),
             space: Space::new(capacity_blocks),
-            space_lsn: 0,
+            space_lsn: Lsn(0),
             keys: RequestTable::default(),
         }
     }
@@ -100,7 +101,7 @@ impl Meta {
             Some(inode) if inode.kind != FileKind::Dir => Err(FsError::NotDir),
             Some(_) => self.dirs.get(&ino).ok_or_else(|| {
                 FsError::corrupt(
-                    CorruptKind::Meta,
+                    CorruptKind::Metadata,
                     format!("directory {ino} has no entry table"),
                 )
             }),
@@ -124,7 +125,7 @@ impl Meta {
             dir = self.inode(dir)?.parent;
         }
         Err(FsError::corrupt(
-            CorruptKind::Meta,
+            CorruptKind::Metadata,
             "a directory is its own ancestor",
         ))
     }

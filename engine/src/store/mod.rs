@@ -2,7 +2,7 @@
 //! data in blocks of a data file, the free-space map, the request keys) and the primitive
 //! effects ([`Op`]) that file transactions log and apply.
 //!
-//! - In memory, the metadata is a [`Meta`] of persistent maps (`imbl`): a checkpoint takes
+//! - In memory, the metadata is a [`FsMeta`] of persistent maps (`imbl`): a checkpoint takes
 //!   a consistent snapshot of it in O(1) and writes it out without stopping commits.
 //! - File data lives in 4 KiB blocks of the `DATA` file. A small write travels in the log
 //!   ([`Op::WriteInline`]) and sits in the dirty cache until a checkpoint writes it to
@@ -33,8 +33,8 @@ pub mod space;
 
 pub use cache::{Block, Cache};
 pub use data::DataFile;
-pub use inode::{block_crc, Attr, Attrs, BlockMap, FileKind, Inode, Mapped, Name, Time};
-pub use meta::Meta;
+pub use inode::{block_crc, Attrs, BlockMap, FileKind, Inode, Mapped, Name, Stat, Time};
+pub use meta::FsMeta;
 pub use op::Op;
 pub use requests::{Outcome, RequestKey, RequestTable, TxnResult};
 
@@ -96,11 +96,7 @@ pub(crate) mod cautious {
     }
 }
 
-/// An inode number. Never reused.
-pub type Ino = u64;
-
-/// The root directory's inode number.
-pub const ROOT_INO: Ino = 1;
+pub use crate::ids::{Ino, ROOT_INO};
 
 /// Name of the data file in the engine's directory.
 pub const DATA_FILE_NAME: &str = "DATA";
@@ -111,7 +107,7 @@ const BLOCK: u64 = BLOCK_SIZE_BYTES as u64;
 #[derive(Debug)]
 pub struct Store<D: Device> {
     /// The metadata.
-    pub meta: Meta,
+    pub meta: FsMeta,
     /// Data not yet in the data file.
     pub cache: Cache,
     /// The data file.
@@ -120,7 +116,7 @@ pub struct Store<D: Device> {
 
 impl<D: Device> Store<D> {
     /// A store of `meta` over `data`, nothing cached.
-    pub fn new(meta: Meta, data: Arc<DataFile<D>>) -> Store<D> {
+    pub fn new(meta: FsMeta, data: Arc<DataFile<D>>) -> Store<D> {
         Store {
             meta,
             cache: Cache::default(),

@@ -22,9 +22,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CorruptKind, FsError};
+use crate::ids::Lsn;
+use crate::ids::TxnId;
 use crate::io::Device;
-use crate::log::Lsn;
-use crate::store::{Ino, Meta, Op, Outcome, RequestKey, Run, Store, TxnResult};
+use crate::store::{FsMeta, Ino, Op, Outcome, RequestKey, Run, Store, TxnResult};
 
 pub mod machines;
 
@@ -143,7 +144,7 @@ pub fn apply_logged<D: Device>(
     lsn: Lsn,
     request_keys_max: usize,
 ) -> Result<(), FsError> {
-    assert!(lsn > 0, "a logged record has an LSN");
+    assert!(lsn > Lsn(0), "a logged record has an LSN");
     store.apply(record.redo(), lsn)?;
     let outcome = match record {
         TxnRecord::Commit {
@@ -212,7 +213,7 @@ impl Context<'_> {
 /// A logged state machine. See the module docs.
 pub trait Machine: Sized + Clone {
     /// The next transition from the current state, or why the operation is refused.
-    fn next(&self, meta: &Meta, context: &Context<'_>) -> Result<Transition<Self>, FsError>;
+    fn next(&self, meta: &FsMeta, context: &Context<'_>) -> Result<Transition<Self>, FsError>;
     /// Whether the state is past the point of no return (recovery resumes the transaction
     /// rather than rolling it back).
     fn past_point_of_no_return(&self) -> bool;
@@ -228,7 +229,7 @@ pub trait Machine: Sized + Clone {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxnTrack {
     /// Transaction id.
-    pub txn_id: u64,
+    pub txn_id: TxnId,
     /// LSN of its first record.
     pub first_lsn: Lsn,
     /// The caller's request key.
@@ -274,7 +275,7 @@ pub enum Decision {
 }
 
 impl TxnTrack {
-    fn new(txn_id: u64, lsn: Lsn) -> TxnTrack {
+    fn new(txn_id: TxnId, lsn: Lsn) -> TxnTrack {
         TxnTrack {
             txn_id,
             first_lsn: lsn,
@@ -363,9 +364,9 @@ pub fn decide(compensating: bool, past_point_of_no_return: bool) -> Decision {
 #[derive(Clone, Debug, Default)]
 pub struct Analysis {
     /// Transactions, by id.
-    pub txns: std::collections::BTreeMap<u64, TxnTrack>,
+    pub txns: std::collections::BTreeMap<TxnId, TxnTrack>,
     /// Highest transaction id seen.
-    pub max_txn_id: u64,
+    pub max_txn_id: TxnId,
     /// Records seen.
     pub record_count: u64,
 }
@@ -376,7 +377,7 @@ impl Analysis {
     pub fn observe(
         &mut self,
         lsn: Lsn,
-        txn_id: u64,
+        txn_id: TxnId,
         step_no: u32,
         record: &TxnRecord,
         keep_finished: bool,

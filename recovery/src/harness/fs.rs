@@ -8,7 +8,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use smlog::io::Device;
 use smlog::{
-    Engine, FileKind, FsError, NewAttrs, RenameFlags, SetAttrChanges, TxnOptions, ROOT_INO,
+    Engine, FileKind, FsError, Ino, NewAttrs, RenameFlags, SetAttrChanges, TxnOptions, ROOT_INO,
 };
 
 use super::{Scenario, SimEngine};
@@ -427,7 +427,7 @@ pub fn tree_of<D: Device>(engine: &Engine<D>) -> Result<Tree, FsError> {
 
 fn walk_engine<D: Device>(
     engine: &Engine<D>,
-    dir: u64,
+    dir: Ino,
     path: &[u8],
     tree: &mut Tree,
 ) -> Result<(), FsError> {
@@ -464,7 +464,7 @@ fn walk_engine<D: Device>(
     }
 }
 
-fn resolve<D: Device>(engine: &Engine<D>, path: &[u8]) -> Result<u64, FsError> {
+fn resolve<D: Device>(engine: &Engine<D>, path: &[u8]) -> Result<Ino, FsError> {
     let mut at = ROOT_INO;
     if path.is_empty() {
         return Ok(at);

@@ -15,6 +15,8 @@ use smlog::{Durability, Log, LogError, NewRecord};
 use super::fs::{FsOp, FsScenario, Model, FS_SCENARIO_DIRS, FS_SCENARIO_NAMES};
 use super::{run_with, Choices, Config, Faults};
 use crate::{open_log, RecoveryOptions};
+use smlog::Lsn;
+use smlog::TxnId;
 
 /// Most cycles, operations per cycle and crashes during one recovery a plan may hold, so
 /// no input runs long.
@@ -192,13 +194,13 @@ pub fn run_log_plan(plan: &LogCrashPlan) -> u64 {
     )
     .expect("creating a log on a fresh device");
     // LSN -> payloads ever appended with it; LSN -> payload acknowledged durable.
-    let mut appended: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
-    let mut acked: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut appended: BTreeMap<Lsn, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut acked: BTreeMap<Lsn, Vec<u8>> = BTreeMap::new();
     let mut damaged = false;
     for (c, cycle) in plan.cycles.iter().take(CYCLES_MAX).enumerate() {
         device.set_faults(cycle.fault.config(&[]));
         damaged |= cycle.fault.is_damage() || cycle.plan.is_damage();
-        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut pending: Vec<(Lsn, Vec<u8>)> = Vec::new();
         for step in cycle.steps.iter().take(OPS_MAX) {
             match *step {
                 LogStep::Append {
@@ -209,12 +211,12 @@ pub fn run_log_plan(plan: &LogCrashPlan) -> u64 {
                     let count = usize::from(records % 3) + 1;
                     let next = log.last_lsn() + 1;
                     let payloads: Vec<Vec<u8>> = (0..count)
-                        .map(|i| payload(next + i as u64, c, usize::from(len % 5000)))
+                        .map(|i| payload((next + i as u64).get(), c, usize::from(len % 5000)))
                         .collect();
                     let new: Vec<NewRecord<'_>> = payloads
                         .iter()
                         .map(|p| NewRecord {
-                            txn_id: 1,
+                            txn_id: TxnId(1),
                             step: 1,
                             kind: 1,
                             payload: p,
@@ -285,7 +287,7 @@ pub fn run_log_plan(plan: &LogCrashPlan) -> u64 {
         if !damaged {
             // The log is never released here, so it starts at LSN 1: every acknowledged
             // record must be read back.
-            let read: BTreeMap<u64, &Vec<u8>> = records.iter().map(|(l, b)| (*l, b)).collect();
+            let read: BTreeMap<Lsn, &Vec<u8>> = records.iter().map(|(l, b)| (*l, b)).collect();
             for (lsn, bytes) in &acked {
                 assert_eq!(
                     read.get(lsn).copied(),

@@ -24,9 +24,9 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use smlog::internals::Decision;
 use smlog::io::sim::{CrashPlan, FaultConfig, SimDevice};
 use smlog::io::IoErrorKind;
-use smlog::txn::Decision;
 use smlog::{Durability, Engine, FsError, LogError, Time, TxnOptions};
 
 use crate::{open_device, OpenOptions};

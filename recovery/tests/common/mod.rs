@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use smlog::io::sim::{CrashPlan, SimDevice};
 use smlog::log::writer::CreateOptions;
+use smlog::TxnId;
 use smlog::{Log, NewRecord, Record};
 use smlog_recovery::{open_log, RecoveryOptions, RecoveryReport};
 
@@ -29,7 +30,7 @@ pub fn payload_for(cycle: u64, lsn: u64) -> Vec<u8> {
 
 pub fn record_for(cycle: u64, lsn: u64, payload: &[u8]) -> NewRecord<'_> {
     NewRecord {
-        txn_id: cycle * 1_000_000 + lsn,
+        txn_id: TxnId(cycle * 1_000_000 + lsn),
         step: (lsn % 5) as u32,
         kind: (lsn % 3) as u16 + 1,
         payload,

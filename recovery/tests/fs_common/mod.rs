@@ -119,8 +119,8 @@ pub fn crash_at_every_step(setup: &[FsOp], ops: &[FsOp], context: &str) -> StepC
                 .unwrap_or_else(|e| panic!("{context}: recovery failed: {e}"));
             for txn in &report.in_flight {
                 match txn.decision {
-                    smlog::txn::Decision::Resume => stats.resumed += 1,
-                    smlog::txn::Decision::RollBack => stats.rolled_back += 1,
+                    smlog::internals::Decision::Resume => stats.resumed += 1,
+                    smlog::internals::Decision::RollBack => stats.rolled_back += 1,
                 }
             }
             let tree = tree_of(&engine).unwrap();

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::constants::LINK_COUNT_MAX;
 use crate::error::FsError;
-use crate::store::{check_symlink_target, Attrs, FileKind, Ino, Meta, Name, Op, Time, TxnResult};
+use crate::store::{check_symlink_target, Attrs, FileKind, FsMeta, Ino, Name, Op, Time, TxnResult};
 
 use super::{step, touch, Edits, FileTxn, NewAttrs, NewNode};
 use crate::txn::Transition;
@@ -46,7 +46,7 @@ pub enum CreateState {
 }
 
 impl Create {
-    pub(super) fn next(&self, meta: &Meta) -> Result<Transition<FileTxn>, FsError> {
+    pub(super) fn next(&self, meta: &FsMeta) -> Result<Transition<FileTxn>, FsError> {
         let with = |state| {
             FileTxn::Create(Create {
                 state,
@@ -86,7 +86,7 @@ impl Create {
                 let parent = if kind == FileKind::Dir {
                     self.parent
                 } else {
-                    0
+                    Ino(0)
                 };
                 let redo = vec![Op::PutInode {
                     ino,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::constants::LINK_COUNT_MAX;
 use crate::error::FsError;
-use crate::store::{FileKind, Ino, Meta, Name, Time, TxnResult};
+use crate::store::{FileKind, FsMeta, Ino, Name, Time, TxnResult};
 
 use super::{step, touch, Edits, FileTxn};
 use crate::txn::Transition;
@@ -25,7 +25,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub(super) fn next(&self, meta: &Meta) -> Result<Transition<FileTxn>, FsError> {
+    pub(super) fn next(&self, meta: &FsMeta) -> Result<Transition<FileTxn>, FsError> {
         if self.linked {
             return Ok(Transition::Done(TxnResult::Ino(self.ino)));
         }

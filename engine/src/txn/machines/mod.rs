@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::constants::BLOCK_SIZE_BYTES;
 use crate::error::FsError;
-use crate::store::{Attrs, Ino, Meta, Name, Op, Time, TxnResult};
+use crate::store::{Attrs, FsMeta, Ino, Name, Op, Time, TxnResult};
 
 use super::{Context, Machine, Transition};
 
@@ -79,12 +79,12 @@ pub struct SetAttrChanges {
 
 /// Attribute edits within one step: the redo sets the new values, the undo the old.
 struct Edits<'a> {
-    meta: &'a Meta,
+    meta: &'a FsMeta,
     changed: Vec<(Ino, Attrs, Attrs)>,
 }
 
 impl<'a> Edits<'a> {
-    fn new(meta: &'a Meta) -> Edits<'a> {
+    fn new(meta: &'a FsMeta) -> Edits<'a> {
         Edits {
             meta,
             changed: Vec::new(),
@@ -205,7 +205,7 @@ fn step<M>(next: M, redo: Vec<Op>, undo: Vec<Op>, result: Option<TxnResult>) -> 
 }
 
 impl Machine for FileTxn {
-    fn next(&self, meta: &Meta, context: &Context<'_>) -> Result<Transition<FileTxn>, FsError> {
+    fn next(&self, meta: &FsMeta, context: &Context<'_>) -> Result<Transition<FileTxn>, FsError> {
         match self {
             FileTxn::Create(m) => m.next(meta),
             FileTxn::Link(m) => m.next(meta),
@@ -338,7 +338,7 @@ mod tests {
     fn store() -> Store<SimDevice> {
         let data = DataFile::open(std::sync::Arc::new(SimDevice::new(1))).unwrap();
         Store::new(
-            Meta::new(Time::default(), 1 << 20),
+            FsMeta::new(Time::default(), 1 << 20),
             std::sync::Arc::new(data),
         )
     }

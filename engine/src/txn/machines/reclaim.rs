@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::FsError;
-use crate::store::{FileKind, Ino, Meta, Op, TxnResult};
+use crate::store::{FileKind, FsMeta, Ino, Op, TxnResult};
 
 use super::{step, FileTxn};
 use crate::txn::Transition;
@@ -20,7 +20,7 @@ pub struct Reclaim {
 }
 
 impl Reclaim {
-    pub(super) fn next(&self, meta: &Meta) -> Result<Transition<FileTxn>, FsError> {
+    pub(super) fn next(&self, meta: &FsMeta) -> Result<Transition<FileTxn>, FsError> {
         if self.freed {
             return Ok(Transition::Done(TxnResult::Done));
         }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::constants::LINK_COUNT_MAX;
 use crate::error::FsError;
-use crate::store::{FileKind, Ino, Meta, Name, Op, Time, TxnResult};
+use crate::store::{FileKind, FsMeta, Ino, Name, Op, Time, TxnResult};
 
 use super::{one_link_fewer, step, touch, Edits, FileTxn, RenameFlags};
 use crate::txn::{Context, Transition};
@@ -82,7 +82,7 @@ impl Rename {
 
     pub(super) fn next(
         &self,
-        meta: &Meta,
+        meta: &FsMeta,
         context: &Context<'_>,
     ) -> Result<Transition<FileTxn>, FsError> {
         match self.state {
@@ -108,7 +108,7 @@ impl Rename {
         }
     }
 
-    fn start(&self, meta: &Meta) -> Result<Transition<FileTxn>, FsError> {
+    fn start(&self, meta: &FsMeta) -> Result<Transition<FileTxn>, FsError> {
         if self.flags.exchange && self.flags.no_replace {
             return Err(FsError::Invalid("RENAME_EXCHANGE with RENAME_NOREPLACE"));
         }
@@ -209,7 +209,7 @@ impl Rename {
 
     fn remove_source(
         &self,
-        meta: &Meta,
+        meta: &FsMeta,
         src: Ino,
         drop: Option<Ino>,
     ) -> Result<Transition<FileTxn>, FsError> {
@@ -232,7 +232,7 @@ impl Rename {
 
     fn insert(
         &self,
-        meta: &Meta,
+        meta: &FsMeta,
         src: Ino,
         drop: Option<Ino>,
     ) -> Result<Transition<FileTxn>, FsError> {
@@ -271,7 +271,7 @@ impl Rename {
 
     fn exchange_second(
         &self,
-        meta: &Meta,
+        meta: &FsMeta,
         src: Ino,
         dst: Ino,
     ) -> Result<Transition<FileTxn>, FsError> {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::constants::FILE_SIZE_BYTES_MAX;
 use crate::error::FsError;
-use crate::store::{FileKind, Ino, Meta, Op, Time, TxnResult};
+use crate::store::{FileKind, FsMeta, Ino, Op, Time, TxnResult};
 
 use super::{step, Edits, FileTxn, SetAttrChanges};
 use crate::txn::Transition;
@@ -38,7 +38,7 @@ pub enum SetAttrState {
 }
 
 impl SetAttr {
-    pub(super) fn next(&self, meta: &Meta) -> Result<Transition<FileTxn>, FsError> {
+    pub(super) fn next(&self, meta: &FsMeta) -> Result<Transition<FileTxn>, FsError> {
         let with = |state| {
             FileTxn::SetAttr(SetAttr {
                 state,

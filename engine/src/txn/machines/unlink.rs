@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::FsError;
-use crate::store::{FileKind, Ino, Meta, Name, Op, Time, TxnResult};
+use crate::store::{FileKind, FsMeta, Ino, Name, Op, Time, TxnResult};
 
 use super::{one_link_fewer, step, touch, Edits, FileTxn};
 use crate::txn::{Context, Transition};
@@ -44,7 +44,7 @@ pub enum UnlinkState {
 impl Unlink {
     pub(super) fn next(
         &self,
-        meta: &Meta,
+        meta: &FsMeta,
         context: &Context<'_>,
     ) -> Result<Transition<FileTxn>, FsError> {
         let with = |state| {

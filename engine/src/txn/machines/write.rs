@@ -8,7 +8,7 @@ use crate::constants::{
     BLOCK_SIZE_BYTES, FILE_SIZE_BYTES_MAX, WRITE_EXTENT_BLOCKS_MIN, WRITE_SIZE_BYTES_MAX,
 };
 use crate::error::FsError;
-use crate::store::{block_crc, FileKind, Ino, Meta, Op, Run, Time, TxnResult};
+use crate::store::{block_crc, FileKind, FsMeta, Ino, Op, Run, Time, TxnResult};
 
 use super::{step, touch, Edits, FileTxn, BLOCK};
 use crate::txn::{Context, Transition};
@@ -79,7 +79,7 @@ impl Write {
         (first, end.saturating_sub(first))
     }
 
-    fn size_edit(&self, meta: &Meta) -> Result<(Vec<Op>, Vec<Op>), FsError> {
+    fn size_edit(&self, meta: &FsMeta) -> Result<(Vec<Op>, Vec<Op>), FsError> {
         let mut edits = Edits::new(meta);
         let end = self.offset + self.len;
         edits.edit(self.ino, |a| {
@@ -89,7 +89,7 @@ impl Write {
         Ok(edits.ops())
     }
 
-    fn check_file(&self, meta: &Meta) -> Result<(), FsError> {
+    fn check_file(&self, meta: &FsMeta) -> Result<(), FsError> {
         match meta.inode(self.ino)?.kind {
             FileKind::File => Ok(()),
             FileKind::Dir => Err(FsError::IsDir),
@@ -99,7 +99,7 @@ impl Write {
 
     pub(super) fn next(
         &self,
-        meta: &Meta,
+        meta: &FsMeta,
         context: &Context<'_>,
     ) -> Result<Transition<FileTxn>, FsError> {
         match &self.state {

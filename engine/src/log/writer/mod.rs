@@ -33,11 +33,13 @@ use crate::constants::{
     SEGMENT_HEADER_SIZE_BYTES, SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN,
 };
 use crate::format::{
-    encode_record, record_size_bytes, BatchHeader, Meta, RecordFields, SegmentHeader,
+    encode_record, record_size_bytes, BatchHeader, LogMeta, RecordFields, SegmentHeader,
 };
 use crate::io::{AlignedBuf, Device, FileId, IoErrorKind};
 
 use super::reader::Tail;
+use crate::ids::SegmentSeq;
+use crate::ids::TxnId;
 
 /// How many batches a leader writes after its own before it returns, when more records
 /// are waiting and a slot is free: the device stays busy without waiting for another
@@ -51,7 +53,7 @@ const WAIT_QUEUE_COUNT: usize = BATCHES_IN_FLIGHT_MAX + 1;
 #[derive(Clone, Copy, Debug)]
 pub struct NewRecord<'a> {
     /// Transaction id.
-    pub txn_id: u64,
+    pub txn_id: TxnId,
     /// Step number.
     pub step: u32,
     /// Kind (non-zero).
@@ -76,7 +78,7 @@ pub struct LogStats {
 struct Batch {
     /// Block 0: the segment header, when this batch starts a segment; then the batch.
     buf: AlignedBuf,
-    segment_seq: u64,
+    segment_seq: SegmentSeq,
     /// Offset of the batch header in the segment (after the segment header block).
     segment_offset: u64,
     /// Bytes the batch may use (header included).
@@ -99,7 +101,7 @@ impl Batch {
 struct InFlight {
     /// The batch's sequence number (counts batches since open).
     batch_seq: u64,
-    segment_seq: u64,
+    segment_seq: SegmentSeq,
     /// Last LSN in it (first - 1 for an empty batch).
     last_lsn: Lsn,
     /// Its write completed.
@@ -123,9 +125,9 @@ struct WriterState {
     failed: Option<LogError>,
     closed: bool,
     /// Open segment files.
-    files: BTreeMap<u64, FileId>,
+    files: BTreeMap<SegmentSeq, FileId>,
     /// First LSN of every live segment that has been started.
-    segment_first_lsn: BTreeMap<u64, Lsn>,
+    segment_first_lsn: BTreeMap<SegmentSeq, Lsn>,
     stats: LogStats,
 }
 
@@ -136,7 +138,7 @@ impl WriterState {
     }
 
     /// The oldest segment a batch in flight or the filling batch writes to.
-    fn oldest_segment_in_use(&self) -> u64 {
+    fn oldest_segment_in_use(&self) -> SegmentSeq {
         self.in_flight
             .front()
             .map_or(self.fill.segment_seq, |b| b.segment_seq)
@@ -157,7 +159,7 @@ impl WriterState {
 struct Shared<D: Device> {
     device: Arc<D>,
     /// The `LOG` file's contents; only `first_segment_seq` changes (at `release_prefix`).
-    meta: Mutex<Meta>,
+    meta: Mutex<LogMeta>,
     /// Fixed for the log's life, so the commit path reads them without a lock.
     log_id: u64,
     segment_size_bytes: u64,
@@ -208,17 +210,17 @@ impl<D: Device> Log<D> {
                 path: device.path_of(segment::META_FILE_NAME),
             });
         }
-        let meta = Meta {
+        let meta = LogMeta {
             log_id: random_log_id(),
             segment_size_bytes: size,
-            first_segment_seq: 1,
+            first_segment_seq: SegmentSeq(1),
             created_unix_secs: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             open_epoch: 0,
         };
-        segment::prepare_now(&*device, 1, size)?;
+        segment::prepare_now(&*device, SegmentSeq(1), size)?;
         segment::write_meta(&*device, &meta)?;
         let tail = Tail::empty(&meta);
         Log::open_at(device, meta, &tail)
@@ -226,7 +228,8 @@ impl<D: Device> Log<D> {
 
     /// Opens a log for writing at `tail`, as found by a recovery scan. The caller (recovery)
     /// has made sure nothing past the tail can be mistaken for a record.
-    pub fn open_at(device: Arc<D>, meta: Meta, tail: &Tail) -> Result<Log<D>, LogError> {
+    #[doc(hidden)]
+    pub fn open_at(device: Arc<D>, meta: LogMeta, tail: &Tail) -> Result<Log<D>, LogError> {
         // This writer's epoch is above every epoch on disk and every writer opened before
         // (even one that crashed before anything it wrote became durable), and is recorded
         // before the first write: a batch's epoch tells which writer came later.
@@ -235,7 +238,7 @@ impl<D: Device> Log<D> {
             .max(tail.epoch)
             .checked_add(1)
             .ok_or_else(|| LogError::InvalidOptions("writer epochs exhausted".into()))?;
-        let meta = Meta {
+        let meta = LogMeta {
             open_epoch: epoch,
             ..meta
         };
@@ -304,7 +307,7 @@ impl<D: Device> Log<D> {
                 batch_size_bytes_max,
                 state: Mutex::new(state),
                 waiters: std::array::from_fn(|_| Condvar::new()),
-                appended_lsn: AtomicU64::new(tail.next_lsn - 1),
+                appended_lsn: AtomicU64::new(tail.next_lsn.get() - 1),
             }),
             preparer,
         })
@@ -316,7 +319,7 @@ impl<D: Device> Log<D> {
     }
 
     /// The log's metadata.
-    pub fn meta(&self) -> Meta {
+    pub fn meta(&self) -> LogMeta {
         *self.shared.meta.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -414,7 +417,7 @@ impl<D: Device> Log<D> {
         let mut chain = state.chain;
         assert_eq!(
             lsn,
-            state.fill.first_lsn + Lsn::from(state.fill.record_count)
+            state.fill.first_lsn + u64::from(state.fill.record_count)
         );
         let fill = &mut state.fill;
         for record in records {
@@ -423,7 +426,7 @@ impl<D: Device> Log<D> {
             chain = encode_record(
                 &mut fill.buf[at..at + size],
                 lsn,
-                fill.segment_seq,
+                fill.segment_seq.get(),
                 chain,
                 RecordFields {
                     txn_id: record.txn_id,
@@ -438,7 +441,9 @@ impl<D: Device> Log<D> {
         }
         state.chain = chain;
         state.next_lsn = lsn;
-        self.shared.appended_lsn.store(lsn - 1, Ordering::Release);
+        self.shared
+            .appended_lsn
+            .store(lsn.get() - 1, Ordering::Release);
         Ok(lsn - 1)
     }
 
@@ -515,7 +520,7 @@ impl<D: Device> Log<D> {
 
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<Lsn, LogError> {
-        let lsn = self.shared.appended_lsn.load(Ordering::Acquire);
+        let lsn = Lsn(self.shared.appended_lsn.load(Ordering::Acquire));
         self.wait_durable(lsn)?;
         Ok(lsn)
     }
@@ -533,7 +538,7 @@ impl<D: Device> Log<D> {
 
     /// LSN of the last record appended (durable or not).
     pub fn last_lsn(&self) -> Lsn {
-        self.shared.appended_lsn.load(Ordering::Acquire)
+        Lsn(self.shared.appended_lsn.load(Ordering::Acquire))
     }
 
     /// Writer counters.
@@ -627,7 +632,7 @@ impl<D: Device> Log<D> {
             let Some(new_first) = new_first else {
                 return Ok(0);
             };
-            let released: Vec<u64> = state
+            let released: Vec<SegmentSeq> = state
                 .segment_first_lsn
                 .range(..new_first)
                 .map(|(s, _)| *s)
@@ -638,7 +643,7 @@ impl<D: Device> Log<D> {
         if meta.first_segment_seq >= new_first {
             return Ok(0);
         }
-        let updated = Meta {
+        let updated = LogMeta {
             first_segment_seq: new_first,
             ..*meta
         };
@@ -696,7 +701,7 @@ impl<D: Device> Log<D> {
             &mut state.fill,
             Batch {
                 buf: spare,
-                segment_seq: 0,
+                segment_seq: SegmentSeq(0),
                 segment_offset: 0,
                 capacity_bytes: 0,
                 used_bytes: BATCH_HEADER_SIZE_BYTES,
@@ -831,7 +836,7 @@ impl<D: Device> Log<D> {
         }
         // Segment files no batch can write to any more are closed.
         let oldest = state.oldest_segment_in_use();
-        let stale: Vec<u64> = state.files.range(..oldest).map(|(s, _)| *s).collect();
+        let stale: Vec<SegmentSeq> = state.files.range(..oldest).map(|(s, _)| *s).collect();
         for seq in stale {
             if let Some(file) = state.files.remove(&seq) {
                 shared.device.close(file);
@@ -845,7 +850,7 @@ impl<D: Device> Log<D> {
 /// the next segment when too little room is left (offset 0 means "start this segment").
 fn position_fill(
     fill: &mut Batch,
-    segment_seq: u64,
+    segment_seq: SegmentSeq,
     segment_offset: u64,
     segment_size_bytes: u64,
     batch_size_bytes_max: usize,
@@ -904,153 +909,4 @@ impl<D: Device> Drop for Log<D> {
 }
 
 #[cfg(all(test, feature = "sim"))]
-mod tests {
-    use super::*;
-    use crate::io::sim::SimDevice;
-    use crate::log::reader::{LogReader, ScanItem};
-
-    fn new_log() -> Log<SimDevice> {
-        Log::create(
-            Arc::new(SimDevice::new(1)),
-            CreateOptions {
-                segment_size_bytes: SEGMENT_SIZE_BYTES_MIN,
-            },
-        )
-        .unwrap()
-    }
-
-    fn record(payload: &[u8]) -> NewRecord<'_> {
-        NewRecord {
-            txn_id: 1,
-            step: 2,
-            kind: 3,
-            payload,
-        }
-    }
-
-    fn read_all(device: &SimDevice) -> Vec<u64> {
-        LogReader::open(device)
-            .unwrap()
-            .map(|item| match item.unwrap() {
-                ScanItem::Record(r) => r.lsn,
-                other => panic!("{other:?}"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn bad_appends_are_refused_before_anything_is_written() {
-        let log = new_log();
-        let big = vec![1u8; RECORD_PAYLOAD_SIZE_BYTES_MAX + 1];
-        assert!(matches!(
-            log.append(&[record(&big)]),
-            Err(LogError::RecordTooLarge { .. })
-        ));
-        let zero_kind = NewRecord {
-            kind: 0,
-            ..record(b"x")
-        };
-        assert!(matches!(
-            log.append(&[zero_kind]),
-            Err(LogError::InvalidKind)
-        ));
-        let full = vec![1u8; RECORD_PAYLOAD_SIZE_BYTES_MAX];
-        let too_many = [record(&full), record(&full)];
-        assert!(matches!(
-            log.append(&too_many),
-            Err(LogError::AppendTooLarge { .. })
-        ));
-        assert_eq!(log.last_lsn(), 0);
-        assert!(matches!(
-            log.set_batches_in_flight(0),
-            Err(LogError::InvalidOptions(_))
-        ));
-        assert!(matches!(
-            log.set_batches_in_flight(BATCHES_IN_FLIGHT_MAX + 1),
-            Err(LogError::InvalidOptions(_))
-        ));
-    }
-
-    #[test]
-    fn records_of_one_append_share_a_batch_and_consecutive_lsns() {
-        let log = new_log();
-        let last = log
-            .append(&[record(b"a"), record(b"b"), record(b"c")])
-            .unwrap();
-        assert_eq!(last, 3);
-        assert_eq!(log.durable_lsn(), 0);
-        log.wait_durable(3).unwrap();
-        assert_eq!(log.stats().batch_count, 1);
-        assert_eq!(log.stats().record_count, 3);
-        assert_eq!(log.durable_lsn(), 3);
-    }
-
-    #[test]
-    fn async_appends_become_durable_at_sync_and_close_writes_the_mark() {
-        let log = new_log();
-        for _ in 0..10 {
-            log.append(&[record(b"unstable")]).unwrap();
-        }
-        assert_eq!(log.durable_lsn(), 0);
-        assert_eq!(log.sync().unwrap(), 10);
-        assert_eq!(log.durable_lsn(), 10);
-        assert!(log.mark_lsn() < 10);
-        let device = Arc::clone(log.device());
-        assert_eq!(log.close().unwrap(), 10);
-        assert_eq!(read_all(&device), (1..=10).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn a_record_that_does_not_fit_starts_the_next_segment() {
-        let log = new_log();
-        let payload = vec![7u8; 100 * 1024];
-        for _ in 0..6 {
-            log.append_durable(&[record(&payload)]).unwrap();
-        }
-        let device = Arc::clone(log.device());
-        log.close().unwrap();
-        assert_eq!(read_all(&device), (1..=6).collect::<Vec<_>>());
-        let names = device.list().unwrap();
-        assert!(names.contains(&segment::segment_file_name(3)), "{names:?}");
-    }
-
-    #[test]
-    fn release_prefix_keeps_the_segment_being_written() {
-        let log = new_log();
-        assert_eq!(log.release_prefix(100).unwrap(), 0);
-        let payload = vec![7u8; 100 * 1024];
-        for _ in 0..8 {
-            log.append_durable(&[record(&payload)]).unwrap();
-        }
-        let released = log.release_prefix(log.durable_lsn()).unwrap();
-        assert!(released >= 2, "{released}");
-        assert!(log.meta().first_segment_seq > 1);
-        let device = Arc::clone(log.device());
-        log.close().unwrap();
-        let lsns = read_all(&device);
-        assert_eq!(*lsns.last().unwrap(), 8);
-        assert!(lsns[0] > 1);
-    }
-
-    #[test]
-    fn many_batches_in_flight_still_complete_in_order() {
-        let log = Arc::new(new_log());
-        log.set_batches_in_flight(BATCHES_IN_FLIGHT_MAX).unwrap();
-        let threads: Vec<_> = (0..6)
-            .map(|_| {
-                let log = Arc::clone(&log);
-                std::thread::spawn(move || {
-                    for _ in 0..200 {
-                        log.append_durable(&[record(b"concurrent")]).unwrap();
-                    }
-                })
-            })
-            .collect();
-        threads.into_iter().for_each(|t| t.join().unwrap());
-        assert_eq!(log.durable_lsn(), 1200);
-        let log = Arc::into_inner(log).unwrap();
-        let device = Arc::clone(log.device());
-        log.close().unwrap();
-        assert_eq!(read_all(&device), (1..=1200).collect::<Vec<_>>());
-    }
-}
+mod tests;
