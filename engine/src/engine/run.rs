@@ -277,11 +277,12 @@ impl<D: Device> Engine<D> {
                 result,
             });
         }
-        let last_lsn = self.log_and_apply(inner, running.txn_id, running.step_no, &records)?;
+        // The commit's number is taken with the step's, before either is applied: a
+        // rollback after a failed apply numbers its records after both.
+        let first_step_no = running.step_no;
+        running.step_no += records.len() as u32 - 1;
+        let last_lsn = self.log_and_apply(inner, running.txn_id, first_step_no, &records)?;
         let step_lsn = last_lsn + 1 - records.len() as u64;
-        if result.is_some() {
-            running.step_no += 1;
-        }
         let TxnRecord::Step(step) = records.swap_remove(0) else {
             unreachable!("the first record is the step");
         };

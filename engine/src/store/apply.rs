@@ -177,8 +177,10 @@ impl<D: Device> Store<D> {
         Ok(())
     }
 
-    /// [`Op::WriteInline`]: the bytes go into the file's cached blocks.
+    /// [`Op::WriteInline`]: the bytes go into the file's cached blocks. The file must
+    /// exist: dirty data of no inode would reach a checkpoint.
     fn write_inline(&mut self, ino: Ino, offset: u64, bytes: &[u8]) -> Result<(), FsError> {
+        self.inode_mut(ino)?;
         if offset.saturating_add(bytes.len() as u64) > crate::constants::FILE_SIZE_BYTES_MAX {
             return Err(FsError::corrupt(
                 CorruptKind::Redo,

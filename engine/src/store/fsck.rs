@@ -69,11 +69,11 @@ pub fn check<D: Device>(store: &Store<D>, allocated_blocks: u64) -> FsckReport {
                 meta.next_ino
             ));
         }
-        check_links(meta, inode, &names, &mut report, &mut problems);
+        check_links(meta, ino, inode, &names, &mut report, &mut problems);
         if inode.kind != FileKind::File && !inode.blocks.is_empty() {
             problems.push(format!("inode {ino} is not a file but maps data blocks"));
         }
-        check_blocks(store, inode, &mut owner, &mut report, &mut problems);
+        check_blocks(store, ino, inode, &mut owner, &mut report, &mut problems);
     }
     check_space(store, &owner, allocated_blocks, &mut report, &mut problems);
     report.problems = problems;
@@ -137,12 +137,12 @@ fn count_names(meta: &FsMeta, report: &mut FsckReport, problems: &mut Vec<String
 /// with no name and no link is an orphan.
 fn check_links(
     meta: &FsMeta,
+    ino: Ino,
     inode: &Inode,
     names: &Names,
     report: &mut FsckReport,
     problems: &mut Vec<String>,
 ) {
-    let ino = inode.ino;
     let named = names.links.get(&ino).copied().unwrap_or(0);
     match inode.kind {
         FileKind::Dir => {
@@ -194,13 +194,13 @@ fn check_links(
 /// the file's size and the data file, mapped once and not free.
 fn check_blocks<D: Device>(
     store: &Store<D>,
+    ino: Ino,
     inode: &Inode,
     owner: &mut HashMap<u64, (Ino, u64)>,
     report: &mut FsckReport,
     problems: &mut Vec<String>,
 ) {
     let meta = &store.meta;
-    let ino = inode.ino;
     let blocks_in_size = inode.attrs.size.div_ceil(BLOCK);
     for (file_block, mapped) in inode.blocks.iter() {
         let data_block = mapped.data_block;

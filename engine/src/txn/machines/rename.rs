@@ -6,7 +6,7 @@ use crate::constants::LINK_COUNT_MAX;
 use crate::error::FsError;
 use crate::store::{FileKind, FsMeta, Ino, Name, Op, Time, TxnResult};
 
-use super::{one_link_fewer, step, touch, Edits, FileTxn, RenameFlags};
+use super::{check_linked, one_link_fewer, step, touch, Edits, FileTxn, RenameFlags};
 use crate::txn::{Context, Transition};
 
 /// Rename. Plain: step 1 removes an existing target name (`TargetRemoved`), step 2 the
@@ -181,6 +181,8 @@ impl Rename {
         if dst_is_dir && meta.is_ancestor(dst, self.from_parent)? {
             return Err(FsError::NotEmpty);
         }
+        check_linked(meta, dst)?;
+        check_linked(meta, self.to_parent)?;
         let mut edits = Edits::new(meta);
         let mut dst_last = false;
         edits.edit(dst, |a| {
@@ -214,6 +216,7 @@ impl Rename {
         drop: Option<Ino>,
     ) -> Result<Transition<FileTxn>, FsError> {
         let src_is_dir = meta.inode(src)?.kind == FileKind::Dir;
+        check_linked(meta, self.from_parent)?;
         let mut edits = Edits::new(meta);
         edits.edit(self.from_parent, |a| {
             touch(a, self.now);
@@ -278,6 +281,8 @@ impl Rename {
         let src_is_dir = meta.inode(src)?.kind == FileKind::Dir;
         let dst_is_dir = meta.inode(dst)?.kind == FileKind::Dir;
         let moved_dirs = self.from_parent != self.to_parent;
+        check_linked(meta, self.from_parent)?;
+        check_linked(meta, self.to_parent)?;
         let mut edits = Edits::new(meta);
         edits.edit(self.from_parent, |a| {
             touch(a, self.now);

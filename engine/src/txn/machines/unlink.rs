@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::FsError;
 use crate::store::{FileKind, FsMeta, Ino, Name, Op, Time, TxnResult};
 
-use super::{one_link_fewer, step, touch, Edits, FileTxn};
+use super::{check_linked, one_link_fewer, step, touch, Edits, FileTxn};
 use crate::txn::{Context, Transition};
 
 /// Unlink a name (or remove an empty directory): step 1 removes the name and counts the
@@ -67,6 +67,8 @@ impl Unlink {
                 if is_dir && !meta.dir(ino)?.is_empty() {
                     return Err(FsError::NotEmpty);
                 }
+                check_linked(meta, self.parent)?;
+                check_linked(meta, ino)?;
                 let mut edits = Edits::new(meta);
                 edits.edit(self.parent, |a| {
                     touch(a, self.now);

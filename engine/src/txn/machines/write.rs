@@ -103,54 +103,7 @@ impl Write {
         context: &Context<'_>,
     ) -> Result<Transition<FileTxn>, FsError> {
         match &self.state {
-            WriteState::Start => {
-                self.check_file(meta)?;
-                if self.len as usize != self.data.len() {
-                    return Err(FsError::Invalid("write length differs from its data"));
-                }
-                if self.len as usize > WRITE_SIZE_BYTES_MAX {
-                    return Err(FsError::Invalid("write larger than 1 MiB"));
-                }
-                if self.offset.saturating_add(self.len) > FILE_SIZE_BYTES_MAX {
-                    return Err(FsError::FileTooBig);
-                }
-                if self.len == 0 {
-                    return Ok(Transition::Done(TxnResult::Bytes(0)));
-                }
-                let (_, count) = self.whole_blocks();
-                if count >= WRITE_EXTENT_BLOCKS_MIN as u64 {
-                    let runs = meta.space.plan(count)?;
-                    if meta.space.available_blocks() < count + context.reserved_blocks {
-                        return Err(FsError::NoSpace("the data file is full"));
-                    }
-                    return Ok(step(
-                        self.with(WriteState::Allocated { runs: runs.clone() }),
-                        vec![Op::AllocBlocks { runs: runs.clone() }],
-                        vec![Op::FreeBlocks { runs }],
-                        None,
-                    ));
-                }
-                // Inline: every block it touches may become dirty.
-                let touched = (self.offset + self.len).div_ceil(BLOCK) - self.offset / BLOCK;
-                if meta.space.available_blocks() < touched + context.reserved_blocks {
-                    return Err(FsError::NoSpace("the data file is full"));
-                }
-                let (mut redo, undo) = self.size_edit(meta)?;
-                redo.insert(
-                    0,
-                    Op::WriteInline {
-                        ino: self.ino,
-                        offset: self.offset,
-                        bytes: self.data.to_vec(),
-                    },
-                );
-                Ok(step(
-                    self.with(WriteState::Linked),
-                    redo,
-                    undo,
-                    Some(TxnResult::Bytes(self.len)),
-                ))
-            }
+            WriteState::Start => self.start(meta, context),
             WriteState::Allocated { runs } => {
                 let (first, _) = self.whole_blocks();
                 Ok(Transition::WriteData {
@@ -159,48 +112,103 @@ impl Write {
                     data_offset: (first * BLOCK - self.offset) as usize,
                 })
             }
-            WriteState::DataWritten { runs } => {
-                // The file may have gone while the data was written: then this fails and
-                // the transaction rolls back (the blocks are freed).
-                self.check_file(meta)?;
-                let (first, count) = self.whole_blocks();
-                let head_len = (first * BLOCK - self.offset) as usize;
-                let tail_start = head_len + (count * BLOCK) as usize;
-                let (edits_redo, undo) = self.size_edit(meta)?;
-                // The checksums of the bytes just written, block by block.
-                let crcs = self.data[head_len..tail_start]
-                    .chunks_exact(BLOCK_SIZE_BYTES)
-                    .map(block_crc)
-                    .collect();
-                let mut redo = vec![Op::MapBlocks {
-                    ino: self.ino,
-                    first_block: first,
-                    runs: runs.clone(),
-                    crcs,
-                }];
-                if head_len > 0 {
-                    redo.push(Op::WriteInline {
-                        ino: self.ino,
-                        offset: self.offset,
-                        bytes: self.data[..head_len].to_vec(),
-                    });
-                }
-                if tail_start < self.data.len() {
-                    redo.push(Op::WriteInline {
-                        ino: self.ino,
-                        offset: self.offset + tail_start as u64,
-                        bytes: self.data[tail_start..].to_vec(),
-                    });
-                }
-                redo.extend(edits_redo);
-                Ok(step(
-                    self.with(WriteState::Linked),
-                    redo,
-                    undo,
-                    Some(TxnResult::Bytes(self.len)),
-                ))
-            }
+            WriteState::DataWritten { runs } => self.link_written(meta, runs),
             WriteState::Linked => Ok(Transition::Done(TxnResult::Bytes(self.len))),
         }
+    }
+
+    /// The first step: checks the call, then either allocates blocks for a large write or
+    /// carries a small one inline, with the size, as the last step.
+    fn start(&self, meta: &FsMeta, context: &Context<'_>) -> Result<Transition<FileTxn>, FsError> {
+        self.check_file(meta)?;
+        if self.len as usize != self.data.len() {
+            return Err(FsError::Invalid("write length differs from its data"));
+        }
+        if self.len as usize > WRITE_SIZE_BYTES_MAX {
+            return Err(FsError::Invalid("write larger than 1 MiB"));
+        }
+        if self.offset.saturating_add(self.len) > FILE_SIZE_BYTES_MAX {
+            return Err(FsError::FileTooBig);
+        }
+        if self.len == 0 {
+            return Ok(Transition::Done(TxnResult::Bytes(0)));
+        }
+        let (_, count) = self.whole_blocks();
+        if count >= WRITE_EXTENT_BLOCKS_MIN as u64 {
+            let runs = meta.space.plan(count)?;
+            if meta.space.available_blocks() < count + context.reserved_blocks {
+                return Err(FsError::NoSpace("the data file is full"));
+            }
+            return Ok(step(
+                self.with(WriteState::Allocated { runs: runs.clone() }),
+                vec![Op::AllocBlocks { runs: runs.clone() }],
+                vec![Op::FreeBlocks { runs }],
+                None,
+            ));
+        }
+        // Inline: every block it touches may become dirty.
+        let touched = (self.offset + self.len).div_ceil(BLOCK) - self.offset / BLOCK;
+        if meta.space.available_blocks() < touched + context.reserved_blocks {
+            return Err(FsError::NoSpace("the data file is full"));
+        }
+        let (mut redo, undo) = self.size_edit(meta)?;
+        redo.insert(
+            0,
+            Op::WriteInline {
+                ino: self.ino,
+                offset: self.offset,
+                bytes: self.data.to_vec(),
+            },
+        );
+        Ok(step(
+            self.with(WriteState::Linked),
+            redo,
+            undo,
+            Some(TxnResult::Bytes(self.len)),
+        ))
+    }
+
+    /// A large write's data is durable in its blocks: map them, with any partial first
+    /// and last block inline, and set the size.
+    fn link_written(&self, meta: &FsMeta, runs: &[Run]) -> Result<Transition<FileTxn>, FsError> {
+        // The file may have gone while the data was written: then this fails and
+        // the transaction rolls back (the blocks are freed).
+        self.check_file(meta)?;
+        let (first, count) = self.whole_blocks();
+        let head_len = (first * BLOCK - self.offset) as usize;
+        let tail_start = head_len + (count * BLOCK) as usize;
+        let (edits_redo, undo) = self.size_edit(meta)?;
+        // The checksums of the bytes just written, block by block.
+        let crcs = self.data[head_len..tail_start]
+            .chunks_exact(BLOCK_SIZE_BYTES)
+            .map(block_crc)
+            .collect();
+        let mut redo = vec![Op::MapBlocks {
+            ino: self.ino,
+            first_block: first,
+            runs: runs.to_vec(),
+            crcs,
+        }];
+        if head_len > 0 {
+            redo.push(Op::WriteInline {
+                ino: self.ino,
+                offset: self.offset,
+                bytes: self.data[..head_len].to_vec(),
+            });
+        }
+        if tail_start < self.data.len() {
+            redo.push(Op::WriteInline {
+                ino: self.ino,
+                offset: self.offset + tail_start as u64,
+                bytes: self.data[tail_start..].to_vec(),
+            });
+        }
+        redo.extend(edits_redo);
+        Ok(step(
+            self.with(WriteState::Linked),
+            redo,
+            undo,
+            Some(TxnResult::Bytes(self.len)),
+        ))
     }
 }
