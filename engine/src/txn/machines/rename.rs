@@ -127,32 +127,7 @@ impl Rename {
             let Some(dst) = dst else {
                 return Err(FsError::NotFound);
             };
-            if dst == src {
-                return Ok(Transition::Done(TxnResult::Done));
-            }
-            let dst_is_dir = meta.inode(dst)?.kind == FileKind::Dir;
-            if dst_is_dir
-                && self.to_parent != self.from_parent
-                && meta.is_ancestor(dst, self.from_parent)?
-            {
-                return Err(FsError::Invalid("a directory cannot move into itself"));
-            }
-            let redo = vec![Op::DirSet {
-                dir: self.to_parent,
-                name: self.to_name.clone(),
-                ino: src,
-            }];
-            let undo = vec![Op::DirSet {
-                dir: self.to_parent,
-                name: self.to_name.clone(),
-                ino: dst,
-            }];
-            return Ok(step(
-                self.with(RenameState::Exchanged1 { src, dst }),
-                redo,
-                undo,
-                None,
-            ));
+            return self.exchange_first(meta, src, dst);
         }
         let Some(dst) = dst else {
             if src_is_dir
@@ -181,6 +156,53 @@ impl Rename {
         if dst_is_dir && meta.is_ancestor(dst, self.from_parent)? {
             return Err(FsError::NotEmpty);
         }
+        self.remove_target(meta, src, dst, dst_is_dir)
+    }
+
+    /// Exchange, step 1: the target name points at the source inode.
+    fn exchange_first(
+        &self,
+        meta: &FsMeta,
+        src: Ino,
+        dst: Ino,
+    ) -> Result<Transition<FileTxn>, FsError> {
+        if dst == src {
+            return Ok(Transition::Done(TxnResult::Done));
+        }
+        let dst_is_dir = meta.inode(dst)?.kind == FileKind::Dir;
+        if dst_is_dir
+            && self.to_parent != self.from_parent
+            && meta.is_ancestor(dst, self.from_parent)?
+        {
+            return Err(FsError::Invalid("a directory cannot move into itself"));
+        }
+        let redo = vec![Op::DirSet {
+            dir: self.to_parent,
+            name: self.to_name.clone(),
+            ino: src,
+        }];
+        let undo = vec![Op::DirSet {
+            dir: self.to_parent,
+            name: self.to_name.clone(),
+            ino: dst,
+        }];
+        Ok(step(
+            self.with(RenameState::Exchanged1 { src, dst }),
+            redo,
+            undo,
+            None,
+        ))
+    }
+
+    /// Plain rename over an existing target, step 1: the target name goes and its inode
+    /// counts one link fewer.
+    fn remove_target(
+        &self,
+        meta: &FsMeta,
+        src: Ino,
+        dst: Ino,
+        dst_is_dir: bool,
+    ) -> Result<Transition<FileTxn>, FsError> {
         check_linked(meta, dst)?;
         check_linked(meta, self.to_parent)?;
         let mut edits = Edits::new(meta);
