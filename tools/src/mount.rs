@@ -643,6 +643,29 @@ fn config(options: &[String], dir: &Path, threads: usize) -> Result<Config> {
     Ok(config)
 }
 
+/// Unmounts `mountpoint` once: `umount(2)` as root, else the setuid `fusermount3 -u`. The
+/// FUSE session then ends by itself (its device reads fail), as when a user unmounts.
+fn unmount(mountpoint: &Path) -> std::io::Result<()> {
+    match nix::mount::umount(mountpoint) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => {
+            let status = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("--")
+                .arg(mountpoint)
+                .stderr(std::process::Stdio::null())
+                .status()?;
+            if status.success() {
+                Ok(())
+            } else {
+                // Busy is what a refusal of our own mount means here; retried as such.
+                Err(std::io::Error::from_raw_os_error(libc::EBUSY))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `smlog mount`: recover, mount, serve until unmounted or signalled, then sync and
 /// checkpoint.
 pub fn run(args: MountArgs) -> Result<ExitCode> {
@@ -698,8 +721,7 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
     };
     let fs = SmlogFs::new(engine.clone(), durability, args.writeback_cache);
     let config = config(&args.options, &args.dir, args.threads)?;
-    let mut session = Session::new(fs, &args.mountpoint, &config)?;
-    let mut unmounter = session.unmount_callable();
+    let session = Session::new(fs, &args.mountpoint, &config)?;
     let mountpoint = args.mountpoint.clone();
     std::thread::Builder::new()
         .name("smlog-signals".into())
@@ -710,10 +732,12 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
             eprintln!("smlog mount: {signal}: unmounting {}", mountpoint.display());
             // A file just closed may still be held by the kernel for a moment (FUSE
             // releases it after close returns): busy is retried a while before giving up.
+            // (fuser's own unmounter forgets the mount at its first try, busy or not, so a
+            // retry through it would report success and leave the file system mounted.)
             let mut tries = 0;
             loop {
-                match unmounter.unmount() {
-                    Ok(()) => return,
+                match unmount(&mountpoint) {
+                    Ok(()) => break,
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < UNMOUNT_TRIES => {
                         tries += 1;
                         std::thread::sleep(UNMOUNT_RETRY_INTERVAL);

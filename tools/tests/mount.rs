@@ -490,6 +490,45 @@ fn a_signal_unmounts_cleanly_and_the_contents_survive() {
 }
 
 #[test]
+fn a_signal_while_a_file_is_open_unmounts_once_it_is_closed() {
+    skip_without_fuse!();
+    let tmp = test_dir("signal-busy");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    let Some(mut m) = mount(&dir, &mnt, &[]) else {
+        return;
+    };
+    fs::write(m.path("held"), b"open while the signal comes").unwrap();
+    // The open file makes the first unmount busy; it closes a moment later, well within
+    // the retries. (A retry that only reported success used to leave the mount up and
+    // the process waiting forever.)
+    let held = fs::File::open(m.path("held")).unwrap();
+    // SAFETY: kill with a valid pid and signal.
+    let sent = unsafe { libc::kill(m.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = m.child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = m.child.kill();
+            panic!(
+                "the mount did not end after the file closed: {}",
+                m.log_text()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}: {}", m.log_text());
+    assert!(!is_mounted(&mnt));
+    drop(m);
+    assert_fsck_clean(&dir);
+}
+
+#[test]
 fn bench_mount_reports_dbench_on_the_mount_and_on_the_host() {
     skip_without_fuse!();
     if !program_exists("dbench") {
