@@ -392,14 +392,13 @@ pub fn check_store<D: Device>(
 
 /// `smlog fsck`.
 pub fn fsck(args: DirArgs) -> Result<ExitCode> {
-    let DirArgs {
-        dir,
-        open: args,
-        json: as_json,
-    } = args;
-    let dir = dir.as_path();
-    let device = open(dir, args)?;
-    let (recovery, store, _) = inspect(device, options(args, RecoveryMode::TornTail, true), false)?;
+    let as_json = args.json;
+    let device = open(&args.dir, args.open)?;
+    let (recovery, store, _) = inspect(
+        device,
+        options(args.open, RecoveryMode::TornTail, true),
+        false,
+    )?;
     let report = check_store(&store, &recovery.in_flight);
     if as_json {
         let mut value = serde_json::to_value(&report)?;
@@ -437,14 +436,9 @@ pub fn fsck(args: DirArgs) -> Result<ExitCode> {
 
 /// `smlog checkpoint`: recover, then write a checkpoint so the next open replays nothing.
 pub fn checkpoint(args: DirArgs) -> Result<ExitCode> {
-    let DirArgs {
-        dir,
-        open: args,
-        json: as_json,
-    } = args;
-    let dir = dir.as_path();
-    let device = open(dir, args)?;
-    let (engine, report) = open_device(device, options(args, RecoveryMode::TornTail, false))?;
+    let as_json = args.json;
+    let device = open(&args.dir, args.open)?;
+    let (engine, report) = open_device(device, options(args.open, RecoveryMode::TornTail, false))?;
     let stats = engine.checkpoint()?;
     engine.sync()?;
     if as_json {
