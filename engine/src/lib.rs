@@ -58,7 +58,7 @@ pub use error::{CorruptKind, FsError, LayoutProblem};
 pub use ids::{Ino, Lsn, SegmentSeq, TxnId, ROOT_INO};
 pub use log::{Log, LogError, LogReader, NewRecord, Record, RecoveryMode, ScanItem};
 pub use store::fsck::FsckReport;
-pub use store::{FileKind, Outcome, RequestKey, Stat, Time, TxnResult};
+pub use store::{EntryId, FileKind, Outcome, RequestKey, Stat, Time, TxnResult};
 pub use txn::machines::NewAttrs;
 pub use txn::{RenameFlags, SetAttrChanges};
 

@@ -21,7 +21,7 @@ use smlog::internals::{Attrs, FsMeta, Name, Op, Run};
 use smlog::internals::{FileTxn, StepRecord, TxnRecord};
 use smlog::Ino;
 use smlog::Lsn;
-use smlog::{FileKind, Outcome, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult};
+use smlog::{EntryId, FileKind, Outcome, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult};
 
 /// One encoded value: a unique name, its bytes, and the variant tags in them: (enum,
 /// variant, offset of the tag in the bytes).
@@ -54,6 +54,12 @@ const ATTRS: Attrs = Attrs {
 const KEY: RequestKey = RequestKey {
     client_id: 7,
     request_id: 300,
+};
+
+/// A replicated-log entry: term 2, index 70,000 (a three-byte varint).
+const ENTRY: EntryId = EntryId {
+    term: 2,
+    index: 70_000,
 };
 
 fn runs() -> Vec<Run> {
@@ -469,6 +475,7 @@ fn cases() -> Vec<Case> {
                 last: false,
             }),
             key: Some(KEY),
+            entry: Some(ENTRY),
             redo: vec![Op::DirRemove {
                 dir: Ino(1),
                 name: name("f"),
@@ -481,6 +488,7 @@ fn cases() -> Vec<Case> {
         }),
         TxnRecord::Commit {
             key: Some(KEY),
+            entry: Some(ENTRY),
             result: TxnResult::Bytes(3),
         },
         TxnRecord::Compensation {
@@ -490,6 +498,7 @@ fn cases() -> Vec<Case> {
         },
         TxnRecord::Abort {
             key: None,
+            entry: None,
             errno: 28,
         },
     ];
@@ -500,12 +509,16 @@ fn cases() -> Vec<Case> {
         let tags = vec![("TxnRecord", variant, 0)];
         push(format!("TxnRecord::{variant}"), bytes, tags);
     }
-    // The image of a new file system with one request remembered.
+    // The image of a new file system with one request remembered, and one that applied a
+    // replicated-log entry.
     let mut meta = FsMeta::new(NOW, 1 << 20);
     meta.keys
         .record(KEY, Outcome::Committed(TxnResult::Done), 16);
     let image = smlog::internals::image::encode_image(&meta).unwrap();
     push("FsMeta (a new file system, one key)".into(), image, vec![]);
+    meta.applied_entry = Some(ENTRY);
+    let image = smlog::internals::image::encode_image(&meta).unwrap();
+    push("FsMeta (one key, an applied entry)".into(), image, vec![]);
     cases
 }
 
@@ -561,11 +574,12 @@ const GOLDEN: &[(&str, &str)] = &[
     ("FileTxn::SetAttr #23 SetAttrState::Truncated", "052a0180030001050100000180c49fd50c959aef3a80c49fd50c959aef3a02"),
     ("FileTxn::Reclaim #24", "062a00"),
     ("FileTxn::Reclaim #25", "062a01"),
-    ("TxnRecord::Step", "00020101660080c49fd50c959aef3a012a000107ac02010501016601040101662a"),
-    ("TxnRecord::Commit", "010107ac020203"),
+    ("TxnRecord::Step", "00020101660080c49fd50c959aef3a012a000107ac020102f0a204010501016601040101662a"),
+    ("TxnRecord::Commit", "010107ac020102f0a2040203"),
     ("TxnRecord::Compensation", "02e80701012a00"),
-    ("TxnRecord::Abort", "030038"),
-    ("FsMeta (a new file system, one key)", "00020101010101ed030000000280c49fd50c959aef3a80c49fd50c959aef3a80c49fd50c959aef3a0100000001010080804000000000000107ac0200000107ac02"),
+    ("TxnRecord::Abort", "03000038"),
+    ("FsMeta (a new file system, one key)", "00020101010101ed030000000280c49fd50c959aef3a80c49fd50c959aef3a80c49fd50c959aef3a0100000001010080804000000000000107ac0200000107ac0200"),
+    ("FsMeta (one key, an applied entry)", "00020101010101ed030000000280c49fd50c959aef3a80c49fd50c959aef3a80c49fd50c959aef3a0100000001010080804000000000000107ac0200000107ac020102f0a204"),
 ];
 
 #[test]

@@ -63,7 +63,7 @@ impl<D: Device> Engine<D> {
             name: Name::new(name)?,
             node,
             attrs,
-            now: (self.shared.options.clock)(),
+            now: self.now(&options),
             state: CreateState::Start,
         });
         let result = self.run(machine, options)?;
@@ -89,14 +89,15 @@ impl<D: Device> Engine<D> {
         name: &[u8],
         options: impl Into<TxnOptions>,
     ) -> Result<Stat, FsError> {
+        let options = options.into();
         let machine = FileTxn::Link(Link {
             ino,
             parent,
             name: Name::new(name)?,
-            now: (self.shared.options.clock)(),
+            now: self.now(&options),
             linked: false,
         });
-        let result = self.run(machine, options.into())?;
+        let result = self.run(machine, options)?;
         self.attr_of(result)
     }
 
@@ -131,7 +132,7 @@ impl<D: Device> Engine<D> {
             parent,
             name: Name::new(name)?,
             dir,
-            now: (self.shared.options.clock)(),
+            now: self.now(&options),
             state: UnlinkState::Start,
         });
         self.run(machine, options).map(|_| ())
@@ -147,16 +148,17 @@ impl<D: Device> Engine<D> {
         flags: RenameFlags,
         options: impl Into<TxnOptions>,
     ) -> Result<(), FsError> {
+        let options = options.into();
         let machine = FileTxn::Rename(crate::txn::machines::Rename {
             from_parent,
             from_name: Name::new(from_name)?,
             to_parent,
             to_name: Name::new(to_name)?,
             flags,
-            now: (self.shared.options.clock)(),
+            now: self.now(&options),
             state: crate::txn::machines::RenameState::Start,
         });
-        self.run(machine, options.into()).map(|_| ())
+        self.run(machine, options).map(|_| ())
     }
 
     /// Writes `data` at `offset` of file `ino`; returns the bytes written.
@@ -167,15 +169,16 @@ impl<D: Device> Engine<D> {
         data: &[u8],
         options: impl Into<TxnOptions>,
     ) -> Result<u64, FsError> {
+        let options = options.into();
         let machine = FileTxn::Write(Write {
             ino,
             offset,
             len: data.len() as u64,
-            now: (self.shared.options.clock)(),
+            now: self.now(&options),
             state: WriteState::Start,
             data: Arc::new(data.to_vec()),
         });
-        match self.run(machine, options.into())? {
+        match self.run(machine, options)? {
             TxnResult::Bytes(n) => Ok(n),
             // A retransmission answered from the request table: the key named an earlier
             // request of another kind (a file server reusing request ids).
@@ -206,14 +209,21 @@ impl<D: Device> Engine<D> {
         changes: SetAttrChanges,
         options: impl Into<TxnOptions>,
     ) -> Result<Stat, FsError> {
+        let options = options.into();
         let machine = FileTxn::SetAttr(SetAttr {
             ino,
             changes,
-            now: (self.shared.options.clock)(),
+            now: self.now(&options),
             state: SetAttrState::Start,
         });
-        self.run(machine, options.into())?;
+        self.run(machine, options)?;
         self.getattr(ino)
+    }
+
+    /// The time a call stamps: its caller's (a replica applying its leader's operation), or
+    /// the engine's clock.
+    fn now(&self, options: &TxnOptions) -> crate::store::Time {
+        options.now.unwrap_or_else(self.shared.options.clock)
     }
 
     // --- Open files ---

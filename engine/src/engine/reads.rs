@@ -5,7 +5,7 @@ use crate::constants::BLOCK_SIZE_BYTES;
 use crate::error::FsError;
 use crate::io::Device;
 use crate::store::fsck::{self, FsckReport};
-use crate::store::{FileKind, FsMeta, Ino, Name, Outcome, RequestKey, Stat};
+use crate::store::{EntryId, FileKind, FsMeta, Ino, Name, Outcome, RequestKey, Stat};
 
 use super::{DirEntry, Engine, StatFs};
 
@@ -85,6 +85,12 @@ impl<D: Device> Engine<D> {
     /// when it is not remembered (never seen, or older than the window).
     pub fn outcome(&self, key: RequestKey) -> Option<Outcome> {
         self.lock().store.meta.keys.get(&key)
+    }
+
+    /// The newest replicated-log entry this engine applied (see [`TxnOptions::entry`](super::TxnOptions::entry)):
+    /// after a crash, what recovery found logged. `None` when it applied none.
+    pub fn applied_entry(&self) -> Option<EntryId> {
+        self.lock().store.meta.applied_entry
     }
 
     /// Space and inode counts.

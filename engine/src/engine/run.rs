@@ -8,7 +8,7 @@ use crate::constants::BLOCK_SIZE_BYTES;
 use crate::error::{CorruptKind, FsError};
 use crate::io::{AlignedBuf, Device};
 use crate::log::{LogError, Lsn, NewRecord};
-use crate::store::{DataFile, Op, Outcome, RequestKey, Run, TxnResult};
+use crate::store::{DataFile, EntryId, Op, Outcome, RequestKey, Run, TxnResult};
 use crate::txn::{apply_logged, Context, FileTxn, Machine, StepRecord, Transition, TxnRecord};
 
 use super::{Active, Durability, Engine, Guard, Inner, TxnOptions};
@@ -18,6 +18,7 @@ use crate::ids::TxnId;
 struct Running {
     txn_id: TxnId,
     key: Option<RequestKey>,
+    entry: Option<EntryId>,
     machine: FileTxn,
     step_no: u32,
     /// Applied steps: (LSN, undo), oldest first.
@@ -62,6 +63,7 @@ impl<D: Device> Engine<D> {
         let mut running = Running {
             txn_id,
             key: options.key,
+            entry: options.entry,
             machine,
             step_no: 0,
             steps: Vec::new(),
@@ -105,6 +107,7 @@ impl<D: Device> Engine<D> {
             inner,
             running.txn_id,
             running.key,
+            running.entry,
             running.step_no,
             &undo,
             error.errno(),
@@ -242,6 +245,7 @@ impl<D: Device> Engine<D> {
         if running.step_no > 0 || running.key.is_some() || running.resumed {
             let commit = TxnRecord::Commit {
                 key: running.key,
+                entry: running.entry,
                 result,
             };
             running.step_no += 1;
@@ -268,12 +272,14 @@ impl<D: Device> Engine<D> {
         let mut records = vec![TxnRecord::Step(StepRecord {
             machine: next.clone(),
             key: running.key,
+            entry: running.entry,
             redo,
             undo,
         })];
         if let Some(result) = result {
             records.push(TxnRecord::Commit {
                 key: running.key,
+                entry: running.entry,
                 result,
             });
         }
@@ -360,6 +366,7 @@ impl<D: Device> Engine<D> {
         inner: &mut Inner<D>,
         txn_id: TxnId,
         key: Option<RequestKey>,
+        entry: Option<EntryId>,
         mut step_no: u32,
         undo: &[(Lsn, Vec<Op>)],
         errno: i32,
@@ -375,7 +382,7 @@ impl<D: Device> Engine<D> {
             self.log_and_apply(inner, txn_id, step_no, &[record])?;
         }
         step_no += 1;
-        let abort = TxnRecord::Abort { key, errno };
+        let abort = TxnRecord::Abort { key, entry, errno };
         let lsn = self.log_and_apply(inner, txn_id, step_no, &[abort])?;
         inner.active.remove(&txn_id);
         Ok(lsn)
@@ -392,7 +399,8 @@ impl<D: Device> Engine<D> {
         undo: &[(Lsn, Vec<Op>)],
     ) -> Result<(), FsError> {
         let mut inner = self.lock_usable()?;
-        let result = self.roll_back_locked(&mut inner, txn_id, key, last_step_no, undo, 0);
+        // Rolled back, its replicated-log entry is not applied: the abort names none.
+        let result = self.roll_back_locked(&mut inner, txn_id, key, None, last_step_no, undo, 0);
         if let Err(e) = &result {
             inner.stopped.get_or_insert_with(|| e.to_string());
         }
@@ -400,12 +408,14 @@ impl<D: Device> Engine<D> {
     }
 
     /// Recovery: runs the remaining steps of transaction `txn_id` from `machine` (its state
-    /// after its last logged step) and commits it. Returns the steps logged.
+    /// after its last logged step) and commits it, with its request key and replicated-log
+    /// entry. Returns the steps logged.
     #[doc(hidden)]
     pub fn resume(
         &self,
         txn_id: TxnId,
         key: Option<RequestKey>,
+        entry: Option<EntryId>,
         last_step_no: u32,
         machine: FileTxn,
     ) -> Result<u32, FsError> {
@@ -413,6 +423,7 @@ impl<D: Device> Engine<D> {
         let mut running = Running {
             txn_id,
             key,
+            entry,
             machine,
             step_no: last_step_no,
             steps: Vec::new(),
@@ -507,6 +518,7 @@ mod reserve_tests {
         TxnRecord::Step(StepRecord {
             machine,
             key: None,
+            entry: None,
             redo: Vec::new(),
             undo: Vec::new(),
         })
@@ -517,6 +529,7 @@ mod reserve_tests {
     fn only_work_that_frees_space_or_finishes_work_uses_the_log_reserve() {
         let commit = TxnRecord::Commit {
             key: None,
+            entry: None,
             result: TxnResult::Done,
         };
         let reclaim = FileTxn::Reclaim(Reclaim {

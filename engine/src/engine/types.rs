@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::constants::{BLOCK_SIZE_BYTES, REQUEST_KEYS_DEFAULT};
 use crate::ids::Lsn;
-use crate::store::{FileKind, Ino, RequestKey, Time};
+use crate::store::{EntryId, FileKind, Ino, RequestKey, Time};
 
 /// When a call returns relative to durability.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,13 +17,21 @@ pub enum Durability {
     Async,
 }
 
-/// Per-call options: durability and the caller's request key.
+/// Per-call options: durability, the caller's request key, and what a replica needs to
+/// apply a replicated operation exactly as its leader did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TxnOptions {
     /// When to return.
     pub durability: Durability,
     /// The request, so a retransmission is answered exactly once (see [`Engine::outcome`](super::Engine::outcome)).
     pub key: Option<RequestKey>,
+    /// The time stamped on what the call changes, instead of the engine's clock: a replica
+    /// applies an operation with the time its leader chose.
+    pub now: Option<Time>,
+    /// The replicated-log entry this call applies: logged with its outcome, so that after
+    /// a crash [`Engine::applied_entry`](super::Engine::applied_entry) names the newest one
+    /// the engine holds.
+    pub entry: Option<EntryId>,
 }
 
 impl TxnOptions {
@@ -35,6 +43,7 @@ impl TxnOptions {
                 client_id,
                 request_id,
             }),
+            ..TxnOptions::default()
         }
     }
 }
@@ -43,7 +52,7 @@ impl From<Durability> for TxnOptions {
     fn from(durability: Durability) -> TxnOptions {
         TxnOptions {
             durability,
-            key: None,
+            ..TxnOptions::default()
         }
     }
 }

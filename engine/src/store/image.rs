@@ -517,14 +517,32 @@ mod resurrection_tests {
             } => (found, reads),
             e => panic!("{e}"),
         };
-        assert_eq!(other(read_super(&device).unwrap_err()), (1, 2));
+        assert_eq!(
+            other(read_super(&device).unwrap_err()),
+            (1, STORE_FORMAT_VERSION)
+        );
         // A format-1 checkpoint in one slot (its CRC valid).
-        let mut slot = sb(1).encode();
-        slot[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let crc = crc32fast::hash(&slot[..60]);
-        slot[60..64].copy_from_slice(&crc.to_le_bytes());
+        let with_version = |mut slot: Vec<u8>, version: u32| {
+            slot[8..12].copy_from_slice(&version.to_le_bytes());
+            let crc = crc32fast::hash(&slot[..60]);
+            slot[60..64].copy_from_slice(&crc.to_le_bytes());
+            slot
+        };
+        let slot = with_version(sb(1).encode().to_vec(), 1);
         device.poke(SUPER_FILE_NAME, SUPER_SLOT_SIZE_BYTES as u64, &slot);
-        assert_eq!(other(read_super(&device).unwrap_err()), (1, 2));
+        assert_eq!(
+            other(read_super(&device).unwrap_err()),
+            (1, STORE_FORMAT_VERSION)
+        );
+        // A format-2 store that never checkpointed: its slots are marked unused, with
+        // version 2 (its log's records lack the replicated-log entry: never read as 3's).
+        let unused = with_version(unused_slot_fields().to_vec(), 2);
+        device.poke(SUPER_FILE_NAME, 0, &unused);
+        device.poke(SUPER_FILE_NAME, SUPER_SLOT_SIZE_BYTES as u64, &unused);
+        assert_eq!(
+            other(read_super(&device).unwrap_err()),
+            (2, STORE_FORMAT_VERSION)
+        );
     }
 }
 

@@ -8,6 +8,7 @@ use crate::error::{CorruptKind, FsError};
 use crate::ids::Lsn;
 
 use super::{
+    EntryId,
     cautious, Attrs, BlockMap, FileKind, Ino, Inode, Name, RequestTable, Space, Time, ROOT_INO,
 };
 use crate::ids::TxnId;
@@ -33,6 +34,9 @@ pub struct FsMeta {
     pub space_lsn: Lsn,
     /// What became of recent requests.
     pub keys: RequestTable,
+    /// The newest replicated-log entry applied (a replica's engine; `None` for one that
+    /// applies none): set by the commit or abort record of a transaction that applies one.
+    pub applied_entry: Option<EntryId>,
 }
 
 impl FsMeta {
@@ -66,6 +70,7 @@ impl FsMeta {
             space: Space::new(capacity_blocks),
             space_lsn: Lsn(0),
             keys: RequestTable::default(),
+            applied_entry: None,
         }
     }
 

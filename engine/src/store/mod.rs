@@ -36,7 +36,7 @@ pub use data::DataFile;
 pub use inode::{block_crc, Attrs, BlockMap, FileKind, Inode, Mapped, Name, Stat, Time};
 pub use meta::FsMeta;
 pub use op::Op;
-pub use requests::{Outcome, RequestKey, RequestTable, TxnResult};
+pub use requests::{EntryId, Outcome, RequestKey, RequestTable, TxnResult};
 
 pub use space::{Run, Space};
 

@@ -14,6 +14,20 @@ pub struct RequestKey {
     pub request_id: u64,
 }
 
+/// The entry of a replicated log (Raft's term and index) a transaction applies, when the
+/// engine is the state machine of a replica: the engine remembers the newest one whose
+/// outcome it holds ([`FsMeta::applied_entry`](super::FsMeta::applied_entry)), so after a
+/// crash the replica knows exactly which entries to apply again.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct EntryId {
+    /// The term of the leader that wrote the entry.
+    pub term: u64,
+    /// The entry's index in the replicated log.
+    pub index: u64,
+}
+
 /// What a committed transaction returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TxnResult {

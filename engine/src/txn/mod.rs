@@ -25,7 +25,7 @@ use crate::error::{CorruptKind, FsError};
 use crate::ids::Lsn;
 use crate::ids::TxnId;
 use crate::io::Device;
-use crate::store::{FsMeta, Ino, Op, Outcome, RequestKey, Run, Store, TxnResult};
+use crate::store::{EntryId, FsMeta, Ino, Op, Outcome, RequestKey, Run, Store, TxnResult};
 
 pub mod machines;
 
@@ -50,6 +50,9 @@ pub struct StepRecord {
     pub machine: FileTxn,
     /// The caller's request key (every step carries it, so any one names the request).
     pub key: Option<RequestKey>,
+    /// The replicated-log entry the transaction applies (every step carries it, so a
+    /// transaction recovery resumes still commits it).
+    pub entry: Option<EntryId>,
     /// The outcome.
     pub redo: Vec<Op>,
     /// The prior values. Empty for a step taken after the point of no return (one that
@@ -66,6 +69,8 @@ pub enum TxnRecord {
     Commit {
         /// The caller's request key.
         key: Option<RequestKey>,
+        /// The replicated-log entry it applies.
+        entry: Option<EntryId>,
         /// What it returned.
         result: TxnResult,
     },
@@ -82,6 +87,9 @@ pub enum TxnRecord {
     Abort {
         /// The caller's request key.
         key: Option<RequestKey>,
+        /// The replicated-log entry whose outcome this failure is (`None` when recovery
+        /// rolled the transaction back: its entry is then not applied).
+        entry: Option<EntryId>,
         /// The errno it failed with (0: rolled back by recovery).
         errno: i32,
     },
@@ -137,7 +145,8 @@ impl TxnRecord {
 /// each record right after appending it (append, then apply: the write-ahead rule), and
 /// recovery for each record past the image. A step's or compensation's redo is applied to
 /// the objects not already past `lsn` (so applying twice changes nothing), and a commit or
-/// abort that carries a request key is remembered as that request's outcome.
+/// abort that carries a request key is remembered as that request's outcome, and one that
+/// carries a replicated-log entry makes it the newest applied.
 pub fn apply_logged<D: Device>(
     store: &mut Store<D>,
     record: &TxnRecord,
@@ -146,19 +155,19 @@ pub fn apply_logged<D: Device>(
 ) -> Result<(), FsError> {
     assert!(lsn > Lsn(0), "a logged record has an LSN");
     store.apply(record.redo(), lsn)?;
-    let outcome = match record {
-        TxnRecord::Commit {
-            key: Some(key),
-            result,
-        } => Some((*key, Outcome::Committed(*result))),
-        TxnRecord::Abort {
-            key: Some(key),
-            errno,
-        } => Some((*key, Outcome::RolledBack { errno: *errno })),
-        _ => None,
+    let (key, entry, outcome) = match record {
+        TxnRecord::Commit { key, entry, result } => (key, entry, Outcome::Committed(*result)),
+        TxnRecord::Abort { key, entry, errno } => {
+            (key, entry, Outcome::RolledBack { errno: *errno })
+        }
+        TxnRecord::Step(_) | TxnRecord::Compensation { .. } => return Ok(()),
     };
-    if let Some((key, outcome)) = outcome {
-        store.meta.keys.record(key, outcome, request_keys_max);
+    if let Some(key) = key {
+        store.meta.keys.record(*key, outcome, request_keys_max);
+    }
+    if let Some(entry) = entry {
+        let applied = &mut store.meta.applied_entry;
+        *applied = (*applied).max(Some(*entry));
     }
     Ok(())
 }
@@ -234,6 +243,8 @@ pub struct TxnTrack {
     pub first_lsn: Lsn,
     /// The caller's request key.
     pub key: Option<RequestKey>,
+    /// The replicated-log entry it applies.
+    pub entry: Option<EntryId>,
     /// Its steps, in order: (LSN, step number, step).
     pub steps: Vec<(Lsn, u32, StepRecord)>,
     /// Compensation records: (LSN, the step undone).
@@ -280,6 +291,7 @@ impl TxnTrack {
             txn_id,
             first_lsn: lsn,
             key: None,
+            entry: None,
             steps: Vec::new(),
             compensations: Vec::new(),
             undo_next_lsn: None,
@@ -293,13 +305,13 @@ impl TxnTrack {
         self.last_step_no = self.last_step_no.max(step_no);
         match record {
             TxnRecord::Step(step) => {
-                if self.key.is_none() {
-                    self.key = step.key;
-                }
+                self.key = self.key.or(step.key);
+                self.entry = self.entry.or(step.entry);
                 self.steps.push((lsn, step_no, step.clone()));
             }
-            TxnRecord::Commit { key, result } => {
+            TxnRecord::Commit { key, entry, result } => {
                 self.key = self.key.or(*key);
+                self.entry = self.entry.or(*entry);
                 self.end = Some(TxnEnd::Committed {
                     lsn,
                     result: *result,
@@ -313,7 +325,7 @@ impl TxnTrack {
                 self.compensations.push((lsn, *undoes_lsn));
                 self.undo_next_lsn = Some(*undo_next_lsn);
             }
-            TxnRecord::Abort { key, errno } => {
+            TxnRecord::Abort { key, errno, .. } => {
                 self.key = self.key.or(*key);
                 self.end = Some(TxnEnd::Aborted { lsn, errno: *errno });
             }
@@ -424,6 +436,7 @@ mod tests {
                 client_id: 1,
                 request_id: 2,
             }),
+            entry: Some(EntryId { term: 3, index: 4 }),
             errno: 17,
         };
         let bytes = record.encode();
