@@ -117,3 +117,65 @@ fn check_items(reader: &mut LogReader<'_, SimDevice>) -> usize {
     }
     panic!("the reader did not finish within {ITEMS_MAX} items");
 }
+
+/// The numbering `docs/FORMAT.md` (given as `text`) gives each enum, `Enum = 0 A ... | 1 B
+/// ...` over one or more indented lines: (enum, variant) -> tag. The golden-vector tests
+/// check every encoded variant's tag against it. Panics when a variant is numbered twice.
+pub fn documented_tags(text: &str) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut tags = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indented = line.len() - trimmed.len() >= 4;
+        let definition = trimmed
+            .split_once('=')
+            .filter(|(head, _)| {
+                let head = head.trim();
+                !head.is_empty() && head.chars().all(|c| c.is_ascii_alphanumeric())
+            })
+            .map(|(head, rest)| (head.trim().to_string(), rest));
+        let body = match (indented, definition) {
+            (true, Some((head, rest))) => {
+                current = Some(head);
+                rest
+            }
+            (true, None) if current.is_some() => trimmed,
+            _ => {
+                current = None;
+                continue;
+            }
+        };
+        let Some(enum_name) = &current else { continue };
+        for part in body.split('|') {
+            let mut words = part.split_whitespace();
+            let (Some(number), Some(variant)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = number.parse::<u64>() else {
+                continue;
+            };
+            let variant: String = variant
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            let previous = tags.insert((enum_name.clone(), variant.clone()), number);
+            assert!(
+                previous.is_none(),
+                "FORMAT.md numbers {enum_name}::{variant} twice"
+            );
+        }
+    }
+    tags
+}
+
+/// The varint at the start of `bytes` (postcard's enum tag). Panics when there is none.
+pub fn varint(bytes: &[u8]) -> u64 {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return value;
+        }
+    }
+    panic!("no varint in {bytes:?}")
+}

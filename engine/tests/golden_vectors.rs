@@ -612,67 +612,10 @@ fn every_postcard_variant_encodes_to_its_pinned_bytes() {
     assert_eq!(names.len(), golden.len(), "a golden vector has no case");
 }
 
-/// `docs/FORMAT.md`'s numbering of each enum: `Enum = 0 A ... | 1 B ...`, over one or
-/// more lines.
+/// `docs/FORMAT.md`'s numbering of each enum.
 fn documented_tags() -> BTreeMap<(String, String), u64> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md");
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut tags = BTreeMap::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        let indented = line.len() - trimmed.len() >= 4;
-        let definition = trimmed
-            .split_once('=')
-            .filter(|(head, _)| {
-                let head = head.trim();
-                !head.is_empty() && head.chars().all(|c| c.is_ascii_alphanumeric())
-            })
-            .map(|(head, rest)| (head.trim().to_string(), rest));
-        let body = match (indented, definition) {
-            (true, Some((head, rest))) => {
-                current = Some(head);
-                rest
-            }
-            (true, None) if current.is_some() => trimmed,
-            _ => {
-                current = None;
-                continue;
-            }
-        };
-        let Some(enum_name) = &current else { continue };
-        for part in body.split('|') {
-            let mut words = part.split_whitespace();
-            let (Some(number), Some(variant)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let Ok(number) = number.parse::<u64>() else {
-                continue;
-            };
-            let variant: String = variant
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .collect();
-            let previous = tags.insert((enum_name.clone(), variant.clone()), number);
-            assert!(
-                previous.is_none(),
-                "FORMAT.md numbers {enum_name}::{variant} twice"
-            );
-        }
-    }
-    tags
-}
-
-/// The varint at the start of `bytes` (postcard's enum tag).
-fn varint(bytes: &[u8]) -> u64 {
-    let mut value = 0u64;
-    for (i, byte) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return value;
-        }
-    }
-    panic!("no varint in {bytes:?}")
+    smlog::testing::documented_tags(&std::fs::read_to_string(path).unwrap())
 }
 
 #[test]
@@ -685,7 +628,7 @@ fn every_variant_tag_is_the_one_format_md_gives() {
             let want = documented
                 .get(&key)
                 .unwrap_or_else(|| panic!("FORMAT.md does not number {enum_name}::{variant}"));
-            let tag = varint(&case.bytes[offset..]);
+            let tag = smlog::testing::varint(&case.bytes[offset..]);
             assert_eq!(
                 tag, *want,
                 "{} {enum_name}::{variant}: tag {tag}, FORMAT.md says {want}",

@@ -161,7 +161,13 @@ pub fn open_device<D: Device>(
                         format!("transaction {} resumes without a step", track.txn_id),
                     )
                 })?;
-                engine.resume(track.txn_id, track.key, track.entry, track.last_step_no, machine)?
+                engine.resume(
+                    track.txn_id,
+                    track.key,
+                    track.entry,
+                    track.last_step_no,
+                    machine,
+                )?
             }
             Decision::RollBack => {
                 let undo = track.steps_to_undo();

@@ -57,12 +57,13 @@ fn crash_and_apply_again(seed: u64) -> (u64, u64) {
     // Half the seeds make every step durable on its own, so crashes fall between the
     // steps of one transaction too (recovery then resumes or rolls it back).
     let mut options = test_options();
-    options.engine.sync_every_step = seed % 2 == 0;
+    options.engine.sync_every_step = seed.is_multiple_of(2);
     let run = |device: &Arc<SimDevice>, from: usize| {
-        let (engine, _) = open_sim(device, options.clone()).unwrap();
+        let (engine, _) = open_sim(device, options).unwrap();
         for (i, op) in ops.iter().enumerate().skip(from) {
             let index = i as u64 + 1;
-            if run_op(&engine, op, entry_options(index, syncs[i])).is_err() && engine.stopped().is_some()
+            if run_op(&engine, op, entry_options(index, syncs[i])).is_err()
+                && engine.stopped().is_some()
             {
                 break;
             }
@@ -80,7 +81,11 @@ fn crash_and_apply_again(seed: u64) -> (u64, u64) {
     let before = whole.mutating_op_count();
     let engine = run(&whole, 0);
     let whole_tree = tree_of(&engine).unwrap();
-    assert_eq!(whole_tree, model_after(&setup, &ops), "seed {seed}: no crash");
+    assert_eq!(
+        whole_tree,
+        model_after(&setup, &ops),
+        "seed {seed}: no crash"
+    );
     let newest_logged = engine.applied_entry();
     drop(engine);
     let span = whole.mutating_op_count() - before;

@@ -103,15 +103,12 @@ impl<D: Device> Engine<D> {
             inner.active.remove(&running.txn_id);
             return Ok(inner.store.meta.applied_lsn);
         }
-        self.roll_back_locked(
-            inner,
-            running.txn_id,
-            running.key,
-            running.entry,
-            running.step_no,
-            &undo,
-            error.errno(),
-        )
+        let abort = TxnRecord::Abort {
+            key: running.key,
+            entry: running.entry,
+            errno: error.errno(),
+        };
+        self.roll_back_locked(inner, running.txn_id, running.step_no, &undo, abort)
     }
 
     fn wait_durable(&self, lsn: Lsn) -> Result<(), FsError> {
@@ -361,15 +358,15 @@ impl<D: Device> Engine<D> {
         (inner, Ok(()))
     }
 
+    /// Logs and applies a compensation for each step of `undo` (newest first), then
+    /// `abort` (a [`TxnRecord::Abort`]).
     fn roll_back_locked(
         &self,
         inner: &mut Inner<D>,
         txn_id: TxnId,
-        key: Option<RequestKey>,
-        entry: Option<EntryId>,
         mut step_no: u32,
         undo: &[(Lsn, Vec<Op>)],
-        errno: i32,
+        abort: TxnRecord,
     ) -> Result<Lsn, FsError> {
         for (i, (undoes_lsn, ops)) in undo.iter().enumerate() {
             let undo_next_lsn = undo.get(i + 1).map_or(Lsn(0), |(lsn, _)| *lsn);
@@ -382,7 +379,6 @@ impl<D: Device> Engine<D> {
             self.log_and_apply(inner, txn_id, step_no, &[record])?;
         }
         step_no += 1;
-        let abort = TxnRecord::Abort { key, entry, errno };
         let lsn = self.log_and_apply(inner, txn_id, step_no, &[abort])?;
         inner.active.remove(&txn_id);
         Ok(lsn)
@@ -400,7 +396,12 @@ impl<D: Device> Engine<D> {
     ) -> Result<(), FsError> {
         let mut inner = self.lock_usable()?;
         // Rolled back, its replicated-log entry is not applied: the abort names none.
-        let result = self.roll_back_locked(&mut inner, txn_id, key, None, last_step_no, undo, 0);
+        let abort = TxnRecord::Abort {
+            key,
+            entry: None,
+            errno: 0,
+        };
+        let result = self.roll_back_locked(&mut inner, txn_id, last_step_no, undo, abort);
         if let Err(e) = &result {
             inner.stopped.get_or_insert_with(|| e.to_string());
         }

@@ -8,8 +8,8 @@ use crate::error::{CorruptKind, FsError};
 use crate::ids::Lsn;
 
 use super::{
-    EntryId,
-    cautious, Attrs, BlockMap, FileKind, Ino, Inode, Name, RequestTable, Space, Time, ROOT_INO,
+    cautious, Attrs, BlockMap, EntryId, FileKind, Ino, Inode, Name, RequestTable, Space, Time,
+    ROOT_INO,
 };
 use crate::ids::TxnId;
 

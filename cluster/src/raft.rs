@@ -1,0 +1,159 @@
+//! The one module that names openraft. openraft is young (pinned exactly in the workspace's
+//! `Cargo.toml`): its types are declared, aliased and converted here, so a bump touches
+//! this file, and nothing of openraft's own serialization reaches the disk or the wire:
+//! what smlog stores is its own records ([`crate::log_store::records`]), converted here.
+//!
+//! Raft flavour: standard Raft leader ids (at most one leader per term; a log id is a term
+//! and an index), node ids `u64`, a node's address a string.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::command::{Command, Reply};
+use crate::log_store::records::{
+    EntryRecord, LogIdRecord, MembershipRecord, PayloadRecord, VoteRecord,
+};
+
+pub use openraft::entry::RaftEntry;
+pub use openraft::storage::{
+    EntryResponder, IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder,
+    RaftStateMachine,
+};
+pub use openraft::type_config::TypeConfigExt;
+pub use openraft::{BasicNode, OptionalSend};
+
+/// openraft's storage test suite ([`testing::log::Suite`]), which smlog's Raft storage
+/// passes on every device.
+pub use openraft::testing;
+
+openraft::declare_raft_types!(
+    /// smlog's Raft types: entries carry [`Command`]s, applying one gives a [`Reply`].
+    pub TypeConfig:
+        D = Command,
+        R = Reply,
+        NodeId = u64,
+        Node = BasicNode,
+        Term = u64,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+);
+
+/// A node's id.
+pub type NodeId = u64;
+/// A Raft log entry.
+pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
+/// A Raft log id (term and index).
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// A vote (term, candidate, committed).
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// A cluster membership (voters and learners with their addresses).
+pub type Membership = openraft::Membership<NodeId, BasicNode>;
+/// A membership and the log id of the entry that set it.
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// A snapshot's metadata.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot: its metadata and its data.
+pub type Snapshot<Data> = openraft::type_config::alias::SnapshotOf<TypeConfig, Data>;
+/// A storage failure as openraft reports it.
+pub type StorageError = openraft::StorageError<TypeConfig>;
+/// An entry's payload.
+pub type EntryPayload = openraft::EntryPayload<Command, NodeId, BasicNode>;
+
+/// An IO failure of the store as openraft's storage error.
+pub fn storage_error(error: std::io::Error) -> StorageError {
+    StorageError::from_io_error(
+        openraft::ErrorSubject::Store,
+        openraft::ErrorVerb::Read,
+        error,
+    )
+}
+
+/// A log id as stored.
+pub fn log_id_record(log_id: &LogId) -> LogIdRecord {
+    LogIdRecord {
+        term: log_id.leader_id.term,
+        index: log_id.index,
+    }
+}
+
+/// A stored log id as openraft's.
+pub fn log_id_of(record: &LogIdRecord) -> LogId {
+    LogId::new_term_index(record.term, record.index)
+}
+
+/// A vote as stored.
+pub fn vote_record(vote: &Vote) -> VoteRecord {
+    VoteRecord {
+        term: vote.leader_id.term,
+        node_id: vote.leader_id.voted_for,
+        committed: vote.committed,
+    }
+}
+
+/// A stored vote as openraft's.
+pub fn vote_of(record: &VoteRecord) -> Vote {
+    if record.committed {
+        Vote::new_committed(record.term, record.node_id)
+    } else {
+        Vote::new(record.term, record.node_id)
+    }
+}
+
+/// A membership as stored.
+pub fn membership_record(membership: &Membership) -> MembershipRecord {
+    MembershipRecord {
+        configs: membership
+            .get_joint_config()
+            .iter()
+            .map(|config| config.iter().copied().collect())
+            .collect(),
+        nodes: membership
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect(),
+    }
+}
+
+/// A stored membership as openraft's; `None` when it is not a valid membership (a config
+/// with no voter, a voter without an address).
+pub fn membership_of(record: &MembershipRecord) -> Option<Membership> {
+    let configs: Vec<BTreeSet<NodeId>> = record
+        .configs
+        .iter()
+        .map(|config| config.iter().copied().collect())
+        .collect();
+    let nodes: BTreeMap<NodeId, BasicNode> = record
+        .nodes
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    Membership::new(configs, nodes).ok()
+}
+
+/// An entry as stored.
+pub fn entry_record(entry: &Entry) -> EntryRecord {
+    let payload = match &entry.payload {
+        EntryPayload::Blank => PayloadRecord::Blank,
+        EntryPayload::Normal(command) => PayloadRecord::Normal(command.clone()),
+        EntryPayload::Membership(membership) => {
+            PayloadRecord::Membership(membership_record(membership))
+        }
+    };
+    EntryRecord {
+        log_id: log_id_record(&entry.log_id),
+        payload,
+    }
+}
+
+/// A stored entry as openraft's; `None` when its membership is not valid.
+pub fn entry_of(record: EntryRecord) -> Option<Entry> {
+    let payload = match record.payload {
+        PayloadRecord::Blank => EntryPayload::Blank,
+        PayloadRecord::Normal(command) => EntryPayload::Normal(command),
+        PayloadRecord::Membership(membership) => {
+            EntryPayload::Membership(membership_of(&membership)?)
+        }
+    };
+    Some(Entry {
+        log_id: log_id_of(&record.log_id),
+        payload,
+    })
+}
