@@ -11,13 +11,24 @@
 //!   entry it applied ([`smlog::Engine::applied_entry`]) so a crash costs no entry and
 //!   applies none twice.
 //!
+//! A [`Node`] joins the two under openraft on a network of the caller's choosing; the
+//! in-process one ([`MemoryRouter`]) serves tests and the simulation.
+//!
 //! Status: the log storage passes openraft's storage suite on the io_uring and the
-//! simulated device; the engine state machine, the network, the node process and the
-//! `smlog cluster` commands come next (see the project's issue on the cluster).
+//! simulated device; three nodes in one process replicate a volume through crashes and a
+//! failover. Not built yet: snapshots (so the Raft log is never purged), the TCP network
+//! with mutual authentication, the node process and `smlog cluster` commands, forwarding
+//! of writes to the leader, the deterministic cluster simulation.
 
 pub mod command;
 pub mod log_store;
+pub mod node;
 pub mod raft;
+pub mod state_machine;
+pub mod transport;
 
 pub use command::{Command, FileOp, Reply};
 pub use log_store::LogStore;
+pub use node::{Node, WriteError};
+pub use state_machine::VolumeMachine;
+pub use transport::MemoryRouter;

@@ -14,12 +14,14 @@ use crate::log_store::records::{
 };
 
 pub use openraft::entry::RaftEntry;
+pub use openraft::errors::ReplicationClosed;
+pub use openraft::network::{NetSnapshot, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 pub use openraft::storage::{
     EntryResponder, IOFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder,
     RaftStateMachine,
 };
 pub use openraft::type_config::TypeConfigExt;
-pub use openraft::{BasicNode, OptionalSend};
+pub use openraft::{BasicNode, Config, OptionalSend, ServerState, SnapshotPolicy};
 
 /// openraft's storage test suite ([`testing::log::Suite`]), which smlog's Raft storage
 /// passes on every device.
@@ -54,8 +56,38 @@ pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>
 pub type Snapshot<Data> = openraft::type_config::alias::SnapshotOf<TypeConfig, Data>;
 /// A storage failure as openraft reports it.
 pub type StorageError = openraft::StorageError<TypeConfig>;
+/// A Raft node whose state machine is a volume on device type `D`.
+pub type Raft<D> = openraft::Raft<TypeConfig, crate::state_machine::VolumeMachine<D>>;
+/// Replication request and reply.
+pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
+/// Replication reply.
+pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<TypeConfig>;
+/// Election request.
+pub type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
+/// Election reply.
+pub type VoteResponse = openraft::raft::VoteResponse<TypeConfig>;
+/// Snapshot installation reply.
+pub type SnapshotResponse = openraft::raft::SnapshotResponse<TypeConfig>;
+/// A failed call to another node.
+pub type RPCError = openraft::errors::RPCError<TypeConfig>;
+/// A failed snapshot transfer.
+pub type StreamingError = openraft::errors::StreamingError<TypeConfig>;
+/// A node that cannot be reached.
+pub type Unreachable<C = TypeConfig> = openraft::errors::Unreachable<C>;
+/// Why a write was not applied.
+pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;
+/// A Raft API failure.
+pub type RaftError<E = std::convert::Infallible> = openraft::errors::RaftError<TypeConfig, E>;
+/// A node's view of the cluster (leader, term, log and applied indexes, replication).
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 /// An entry's payload.
 pub type EntryPayload = openraft::EntryPayload<Command, NodeId, BasicNode>;
+
+/// What `raft` sees now (leader, term, log and applied indexes, replication).
+pub fn metrics_of<D: smlog::io::Device>(raft: &Raft<D>) -> RaftMetrics {
+    use openraft::async_runtime::WatchReceiver;
+    raft.metrics().borrow_watched().clone()
+}
 
 /// An IO failure of the store as openraft's storage error.
 pub fn storage_error(error: std::io::Error) -> StorageError {

@@ -1,0 +1,178 @@
+//! A node of a replicated volume ([`Node`]): its Raft log ([`LogStore`]), its engine as
+//! state machine ([`VolumeMachine`]) and openraft's Raft between them, on a network of
+//! the caller's choosing (in-process for tests and the simulation, TCP for processes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smlog::io::Device;
+use smlog::Engine;
+use smlog_recovery::OpenOptions;
+
+use crate::command::{Command, Reply};
+use crate::log_store::{LogStore, OpenError};
+use crate::raft::{
+    metrics_of, ClientWriteError, Config, NetSnapshot, NodeId, Raft, RaftError, RaftMetrics,
+    RaftNetworkFactory, SnapshotPolicy, TypeConfig,
+};
+use crate::state_machine::{MachineError, VolumeMachine};
+
+/// Heartbeats every 250 ms, elections after 1-2 s of silence: what a 2-core machine
+/// carrying several nodes keeps without false elections.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+/// The shortest election timeout.
+pub const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(1000);
+/// The longest election timeout.
+pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(2000);
+
+/// The Raft configuration of a volume's group, with the timeouts above (tests of the
+/// deterministic simulation scale them).
+pub fn raft_config(heartbeat: Duration, election_min: Duration, election_max: Duration) -> Config {
+    Config {
+        cluster_name: "smlog".into(),
+        heartbeat_interval: heartbeat.as_millis() as u64,
+        election_timeout_min: election_min.as_millis() as u64,
+        election_timeout_max: election_max.as_millis() as u64,
+        // Volume snapshots are not built yet: the log is never purged.
+        snapshot_policy: SnapshotPolicy::Never,
+        ..Config::default()
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Raft log.
+    #[error("the Raft log: {0}")]
+    Log(#[from] OpenError),
+    /// The engine or the saved membership.
+    #[error("the volume: {0}")]
+    Machine(#[from] MachineError),
+    /// The Raft configuration.
+    #[error("the Raft configuration: {0}")]
+    Config(String),
+    /// openraft refused to start.
+    #[error("Raft: {0}")]
+    Raft(String),
+}
+
+/// Why a write was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// This node is not the leader; the leader, when known, is named.
+    #[error("node is not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+    },
+    /// The entry was appended but this node lost leadership before it committed: it may
+    /// still commit through another leader. Retry under the same request key.
+    #[error("leadership changed before the write committed; retry under its request key")]
+    Unknown,
+    /// The node stopped (a storage failure or a shutdown).
+    #[error("the node stopped: {0}")]
+    Stopped(String),
+}
+
+/// One member of a volume's Raft group.
+pub struct Node<D: Device> {
+    id: NodeId,
+    raft: Raft<D>,
+    engine: Arc<Engine<D>>,
+    log: LogStore<D>,
+}
+
+impl<D: Device> std::fmt::Debug for Node<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish()
+    }
+}
+
+impl<D: Device> Node<D> {
+    /// Opens (or creates) the node's Raft log on `log_device` and its volume on
+    /// `engine_device` (both recovered after a crash), and starts Raft on `network`.
+    pub async fn start<N>(
+        id: NodeId,
+        log_device: Arc<D>,
+        engine_device: Arc<D>,
+        engine_options: OpenOptions,
+        config: Config,
+        network: N,
+    ) -> Result<Node<D>, StartError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+        N::Network: NetSnapshot<TypeConfig, SnapshotData = Vec<u8>>,
+    {
+        let config = config
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let opened = tokio::task::spawn_blocking(move || {
+            let log = LogStore::open(log_device)?;
+            let machine = VolumeMachine::open(engine_device, engine_options)?;
+            Ok::<_, StartError>((log, machine))
+        })
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))??;
+        let (log, machine) = opened;
+        let engine = Arc::clone(machine.engine());
+        let raft = Raft::new(id, Arc::new(config), network, log.clone(), machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        Ok(Node {
+            id,
+            raft,
+            engine,
+            log,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// openraft's handle (membership changes, metrics).
+    pub fn raft(&self) -> &Raft<D> {
+        &self.raft
+    }
+
+    /// This node's engine: reads are served from it (what this node has applied).
+    pub fn engine(&self) -> &Arc<Engine<D>> {
+        &self.engine
+    }
+
+    /// What this node sees now: leader, term, log and applied indexes, replication.
+    pub fn metrics(&self) -> RaftMetrics {
+        metrics_of(&self.raft)
+    }
+
+    /// This node's Raft log.
+    pub fn log(&self) -> &LogStore<D> {
+        &self.log
+    }
+
+    /// Replicates `command` (this node must be the leader) and returns what applying it
+    /// gave, once a quorum has it durably and this node applied it.
+    pub async fn write(&self, command: Command) -> Result<Reply, WriteError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(WriteError::NotLeader {
+                    leader: forward.leader_id,
+                })
+            }
+            Err(RaftError::APIError(other)) => {
+                log::info!("node {}: a write's outcome is unknown: {other}", self.id);
+                Err(WriteError::Unknown)
+            }
+            Err(RaftError::Fatal(fatal)) => Err(WriteError::Stopped(fatal.to_string())),
+        }
+    }
+
+    /// Stops Raft (the engine and log close when the node is dropped).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            log::warn!("node {}: Raft did not stop cleanly: {e}", self.id);
+        }
+    }
+}

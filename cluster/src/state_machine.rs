@@ -1,0 +1,358 @@
+//! The smlog engine as Raft's state machine ([`VolumeMachine`]).
+//!
+//! Every node applies each committed entry to its own engine: a [`Command`] becomes one
+//! engine call with the leader's time and the caller's request key, tagged with the entry
+//! ([`smlog::TxnOptions::entry`]) and **asynchronous**: applying costs no sync. What makes
+//! an acknowledged change durable is the Raft log (the leader's and a quorum's group
+//! commits); the engine catches up on its own (group commits of later `Sync` work, its
+//! checkpoints, a clean shutdown).
+//!
+//! **After a crash** the engine recovers to some prefix of what it applied, and
+//! [`smlog::Engine::applied_entry`] names exactly the last entry in that prefix. The
+//! machine reports as applied the greater of that and the last membership it saved (a
+//! membership entry makes the engine durable first, then saves itself durably), so openraft
+//! applies again exactly the entries the crash took from the engine; they are still in the
+//! Raft log, since a log is purged only up to a snapshot. Blank entries leave no trace and
+//! are harmless to apply again.
+//!
+//! A membership is saved in the engine's directory as `MEMBERSHIP` (one block: magic, the
+//! Raft entry record that set it, CRC; written to `MEMBERSHIP.tmp`, synced, renamed, the
+//! directory synced): docs/FORMAT.md, "The Raft log".
+//!
+//! Snapshots (engine checkpoints sent to a lagging node) are not built yet: the node runs
+//! with openraft's snapshot policy `Never` and never purges its log.
+
+use std::io;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use smlog::constants::BLOCK_SIZE_BYTES;
+use smlog::io::{AlignedBuf, Device};
+use smlog::{Durability, Engine, EntryId, FsError, TxnOptions, TxnResult};
+use smlog_recovery::OpenOptions;
+
+use crate::command::{Command, FileOp, Reply};
+use crate::log_store::records::{EntryRecord, PayloadRecord, RaftRecord};
+use crate::raft::{
+    entry_of, log_id_record, membership_record, EntryPayload, EntryResponder, LogId, Membership,
+    OptionalSend, RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta, StoredMembership,
+    TypeConfig,
+};
+
+/// The saved membership's file in the engine's directory.
+pub const MEMBERSHIP_FILE: &str = "MEMBERSHIP";
+const MEMBERSHIP_TMP_FILE: &str = "MEMBERSHIP.tmp";
+/// `MEMBERSHIP`'s first eight bytes.
+pub const MEMBERSHIP_MAGIC: u64 = u64::from_le_bytes(*b"SMLOGMBR");
+/// Header: magic u64, payload length u32, CRC-32 (IEEE) of the payload u32.
+const MEMBERSHIP_HEADER_BYTES: usize = 16;
+
+/// Why a volume's state machine could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// The engine (recovery, device, damage).
+    #[error(transparent)]
+    Engine(#[from] FsError),
+    /// `MEMBERSHIP` is damaged.
+    #[error("{path}: {why}")]
+    Membership {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A volume's engine as openraft's state machine.
+pub struct VolumeMachine<D: Device> {
+    engine: Arc<Engine<D>>,
+    device: Arc<D>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl<D: Device> std::fmt::Debug for VolumeMachine<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeMachine")
+            .field("applied", &self.applied)
+            .field("membership", &self.membership)
+            .finish()
+    }
+}
+
+impl<D: Device> VolumeMachine<D> {
+    /// Opens (recovers, or with `options.create` creates) the engine on `device`, and the
+    /// membership saved beside it.
+    pub fn open(device: Arc<D>, options: OpenOptions) -> Result<VolumeMachine<D>, MachineError> {
+        let (engine, _report) = smlog_recovery::open_device(Arc::clone(&device), options)?;
+        let membership = read_membership(&*device)?;
+        let engine_applied = engine
+            .applied_entry()
+            .map(|entry| LogId::new_term_index(entry.term, entry.index));
+        let applied = engine_applied.max(*membership.log_id());
+        Ok(VolumeMachine {
+            engine: Arc::new(engine),
+            device,
+            applied,
+            membership,
+        })
+    }
+
+    /// The engine (reads are served from it directly).
+    pub fn engine(&self) -> &Arc<Engine<D>> {
+        &self.engine
+    }
+}
+
+/// Makes the engine durable, then saves `membership` (set by entry `log_id`) durably.
+fn save_membership<D: Device>(
+    engine: &Engine<D>,
+    device: &D,
+    log_id: LogId,
+    membership: &Membership,
+) -> io::Result<()> {
+    engine.sync().map_err(fatal)?;
+    let record = RaftRecord::Entry(EntryRecord {
+        log_id: log_id_record(&log_id),
+        payload: PayloadRecord::Membership(membership_record(membership)),
+    });
+    write_membership(device, &record.encode()).map_err(fatal)
+}
+
+/// An engine failure that is not a refusal: this node stops (fail-stop), it never answers
+/// differently from the others.
+fn fatal(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::other(error)
+}
+
+/// Applies one command to the engine as entry `entry`. A refusal (an errno) is the reply,
+/// the same on every node; any other failure stops this node's Raft.
+pub fn apply_command<D: Device>(
+    engine: &Engine<D>,
+    command: &Command,
+    entry: EntryId,
+) -> io::Result<Reply> {
+    let options = TxnOptions {
+        durability: Durability::Async,
+        key: command.key,
+        now: Some(command.now),
+        entry: Some(entry),
+    };
+    let result = match &command.op {
+        FileOp::Create {
+            parent,
+            name,
+            attrs,
+        } => engine
+            .create(*parent, name, *attrs, options)
+            .map(|stat| TxnResult::Ino(stat.ino)),
+        FileOp::Mkdir {
+            parent,
+            name,
+            attrs,
+        } => engine
+            .mkdir(*parent, name, *attrs, options)
+            .map(|stat| TxnResult::Ino(stat.ino)),
+        FileOp::Symlink {
+            parent,
+            name,
+            target,
+            attrs,
+        } => engine
+            .symlink(*parent, name, target, *attrs, options)
+            .map(|stat| TxnResult::Ino(stat.ino)),
+        FileOp::Link { ino, parent, name } => engine
+            .link(*ino, *parent, name, options)
+            .map(|stat| TxnResult::Ino(stat.ino)),
+        FileOp::Unlink { parent, name } => engine
+            .unlink(*parent, name, options)
+            .map(|()| TxnResult::Done),
+        FileOp::Rmdir { parent, name } => engine
+            .rmdir(*parent, name, options)
+            .map(|()| TxnResult::Done),
+        FileOp::Rename {
+            from_parent,
+            from_name,
+            to_parent,
+            to_name,
+            flags,
+        } => engine
+            .rename(
+                *from_parent,
+                from_name,
+                *to_parent,
+                to_name,
+                *flags,
+                options,
+            )
+            .map(|()| TxnResult::Done),
+        FileOp::Write { ino, offset, data } => engine
+            .write(*ino, *offset, data, options)
+            .map(TxnResult::Bytes),
+        FileOp::SetAttr { ino, changes } => engine
+            .setattr(*ino, *changes, options)
+            .map(|_| TxnResult::Done),
+    };
+    match result {
+        Ok(result) => Ok(Reply(Ok(result))),
+        Err(error) if error.is_refusal() => Ok(Reply(Err(error.errno()))),
+        Err(error) => Err(fatal(error)),
+    }
+}
+
+impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = NoSnapshots;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+    where
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let log_id = entry.log_id;
+            let reply = match entry.payload {
+                EntryPayload::Blank => Reply(Ok(TxnResult::Done)),
+                EntryPayload::Normal(command) => {
+                    let engine = Arc::clone(&self.engine);
+                    let id = EntryId {
+                        term: log_id.leader_id.term,
+                        index: log_id.index,
+                    };
+                    tokio::task::spawn_blocking(move || apply_command(&engine, &command, id))
+                        .await
+                        .map_err(fatal)??
+                }
+                EntryPayload::Membership(membership) => {
+                    let engine = Arc::clone(&self.engine);
+                    let device = Arc::clone(&self.device);
+                    let saved = membership.clone();
+                    tokio::task::spawn_blocking(move || {
+                        save_membership(&engine, &device, log_id, &saved)
+                    })
+                    .await
+                    .map_err(fatal)??;
+                    self.membership = StoredMembership::new(Some(log_id), membership);
+                    Reply(Ok(TxnResult::Done))
+                }
+            };
+            self.applied = Some(log_id);
+            if let Some(responder) = responder {
+                responder.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<NoSnapshots> {
+        None
+    }
+
+    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
+        NoSnapshots
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta,
+        _snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        Err(no_snapshots())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Vec<u8>>>, io::Error> {
+        Ok(None)
+    }
+}
+
+fn no_snapshots() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "volume snapshots are not built yet (the node never purges its Raft log)",
+    )
+}
+
+/// The snapshot builder of a machine that builds none yet (see the module docs).
+#[derive(Debug)]
+pub struct NoSnapshots;
+
+impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot<Vec<u8>>, io::Error> {
+        Err(no_snapshots())
+    }
+}
+
+/// Writes `payload` as `MEMBERSHIP`: to a temporary file, made durable, renamed over the
+/// old one, the directory made durable.
+fn write_membership<D: Device + ?Sized>(device: &D, payload: &[u8]) -> Result<(), FsError> {
+    let len = MEMBERSHIP_HEADER_BYTES + payload.len();
+    let mut buf = AlignedBuf::new_zeroed(len.div_ceil(BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES);
+    buf[..8].copy_from_slice(&MEMBERSHIP_MAGIC.to_le_bytes());
+    buf[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf[12..16].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    buf[MEMBERSHIP_HEADER_BYTES..len].copy_from_slice(payload);
+    let file = device.open(MEMBERSHIP_TMP_FILE, true)?;
+    let written = device
+        .set_len(file, buf.len() as u64)
+        .and_then(|()| device.write_durable_at(file, 0, &buf));
+    device.close(file);
+    written?;
+    device.rename(MEMBERSHIP_TMP_FILE, MEMBERSHIP_FILE)?;
+    device.sync_dir()?;
+    Ok(())
+}
+
+/// The saved membership, or the empty one when none was saved.
+fn read_membership<D: Device + ?Sized>(device: &D) -> Result<StoredMembership, MachineError> {
+    let path = device.path_of(MEMBERSHIP_FILE).display().to_string();
+    let damaged = |why: String| MachineError::Membership {
+        path: path.clone(),
+        why,
+    };
+    let names = device.list().map_err(FsError::from)?;
+    if !names.iter().any(|name| name == MEMBERSHIP_FILE) {
+        return Ok(StoredMembership::default());
+    }
+    let file = device.open(MEMBERSHIP_FILE, false).map_err(FsError::from)?;
+    let read = (|| {
+        let len = device.len(file)?;
+        if len < BLOCK_SIZE_BYTES as u64 || len > 16 * BLOCK_SIZE_BYTES as u64 {
+            return Ok(None);
+        }
+        let mut buf = AlignedBuf::new_zeroed(len as usize);
+        device.read_at(file, 0, &mut buf)?;
+        Ok::<_, FsError>(Some(buf))
+    })();
+    device.close(file);
+    let buf = read?.ok_or_else(|| damaged("its length is not that of one to 16 blocks".into()))?;
+    let magic = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+    let len = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes"));
+    if magic != MEMBERSHIP_MAGIC {
+        return Err(damaged("bad magic".into()));
+    }
+    let Some(payload) = buf.get(MEMBERSHIP_HEADER_BYTES..MEMBERSHIP_HEADER_BYTES + len) else {
+        return Err(damaged(format!("length {len} past the file's end")));
+    };
+    if crc32fast::hash(payload) != crc {
+        return Err(damaged("CRC mismatch".into()));
+    }
+    let record = RaftRecord::decode(crate::log_store::records::kind::ENTRY, payload)
+        .map_err(|e| damaged(e.to_string()))?;
+    let RaftRecord::Entry(record) = record else {
+        return Err(damaged("not an entry record".into()));
+    };
+    let entry = entry_of(record).ok_or_else(|| damaged("invalid membership".into()))?;
+    match entry.payload {
+        EntryPayload::Membership(membership) => {
+            Ok(StoredMembership::new(Some(entry.log_id), membership))
+        }
+        _ => Err(damaged("its entry holds no membership".into())),
+    }
+}
