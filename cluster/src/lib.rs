@@ -11,21 +11,26 @@
 //!   entry it applied ([`smlog::Engine::applied_entry`]) so a crash costs no entry and
 //!   applies none twice.
 //!
-//! A [`Node`] joins the two under openraft on a network of the caller's choosing; the
-//! in-process one ([`MemoryRouter`]) serves tests and the simulation.
+//! A [`Node`] joins the two under openraft on a network of the caller's choosing: the
+//! in-process one ([`MemoryRouter`]) for tests and the simulation, or TCP ([`tcp`]), where
+//! every connection first proves both ends hold the cluster key ([`auth`]) and every
+//! message is a bounded frame of smlog's own encoding ([`wire`]).
 //!
 //! Status: the log storage passes openraft's storage suite on the io_uring and the
-//! simulated device; three nodes in one process replicate a volume through crashes and a
-//! failover. Not built yet: snapshots (so the Raft log is never purged), the TCP network
-//! with mutual authentication, the node process and `smlog cluster` commands, forwarding
-//! of writes to the leader, the deterministic cluster simulation.
+//! simulated device; three nodes replicate a volume through crashes and a failover, in one
+//! process and over TCP. Not built yet: snapshots (so the Raft log is never purged), the
+//! node process and `smlog cluster` commands, forwarding of writes to the leader, the
+//! deterministic cluster simulation.
 
+pub mod auth;
 pub mod command;
 pub mod log_store;
 pub mod node;
 pub mod raft;
 pub mod state_machine;
+pub mod tcp;
 pub mod transport;
+pub mod wire;
 
 pub use command::{Command, FileOp, Reply};
 pub use log_store::LogStore;

@@ -25,6 +25,10 @@ pub const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(1000);
 /// The longest election timeout.
 pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(2000);
 
+/// Entries per replication message: with at most 64 KiB of data per entry, a message
+/// stays far below [`crate::wire::FRAME_BYTES_MAX`].
+pub const ENTRIES_PER_APPEND_MAX: u64 = 128;
+
 /// The Raft configuration of a volume's group, with the timeouts above (tests of the
 /// deterministic simulation scale them).
 pub fn raft_config(heartbeat: Duration, election_min: Duration, election_max: Duration) -> Config {
@@ -35,6 +39,7 @@ pub fn raft_config(heartbeat: Duration, election_min: Duration, election_max: Du
         election_timeout_max: election_max.as_millis() as u64,
         // Volume snapshots are not built yet: the log is never purged.
         snapshot_policy: SnapshotPolicy::Never,
+        max_payload_entries: ENTRIES_PER_APPEND_MAX,
         ..Config::default()
     }
 }

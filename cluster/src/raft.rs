@@ -189,3 +189,136 @@ pub fn entry_of(record: EntryRecord) -> Option<Entry> {
         payload,
     })
 }
+
+/// Raft's replication request as sent on the wire.
+pub fn append_request_wire(rpc: &AppendEntriesRequest) -> crate::wire::Request {
+    crate::wire::Request::Append {
+        vote: vote_record(&rpc.vote),
+        prev: rpc.prev_log_id.as_ref().map(log_id_record),
+        entries: rpc.entries.iter().map(entry_record).collect(),
+        commit: rpc.leader_commit.as_ref().map(log_id_record),
+    }
+}
+
+/// A replication request from the wire; `None` when an entry holds an invalid membership.
+pub fn append_request_of(
+    vote: &VoteRecord,
+    prev: Option<&LogIdRecord>,
+    entries: Vec<EntryRecord>,
+    commit: Option<&LogIdRecord>,
+) -> Option<AppendEntriesRequest> {
+    let entries = entries
+        .into_iter()
+        .map(entry_of)
+        .collect::<Option<Vec<Entry>>>()?;
+    Some(AppendEntriesRequest {
+        vote: vote_of(vote),
+        prev_log_id: prev.map(log_id_of),
+        entries,
+        leader_commit: commit.map(log_id_of),
+    })
+}
+
+/// A follower's answer to replication, as sent on the wire.
+pub fn append_outcome_wire(response: &AppendEntriesResponse) -> crate::wire::AppendOutcome {
+    use crate::wire::AppendOutcome;
+    match response {
+        AppendEntriesResponse::Success => AppendOutcome::Success,
+        AppendEntriesResponse::PartialSuccess(matched) => {
+            AppendOutcome::PartialSuccess(matched.as_ref().map(log_id_record))
+        }
+        AppendEntriesResponse::Conflict => AppendOutcome::Conflict,
+        AppendEntriesResponse::HigherVote(vote) => AppendOutcome::HigherVote(vote_record(vote)),
+    }
+}
+
+/// A follower's answer to replication, from the wire.
+pub fn append_response_of(outcome: &crate::wire::AppendOutcome) -> AppendEntriesResponse {
+    use crate::wire::AppendOutcome;
+    match outcome {
+        AppendOutcome::Success => AppendEntriesResponse::Success,
+        AppendOutcome::PartialSuccess(matched) => {
+            AppendEntriesResponse::PartialSuccess(matched.as_ref().map(log_id_of))
+        }
+        AppendOutcome::Conflict => AppendEntriesResponse::Conflict,
+        AppendOutcome::HigherVote(vote) => AppendEntriesResponse::HigherVote(vote_of(vote)),
+    }
+}
+
+/// An election request as sent on the wire.
+pub fn vote_request_wire(rpc: &VoteRequest) -> crate::wire::Request {
+    crate::wire::Request::Vote {
+        vote: vote_record(&rpc.vote),
+        last: rpc.last_log_id.as_ref().map(log_id_record),
+    }
+}
+
+/// An election request from the wire.
+pub fn vote_request_of(vote: &VoteRecord, last: Option<&LogIdRecord>) -> VoteRequest {
+    VoteRequest::new(vote_of(vote), last.map(log_id_of))
+}
+
+/// An election answer as sent on the wire.
+pub fn vote_response_wire(response: &VoteResponse) -> crate::wire::Response {
+    crate::wire::Response::Vote {
+        vote: vote_record(&response.vote),
+        granted: response.vote_granted,
+        last: response.last_log_id.as_ref().map(log_id_record),
+    }
+}
+
+/// An election answer from the wire.
+pub fn vote_response_of(
+    vote: &VoteRecord,
+    granted: bool,
+    last: Option<&LogIdRecord>,
+) -> VoteResponse {
+    VoteResponse::new(vote_of(vote), last.map(log_id_of), granted)
+}
+
+/// The node's view of the cluster, for `status`.
+pub fn status_report(id: NodeId, metrics: &RaftMetrics) -> crate::wire::StatusReport {
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, node)| crate::wire::Member {
+            id: *id,
+            addr: node.addr.clone(),
+            voter: voters.contains(id),
+            matched: match &metrics.replication {
+                // The leader has what it has.
+                Some(_) if *id == metrics.id => metrics.last_log_index,
+                Some(replication) => replication.get(id).cloned().flatten().map(|l| l.index),
+                None => None,
+            },
+        })
+        .collect();
+    crate::wire::StatusReport {
+        id,
+        state: format!("{:?}", metrics.state),
+        term: metrics.current_term,
+        leader: metrics.current_leader,
+        last_log_index: metrics.last_log_index,
+        committed: metrics.cluster_committed.map(|log_id| log_id.index),
+        applied: metrics.last_applied.map(|log_id| log_id.index),
+        members,
+    }
+}
+
+/// The address of node `id` in `metrics`' membership.
+pub fn address_of(metrics: &RaftMetrics, id: NodeId) -> Option<String> {
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .map(|node| node.addr.clone())
+}
+
+/// Whether `id` is a member (voter or learner) in `metrics`' membership, or the membership
+/// is empty (a node not yet added to a cluster hears from any node holding the key).
+pub fn admits(metrics: &RaftMetrics, id: NodeId) -> bool {
+    let membership = metrics.membership_config.membership();
+    let mut nodes = membership.nodes().peekable();
+    nodes.peek().is_none() || membership.get_node(&id).is_some()
+}

@@ -6,11 +6,14 @@
 
 use std::collections::BTreeMap;
 
+use smlog::TxnResult;
 use smlog::{Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time};
+use smlog_cluster::auth::{Challenge, Hello, Proof};
 use smlog_cluster::log_store::records::{
     EntryRecord, LogIdRecord, MembershipRecord, PayloadRecord, RaftRecord, StateRecord, VoteRecord,
 };
-use smlog_cluster::{Command, FileOp};
+use smlog_cluster::wire::{AppendOutcome, Member, Request, Response, StatusReport, WriteRefusal};
+use smlog_cluster::{Command, FileOp, Reply};
 
 const KEY: RequestKey = RequestKey {
     client_id: 7,
@@ -137,6 +140,90 @@ fn records() -> Vec<RaftRecord> {
     ]
 }
 
+fn requests() -> Vec<Request> {
+    vec![
+        Request::Append {
+            vote: vote(),
+            prev: Some(log_id()),
+            entries: vec![EntryRecord {
+                log_id: log_id(),
+                payload: PayloadRecord::Blank,
+            }],
+            commit: None,
+        },
+        Request::Vote {
+            vote: vote(),
+            last: None,
+        },
+        Request::Write(Command {
+            key: None,
+            now: NOW,
+            op: FileOp::Rmdir {
+                parent: Ino(1),
+                name: b"d".to_vec(),
+            },
+        }),
+        Request::Status,
+        Request::AddLearner {
+            id: 4,
+            addr: "127.0.0.1:7004".into(),
+        },
+        Request::ChangeMembership {
+            voters: vec![1, 2, 4],
+            keep_learners: false,
+        },
+    ]
+}
+
+fn responses() -> Vec<Response> {
+    vec![
+        Response::Append(AppendOutcome::Success),
+        Response::Vote {
+            vote: vote(),
+            granted: true,
+            last: Some(log_id()),
+        },
+        Response::Write(Ok(Reply(Err(17)))),
+        Response::Status(StatusReport {
+            id: 1,
+            state: "Leader".into(),
+            term: 2,
+            leader: Some(1),
+            last_log_index: Some(9),
+            committed: Some(9),
+            applied: Some(8),
+            members: vec![Member {
+                id: 1,
+                addr: "a".into(),
+                voter: true,
+                matched: Some(9),
+            }],
+        }),
+        Response::Done,
+        Response::Failed("no".into()),
+    ]
+}
+
+fn outcomes() -> Vec<AppendOutcome> {
+    vec![
+        AppendOutcome::Success,
+        AppendOutcome::PartialSuccess(Some(log_id())),
+        AppendOutcome::Conflict,
+        AppendOutcome::HigherVote(vote()),
+    ]
+}
+
+fn refusals() -> Vec<WriteRefusal> {
+    vec![
+        WriteRefusal::NotLeader {
+            leader: Some(2),
+            addr: Some("b".into()),
+        },
+        WriteRefusal::Unknown,
+        WriteRefusal::Stopped("x".into()),
+    ]
+}
+
 fn variant_of<T: std::fmt::Debug>(value: &T) -> String {
     format!("{value:?}")
         .chars()
@@ -171,7 +258,47 @@ fn cases() -> Vec<(String, &'static str, String, Vec<u8>)> {
         let bytes = postcard::to_stdvec(&op).unwrap();
         cases.push((format!("FileOp::{variant}"), "FileOp", variant, bytes));
     }
+    fn push_all<T: serde::Serialize + std::fmt::Debug>(
+        cases: &mut Vec<(String, &'static str, String, Vec<u8>)>,
+        enum_name: &'static str,
+        values: Vec<T>,
+    ) {
+        for value in values {
+            let variant = variant_of(&value);
+            let bytes = postcard::to_stdvec(&value).unwrap();
+            cases.push((format!("{enum_name}::{variant}"), enum_name, variant, bytes));
+        }
+    }
+    push_all(&mut cases, "Request", requests());
+    push_all(&mut cases, "Response", responses());
+    push_all(&mut cases, "AppendOutcome", outcomes());
+    push_all(&mut cases, "WriteRefusal", refusals());
     cases
+}
+
+/// The handshake's frames (structs: no tag), pinned.
+fn handshake() -> Vec<(String, Vec<u8>)> {
+    let hello = Hello {
+        version: 1,
+        cluster_id: 0x0123_4567_89ab_cdef,
+        node_id: 2,
+        nonce: [0xaa; 32],
+    };
+    let challenge = Challenge {
+        node_id: 3,
+        nonce: [0xbb; 32],
+        proof: [0xcc; 32],
+    };
+    let proof = Proof { proof: [0xdd; 32] };
+    vec![
+        ("Hello".into(), postcard::to_stdvec(&hello).unwrap()),
+        ("Challenge".into(), postcard::to_stdvec(&challenge).unwrap()),
+        ("Proof".into(), postcard::to_stdvec(&proof).unwrap()),
+        (
+            "Reply::Ok".into(),
+            postcard::to_stdvec(&Reply(Ok(TxnResult::Bytes(5)))).unwrap(),
+        ),
+    ]
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -197,20 +324,47 @@ const GOLDEN: &[(&str, &str)] = &[
     ("FileOp::Rename", "060101660201670100"),
     ("FileOp::Write", "072a80200378797a"),
     ("FileOp::SetAttr", "082a00000001050000"),
+    ("Request::Append", "000203010102f0a2040102f0a2040000"),
+    ("Request::Vote", "0102030100"),
+    ("Request::Write", "020080c49fd50c0505010164"),
+    ("Request::Status", "03"),
+    ("Request::AddLearner", "04040e3132372e302e302e313a37303034"),
+    ("Request::ChangeMembership", "050301020400"),
+    ("Response::Append", "0000"),
+    ("Response::Vote", "01020301010102f0a204"),
+    ("Response::Write", "02000122"),
+    ("Response::Status", "0301064c656164657202010101090109010801010161010109"),
+    ("Response::Done", "04"),
+    ("Response::Failed", "05026e6f"),
+    ("AppendOutcome::Success", "00"),
+    ("AppendOutcome::PartialSuccess", "010102f0a204"),
+    ("AppendOutcome::Conflict", "02"),
+    ("AppendOutcome::HigherVote", "03020301"),
+    ("WriteRefusal::NotLeader", "000102010162"),
+    ("WriteRefusal::Unknown", "01"),
+    ("WriteRefusal::Stopped", "020178"),
+    ("Hello", "01ef9bafcdf8acd1910102aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+    ("Challenge", "03bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbcccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"),
+    ("Proof", "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"),
+    ("Reply::Ok", "000205"),
 ];
 
 #[test]
 fn every_raft_record_variant_encodes_to_its_pinned_bytes() {
-    let cases = cases();
+    let mut cases: Vec<(String, Vec<u8>)> = cases()
+        .into_iter()
+        .map(|(name, _, _, bytes)| (name, bytes))
+        .collect();
+    cases.extend(handshake());
     if std::env::var_os("SMLOG_PRINT_GOLDEN").is_some() {
-        for (name, _, _, bytes) in &cases {
+        for (name, bytes) in &cases {
             println!("    ({name:?}, \"{}\"),", hex(bytes));
         }
     }
     let golden: BTreeMap<&str, &str> = GOLDEN.iter().copied().collect();
     assert_eq!(golden.len(), GOLDEN.len(), "a case is pinned twice");
     assert_eq!(golden.len(), cases.len(), "a case or a vector is missing");
-    for (name, _, _, bytes) in &cases {
+    for (name, bytes) in &cases {
         let want = golden
             .get(name.as_str())
             .unwrap_or_else(|| panic!("{name} has no golden vector"));
@@ -232,7 +386,16 @@ fn every_raft_record_tag_is_the_one_format_md_gives() {
     }
     // Every variant FORMAT.md numbers for these enums has a case.
     for (enum_name, variant) in documented.keys() {
-        if ["RaftRecord", "PayloadRecord", "FileOp"].contains(&enum_name.as_str()) {
+        let ours = [
+            "RaftRecord",
+            "PayloadRecord",
+            "FileOp",
+            "Request",
+            "Response",
+            "AppendOutcome",
+            "WriteRefusal",
+        ];
+        if ours.contains(&enum_name.as_str()) {
             assert!(
                 cases
                     .iter()

@@ -129,8 +129,12 @@ impl Cluster {
 
     /// Waits until every running node applied what the leader has.
     async fn settle(&self) {
-        let leader = self.leader().await;
-        let last = self.node(leader).metrics().last_log_index;
+        self.leader().await;
+        let last = self
+            .hosts
+            .values()
+            .filter_map(|host| host.node.as_ref()?.metrics().last_log_index)
+            .max();
         for host in self.hosts.values() {
             if let Some(node) = &host.node {
                 node.raft()

@@ -1,0 +1,310 @@
+//! Nodes over TCP on loopback, authenticated on the cluster key: three nodes replicate
+//! writes sent by a command client, report their status, fail over when the leader dies;
+//! and bad input on the wire (garbage, a truncated frame, a huge length, a wrong key or
+//! cluster, a node not in the membership, a command sending Raft messages) drops the
+//! connection, applies nothing, panics nothing, and the node goes on serving.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smlog::io::sim::SimDevice;
+use smlog::{NewAttrs, RequestKey, Time, TxnResult, ROOT_INO};
+use smlog_cluster::auth::{self, ClusterKey};
+use smlog_cluster::log_store::records::{LogIdRecord, VoteRecord};
+use smlog_cluster::node::raft_config;
+use smlog_cluster::raft::BasicNode;
+use smlog_cluster::tcp::{serve, Client, TcpNetwork};
+use smlog_cluster::wire::{write_frame, Request, Response, WriteRefusal};
+use smlog_cluster::{Command, FileOp, Node, Reply};
+use smlog_recovery::harness::fs::tree_of;
+use smlog_recovery::OpenOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+struct Running {
+    node: Arc<Node<SimDevice>>,
+    server: JoinHandle<()>,
+    addr: String,
+}
+
+async fn start(id: u64, key: &ClusterKey, listener: TcpListener) -> Running {
+    let mut options = OpenOptions {
+        create: true,
+        ..OpenOptions::default()
+    };
+    options.engine.segment_size_bytes = 1 << 20;
+    let config = raft_config(
+        Duration::from_millis(50),
+        Duration::from_millis(300),
+        Duration::from_millis(600),
+    );
+    let node = Node::start(
+        id,
+        Arc::new(SimDevice::new(id)),
+        Arc::new(SimDevice::new(id + 100)),
+        options,
+        config,
+        TcpNetwork::new(key.clone(), id),
+    )
+    .await
+    .unwrap();
+    let node = Arc::new(node);
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(serve(listener, Arc::clone(&node), key.clone()));
+    Running { node, server, addr }
+}
+
+async fn three_nodes(key: &ClusterKey) -> BTreeMap<u64, Running> {
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        nodes.insert(id, start(id, key, listener).await);
+    }
+    let members: BTreeMap<u64, BasicNode> = nodes
+        .iter()
+        .map(|(id, running)| {
+            (
+                *id,
+                BasicNode {
+                    addr: running.addr.clone(),
+                },
+            )
+        })
+        .collect();
+    nodes[&1].node.raft().initialize(members).await.unwrap();
+    nodes
+}
+
+fn create(name: &str, request_id: u64) -> Command {
+    Command {
+        key: Some(RequestKey {
+            client_id: 9,
+            request_id,
+        }),
+        now: Time {
+            secs: 100 + request_id as i64,
+            nanos: 0,
+        },
+        op: FileOp::Create {
+            parent: ROOT_INO,
+            name: name.as_bytes().to_vec(),
+            attrs: NewAttrs {
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        },
+    }
+}
+
+/// Sends `command` to any node, following "not the leader" answers to the leader.
+async fn write(key: &ClusterKey, nodes: &BTreeMap<u64, Running>, command: &Command) -> Reply {
+    let mut addr = nodes.values().next().unwrap().addr.clone();
+    for _ in 0..200 {
+        if let Ok(mut client) = Client::connect(&addr, key).await {
+            match client.call(&Request::Write(command.clone())).await {
+                Ok(Response::Write(Ok(reply))) => return reply,
+                Ok(Response::Write(Err(WriteRefusal::NotLeader {
+                    addr: Some(leader), ..
+                }))) => {
+                    addr = leader;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        // No leader known yet, or that node is gone: try another.
+        let live: Vec<&Running> = nodes.values().filter(|r| !r.server.is_finished()).collect();
+        addr = live[rand_index(live.len())].addr.clone();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no node took the write");
+}
+
+fn rand_index(len: usize) -> usize {
+    use rand::Rng;
+    rand::rngs::OsRng.gen_range(0..len)
+}
+
+async fn status(key: &ClusterKey, addr: &str) -> smlog_cluster::wire::StatusReport {
+    let mut client = Client::connect(addr, key).await.unwrap();
+    match client.call(&Request::Status).await.unwrap() {
+        Response::Status(report) => report,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn settle(nodes: &BTreeMap<u64, Running>, last: u64) {
+    for running in nodes.values() {
+        running
+            .node
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(last), "caught up")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_over_tcp_replicate_report_and_fail_over() {
+    let key = ClusterKey::generate();
+    let mut nodes = three_nodes(&key).await;
+    let first = write(&key, &nodes, &create("a", 1)).await;
+    assert!(matches!(first, Reply(Ok(TxnResult::Ino(_)))), "{first:?}");
+    let again = write(&key, &nodes, &create("a", 1)).await;
+    assert_eq!(again, first, "a retried request ran twice");
+    for i in 2..20 {
+        write(&key, &nodes, &create(&format!("f{i}"), i)).await;
+    }
+    let leader = loop {
+        let report = status(&key, &nodes[&1].addr).await;
+        if let Some(leader) = report.leader {
+            break leader;
+        }
+    };
+    // The leader reports every member a voter, each with its replication progress.
+    let mut report = status(&key, &nodes[&leader].addr).await;
+    for _ in 0..100 {
+        if report
+            .members
+            .iter()
+            .all(|m| m.matched == report.last_log_index)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        report = status(&key, &nodes[&leader].addr).await;
+    }
+    assert_eq!(report.state, "Leader");
+    assert_eq!(report.members.len(), 3);
+    assert!(
+        report
+            .members
+            .iter()
+            .all(|m| m.voter && m.matched == report.last_log_index),
+        "{report:?}"
+    );
+    settle(&nodes, report.last_log_index.unwrap()).await;
+
+    // The leader dies: its server stops answering, its Raft stops.
+    let dead = nodes.remove(&leader).unwrap();
+    dead.server.abort();
+    dead.node.shutdown().await;
+    for i in 20..30 {
+        write(&key, &nodes, &create(&format!("f{i}"), i)).await;
+    }
+    let survivor = nodes.values().next().unwrap();
+    let report = status(&key, &survivor.addr).await;
+    assert_ne!(report.leader, Some(leader));
+    // Every acknowledged write is on both survivors once they applied the same prefix
+    // (a follower learns the last commit with the next heartbeat).
+    let last = nodes
+        .values()
+        .filter_map(|r| r.node.metrics().last_log_index)
+        .max()
+        .unwrap();
+    settle(&nodes, last).await;
+    let trees: Vec<_> = nodes
+        .values()
+        .map(|r| tree_of(r.node.engine()).unwrap())
+        .collect();
+    assert_eq!(trees[0], trees[1]);
+    assert_eq!(trees[0].len(), 29, "a, f2 ..= f29");
+    for running in nodes.values() {
+        running.node.shutdown().await;
+        running.server.abort();
+    }
+}
+
+/// Opens a raw connection to `addr`.
+async fn raw(addr: &str) -> TcpStream {
+    TcpStream::connect(addr).await.unwrap()
+}
+
+/// Whether the server closed the connection (reads end or fail).
+async fn closed(mut stream: TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_the_wire_drops_the_connection_and_applies_nothing() {
+    let key = ClusterKey::generate();
+    let nodes = three_nodes(&key).await;
+    write(&key, &nodes, &create("before", 1)).await;
+    // Every node knows the membership (a node that knows none hears any key holder).
+    let last = nodes[&1].node.metrics().last_log_index.unwrap();
+    settle(&nodes, last).await;
+    let target = &nodes[&2];
+    let before = target.node.metrics().last_log_index;
+
+    // Garbage instead of a hello.
+    let mut stream = raw(&target.addr).await;
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    assert!(closed(stream).await, "garbage");
+    // A huge length prefix: refused before anything is allocated.
+    let mut stream = raw(&target.addr).await;
+    stream.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+    assert!(closed(stream).await, "huge length");
+    // A truncated frame, then the peer goes quiet and leaves.
+    let mut stream = raw(&target.addr).await;
+    stream.write_all(&100u32.to_le_bytes()).await.unwrap();
+    stream.write_all(&[1, 2, 3]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    assert!(closed(stream).await, "truncated");
+    // The wrong key, and the right key of another cluster.
+    let wrong = ClusterKey {
+        cluster_id: key.cluster_id,
+        secret: [7; 32],
+    };
+    let error = Client::connect(&target.addr, &wrong).await.unwrap_err();
+    assert!(error.contains("proof"), "{error}");
+    let other = ClusterKey::generate();
+    assert!(Client::connect(&target.addr, &other).await.is_err());
+    // A node that holds the key but is not a member.
+    let mut stream = raw(&target.addr).await;
+    let refused = auth::dial(&mut stream, &key, 9).await;
+    let append = Request::Append {
+        vote: VoteRecord {
+            term: 99,
+            node_id: 9,
+            committed: true,
+        },
+        prev: None,
+        entries: Vec::new(),
+        commit: Some(LogIdRecord {
+            term: 99,
+            index: 1_000,
+        }),
+    };
+    if refused.is_ok() {
+        // The listener checks membership after the proofs: the frame is never read.
+        let _ = write_frame(&mut stream, &append).await;
+    }
+    assert!(closed(stream).await, "a node not in the membership");
+    // A command (no node id) sending a Raft message.
+    let mut client = Client::connect(&target.addr, &key).await.unwrap();
+    assert!(
+        client.call(&append).await.is_err(),
+        "a command's Raft message"
+    );
+
+    // Nothing was applied, and the node still serves.
+    let report = status(&key, &target.addr).await;
+    assert!(report.term < 99, "the forged vote took effect: {report:?}");
+    assert_eq!(target.node.metrics().last_log_index, before);
+    write(&key, &nodes, &create("after", 2)).await;
+    for running in nodes.values() {
+        running.node.shutdown().await;
+        running.server.abort();
+    }
+}
