@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cli;
+mod cluster;
 mod demo;
 mod inspect;
 mod mount;
@@ -61,6 +62,10 @@ enum Command {
     /// Check an engine's store: namespace, link counts, data blocks and free space agree.
     /// Exit 0 when clean, 1 with what is wrong. Writes nothing.
     Fsck(DirArgs),
+    /// A volume replicated by Raft over several nodes: make a node, run it, add or remove
+    /// one, show the cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// Commands that print reports die quietly when the reader of their output goes away
@@ -69,7 +74,7 @@ enum Command {
 fn quiet_on_closed_pipe(command: &Command) {
     if matches!(
         command,
-        Command::Mount(_) | Command::Demo(_) | Command::DemoChild(_)
+        Command::Mount(_) | Command::Demo(_) | Command::DemoChild(_) | Command::Cluster(_)
     ) {
         return;
     }
@@ -120,6 +125,7 @@ fn main() -> ExitCode {
         Command::Txn(command) => txn::run(command),
         Command::Checkpoint(args) => txn::checkpoint(args),
         Command::Fsck(args) => txn::fsck(args),
+        Command::Cluster(command) => cluster::run(command),
     };
     match result {
         Ok(code) => code,

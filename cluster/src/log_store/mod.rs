@@ -258,6 +258,13 @@ impl<D: Device> LogStore<D> {
         })
     }
 
+    /// Whether the log holds nothing at all: no entry, no vote, nothing purged (a node that
+    /// never took part in a cluster).
+    pub fn is_pristine(&self) -> bool {
+        let state = self.shared.lock();
+        state.entries.is_empty() && state.vote.is_none() && state.purged.is_none()
+    }
+
     /// The smlog log underneath (its counters, its durable LSN).
     pub fn log(&self) -> &Log<D> {
         &self.shared.log
