@@ -17,10 +17,11 @@
 //! message is a bounded frame of smlog's own encoding ([`wire`]).
 //!
 //! Status: the log storage passes openraft's storage suite on the io_uring and the
-//! simulated device; three nodes replicate a volume through crashes and a failover, in one
-//! process and over TCP. Not built yet: snapshots (so the Raft log is never purged), the
-//! node process and `smlog cluster` commands, forwarding of writes to the leader, the
-//! deterministic cluster simulation.
+//! simulated device; nodes replicate a volume through crashes and failovers, in one process
+//! and over TCP, run by `smlog cluster` ([`node_dir`], [`server`]); the cluster simulation
+//! (feature `sim`) checks seeded histories for linearizability. Not built yet: snapshots
+//! (so the Raft log is never purged), forwarding of writes to the leader, a mount on a
+//! cluster node, fully deterministic replay of a simulation seed.
 
 pub mod auth;
 pub mod command;
@@ -29,6 +30,8 @@ pub mod node;
 pub mod node_dir;
 pub mod raft;
 pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod state_machine;
 pub mod tcp;
 pub mod transport;

@@ -1,10 +1,16 @@
 //! An in-process transport ([`MemoryRouter`]): nodes of one process call each other's Raft
-//! directly, with links that can be cut (a partition, one way or both) and nodes that can
-//! be taken away (a crash). Tests and the deterministic cluster simulation use it; real
-//! nodes talk over authenticated TCP.
+//! directly, with links that can be cut (a partition, one way or both), nodes that can be
+//! taken away (a crash), and, from a seeded generator, messages lost on the way, replies
+//! lost on the way back (the sender cannot tell whether its message took effect), and
+//! delays (which reorder messages). Tests and the cluster simulation use it; real nodes
+//! talk over authenticated TCP.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use smlog::io::Device;
 
@@ -42,20 +48,52 @@ struct Routes<D: Device> {
     nodes: BTreeMap<NodeId, Raft<D>>,
     /// Links that drop every message: (from, to).
     cut: BTreeSet<(NodeId, NodeId)>,
+    faults: LinkFaults,
+    rng: ChaCha8Rng,
+}
+
+/// What every link does to messages, at random.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkFaults {
+    /// Percent of messages lost before they arrive.
+    pub loss_percent: u8,
+    /// Percent of replies lost after the message took effect.
+    pub reply_loss_percent: u8,
+    /// Each message waits up to this long before it arrives (so messages reorder).
+    pub delay_max: Duration,
+}
+
+/// What the link does to one message.
+enum Fate {
+    Lost,
+    Delivered { delay: Duration, reply_lost: bool },
 }
 
 impl<D: Device> Default for MemoryRouter<D> {
     fn default() -> Self {
-        MemoryRouter {
-            shared: Arc::new(Mutex::new(Routes {
-                nodes: BTreeMap::new(),
-                cut: BTreeSet::new(),
-            })),
-        }
+        MemoryRouter::with_faults(LinkFaults::default(), 0)
     }
 }
 
 impl<D: Device> MemoryRouter<D> {
+    /// A router whose links lose and delay messages as `faults` says, drawing from a
+    /// generator seeded with `seed`.
+    pub fn with_faults(faults: LinkFaults, seed: u64) -> MemoryRouter<D> {
+        MemoryRouter {
+            shared: Arc::new(Mutex::new(Routes {
+                nodes: BTreeMap::new(),
+                cut: BTreeSet::new(),
+                faults,
+                rng: ChaCha8Rng::seed_from_u64(seed),
+            })),
+        }
+    }
+
+    /// Changes what the links do to messages from now on.
+    pub fn set_faults(&self, faults: LinkFaults) {
+        self.lock().faults = faults;
+    }
+
     fn lock(&self) -> MutexGuard<'_, Routes<D>> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -99,19 +137,33 @@ impl<D: Device> MemoryRouter<D> {
         }
     }
 
-    /// The Raft of `to`, when `from` can reach it.
-    fn route(&self, from: NodeId, to: NodeId) -> Result<Raft<D>, Unreachable<TypeConfig>> {
-        let routes = self.lock();
+    /// The Raft of `to` and what happens to a message from `from`: lost when the link from
+    /// `from` to `to` is cut, its reply lost when the link back is.
+    fn route(&self, from: NodeId, to: NodeId) -> Result<(Raft<D>, Fate), Unreachable<TypeConfig>> {
+        let mut routes = self.lock();
         if routes.cut.contains(&(from, to)) {
             return Err(Unreachable::from_string(format!(
                 "the link from node {from} to node {to} is cut"
             )));
         }
-        routes
+        let back_cut = routes.cut.contains(&(to, from));
+        let raft = routes
             .nodes
             .get(&to)
             .cloned()
-            .ok_or_else(|| Unreachable::from_string(format!("node {to} is down")))
+            .ok_or_else(|| Unreachable::from_string(format!("node {to} is down")))?;
+        let faults = routes.faults;
+        let rng = &mut routes.rng;
+        let fate = if rng.gen_range(0..100) < faults.loss_percent {
+            Fate::Lost
+        } else {
+            let delay_max = faults.delay_max.as_micros() as u64;
+            Fate::Delivered {
+                delay: Duration::from_micros(rng.gen_range(0..=delay_max)),
+                reply_lost: back_cut || rng.gen_range(0..100) < faults.reply_loss_percent,
+            }
+        };
+        Ok((raft, fate))
     }
 }
 
@@ -143,12 +195,29 @@ impl<D: Device> RaftNetworkFactory<TypeConfig> for MemoryNetwork<D> {
 }
 
 impl<D: Device> MemoryConnection<D> {
-    /// The target's Raft, if the link works both ways for this call (a reply crosses the
-    /// link back).
-    fn target(&self) -> Result<Raft<D>, Unreachable<TypeConfig>> {
-        let raft = self.router.route(self.from, self.to)?;
-        self.router.route(self.to, self.from)?;
-        Ok(raft)
+    /// Delivers one message through the link: `call` runs on the target's Raft unless the
+    /// message is lost; its answer comes back unless the reply is lost.
+    async fn deliver<T, E, F, Fut>(&self, call: F) -> Result<T, RPCError>
+    where
+        F: FnOnce(Raft<D>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: std::error::Error + 'static,
+    {
+        let (raft, fate) = self.router.route(self.from, self.to)?;
+        let (delay, reply_lost) = match fate {
+            Fate::Lost => {
+                return Err(Unreachable::from_string("the message was lost").into());
+            }
+            Fate::Delivered { delay, reply_lost } => (delay, reply_lost),
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let answer = call(raft).await;
+        if reply_lost {
+            return Err(Unreachable::from_string("the reply was lost").into());
+        }
+        answer.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 }
 
@@ -160,10 +229,8 @@ impl<D: Device> RaftNetworkV2<TypeConfig> for MemoryConnection<D> {
         rpc: AppendEntriesRequest,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
-        let raft = self.target()?;
-        raft.append_entries(rpc)
+        self.deliver(|raft| async move { raft.append_entries(rpc).await })
             .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 
     async fn vote(
@@ -171,10 +238,8 @@ impl<D: Device> RaftNetworkV2<TypeConfig> for MemoryConnection<D> {
         rpc: VoteRequest,
         _option: RPCOption,
     ) -> Result<VoteResponse, RPCError> {
-        let raft = self.target()?;
-        raft.vote(rpc)
+        self.deliver(|raft| async move { raft.vote(rpc).await })
             .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 
     async fn full_snapshot(

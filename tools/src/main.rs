@@ -13,6 +13,7 @@ mod demo;
 mod inspect;
 mod mount;
 mod torture;
+mod torture_cluster;
 mod txn;
 
 pub use cli::{DirArgs, OpenArgs};

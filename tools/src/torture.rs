@@ -39,6 +39,14 @@ pub struct TortureArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Torture a cluster instead: the cluster simulation (nodes on the simulated device,
+    /// partitions, lost and delayed messages, crashes, membership changes), each seed's
+    /// history checked for linearizability.
+    #[arg(long)]
+    pub cluster: bool,
+    /// With --cluster: nodes per seed (3 or 5; default: 3 and 5 in turn).
+    #[arg(long)]
+    pub nodes: Option<u64>,
 }
 
 fn report_failure(failure: &Failure, config: &Config, args: &TortureArgs) {
@@ -123,6 +131,9 @@ fn print_stats(stats: &Stats, seeds: u64, elapsed: Duration, args: &TortureArgs)
 
 /// Runs `smlog torture`.
 pub fn run(args: TortureArgs) -> Result<ExitCode> {
+    if args.cluster {
+        return crate::torture_cluster::run(&args);
+    }
     let config = Config {
         cycles: args.cycles,
         faults: args.faults,

@@ -325,3 +325,23 @@ fn three_node_processes_keep_every_acknowledged_file_through_ten_leader_kills() 
     assert_eq!(trees[0], trees[2]);
     assert_eq!(trees[0].len() as u64, published, "no stray temporary file");
 }
+
+/// `smlog torture --cluster` runs a seed of the cluster simulation and reports what it
+/// checked.
+#[test]
+fn torture_cluster_runs_a_seed_and_reports_what_it_checked() {
+    let out = smlog(&[
+        "torture",
+        "--cluster",
+        "--seed",
+        "7",
+        "--nodes",
+        "3",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["failed"], false, "{report}");
+    assert_eq!(report["seeds"], 1);
+    assert!(report["entries_checked"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["acknowledged"].as_u64().unwrap() > 0, "{report}");
+}

@@ -88,6 +88,8 @@ struct Shared<D: Device> {
     /// Appends waiting for their group commit, to the flusher thread.
     flushes: Mutex<Option<mpsc::Sender<Flush>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// A planted bug for the cluster simulation: appends acknowledged before durable.
+    ack_before_durable: std::sync::atomic::AtomicBool,
 }
 
 /// An append waiting for the group commit that carries its last record.
@@ -254,6 +256,7 @@ impl<D: Device> LogStore<D> {
                 state: Mutex::new(state),
                 flushes: Mutex::new(Some(tx)),
                 flusher: Mutex::new(Some(flusher)),
+                ack_before_durable: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -263,6 +266,15 @@ impl<D: Device> LogStore<D> {
     pub fn is_pristine(&self) -> bool {
         let state = self.shared.lock();
         state.entries.is_empty() && state.vote.is_none() && state.purged.is_none()
+    }
+
+    /// Plants a bug, for the cluster simulation to prove it catches it: every append is
+    /// reported durable at once, before its group commit.
+    #[doc(hidden)]
+    pub fn plant_ack_before_durable(&self) {
+        self.shared
+            .ack_before_durable
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The smlog log underneath (its counters, its durable LSN).
@@ -368,7 +380,11 @@ impl<D: Device> RaftLogStorage<TypeConfig> for LogStore<D> {
                 last_lsn = Some(lsn);
             }
         }
-        let Some(lsn) = last_lsn else {
+        let planted = self
+            .shared
+            .ack_before_durable
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let Some(lsn) = last_lsn.filter(|_| !planted) else {
             callback.io_completed(Ok(()));
             return Ok(());
         };

@@ -1,0 +1,749 @@
+//! The cluster simulation: nodes in one process on the simulated device and the in-process
+//! transport, clients writing concurrently, and a nemesis that partitions the network (both
+//! ways and one way), loses, delays and reorders messages and replies, crashes nodes with a
+//! crash plan on their devices (power loss, or lost, kept and torn writes) and restarts
+//! them, and changes the membership while clients write. Every client operation is recorded
+//! (invoked, acknowledged with a reply, or unknown), then checked:
+//!
+//! - at most one leader per term (sampled throughout);
+//! - every node's committed log is a prefix of one log (no committed entry lost or changed);
+//! - **linearizable**: the committed log is the witness order. The commands in it, applied
+//!   in order to a reference engine (the request table answering repeats), give a result
+//!   for each entry; every acknowledged operation has an entry with its request key whose
+//!   result is the reply it got, and an operation acknowledged before another was invoked
+//!   has its entry before any of the other's;
+//! - every node's volume, once all have applied the whole log, equals the reference: same
+//!   tree, same inode numbers, fsck clean.
+//!
+//! Seeds choose the workload and the faults. Thread scheduling and timers are the host's,
+//! so a seed reproduces the same plan, not the same interleaving: a failure prints its seed
+//! and what it found, and replaying the seed usually (not always) finds it again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use smlog::io::sim::{CrashPlan, SimDevice};
+use smlog::{
+    Engine, EntryId, Ino, NewAttrs, RequestKey, SetAttrChanges, Time, TxnResult, ROOT_INO,
+};
+use smlog_recovery::harness::fs::tree_of;
+use smlog_recovery::OpenOptions;
+
+use crate::command::{Command, FileOp, Reply};
+use crate::node::{raft_config, Node, WriteError};
+use crate::raft::{BasicNode, EntryPayload, RaftLogReader};
+use crate::state_machine::apply_command;
+use crate::transport::{LinkFaults, MemoryRouter};
+
+/// How big a simulation is.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Nodes (3 or 5).
+    pub nodes: u64,
+    /// Concurrent clients.
+    pub clients: u64,
+    /// Operations each client issues.
+    pub ops_per_client: u64,
+    /// What links do to messages.
+    pub faults: LinkFaults,
+    /// Nemesis actions (partition, one-way cut, heal, crash, restart, membership change).
+    pub nemesis_actions: u64,
+    /// Plant a bug: appends acknowledged before they are durable (the simulation must
+    /// report a violation).
+    pub plant_ack_before_durable: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            nodes: 3,
+            clients: 3,
+            ops_per_client: 25,
+            faults: LinkFaults {
+                loss_percent: 3,
+                reply_loss_percent: 3,
+                delay_max: Duration::from_millis(5),
+            },
+            nemesis_actions: 12,
+            plant_ack_before_durable: false,
+        }
+    }
+}
+
+/// What a simulation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// Operations invoked.
+    pub ops: u64,
+    /// Acknowledged.
+    pub acknowledged: u64,
+    /// Outcome unknown (no answer before the client gave up).
+    pub unknown: u64,
+    /// Entries in the committed log checked against the reference.
+    pub entries_checked: u64,
+    /// Partitions and one-way cuts.
+    pub partitions: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Membership changes.
+    pub membership_changes: u64,
+    /// Terms that had a leader.
+    pub terms_with_leader: u64,
+}
+
+impl SimReport {
+    /// Adds `other`'s counts to these (a run of many seeds).
+    pub fn add(&mut self, other: &SimReport) {
+        self.ops += other.ops;
+        self.acknowledged += other.acknowledged;
+        self.unknown += other.unknown;
+        self.entries_checked += other.entries_checked;
+        self.partitions += other.partitions;
+        self.crashes += other.crashes;
+        self.membership_changes += other.membership_changes;
+        self.terms_with_leader += other.terms_with_leader;
+    }
+}
+
+/// One client operation as the client saw it.
+#[derive(Clone, Debug)]
+struct Op {
+    key: RequestKey,
+    invoked: Instant,
+    /// When it was acknowledged, with the reply.
+    acked: Option<(Instant, Reply)>,
+}
+
+struct Host {
+    log: Arc<SimDevice>,
+    volume: Arc<SimDevice>,
+    node: Option<Arc<Node<SimDevice>>>,
+}
+
+struct Sim {
+    seed: u64,
+    options: SimOptions,
+    router: MemoryRouter<SimDevice>,
+    hosts: Mutex<BTreeMap<u64, Host>>,
+    history: Mutex<Vec<Op>>,
+    leaders: Mutex<BTreeMap<u64, BTreeSet<u64>>>,
+    voters: Mutex<BTreeSet<u64>>,
+}
+
+fn engine_options() -> OpenOptions {
+    let mut options = OpenOptions {
+        create: true,
+        ..OpenOptions::default()
+    };
+    options.engine.segment_size_bytes = 1 << 20;
+    options.engine.checkpoint_log_bytes = 0;
+    options.engine.checkpoint_dirty_bytes = 0;
+    options
+}
+
+impl Sim {
+    fn live(&self) -> Vec<Arc<Node<SimDevice>>> {
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.values().filter_map(|h| h.node.clone()).collect()
+    }
+
+    async fn start(&self, id: u64) -> Result<(), String> {
+        let (log, volume) = {
+            let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            let host = &hosts[&id];
+            (Arc::clone(&host.log), Arc::clone(&host.volume))
+        };
+        let config = raft_config(
+            Duration::from_millis(40),
+            Duration::from_millis(120),
+            Duration::from_millis(240),
+        );
+        // A node that panics while starting (openraft refusing what its storage holds) is a
+        // violation like any other.
+        let network = self.router.network_of(id);
+        let node = tokio::spawn(Node::start(
+            id,
+            log,
+            volume,
+            engine_options(),
+            config,
+            network,
+        ))
+        .await
+        .map_err(|e| format!("node {id} panicked while starting: {e}"))?
+        .map_err(|e| format!("node {id} did not start: {e}"))?;
+        if self.options.plant_ack_before_durable {
+            node.log().plant_ack_before_durable();
+        }
+        let node = Arc::new(node);
+        self.router.add(id, node.raft().clone());
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.get_mut(&id).expect("a host").node = Some(node);
+        Ok(())
+    }
+
+    async fn crash(&self, id: u64, plan: &CrashPlan) {
+        let (node, log, volume) = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            let host = hosts.get_mut(&id).expect("a host");
+            (
+                host.node.take(),
+                Arc::clone(&host.log),
+                Arc::clone(&host.volume),
+            )
+        };
+        self.router.remove(id);
+        log.crash();
+        volume.crash();
+        if let Some(node) = node {
+            node.shutdown().await;
+        }
+        log.restart(plan);
+        volume.restart(plan);
+    }
+
+    /// Samples every node's view: at most one leader per term.
+    fn observe(&self) -> Result<(), String> {
+        let mut leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
+        for node in self.live() {
+            let metrics = node.metrics();
+            if metrics.state.is_leader() {
+                let seen = leaders.entry(metrics.current_term).or_default();
+                seen.insert(node.id());
+                if seen.len() > 1 {
+                    return Err(format!(
+                        "two leaders in term {}: {seen:?}",
+                        metrics.current_term
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `command` until a node acknowledges it or `deadline` passes, following "not
+    /// the leader" answers; every try carries the same request key.
+    async fn submit(
+        &self,
+        rng: &mut ChaCha8Rng,
+        command: &Command,
+        deadline: Instant,
+    ) -> Option<Reply> {
+        let mut target: Option<u64> = None;
+        while Instant::now() < deadline {
+            let live = self.live();
+            if live.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            let node = match target.and_then(|id| live.iter().find(|n| n.id() == id)) {
+                Some(node) => Arc::clone(node),
+                None => Arc::clone(&live[rng.gen_range(0..live.len())]),
+            };
+            let attempt =
+                tokio::time::timeout(Duration::from_millis(500), node.write(command.clone()));
+            match attempt.await {
+                Ok(Ok(reply)) => return Some(reply),
+                Ok(Err(WriteError::NotLeader { leader })) => target = leader,
+                Ok(Err(_)) | Err(_) => target = None,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
+    async fn client(&self, client: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (client << 32));
+        let names: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
+        let mut files: Vec<Ino> = Vec::new();
+        for n in 0..self.options.ops_per_client {
+            let name = names[rng.gen_range(0..names.len())].to_vec();
+            let op = match rng.gen_range(0..100) {
+                0..=24 => FileOp::Create {
+                    parent: ROOT_INO,
+                    name,
+                    attrs: NewAttrs {
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                    },
+                },
+                25..=34 => FileOp::Mkdir {
+                    parent: ROOT_INO,
+                    name,
+                    attrs: NewAttrs {
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                    },
+                },
+                35..=49 => FileOp::Unlink {
+                    parent: ROOT_INO,
+                    name,
+                },
+                50..=54 => FileOp::Rmdir {
+                    parent: ROOT_INO,
+                    name,
+                },
+                55..=69 => FileOp::Rename {
+                    from_parent: ROOT_INO,
+                    from_name: name,
+                    to_parent: ROOT_INO,
+                    to_name: names[rng.gen_range(0..names.len())].to_vec(),
+                    flags: Default::default(),
+                },
+                70..=89 if !files.is_empty() => FileOp::Write {
+                    ino: files[rng.gen_range(0..files.len())],
+                    offset: rng.gen_range(0..20_000),
+                    data: vec![n as u8; rng.gen_range(1..6_000)],
+                },
+                _ if !files.is_empty() => FileOp::SetAttr {
+                    ino: files[rng.gen_range(0..files.len())],
+                    changes: SetAttrChanges {
+                        size: Some(rng.gen_range(0..30_000)),
+                        ..SetAttrChanges::default()
+                    },
+                },
+                _ => FileOp::Unlink {
+                    parent: ROOT_INO,
+                    name,
+                },
+            };
+            let key = RequestKey {
+                client_id: client,
+                request_id: n,
+            };
+            let command = Command {
+                key: Some(key),
+                now: Time {
+                    secs: (client * 1_000 + n) as i64,
+                    nanos: 0,
+                },
+                op,
+            };
+            let invoked = Instant::now();
+            let reply = self
+                .submit(&mut rng, &command, invoked + Duration::from_secs(4))
+                .await;
+            if let Some(Reply(Ok(TxnResult::Ino(ino)))) = reply {
+                if matches!(command.op, FileOp::Create { .. }) {
+                    files.push(ino);
+                }
+            }
+            self.history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Op {
+                    key,
+                    invoked,
+                    acked: reply.map(|reply| (Instant::now(), reply)),
+                });
+        }
+    }
+
+    async fn nemesis(&self, report: &Mutex<SimReport>) -> Result<(), String> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6e65_6d65);
+        let ids: Vec<u64> = (1..=self.options.nodes).collect();
+        let minority = (self.options.nodes as usize - 1) / 2;
+        let mut down: Vec<u64> = Vec::new();
+        let count =
+            |f: fn(&mut SimReport)| f(&mut report.lock().unwrap_or_else(|e| e.into_inner()));
+        for _ in 0..self.options.nemesis_actions {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(100..400))).await;
+            match rng.gen_range(0..7) {
+                0 => {
+                    let mut shuffled = ids.clone();
+                    for i in (1..shuffled.len()).rev() {
+                        shuffled.swap(i, rng.gen_range(0..=i));
+                    }
+                    let split = rng.gen_range(1..ids.len());
+                    self.router.isolate(&shuffled[..split], &shuffled[split..]);
+                    count(|r| r.partitions += 1);
+                }
+                1 => {
+                    let from = ids[rng.gen_range(0..ids.len())];
+                    let to = ids[rng.gen_range(0..ids.len())];
+                    if from != to {
+                        self.router.cut(from, to);
+                        count(|r| r.partitions += 1);
+                    }
+                }
+                2 => self.router.heal(),
+                3 if down.len() < minority => {
+                    let up: Vec<u64> = ids.iter().copied().filter(|i| !down.contains(i)).collect();
+                    let victim = up[rng.gen_range(0..up.len())];
+                    let plan = if rng.gen_bool(0.5) {
+                        CrashPlan::power_loss()
+                    } else {
+                        CrashPlan::random_unsynced(&mut rng)
+                    };
+                    self.crash(victim, &plan).await;
+                    down.push(victim);
+                    count(|r| r.crashes += 1);
+                }
+                4 if !down.is_empty() => {
+                    let back = down.swap_remove(rng.gen_range(0..down.len()));
+                    self.start(back).await?;
+                }
+                5 if down.is_empty() && self.reconfigure(&mut rng).await => {
+                    count(|r| r.membership_changes += 1);
+                }
+                6 if down.is_empty() => {
+                    // The whole cluster loses power at once, and comes back.
+                    for id in &ids {
+                        self.crash(*id, &CrashPlan::power_loss()).await;
+                    }
+                    for id in &ids {
+                        self.start(*id).await?;
+                    }
+                    let crashed = ids.len() as u64;
+                    report.lock().unwrap_or_else(|e| e.into_inner()).crashes += crashed;
+                }
+                _ => {}
+            }
+            self.observe()?;
+        }
+        self.router.heal();
+        for back in down {
+            self.start(back).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a random voter and adds it back as a voter.
+    async fn reconfigure(&self, rng: &mut ChaCha8Rng) -> bool {
+        let Some(leader) = self
+            .live()
+            .into_iter()
+            .find(|n| n.metrics().state.is_leader())
+        else {
+            return false;
+        };
+        let voters: Vec<u64> = self
+            .voters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let leaving = voters[rng.gen_range(0..voters.len())];
+        if leaving == leader.id() {
+            return false;
+        }
+        let fewer: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != leaving).collect();
+        let all: BTreeSet<u64> = voters.iter().copied().collect();
+        let timeout = Duration::from_secs(3);
+        let removed =
+            tokio::time::timeout(timeout, leader.raft().change_membership(fewer, true)).await;
+        let readded =
+            tokio::time::timeout(timeout, leader.raft().change_membership(all, true)).await;
+        matches!((removed, readded), (Ok(Ok(_)), Ok(Ok(_))))
+    }
+}
+
+/// Runs simulation `seed`; a violation is described in the error, with the seed.
+pub async fn run(seed: u64, options: &SimOptions) -> Result<SimReport, String> {
+    let sim = Arc::new(Sim {
+        seed,
+        options: options.clone(),
+        router: MemoryRouter::with_faults(options.faults, seed),
+        hosts: Mutex::new(
+            (1..=options.nodes)
+                .map(|id| {
+                    let host = Host {
+                        log: Arc::new(SimDevice::new(seed ^ (id << 8))),
+                        volume: Arc::new(SimDevice::new(seed ^ (id << 16))),
+                        node: None,
+                    };
+                    (id, host)
+                })
+                .collect(),
+        ),
+        history: Mutex::new(Vec::new()),
+        leaders: Mutex::new(BTreeMap::new()),
+        voters: Mutex::new((1..=options.nodes).collect()),
+    });
+    let fail = |why: String| format!("seed {seed}: {why}");
+    for id in 1..=options.nodes {
+        sim.start(id).await.map_err(fail)?;
+    }
+    let members: BTreeMap<u64, BasicNode> = (1..=options.nodes)
+        .map(|id| {
+            (
+                id,
+                BasicNode {
+                    addr: format!("sim:{id}"),
+                },
+            )
+        })
+        .collect();
+    let first = sim.live()[0].clone();
+    first
+        .raft()
+        .initialize(members)
+        .await
+        .map_err(|e| fail(format!("initialize: {e}")))?;
+    // The cluster exists once its first membership is committed (before that, a power loss
+    // of every node may take it).
+    first
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.current_leader.is_some() && m.cluster_committed.is_some(),
+            "a committed membership",
+        )
+        .await
+        .map_err(|e| fail(format!("no leader after initialize: {e}")))?;
+
+    let report = Mutex::new(SimReport::default());
+    let clients = (1..=options.clients).map(|client| {
+        let sim = Arc::clone(&sim);
+        tokio::spawn(async move { sim.client(client).await })
+    });
+    let clients: Vec<_> = clients.collect();
+    let observer = {
+        let sim = Arc::clone(&sim);
+        tokio::spawn(async move {
+            loop {
+                if let Err(why) = sim.observe() {
+                    return why;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let nemesis = sim.nemesis(&report).await;
+    for client in clients {
+        client
+            .await
+            .map_err(|e| fail(format!("a client panicked: {e}")))?;
+    }
+    observer.abort();
+    // The observer only ends early with a violation.
+    if let Ok(Ok(why)) = tokio::time::timeout(Duration::from_millis(1), observer).await {
+        return Err(fail(why));
+    }
+    nemesis.map_err(fail)?;
+    sim.observe().map_err(fail)?;
+    let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
+    check(&sim, &mut report).await.map_err(fail)?;
+    for node in sim.live() {
+        node.shutdown().await;
+    }
+    Ok(report)
+}
+
+/// Waits until every node applied the whole log, then checks the history and the volumes.
+async fn check(sim: &Sim, report: &mut SimReport) -> Result<(), String> {
+    let nodes = sim.live();
+    // The faults end: the links deliver everything from now on.
+    sim.router.set_faults(LinkFaults::default());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut probed: Option<Instant> = None;
+    let last = loop {
+        // A write through the leader commits everything before it (again every 2 s, in
+        // case leadership moved).
+        if probed.is_none_or(|at| at.elapsed() > Duration::from_secs(2)) {
+            let probe = Command {
+                key: None,
+                now: Time { secs: 1, nanos: 0 },
+                op: FileOp::SetAttr {
+                    ino: ROOT_INO,
+                    changes: SetAttrChanges::default(),
+                },
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(sim.seed);
+            if sim
+                .submit(&mut rng, &probe, Instant::now() + Duration::from_secs(2))
+                .await
+                .is_some()
+            {
+                probed = Some(Instant::now());
+            }
+        }
+        let last = nodes
+            .iter()
+            .filter_map(|n| n.metrics().last_log_index)
+            .max();
+        let caught_up = nodes
+            .iter()
+            .all(|n| n.metrics().last_applied.map(|l| l.index) >= last);
+        if probed.is_some() && caught_up {
+            break last.unwrap_or(0);
+        }
+        if Instant::now() > deadline {
+            let views: Vec<String> = nodes
+                .iter()
+                .map(|n| {
+                    let m = n.metrics();
+                    format!(
+                        "node {}: raft log durable {} of {} ({:?}), engine stopped {:?}, \
+                         {:?} term {} leader {:?} last {:?} applied {:?} purged {:?} voters {:?}",
+                        n.id(),
+                        n.log().log().durable_lsn(),
+                        n.log().log().last_lsn(),
+                        n.log().log().failure(),
+                        n.engine().stopped(),
+                        m.state,
+                        m.current_term,
+                        m.current_leader,
+                        m.last_log_index,
+                        m.last_applied.map(|l| l.index),
+                        m.purged.map(|l| l.index),
+                        m.membership_config
+                            .membership()
+                            .voter_ids()
+                            .collect::<Vec<_>>()
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "the nodes did not converge within 20 s after the faults ended: {}",
+                views.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Every node's committed log is the same log.
+    let mut logs = Vec::new();
+    for node in &nodes {
+        let mut reader = node.log().clone();
+        let entries = reader
+            .try_get_log_entries(..=last)
+            .await
+            .map_err(|e| format!("node {}: reading its log: {e}", node.id()))?;
+        logs.push((node.id(), entries));
+    }
+    let (first_id, reference_log) = &logs[0];
+    for (id, log) in &logs[1..] {
+        if log != reference_log {
+            let at = log
+                .iter()
+                .zip(reference_log.iter())
+                .position(|(a, b)| a != b)
+                .unwrap_or(log.len().min(reference_log.len()));
+            let show = |log: &[crate::raft::Entry]| {
+                log.get(at)
+                    .map(|e| format!("{} {}", e.log_id, e.payload))
+                    .unwrap_or_else(|| "nothing".into())
+            };
+            return Err(format!(
+                "node {id}'s log differs from node {first_id}'s at position {at} of {} and {}: \
+                 {} against {}",
+                log.len(),
+                reference_log.len(),
+                show(log),
+                show(reference_log)
+            ));
+        }
+    }
+    // The reference: the log's commands applied in order to a fresh engine.
+    let (reference, _) = smlog_recovery::open_device(Arc::new(SimDevice::new(0)), engine_options())
+        .map_err(|e| e.to_string())?;
+    let mut results: BTreeMap<RequestKey, Vec<(u64, Reply)>> = BTreeMap::new();
+    for entry in reference_log {
+        if let EntryPayload::Normal(command) = &entry.payload {
+            let id = EntryId {
+                term: entry.log_id.leader_id.term,
+                index: entry.log_id.index,
+            };
+            let reply = apply_command(&reference, command, id).map_err(|e| e.to_string())?;
+            if let Some(key) = command.key {
+                results.entry(key).or_default().push((id.index, reply));
+            }
+            report.entries_checked += 1;
+        }
+    }
+    check_history(sim, &results, report)?;
+    let want = tree_of(&reference).map_err(|e| e.to_string())?;
+    for node in &nodes {
+        same_volume(node.id(), node.engine(), &reference, &want)?;
+    }
+    report.terms_with_leader = sim.leaders.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+    Ok(())
+}
+
+/// Every acknowledged operation is in the log with the reply it got, in real-time order.
+fn check_history(
+    sim: &Sim,
+    results: &BTreeMap<RequestKey, Vec<(u64, Reply)>>,
+    report: &mut SimReport,
+) -> Result<(), String> {
+    let history = sim
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    report.ops = history.len() as u64;
+    let mut placed: Vec<(Instant, Instant, u64)> = Vec::new();
+    for op in &history {
+        let Some((acked_at, reply)) = &op.acked else {
+            report.unknown += 1;
+            continue;
+        };
+        report.acknowledged += 1;
+        let entries = results.get(&op.key).ok_or_else(|| {
+            format!(
+                "request {:?} was acknowledged ({reply:?}) but is not in the committed log",
+                op.key
+            )
+        })?;
+        let (index, _) = entries.iter().find(|(_, r)| r == reply).ok_or_else(|| {
+            format!(
+                "request {:?} was acknowledged with {reply:?}, the log gives {entries:?}",
+                op.key
+            )
+        })?;
+        placed.push((op.invoked, *acked_at, *index));
+    }
+    // An operation acknowledged before another was invoked comes first in the log.
+    for op in &history {
+        let Some(entries) = results.get(&op.key) else {
+            continue;
+        };
+        let first = entries[0].0;
+        if let Some((_, acked_at, index)) = placed
+            .iter()
+            .find(|(_, acked_at, index)| *acked_at < op.invoked && *index >= first)
+        {
+            return Err(format!(
+                "request {:?} (first in the log at {first}) was invoked after an operation \
+                 acknowledged at {acked_at:?} from entry {index}",
+                op.key
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn same_volume(
+    id: u64,
+    engine: &Engine<SimDevice>,
+    reference: &Engine<SimDevice>,
+    want: &smlog_recovery::harness::fs::Tree,
+) -> Result<(), String> {
+    let tree = tree_of(engine).map_err(|e| format!("node {id}: {e}"))?;
+    if &tree != want {
+        return Err(format!("node {id}'s tree is not the reference's"));
+    }
+    for path in want.keys() {
+        let ino = |engine: &Engine<SimDevice>| engine.lookup(ROOT_INO, path).map(|s| s.ino).ok();
+        if ino(engine) != ino(reference) {
+            return Err(format!(
+                "node {id}: {} has another inode number",
+                String::from_utf8_lossy(path)
+            ));
+        }
+    }
+    if engine.meta().next_ino != reference.meta().next_ino {
+        return Err(format!("node {id} allocated another number of inodes"));
+    }
+    let fsck = engine.fsck();
+    if !fsck.is_clean() {
+        return Err(format!("node {id}: fsck: {:?}", fsck.problems));
+    }
+    Ok(())
+}
