@@ -257,61 +257,9 @@ impl Sim {
 
     async fn client(&self, client: u64) {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (client << 32));
-        let names: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
         let mut files: Vec<Ino> = Vec::new();
         for n in 0..self.options.ops_per_client {
-            let name = names[rng.gen_range(0..names.len())].to_vec();
-            let op = match rng.gen_range(0..100) {
-                0..=24 => FileOp::Create {
-                    parent: ROOT_INO,
-                    name,
-                    attrs: NewAttrs {
-                        mode: 0o644,
-                        uid: 0,
-                        gid: 0,
-                    },
-                },
-                25..=34 => FileOp::Mkdir {
-                    parent: ROOT_INO,
-                    name,
-                    attrs: NewAttrs {
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                    },
-                },
-                35..=49 => FileOp::Unlink {
-                    parent: ROOT_INO,
-                    name,
-                },
-                50..=54 => FileOp::Rmdir {
-                    parent: ROOT_INO,
-                    name,
-                },
-                55..=69 => FileOp::Rename {
-                    from_parent: ROOT_INO,
-                    from_name: name,
-                    to_parent: ROOT_INO,
-                    to_name: names[rng.gen_range(0..names.len())].to_vec(),
-                    flags: Default::default(),
-                },
-                70..=89 if !files.is_empty() => FileOp::Write {
-                    ino: files[rng.gen_range(0..files.len())],
-                    offset: rng.gen_range(0..20_000),
-                    data: vec![n as u8; rng.gen_range(1..6_000)],
-                },
-                _ if !files.is_empty() => FileOp::SetAttr {
-                    ino: files[rng.gen_range(0..files.len())],
-                    changes: SetAttrChanges {
-                        size: Some(rng.gen_range(0..30_000)),
-                        ..SetAttrChanges::default()
-                    },
-                },
-                _ => FileOp::Unlink {
-                    parent: ROOT_INO,
-                    name,
-                },
-            };
+            let op = random_op(&mut rng, &files, n);
             let key = RequestKey {
                 client_id: client,
                 request_id: n,
@@ -444,6 +392,53 @@ impl Sim {
     }
 }
 
+/// A client's next operation: on a few names in the root (so operations meet), or on a
+/// file it created.
+fn random_op(rng: &mut ChaCha8Rng, files: &[Ino], n: u64) -> FileOp {
+    const NAMES: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
+    let name = NAMES[rng.gen_range(0..NAMES.len())].to_vec();
+    let attrs = |mode| NewAttrs {
+        mode,
+        uid: 0,
+        gid: 0,
+    };
+    let parent = ROOT_INO;
+    match rng.gen_range(0..100) {
+        0..=24 => FileOp::Create {
+            parent,
+            name,
+            attrs: attrs(0o644),
+        },
+        25..=34 => FileOp::Mkdir {
+            parent,
+            name,
+            attrs: attrs(0o755),
+        },
+        35..=49 => FileOp::Unlink { parent, name },
+        50..=54 => FileOp::Rmdir { parent, name },
+        55..=69 => FileOp::Rename {
+            from_parent: parent,
+            from_name: name,
+            to_parent: parent,
+            to_name: NAMES[rng.gen_range(0..NAMES.len())].to_vec(),
+            flags: Default::default(),
+        },
+        70..=89 if !files.is_empty() => FileOp::Write {
+            ino: files[rng.gen_range(0..files.len())],
+            offset: rng.gen_range(0..20_000),
+            data: vec![n as u8; rng.gen_range(1..6_000)],
+        },
+        _ if !files.is_empty() => FileOp::SetAttr {
+            ino: files[rng.gen_range(0..files.len())],
+            changes: SetAttrChanges {
+                size: Some(rng.gen_range(0..30_000)),
+                ..SetAttrChanges::default()
+            },
+        },
+        _ => FileOp::Unlink { parent, name },
+    }
+}
+
 /// Runs simulation `seed`; a violation is described in the error, with the seed.
 pub async fn run(seed: u64, options: &SimOptions) -> Result<SimReport, String> {
     let sim = Arc::new(Sim {
@@ -536,9 +531,9 @@ pub async fn run(seed: u64, options: &SimOptions) -> Result<SimReport, String> {
     Ok(report)
 }
 
-/// Waits until every node applied the whole log, then checks the history and the volumes.
-async fn check(sim: &Sim, report: &mut SimReport) -> Result<(), String> {
-    let nodes = sim.live();
+/// Ends the faults and waits until every node applied the whole log; returns its last
+/// index.
+async fn converge(sim: &Sim, nodes: &[Arc<Node<SimDevice>>]) -> Result<u64, String> {
     // The faults end: the links deliver everything from now on.
     sim.router.set_faults(LinkFaults::default());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -607,9 +602,16 @@ async fn check(sim: &Sim, report: &mut SimReport) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    // Every node's committed log is the same log.
+    Ok(last)
+}
+
+/// Every node's log up to `last` (all committed), after checking they are one log.
+async fn committed_log(
+    nodes: &[Arc<Node<SimDevice>>],
+    last: u64,
+) -> Result<Vec<crate::raft::Entry>, String> {
     let mut logs = Vec::new();
-    for node in &nodes {
+    for node in nodes {
         let mut reader = node.log().clone();
         let entries = reader
             .try_get_log_entries(..=last)
@@ -640,11 +642,19 @@ async fn check(sim: &Sim, report: &mut SimReport) -> Result<(), String> {
             ));
         }
     }
+    Ok(reference_log.clone())
+}
+
+/// Waits until every node applied the whole log, then checks the history and the volumes.
+async fn check(sim: &Sim, report: &mut SimReport) -> Result<(), String> {
+    let nodes = sim.live();
+    let last = converge(sim, &nodes).await?;
+    let reference_log = committed_log(&nodes, last).await?;
     // The reference: the log's commands applied in order to a fresh engine.
     let (reference, _) = smlog_recovery::open_device(Arc::new(SimDevice::new(0)), engine_options())
         .map_err(|e| e.to_string())?;
     let mut results: BTreeMap<RequestKey, Vec<(u64, Reply)>> = BTreeMap::new();
-    for entry in reference_log {
+    for entry in &reference_log {
         if let EntryPayload::Normal(command) = &entry.payload {
             let id = EntryId {
                 term: entry.log_id.leader_id.term,
