@@ -224,7 +224,7 @@ async fn connection<D: Device>(
             }
             Err(e) => return Err(e.to_string()),
         };
-        let response = answer(node, peer, request).await?;
+        let response = answer(node, key, peer, request).await?;
         write_frame(&mut stream, &response)
             .await
             .map_err(|e| e.to_string())?;
@@ -234,6 +234,7 @@ async fn connection<D: Device>(
 /// What `node` answers to `request` from `peer`. An invalid request ends the connection.
 async fn answer<D: Device>(
     node: &Node<D>,
+    key: &ClusterKey,
     peer: NodeId,
     request: Request,
 ) -> Result<Response, String> {
@@ -262,7 +263,10 @@ async fn answer<D: Device>(
         Request::Append { .. } | Request::Vote { .. } => {
             return Err("a command sent a Raft message".into())
         }
-        Request::Write(command) => Response::Write(write(node, command).await),
+        Request::Write(command) => {
+            let forward_with = (!is_node).then_some(key);
+            Response::Write(write(node, command, forward_with).await)
+        }
         Request::Status => Response::Status(status_report(node.id(), &node.metrics())),
         Request::AddLearner { id, addr } => {
             match raft.add_learner(id, BasicNode { addr }, true).await {
@@ -283,19 +287,40 @@ async fn answer<D: Device>(
     })
 }
 
+/// A write: applied here when this node leads; else, for a command (not a node, so no
+/// write is forwarded twice), forwarded once to the leader this node knows, whose answer
+/// is returned. When that fails too, the answer names the leader, for the client to go.
 async fn write<D: Device>(
     node: &Node<D>,
     command: crate::command::Command,
+    forward_with: Option<&ClusterKey>,
 ) -> Result<crate::command::Reply, WriteRefusal> {
-    match node.write(command).await {
-        Ok(reply) => Ok(reply),
-        Err(WriteError::NotLeader { leader }) => Err(WriteRefusal::NotLeader {
+    let refusal = match node.write(command.clone()).await {
+        Ok(reply) => return Ok(reply),
+        Err(WriteError::NotLeader { leader }) => WriteRefusal::NotLeader {
             leader,
             addr: leader.and_then(|id| address_of(&node.metrics(), id)),
-        }),
-        Err(WriteError::Unknown) => Err(WriteRefusal::Unknown),
-        Err(WriteError::Stopped(why)) => Err(WriteRefusal::Stopped(why)),
-    }
+        },
+        Err(WriteError::Unknown) => return Err(WriteRefusal::Unknown),
+        Err(WriteError::Stopped(why)) => return Err(WriteRefusal::Stopped(why)),
+    };
+    let (
+        Some(key),
+        WriteRefusal::NotLeader {
+            addr: Some(addr), ..
+        },
+    ) = (forward_with, &refusal)
+    else {
+        return Err(refusal);
+    };
+    let forwarded = async {
+        let (mut link, _) = Link::open(addr, key, node.id()).await.ok()?;
+        match link.call(&Request::Write(command)).await.ok()? {
+            Response::Write(result) => Some(result),
+            _ => None,
+        }
+    };
+    forwarded.await.unwrap_or(Err(refusal))
 }
 
 /// A `smlog cluster` command's connection to a node.

@@ -165,6 +165,17 @@ async fn three_nodes_over_tcp_replicate_report_and_fail_over() {
             break leader;
         }
     };
+    // A write sent to a follower is forwarded to the leader and answered.
+    let follower = nodes.keys().copied().find(|id| *id != leader).unwrap();
+    let mut client = Client::connect(&nodes[&follower].addr, &key).await.unwrap();
+    let forwarded = client
+        .call(&Request::Write(create("via-follower", 500)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(forwarded, Response::Write(Ok(Reply(Ok(TxnResult::Ino(_)))))),
+        "{forwarded:?}"
+    );
     // The leader reports every member a voter, each with its replication progress.
     let mut report = status(&key, &nodes[&leader].addr).await;
     for _ in 0..100 {
@@ -212,7 +223,7 @@ async fn three_nodes_over_tcp_replicate_report_and_fail_over() {
         .map(|r| tree_of(r.node.engine()).unwrap())
         .collect();
     assert_eq!(trees[0], trees[1]);
-    assert_eq!(trees[0].len(), 29, "a, f2 ..= f29");
+    assert_eq!(trees[0].len(), 30, "a, via-follower, f2 ..= f29");
     for running in nodes.values() {
         running.node.shutdown().await;
         running.server.abort();
