@@ -20,7 +20,8 @@
 //! simulated device; nodes replicate a volume through crashes and failovers, in one process
 //! and over TCP, run by `smlog cluster` ([`node_dir`], [`server`]); the cluster simulation
 //! (feature `sim`) checks seeded histories for linearizability. Not built yet: snapshots
-//! (so the Raft log is never purged), a mount on a cluster node, fully deterministic replay of a simulation seed.
+//! (so the Raft log is never purged), a mount on a cluster node, fully deterministic
+//! replay of a simulation seed.
 
 pub mod auth;
 pub mod command;
