@@ -126,7 +126,7 @@ impl<D: Device> Node<D> {
             .map_err(|e| StartError::Config(e.to_string()))?;
         let opened = tokio::task::spawn_blocking(move || {
             let log = LogStore::open(log_device)?;
-            let machine = VolumeMachine::open(engine_device, engine_options)?;
+            let machine = VolumeMachine::open(engine_device, engine_options)?.with_log(log.clone());
             Ok::<_, StartError>((log, machine))
         })
         .await

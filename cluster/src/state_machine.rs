@@ -67,6 +67,8 @@ pub enum MachineError {
 pub struct VolumeMachine<D: Device> {
     engine: Arc<Engine<D>>,
     device: Arc<D>,
+    /// This node's Raft log: an entry is durable there before it is applied.
+    log: Option<crate::log_store::LogStore<D>>,
     applied: Option<LogId>,
     membership: StoredMembership,
 }
@@ -93,9 +95,18 @@ impl<D: Device> VolumeMachine<D> {
         Ok(VolumeMachine {
             engine: Arc::new(engine),
             device,
+            log: None,
             applied,
             membership,
         })
+    }
+
+    /// Makes every entry durable in `log` (this node's Raft log) before it is applied: the
+    /// volume, made durable by its own group commits and checkpoints, then never holds an
+    /// entry this node's log could lose in a crash.
+    pub fn with_log(mut self, log: crate::log_store::LogStore<D>) -> VolumeMachine<D> {
+        self.log = Some(log);
+        self
     }
 
     /// The engine (reads are served from it directly).
@@ -215,6 +226,14 @@ impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id;
+            if let Some(log) = &self.log {
+                let log = log.clone();
+                let index = log_id.index;
+                tokio::task::spawn_blocking(move || log.wait_entry_durable(index))
+                    .await
+                    .map_err(fatal)?
+                    .map_err(fatal)?;
+            }
             let reply = match entry.payload {
                 EntryPayload::Blank => Reply(Ok(TxnResult::Done)),
                 EntryPayload::Normal(command) => {

@@ -268,8 +268,29 @@ impl<D: Device> LogStore<D> {
         state.entries.is_empty() && state.vote.is_none() && state.purged.is_none()
     }
 
+    /// Waits until the entry at `index` is durable in this log (now if it is not here: a
+    /// purged entry is durable in a snapshot). The state machine calls it before it applies
+    /// an entry, so the volume is never durable past this node's own log: otherwise a crash
+    /// could leave the volume ahead of the log, which Raft only accepts with a snapshot.
+    pub fn wait_entry_durable(&self, index: u64) -> Result<(), LogError> {
+        if self
+            .shared
+            .ack_before_durable
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // The planted bug claims every entry durable at once, here too.
+            return Ok(());
+        }
+        let lsn = self.shared.lock().entries.get(&index).map(|(_, lsn)| *lsn);
+        match lsn {
+            Some(lsn) => self.shared.log.wait_durable(lsn),
+            None => Ok(()),
+        }
+    }
+
     /// Plants a bug, for the cluster simulation to prove it catches it: every append is
-    /// reported durable at once, before its group commit.
+    /// reported durable at once, before its group commit (to openraft and to the state
+    /// machine).
     #[doc(hidden)]
     pub fn plant_ack_before_durable(&self) {
         self.shared
