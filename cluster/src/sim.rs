@@ -133,7 +133,9 @@ struct Sim {
     voters: Mutex<BTreeSet<u64>>,
 }
 
-fn engine_options() -> OpenOptions {
+/// Engine options of the simulation's and the cluster tests' volumes: small segments, no
+/// background checkpoints (a checkpoint's timing would differ from run to run).
+pub fn engine_options() -> OpenOptions {
     let mut options = OpenOptions {
         create: true,
         ..OpenOptions::default()

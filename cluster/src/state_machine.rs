@@ -295,6 +295,13 @@ fn no_snapshots() -> io::Error {
     )
 }
 
+/// What a network answers when asked to send a snapshot: none is built yet.
+pub fn no_snapshot_transfer() -> crate::raft::StreamingError {
+    crate::raft::StreamingError::Unreachable(crate::raft::Unreachable::from_string(
+        "volume snapshots are not built yet",
+    ))
+}
+
 /// The snapshot builder of a machine that builds none yet (see the module docs).
 #[derive(Debug)]
 pub struct NoSnapshots;

@@ -249,8 +249,6 @@ impl<D: Device> RaftNetworkV2<TypeConfig> for MemoryConnection<D> {
         _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse, StreamingError> {
-        Err(StreamingError::Unreachable(Unreachable::from_string(
-            "volume snapshots are not built yet",
-        )))
+        Err(crate::state_machine::no_snapshot_transfer())
     }
 }

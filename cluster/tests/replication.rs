@@ -16,9 +16,9 @@ use smlog::io::sim::{CrashPlan, SimDevice};
 use smlog::{Engine, Ino, NewAttrs, RequestKey, SetAttrChanges, Time, TxnResult, ROOT_INO};
 use smlog_cluster::node::raft_config;
 use smlog_cluster::raft::BasicNode;
+use smlog_cluster::sim::engine_options;
 use smlog_cluster::{Command, FileOp, MemoryRouter, Node, Reply, WriteError};
 use smlog_recovery::harness::fs::{random_op, setup_ops, tree_of, FsOp, Model};
-use smlog_recovery::OpenOptions;
 
 const DIRS: &[&[u8]] = &[b"", b"d", b"d/e"];
 const NAMES: &[&[u8]] = &[b"a", b"b", b"c", b"d", b"e"];
@@ -40,17 +40,6 @@ struct Host {
     node: Option<Node<SimDevice>>,
 }
 
-fn open_options() -> OpenOptions {
-    let mut options = OpenOptions {
-        create: true,
-        ..OpenOptions::default()
-    };
-    options.engine.segment_size_bytes = 1 << 20;
-    options.engine.checkpoint_log_bytes = 0;
-    options.engine.checkpoint_dirty_bytes = 0;
-    options
-}
-
 struct Cluster {
     router: MemoryRouter<SimDevice>,
     hosts: BTreeMap<u64, Host>,
@@ -68,7 +57,7 @@ impl Cluster {
             id,
             Arc::clone(&host.log),
             Arc::clone(&host.volume),
-            open_options(),
+            engine_options(),
             config,
             self.router.network_of(id),
         )
@@ -411,7 +400,7 @@ async fn three_nodes_replicate_a_volume_through_crashes_and_a_failover() {
         // What the crash left of the engine: applying entries costs no sync, so it lost
         // some, and the node must apply them again.
         let volume = Arc::clone(&cluster.hosts[&follower].volume);
-        let (engine, _) = smlog_recovery::open_device(volume, open_options()).unwrap();
+        let (engine, _) = smlog_recovery::open_device(volume, engine_options()).unwrap();
         let kept = engine.applied_entry().map_or(0, |entry| entry.index);
         assert!(
             (synced..applied_before).contains(&kept),

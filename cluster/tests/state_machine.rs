@@ -9,21 +9,10 @@ use std::sync::Arc;
 use smlog::io::sim::{CrashPlan, SimDevice};
 use smlog::{NewAttrs, Time, ROOT_INO};
 use smlog_cluster::raft::{BasicNode, Entry, EntryPayload, LogId, Membership, RaftStateMachine};
+use smlog_cluster::sim::engine_options;
 use smlog_cluster::state_machine::{MachineError, MEMBERSHIP_FILE};
 use smlog_cluster::{Command, FileOp, VolumeMachine};
 use smlog_recovery::harness::fs::tree_of;
-use smlog_recovery::OpenOptions;
-
-fn options() -> OpenOptions {
-    let mut options = OpenOptions {
-        create: true,
-        ..OpenOptions::default()
-    };
-    options.engine.checkpoint_log_bytes = 0;
-    options.engine.checkpoint_dirty_bytes = 0;
-    options.engine.segment_size_bytes = 1 << 20;
-    options
-}
 
 fn create(index: u64) -> Entry {
     Entry {
@@ -73,7 +62,7 @@ fn power_loss(device: &Arc<SimDevice>) {
 
 /// The machine that never crashed: entries 1..=10 (a membership at `membership_at`).
 async fn reference(membership_at: u64) -> VolumeMachine<SimDevice> {
-    let mut machine = VolumeMachine::open(Arc::new(SimDevice::new(1)), options()).unwrap();
+    let mut machine = VolumeMachine::open(Arc::new(SimDevice::new(1)), engine_options()).unwrap();
     for index in 1..=10 {
         let entry = if index == membership_at {
             membership(index)
@@ -103,7 +92,7 @@ fn same_state(a: &VolumeMachine<SimDevice>, b: &VolumeMachine<SimDevice>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_power_loss_the_machine_applies_again_exactly_what_its_engine_lost() {
     let device = Arc::new(SimDevice::new(1));
-    let mut machine = VolumeMachine::open(Arc::clone(&device), options()).unwrap();
+    let mut machine = VolumeMachine::open(Arc::clone(&device), engine_options()).unwrap();
     apply(&mut machine, vec![membership(1)]).await;
     apply(&mut machine, (2..=5).map(create).collect()).await;
     machine.engine().sync().unwrap();
@@ -115,7 +104,7 @@ async fn after_a_power_loss_the_machine_applies_again_exactly_what_its_engine_lo
     drop(machine);
     power_loss(&device);
 
-    let mut machine = VolumeMachine::open(Arc::clone(&device), options()).unwrap();
+    let mut machine = VolumeMachine::open(Arc::clone(&device), engine_options()).unwrap();
     let (applied, stored) = machine.applied_state().await.unwrap();
     assert_eq!(
         applied,
@@ -130,14 +119,14 @@ async fn after_a_power_loss_the_machine_applies_again_exactly_what_its_engine_lo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_membership_entry_makes_the_engine_durable_before_it_is_saved() {
     let device = Arc::new(SimDevice::new(2));
-    let mut machine = VolumeMachine::open(Arc::clone(&device), options()).unwrap();
+    let mut machine = VolumeMachine::open(Arc::clone(&device), engine_options()).unwrap();
     apply(&mut machine, (1..=5).map(create).collect()).await;
     apply(&mut machine, vec![membership(6)]).await;
     apply(&mut machine, (7..=10).map(create).collect()).await;
     drop(machine);
     power_loss(&device);
 
-    let mut machine = VolumeMachine::open(Arc::clone(&device), options()).unwrap();
+    let mut machine = VolumeMachine::open(Arc::clone(&device), engine_options()).unwrap();
     let (applied, stored) = machine.applied_state().await.unwrap();
     assert_eq!(applied, Some(LogId::new_term_index(2, 6)));
     assert_eq!(stored.log_id(), &Some(LogId::new_term_index(2, 6)));
@@ -154,11 +143,11 @@ fn a_damaged_membership_file_refuses_the_open() {
     let device = Arc::new(SimDevice::new(3));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut machine = VolumeMachine::open(Arc::clone(&device), options()).unwrap();
+        let mut machine = VolumeMachine::open(Arc::clone(&device), engine_options()).unwrap();
         apply(&mut machine, vec![membership(1)]).await;
     });
     device.poke(MEMBERSHIP_FILE, 20, b"garbage");
-    let error = VolumeMachine::open(Arc::clone(&device), options()).unwrap_err();
+    let error = VolumeMachine::open(Arc::clone(&device), engine_options()).unwrap_err();
     assert!(
         matches!(&error, MachineError::Membership { why, .. } if why.contains("CRC")),
         "{error}"
