@@ -24,7 +24,7 @@ pub mod posix;
 pub mod sim;
 pub mod uring;
 
-pub use fs_dir::{DirLock, LOCK_FILE_NAME};
+pub use fs_dir::{kernel_lock_holder, DirLock, LOCK_FILE_NAME};
 
 /// A file opened on a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
