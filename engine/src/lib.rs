@@ -52,7 +52,7 @@ pub mod testing;
 mod txn;
 
 pub use engine::{
-    CheckpointStats, DirEntry, Durability, Engine, EngineOptions, StatFs, TxnOptions,
+    CheckpointStats, DirEntry, Durability, Engine, EngineOptions, Export, StatFs, TxnOptions,
 };
 pub use error::{CorruptKind, FsError, LayoutProblem};
 pub use ids::{Ino, Lsn, SegmentSeq, TxnId, ROOT_INO};
@@ -70,7 +70,7 @@ pub use txn::{RenameFlags, SetAttrChanges};
 /// with any release.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::engine::initial_meta;
+    pub use crate::engine::{initial_meta, ReadBlocks};
     pub use crate::store::{
         block_crc, check_symlink_target, fsck, image, runs_of, space, Attrs, Block, BlockMap,
         Cache, DataFile, FsMeta, Inode, Mapped, Name, Op, RequestTable, Run, Space, Store,

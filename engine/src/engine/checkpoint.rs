@@ -110,7 +110,13 @@ impl<D: Device> Engine<D> {
             inner.checkpoint_blocks = writes.len() as u64;
         }
         let meta = inner.store.meta.clone();
-        let quarantine = inner.store.meta.space.take_quarantine();
+        // An export may name blocks freed since it was taken: they stay in quarantine (and
+        // in this image's) until no export is alive.
+        let quarantine = if self.shared.exports.load(Ordering::Acquire) > 0 {
+            Vec::new()
+        } else {
+            inner.store.meta.space.take_quarantine()
+        };
         let scan_start_lsn = inner
             .active
             .values()

@@ -16,12 +16,13 @@
 
 mod changes;
 mod checkpoint;
+mod export;
 mod reads;
 mod run;
 mod types;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::FsError;
@@ -32,6 +33,7 @@ use crate::log::{Log, Lsn};
 use crate::store::image;
 use crate::store::{DataFile, FsMeta, Ino, Store, Time};
 
+pub use export::{Export, ReadBlocks};
 pub use types::{CheckpointStats, DirEntry, Durability, EngineOptions, StatFs, TxnOptions};
 
 /// A transaction in flight, as the checkpoint and fsck need to know.
@@ -63,6 +65,9 @@ struct Shared<D: Device> {
     options: EngineOptions,
     closing: AtomicBool,
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Exports alive ([`Export`]): while any is, checkpoints leave the quarantine be, so no
+    /// block an export names is reused.
+    exports: AtomicUsize,
 }
 
 /// The storage engine. Cheap to clone (one shared engine); every method takes `&self`.
@@ -132,6 +137,7 @@ impl<D: Device> Engine<D> {
                 options,
                 closing: AtomicBool::new(false),
                 checkpointer: Mutex::new(None),
+                exports: AtomicUsize::new(0),
             }),
         };
         if options.checkpoint_log_bytes > 0 || options.checkpoint_dirty_bytes > 0 {
@@ -202,6 +208,23 @@ impl<D: Device> Engine<D> {
     /// still takes calls. Call before exit (or before another process opens the directory)
     /// so the next open replays little and finds no thread of this one running.
     pub fn shutdown(&self) -> Result<(), FsError> {
+        self.stop_checkpointer();
+        self.checkpoint()?;
+        self.sync()
+    }
+
+    /// Stops this engine for good and writes nothing more to its directory: automatic
+    /// checkpoints end, the log prepares no more segments, and every later change,
+    /// checkpoint and sync is refused with [`FsError::Stopped`] naming `why`. Reads of
+    /// what it holds in memory still answer. For when its directory is about to be
+    /// replaced (a replica installing a snapshot) while others may still hold the engine.
+    pub fn retire(&self, why: &str) {
+        self.stop_checkpointer();
+        self.lock().stopped.get_or_insert_with(|| why.to_owned());
+        self.shared.log.stop_preparing();
+    }
+
+    fn stop_checkpointer(&self) {
         self.shared.closing.store(true, Ordering::Release);
         let handle = self
             .shared
@@ -214,8 +237,6 @@ impl<D: Device> Engine<D> {
                 let _ = handle.join();
             }
         }
-        self.checkpoint()?;
-        self.sync()
     }
 }
 

@@ -10,7 +10,7 @@ use super::LogError;
 use crate::constants::{BLOCK_SIZE_BYTES, META_SIZE_BYTES, SEGMENTS_READY_AHEAD_COUNT};
 use crate::format::{DecodeError, LogMeta};
 use crate::ids::SegmentSeq;
-use crate::io::{AlignedBuf, Device, IoError, IoErrorKind};
+use crate::io::{AlignedBuf, Device, IoError, IoErrorKind, IoOp};
 
 /// Name of the metadata file in a log directory.
 pub const META_FILE_NAME: &str = "LOG";
@@ -192,6 +192,8 @@ struct PrepState {
     recyclable: VecDeque<String>,
     error: Option<IoError>,
     shutdown: bool,
+    /// The thread has returned.
+    exited: bool,
 }
 
 #[derive(Debug)]
@@ -253,6 +255,7 @@ impl<D: Device + Clone> Preparer<D> {
                 recyclable: VecDeque::new(),
                 error: None,
                 shutdown: false,
+                exited: false,
             }),
             changed: Condvar::new(),
         });
@@ -347,6 +350,25 @@ impl<D: Device + Clone> Preparer<D> {
         self.wait_ready(seq)
     }
 
+    /// Stops for good: returns once no segment is being prepared; every later wait for a
+    /// segment not yet ready fails.
+    pub fn stop(&self) {
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.shutdown = true;
+        state.error.get_or_insert_with(|| {
+            // ESHUTDOWN: the log was closed.
+            IoError::new(IoOp::Open, "", 0, IoErrorKind::Other(libc::ESHUTDOWN))
+        });
+        self.shared.changed.notify_all();
+        while self.thread.is_some() && !state.exited {
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     /// Hands old segment files over for reuse. A preparation refused for space is tried
     /// again: a recycled file needs none.
     pub fn recycle(&self, names: impl IntoIterator<Item = String>) {
@@ -394,6 +416,8 @@ fn run<D: Device>(shared: &PrepShared<D>) {
                     .unwrap_or_else(|e| e.into_inner());
             }
             if state.shutdown {
+                state.exited = true;
+                shared.changed.notify_all();
                 return;
             }
             (state.ready_up_to + 1, state.recyclable.pop_front())

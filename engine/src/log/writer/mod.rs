@@ -604,6 +604,12 @@ impl<D: Device> Log<D> {
         self.preparer.out_of_space()
     }
 
+    /// Stops preparing segments, for good: returns once no segment file is being written;
+    /// a later wait for a segment fails.
+    pub fn stop_preparing(&self) {
+        self.preparer.stop();
+    }
+
     /// Tries again to prepare the segments ahead when the host file system refused them
     /// for space (call after freeing space: a checkpoint, files removed).
     pub fn retry_segments(&self) {
