@@ -19,9 +19,9 @@
 //! Status: the log storage passes openraft's storage suite on the io_uring and the
 //! simulated device; nodes replicate a volume through crashes and failovers, in one process
 //! and over TCP, run by `smlog cluster` ([`node_dir`], [`server`]); the cluster simulation
-//! (feature `sim`) checks seeded histories for linearizability. Not built yet: snapshots
-//! (so the Raft log is never purged), a mount on a cluster node, fully deterministic
-//! replay of a simulation seed.
+//! (feature `sim`) checks seeded histories for linearizability; a node behind the purged
+//! log installs a snapshot of the leader's volume ([`snapshot`]). Not built yet: a mount on
+//! a cluster node, fully deterministic replay of a simulation seed.
 
 pub mod auth;
 pub mod command;
@@ -32,6 +32,7 @@ pub mod raft;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod snapshot;
 pub mod state_machine;
 pub mod tcp;
 pub mod transport;

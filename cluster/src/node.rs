@@ -15,7 +15,8 @@ use crate::raft::{
     metrics_of, ClientWriteError, Config, NetSnapshot, NodeId, Raft, RaftError, RaftMetrics,
     RaftNetworkFactory, SnapshotPolicy, TypeConfig,
 };
-use crate::state_machine::{MachineError, VolumeMachine};
+use crate::snapshot::{SnapshotFile, SnapshotInbox};
+use crate::state_machine::{MachineError, Volume, VolumeMachine};
 
 /// Heartbeats every 250 ms; a follower campaigns after 1.5-2 s without hearing its leader.
 ///
@@ -35,16 +36,22 @@ pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
 /// stays far below [`crate::wire::FRAME_BYTES_MAX`].
 pub const ENTRIES_PER_APPEND_MAX: u64 = 128;
 
+/// A snapshot is built once this many entries were applied since the last one.
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 20_000;
+/// Entries kept in the Raft log behind the snapshot, so a follower a little behind catches
+/// up from the log rather than with a whole snapshot.
+pub const ENTRIES_KEPT_BEHIND_SNAPSHOT: u64 = 2_000;
+
 /// The Raft configuration of a volume's group, with the timeouts above (tests of the
-/// deterministic simulation scale them).
+/// deterministic simulation scale them, and snapshot more often).
 pub fn raft_config(heartbeat: Duration, election_min: Duration, election_max: Duration) -> Config {
     Config {
         cluster_name: "smlog".into(),
         heartbeat_interval: heartbeat.as_millis() as u64,
         election_timeout_min: election_min.as_millis() as u64,
         election_timeout_max: election_max.as_millis() as u64,
-        // Volume snapshots are not built yet: the log is never purged.
-        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+        max_in_snapshot_log_to_keep: ENTRIES_KEPT_BEHIND_SNAPSHOT,
         max_payload_entries: ENTRIES_PER_APPEND_MAX,
         // Standard Raft: a restarted leader runs a new election (a new term). openraft's
         // default restores its leadership in the same term, and a leader that lost its last,
@@ -96,7 +103,8 @@ pub enum WriteError {
 pub struct Node<D: Device> {
     id: NodeId,
     raft: Raft<D>,
-    engine: Arc<Engine<D>>,
+    volume: Volume<D>,
+    inbox: SnapshotInbox,
     log: LogStore<D>,
 }
 
@@ -119,7 +127,7 @@ impl<D: Device> Node<D> {
     ) -> Result<Node<D>, StartError>
     where
         N: RaftNetworkFactory<TypeConfig>,
-        N::Network: NetSnapshot<TypeConfig, SnapshotData = Vec<u8>>,
+        N::Network: NetSnapshot<TypeConfig, SnapshotData = SnapshotFile>,
     {
         let config = config
             .validate()
@@ -132,14 +140,16 @@ impl<D: Device> Node<D> {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))??;
         let (log, machine) = opened;
-        let engine = Arc::clone(machine.engine());
+        let volume = machine.volume().clone();
+        let inbox = machine.snapshot_inbox();
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), machine)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         Ok(Node {
             id,
             raft,
-            engine,
+            volume,
+            inbox,
             log,
         })
     }
@@ -154,9 +164,16 @@ impl<D: Device> Node<D> {
         &self.raft
     }
 
-    /// This node's engine: reads are served from it (what this node has applied).
-    pub fn engine(&self) -> &Arc<Engine<D>> {
-        &self.engine
+    /// This node's engine now: reads are served from it (what this node has applied). An
+    /// installed snapshot replaces it (the old one then refuses changes): take it again
+    /// for each operation.
+    pub fn engine(&self) -> Arc<Engine<D>> {
+        self.volume.engine()
+    }
+
+    /// Where this node receives a snapshot.
+    pub fn snapshot_inbox(&self) -> &SnapshotInbox {
+        &self.inbox
     }
 
     /// What this node sees now: leader, term, log and applied indexes, replication.

@@ -160,6 +160,33 @@ pub fn membership_of(record: &MembershipRecord) -> Option<Membership> {
     Membership::new(configs, nodes).ok()
 }
 
+/// A snapshot's metadata as stored and sent.
+pub fn snapshot_meta_record(meta: &SnapshotMeta) -> crate::snapshot::SnapshotMetaRecord {
+    crate::snapshot::SnapshotMetaRecord {
+        last_log_id: meta.last_log_id.as_ref().map(log_id_record),
+        membership_log_id: meta.last_membership.log_id().as_ref().map(log_id_record),
+        membership: membership_record(meta.last_membership.membership()),
+    }
+}
+
+/// Stored snapshot metadata as openraft's; `None` when its membership is not valid (an
+/// empty one is valid only with no log id).
+pub fn snapshot_meta_of(record: &crate::snapshot::SnapshotMetaRecord) -> Option<SnapshotMeta> {
+    let membership = match &record.membership_log_id {
+        None if record.membership.configs.is_empty() && record.membership.nodes.is_empty() => {
+            Membership::default()
+        }
+        _ => membership_of(&record.membership)?,
+    };
+    Some(SnapshotMeta {
+        last_log_id: record.last_log_id.as_ref().map(log_id_of),
+        last_membership: StoredMembership::new(
+            record.membership_log_id.as_ref().map(log_id_of),
+            membership,
+        ),
+    })
+}
+
 /// An entry as stored.
 pub fn entry_record(entry: &Entry) -> EntryRecord {
     let payload = match &entry.payload {

@@ -125,7 +125,7 @@ impl Server {
     pub async fn stop(self) {
         self.listener.abort();
         self.node.shutdown().await;
-        let engine = Arc::clone(self.node.engine());
+        let engine = self.node.engine();
         let closed = tokio::task::spawn_blocking(move || engine.shutdown()).await;
         if let Ok(Err(e)) = closed {
             log::warn!(

@@ -181,7 +181,8 @@ impl Sim {
             node.log().plant_ack_before_durable();
         }
         let node = Arc::new(node);
-        self.router.add(id, node.raft().clone());
+        self.router
+            .add(id, node.raft().clone(), node.snapshot_inbox().clone());
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         hosts.get_mut(&id).expect("a host").node = Some(node);
         Ok(())
@@ -672,7 +673,7 @@ async fn check(sim: &Sim, report: &mut SimReport) -> Result<(), String> {
     check_history(sim, &results, report)?;
     let want = tree_of(&reference).map_err(|e| e.to_string())?;
     for node in &nodes {
-        same_volume(node.id(), node.engine(), &reference, &want)?;
+        same_volume(node.id(), &node.engine(), &reference, &want)?;
     }
     report.terms_with_leader = sim.leaders.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
     Ok(())

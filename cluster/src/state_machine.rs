@@ -19,24 +19,30 @@
 //! Raft entry record that set it, CRC; written to `MEMBERSHIP.tmp`, synced, renamed, the
 //! directory synced): docs/FORMAT.md, "The Raft log".
 //!
-//! Snapshots (engine checkpoints sent to a lagging node) are not built yet: the node runs
-//! with openraft's snapshot policy `Never` and never purges its log.
+//! **Snapshots** are engine exports ([`crate::snapshot`]): built from a moment between two
+//! applied entries (the export is taken in the apply stream, written out beside it), kept
+//! as the volume's `SNAPSHOT` file, sent to a node whose next entry the leader has
+//! purged, and installed there in place of its store. A build and an install never run at
+//! once. Once a snapshot holds an entry, openraft may purge the Raft log up to it.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures_util::{Stream, StreamExt};
 use smlog::constants::BLOCK_SIZE_BYTES;
 use smlog::io::{AlignedBuf, Device};
-use smlog::{Durability, Engine, EntryId, FsError, TxnOptions, TxnResult};
+use smlog::{Durability, Engine, EngineOptions, EntryId, Export, FsError, TxnOptions, TxnResult};
 use smlog_recovery::OpenOptions;
 
 use crate::command::{Command, FileOp, Reply};
 use crate::log_store::records::{EntryRecord, PayloadRecord, RaftRecord};
 use crate::raft::{
-    entry_of, log_id_record, membership_record, EntryPayload, EntryResponder, LogId, Membership,
-    OptionalSend, RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta, StoredMembership,
-    TypeConfig,
+    entry_of, log_id_record, membership_record, snapshot_meta_of, snapshot_meta_record,
+    EntryPayload, EntryResponder, LogId, Membership, OptionalSend, RaftSnapshotBuilder,
+    RaftStateMachine, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
+};
+use crate::snapshot::{
+    self, SnapshotError, SnapshotFile, SNAPSHOT_BUILDING_FILE, SNAPSHOT_FILE, SNAPSHOT_INSTALL_FILE,
 };
 
 /// The saved membership's file in the engine's directory.
@@ -61,12 +67,57 @@ pub enum MachineError {
         /// What is wrong.
         why: String,
     },
+    /// A snapshot being installed when the node stopped could not be installed now.
+    #[error("finishing a snapshot's install: {0}")]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// The engine a volume runs on now: replaced whole when a snapshot is installed. Clones
+/// share it.
+pub struct Volume<D: Device> {
+    engine: Arc<RwLock<Arc<Engine<D>>>>,
+}
+
+impl<D: Device> Clone for Volume<D> {
+    fn clone(&self) -> Self {
+        Volume {
+            engine: Arc::clone(&self.engine),
+        }
+    }
+}
+
+impl<D: Device> std::fmt::Debug for Volume<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volume").finish_non_exhaustive()
+    }
+}
+
+impl<D: Device> Volume<D> {
+    fn new(engine: Engine<D>) -> Volume<D> {
+        Volume {
+            engine: Arc::new(RwLock::new(Arc::new(engine))),
+        }
+    }
+
+    /// The engine now. A snapshot installed later retires it (its calls then fail with
+    /// [`FsError::Stopped`]): take it again for the next operation.
+    pub fn engine(&self) -> Arc<Engine<D>> {
+        Arc::clone(&self.engine.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn replace(&self, engine: Engine<D>) {
+        *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
+    }
 }
 
 /// A volume's engine as openraft's state machine.
 pub struct VolumeMachine<D: Device> {
-    engine: Arc<Engine<D>>,
+    volume: Volume<D>,
     device: Arc<D>,
+    options: EngineOptions,
+    /// Held by a snapshot's build and by an install: never both at once.
+    snapshots: Arc<Mutex<()>>,
+
     /// This node's Raft log: an entry is durable there before it is applied.
     log: Option<crate::log_store::LogStore<D>>,
     applied: Option<LogId>,
@@ -86,6 +137,22 @@ impl<D: Device> VolumeMachine<D> {
     /// Opens (recovers, or with `options.create` creates) the engine on `device`, and the
     /// membership saved beside it.
     pub fn open(device: Arc<D>, options: OpenOptions) -> Result<VolumeMachine<D>, MachineError> {
+        snapshot::remove_leftovers(&*device)?;
+        if device
+            .list()
+            .map_err(FsError::from)?
+            .iter()
+            .any(|name| name == SNAPSHOT_INSTALL_FILE)
+        {
+            // A crash cut an install: finish it.
+            let (engine, header) = snapshot::finish_install(&device, options.engine)?;
+            let meta = snapshot_meta_of(&header.meta)
+                .ok_or_else(|| SnapshotError::Damaged("an invalid membership".into()))?;
+            save_stored_membership(&*device, &meta.last_membership)?;
+            engine.shutdown()?;
+            drop(engine);
+            snapshot::complete_install(&*device)?;
+        }
         let (engine, _report) = smlog_recovery::open_device(Arc::clone(&device), options)?;
         let membership = read_membership(&*device)?;
         let engine_applied = engine
@@ -93,8 +160,10 @@ impl<D: Device> VolumeMachine<D> {
             .map(|entry| LogId::new_term_index(entry.term, entry.index));
         let applied = engine_applied.max(*membership.log_id());
         Ok(VolumeMachine {
-            engine: Arc::new(engine),
+            volume: Volume::new(engine),
             device,
+            options: options.engine,
+            snapshots: Arc::new(Mutex::new(())),
             log: None,
             applied,
             membership,
@@ -109,9 +178,14 @@ impl<D: Device> VolumeMachine<D> {
         self
     }
 
-    /// The engine (reads are served from it directly).
-    pub fn engine(&self) -> &Arc<Engine<D>> {
-        &self.engine
+    /// The volume (reads are served from its engine directly).
+    pub fn volume(&self) -> &Volume<D> {
+        &self.volume
+    }
+
+    /// Where this node receives snapshots: the volume's directory.
+    pub fn snapshot_inbox(&self) -> snapshot::SnapshotInbox {
+        snapshot::SnapshotInbox::new(Arc::clone(&self.device) as Arc<dyn Device>)
     }
 }
 
@@ -128,6 +202,30 @@ fn save_membership<D: Device>(
         payload: PayloadRecord::Membership(membership_record(membership)),
     });
     write_membership(device, &record.encode()).map_err(fatal)
+}
+
+/// Saves `membership` durably (a snapshot's: the engine is durable already), or removes
+/// the saved one when it names none.
+fn save_stored_membership<D: Device + ?Sized>(
+    device: &D,
+    membership: &StoredMembership,
+) -> Result<(), FsError> {
+    match membership.log_id() {
+        Some(log_id) => {
+            let record = RaftRecord::Entry(EntryRecord {
+                log_id: log_id_record(log_id),
+                payload: PayloadRecord::Membership(membership_record(membership.membership())),
+            });
+            write_membership(device, &record.encode())
+        }
+        None => {
+            if device.list()?.iter().any(|name| name == MEMBERSHIP_FILE) {
+                device.remove(MEMBERSHIP_FILE)?;
+                device.sync_dir()?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// An engine failure that is not a refusal: this node stops (fail-stop), it never answers
@@ -212,8 +310,8 @@ pub fn apply_command<D: Device>(
 }
 
 impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
-    type SnapshotData = Vec<u8>;
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = VolumeSnapshotBuilder<D>;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         Ok((self.applied, self.membership.clone()))
@@ -237,7 +335,7 @@ impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
             let reply = match entry.payload {
                 EntryPayload::Blank => Reply(Ok(TxnResult::Done)),
                 EntryPayload::Normal(command) => {
-                    let engine = Arc::clone(&self.engine);
+                    let engine = self.volume.engine();
                     let id = EntryId {
                         term: log_id.leader_id.term,
                         index: log_id.index,
@@ -247,7 +345,7 @@ impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
                         .map_err(fatal)??
                 }
                 EntryPayload::Membership(membership) => {
-                    let engine = Arc::clone(&self.engine);
+                    let engine = self.volume.engine();
                     let device = Arc::clone(&self.device);
                     let saved = membership.clone();
                     tokio::task::spawn_blocking(move || {
@@ -267,51 +365,176 @@ impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
         Ok(())
     }
 
-    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<NoSnapshots> {
-        None
+    async fn try_create_snapshot_builder(
+        &mut self,
+        force: bool,
+    ) -> Option<VolumeSnapshotBuilder<D>> {
+        let applied = self.applied?;
+        let engine = self.volume.engine();
+        let entry = EntryId {
+            term: applied.leader_id.term,
+            index: applied.index,
+        };
+        // Taken here, between two applied entries; written out by the builder, beside
+        // the apply stream.
+        let export = tokio::task::spawn_blocking(move || {
+            let mut export = engine.export()?;
+            export.set_applied_entry(Some(entry))?;
+            Ok::<_, FsError>(export)
+        })
+        .await
+        .map_err(fatal)
+        .and_then(|exported| exported.map_err(fatal));
+        let export = match export {
+            Ok(export) => Ok(export),
+            // Asked for a snapshot it must have: the build reports the failure.
+            Err(e) if force => Err(e.to_string()),
+            Err(e) => {
+                log::warn!("a snapshot is put off: the volume cannot be exported: {e}");
+                return None;
+            }
+        };
+        let meta = SnapshotMeta {
+            last_log_id: Some(applied),
+            last_membership: self.membership.clone(),
+        };
+        Some(VolumeSnapshotBuilder {
+            export: Some(export),
+            meta,
+            device: Arc::clone(&self.device),
+            snapshots: Arc::clone(&self.snapshots),
+        })
     }
 
-    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
-        NoSnapshots
+    async fn get_snapshot_builder(&mut self) -> VolumeSnapshotBuilder<D> {
+        unreachable!("openraft asks try_create_snapshot_builder")
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta,
-        _snapshot: Vec<u8>,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
-        Err(no_snapshots())
+        let name = snapshot.name().to_owned();
+        if snapshot.header().meta != snapshot_meta_record(meta) {
+            return Err(fatal(SnapshotError::Damaged(format!(
+                "{name} holds another snapshot than the one to install ({:?})",
+                meta.last_log_id
+            ))));
+        }
+        drop(snapshot);
+        let old = self.volume.engine();
+        let device = Arc::clone(&self.device);
+        let options = self.options;
+        let snapshots = Arc::clone(&self.snapshots);
+        let membership = meta.last_membership.clone();
+        let engine = tokio::task::spawn_blocking(move || {
+            let _one = snapshots.lock().unwrap_or_else(|e| e.into_inner());
+            old.retire("the volume was replaced by a snapshot");
+            let (engine, _header) = snapshot::install(&device, options, &name)?;
+            save_stored_membership(&*device, &membership)?;
+            snapshot::complete_install(&*device)?;
+            Ok::<_, SnapshotError>(engine)
+        })
+        .await
+        .map_err(fatal)?
+        .map_err(fatal)?;
+        self.volume.replace(engine);
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Vec<u8>>>, io::Error> {
-        Ok(None)
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<SnapshotFile>>, io::Error> {
+        let device = Arc::clone(&self.device);
+        tokio::task::spawn_blocking(move || current_snapshot(&device))
+            .await
+            .map_err(fatal)?
+            .map_err(fatal)
     }
 }
 
-fn no_snapshots() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "volume snapshots are not built yet (the node never purges its Raft log)",
-    )
-}
-
-/// What a network answers when asked to send a snapshot: none is built yet.
-pub fn no_snapshot_transfer() -> crate::raft::StreamingError {
-    crate::raft::StreamingError::Unreachable(crate::raft::Unreachable::from_string(
-        "volume snapshots are not built yet",
-    ))
-}
-
-/// The snapshot builder of a machine that builds none yet (see the module docs).
-#[derive(Debug)]
-pub struct NoSnapshots;
-
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
-    type SnapshotData = Vec<u8>;
-
-    async fn build_snapshot(&mut self) -> Result<Snapshot<Vec<u8>>, io::Error> {
-        Err(no_snapshots())
+/// The volume's current snapshot, if it has one.
+fn current_snapshot<D: Device>(
+    device: &Arc<D>,
+) -> Result<Option<Snapshot<SnapshotFile>>, SnapshotError> {
+    if !device.list()?.iter().any(|name| name == SNAPSHOT_FILE) {
+        return Ok(None);
     }
+    let file = SnapshotFile::open(Arc::clone(device) as Arc<dyn Device>, SNAPSHOT_FILE)?;
+    let meta = snapshot_meta_of(&file.header().meta)
+        .ok_or_else(|| SnapshotError::Damaged(format!("{SNAPSHOT_FILE}: an invalid membership")))?;
+    Ok(Some(Snapshot {
+        meta,
+        snapshot: file,
+    }))
+}
+
+/// Writes a snapshot of the volume from an export taken between two applied entries.
+pub struct VolumeSnapshotBuilder<D: Device> {
+    /// The export, or why there is none; taken by the build.
+    export: Option<Result<Export<D>, String>>,
+    meta: SnapshotMeta,
+    device: Arc<D>,
+    snapshots: Arc<Mutex<()>>,
+}
+
+impl<D: Device> std::fmt::Debug for VolumeSnapshotBuilder<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeSnapshotBuilder")
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+impl<D: Device> RaftSnapshotBuilder<TypeConfig> for VolumeSnapshotBuilder<D> {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot<SnapshotFile>, io::Error> {
+        let export = self
+            .export
+            .take()
+            .ok_or_else(|| io::Error::other("a snapshot builder builds once"))?
+            .map_err(|why| io::Error::other(format!("the volume cannot be exported: {why}")))?;
+        let meta = self.meta.clone();
+        let device = Arc::clone(&self.device);
+        let snapshots = Arc::clone(&self.snapshots);
+        tokio::task::spawn_blocking(move || {
+            let _one = snapshots.lock().unwrap_or_else(|e| e.into_inner());
+            build(&device, meta, export)
+        })
+        .await
+        .map_err(fatal)?
+        .map_err(fatal)
+    }
+}
+
+/// Writes `export` as the volume's snapshot `meta`, unless the current one is as new
+/// (installed meanwhile): the current one is the answer then.
+fn build<D: Device>(
+    device: &Arc<D>,
+    meta: SnapshotMeta,
+    export: Export<D>,
+) -> Result<Snapshot<SnapshotFile>, SnapshotError> {
+    if let Some(current) = current_snapshot(device)? {
+        if current.meta.last_log_id >= meta.last_log_id {
+            return Ok(current);
+        }
+    }
+    snapshot::write_snapshot(
+        &**device,
+        SNAPSHOT_BUILDING_FILE,
+        snapshot_meta_record(&meta),
+        &export,
+    )?;
+    drop(export);
+    device.rename(SNAPSHOT_BUILDING_FILE, SNAPSHOT_FILE)?;
+    device.sync_dir()?;
+    let file = SnapshotFile::open(Arc::clone(device) as Arc<dyn Device>, SNAPSHOT_FILE)?;
+    Ok(Snapshot {
+        meta,
+        snapshot: file,
+    })
 }
 
 /// Writes `payload` as `MEMBERSHIP`: to a temporary file, made durable, renamed over the

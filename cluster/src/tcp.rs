@@ -16,13 +16,17 @@ use crate::auth::{self, ClusterKey, COMMAND_NODE_ID};
 use crate::node::{Node, WriteError};
 use crate::raft::{
     address_of, admits, append_outcome_wire, append_request_of, append_request_wire,
-    append_response_of, status_report, vote_request_of, vote_request_wire, vote_response_of,
-    vote_response_wire, AppendEntriesRequest, AppendEntriesResponse, BasicNode, NodeId,
-    OptionalSend, RPCError, RPCOption, RaftNetworkFactory, RaftNetworkV2, ReplicationClosed,
-    Snapshot, SnapshotResponse, StreamingError, TypeConfig, Unreachable, Vote, VoteRequest,
-    VoteResponse,
+    append_response_of, snapshot_meta_of, snapshot_meta_record, status_report, vote_of,
+    vote_record, vote_request_of, vote_request_wire, vote_response_of, vote_response_wire,
+    AppendEntriesRequest, AppendEntriesResponse, BasicNode, NodeId, OptionalSend, RPCError,
+    RPCOption, RaftNetworkFactory, RaftNetworkV2, ReplicationClosed, Snapshot, SnapshotResponse,
+    StreamingError, TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
 };
+use crate::snapshot::{Incoming, SnapshotError, SnapshotFile, SNAPSHOT_CHUNK_BYTES};
 use crate::wire::{read_frame, write_frame, Request, Response, WriteRefusal, FRAME_BYTES_MAX};
+
+/// How long a snapshot's last piece may take to be installed.
+const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a command waits to connect and authenticate.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -132,7 +136,7 @@ fn unexpected(response: &Response) -> Unreachable {
 }
 
 impl RaftNetworkV2<TypeConfig> for TcpConnection {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
     async fn append_entries(
         &mut self,
@@ -164,14 +168,67 @@ impl RaftNetworkV2<TypeConfig> for TcpConnection {
         }
     }
 
+    /// Sends the file in pieces of 1 MiB on this connection; the last one's answer comes
+    /// once the receiver installed it.
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot<Vec<u8>>,
-        _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        _option: RPCOption,
+        vote: Vote,
+        snapshot: Snapshot<SnapshotFile>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
     ) -> Result<SnapshotResponse, StreamingError> {
-        Err(crate::state_machine::no_snapshot_transfer())
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            sent = self.send_snapshot(vote, snapshot, option) => sent,
+        }
+    }
+}
+
+impl TcpConnection {
+    async fn send_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<SnapshotFile>,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse, StreamingError> {
+        let meta = snapshot_meta_record(&snapshot.meta);
+        let file = Arc::new(snapshot.snapshot);
+        let len = file.len();
+        let mut offset = 0;
+        while offset < len {
+            let n = (len - offset).min(SNAPSHOT_CHUNK_BYTES as u64) as usize;
+            let reader = Arc::clone(&file);
+            let bytes = tokio::task::spawn_blocking(move || {
+                let mut bytes = vec![0u8; n];
+                reader.read_at(offset, &mut bytes).map(|()| bytes)
+            })
+            .await
+            .map_err(|e| Unreachable::from_string(e.to_string()))?
+            .map_err(|e| Unreachable::from_string(format!("reading the snapshot: {e}")))?;
+            let request = Request::Snapshot {
+                vote: vote_record(&vote),
+                meta: meta.clone(),
+                len,
+                offset,
+                bytes,
+            };
+            offset += n as u64;
+            // The last piece waits for the install.
+            let ttl = if offset == len {
+                option.hard_ttl().max(SNAPSHOT_INSTALL_TIMEOUT)
+            } else {
+                option.hard_ttl()
+            };
+            match self.call(&request, ttl).await? {
+                Response::Done if offset < len => {}
+                Response::SnapshotInstalled { vote } if offset == len => {
+                    return Ok(SnapshotResponse::new(vote_of(&vote)));
+                }
+                Response::Failed(why) => return Err(Unreachable::from_string(why).into()),
+                other => return Err(unexpected(&other).into()),
+            }
+        }
+        Err(Unreachable::from_string("an empty snapshot").into())
     }
 }
 
@@ -212,6 +269,7 @@ async fn connection<D: Device>(
         .await
         .map_err(|_| "no handshake within the timeout".to_string())?
         .map_err(|e| e.to_string())?;
+    let mut receiving: Option<Receiving> = None;
     loop {
         let request: Request = match read_frame(&mut stream, FRAME_BYTES_MAX).await {
             Ok(request) => request,
@@ -222,11 +280,111 @@ async fn connection<D: Device>(
             }
             Err(e) => return Err(e.to_string()),
         };
-        let response = answer(node, key, peer, request).await?;
+        let response = match request {
+            Request::Snapshot {
+                vote,
+                meta,
+                len,
+                offset,
+                bytes,
+            } if peer != COMMAND_NODE_ID => {
+                let piece = Piece {
+                    vote,
+                    meta,
+                    len,
+                    offset,
+                    bytes,
+                };
+                receive_piece(node, &mut receiving, piece).await?
+            }
+            Request::Snapshot { .. } => return Err("a command sent a snapshot".into()),
+            request => answer(node, key, peer, request).await?,
+        };
         write_frame(&mut stream, &response)
             .await
             .map_err(|e| e.to_string())?;
     }
+}
+
+/// A snapshot being received on one connection.
+struct Receiving {
+    meta: crate::snapshot::SnapshotMetaRecord,
+    incoming: Incoming,
+}
+
+/// One piece of a snapshot.
+struct Piece {
+    vote: crate::log_store::records::VoteRecord,
+    meta: crate::snapshot::SnapshotMetaRecord,
+    len: u64,
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+/// Stores a piece of a snapshot; the last one installs it. A piece out of order, of
+/// another snapshot or past the announced length ends the connection (and what was
+/// received is removed).
+async fn receive_piece<D: Device>(
+    node: &Node<D>,
+    receiving: &mut Option<Receiving>,
+    piece: Piece,
+) -> Result<Response, String> {
+    let mut current = match receiving.take() {
+        Some(current) if current.meta == piece.meta && current.incoming.len() == piece.len => {
+            current
+        }
+        // A new snapshot starts at 0 (one that was under way is dropped).
+        _ if piece.offset == 0 => Receiving {
+            incoming: node
+                .snapshot_inbox()
+                .receive(piece.len)
+                .map_err(|e| e.to_string())?,
+            meta: piece.meta.clone(),
+        },
+        _ => return Err("a snapshot's piece without its start".into()),
+    };
+    if piece.offset != current.incoming.written() {
+        return Err(format!(
+            "a snapshot's piece at {}, expected at {}",
+            piece.offset,
+            current.incoming.written()
+        ));
+    }
+    let bytes = piece.bytes;
+    let mut incoming = current.incoming;
+    let incoming = tokio::task::spawn_blocking(move || incoming.write(&bytes).map(|()| incoming))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if incoming.written() < incoming.len() {
+        current.incoming = incoming;
+        *receiving = Some(current);
+        return Ok(Response::Done);
+    }
+    let file = tokio::task::spawn_blocking(move || incoming.finish())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e: SnapshotError| e.to_string())?;
+    let meta = snapshot_meta_of(&current.meta).ok_or("a snapshot with an invalid membership")?;
+    if file.header().meta != current.meta {
+        return Err("a snapshot whose file holds other metadata than it was sent with".into());
+    }
+    let snapshot = Snapshot {
+        meta,
+        snapshot: file,
+    };
+    Ok(
+        match node
+            .raft()
+            .install_full_snapshot(vote_of(&piece.vote), snapshot)
+            .await
+        {
+            Ok(response) => Response::SnapshotInstalled {
+                vote: vote_record(&response.vote),
+            },
+            Err(e) => Response::Failed(e.to_string()),
+        },
+    )
 }
 
 /// What `node` answers to `request` from `peer`. An invalid request ends the connection.
@@ -258,7 +416,7 @@ async fn answer<D: Device>(
                 Err(e) => Response::Failed(e.to_string()),
             }
         }
-        Request::Append { .. } | Request::Vote { .. } => {
+        Request::Append { .. } | Request::Vote { .. } | Request::Snapshot { .. } => {
             return Err("a command sent a Raft message".into())
         }
         Request::Write(command) => {

@@ -20,6 +20,7 @@ use crate::raft::{
     RPCOption, Raft, RaftNetworkFactory, RaftNetworkV2, ReplicationClosed, SnapshotResponse,
     StreamingError, TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
 };
+use crate::snapshot::{SnapshotFile, SnapshotInbox, SNAPSHOT_CHUNK_BYTES};
 
 /// The nodes of one process and the links between them. Clones share them.
 pub struct MemoryRouter<D: Device> {
@@ -44,8 +45,23 @@ impl<D: Device> std::fmt::Debug for MemoryRouter<D> {
     }
 }
 
+/// A node as the router reaches it: its Raft, and where it receives snapshots.
+struct Peer<D: Device> {
+    raft: Raft<D>,
+    inbox: SnapshotInbox,
+}
+
+impl<D: Device> Clone for Peer<D> {
+    fn clone(&self) -> Self {
+        Peer {
+            raft: self.raft.clone(),
+            inbox: self.inbox.clone(),
+        }
+    }
+}
+
 struct Routes<D: Device> {
-    nodes: BTreeMap<NodeId, Raft<D>>,
+    nodes: BTreeMap<NodeId, Peer<D>>,
     /// Links that drop every message: (from, to).
     cut: BTreeSet<(NodeId, NodeId)>,
     faults: LinkFaults,
@@ -98,14 +114,14 @@ impl<D: Device> MemoryRouter<D> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes node `id` reachable through `raft`.
-    pub fn add(&self, id: NodeId, raft: Raft<D>) {
-        self.lock().nodes.insert(id, raft);
+    /// Makes node `id` reachable through `raft`, receiving snapshots in `inbox`.
+    pub fn add(&self, id: NodeId, raft: Raft<D>, inbox: SnapshotInbox) {
+        self.lock().nodes.insert(id, Peer { raft, inbox });
     }
 
     /// Takes node `id` away (it crashed, or stopped): messages to it fail.
     pub fn remove(&self, id: NodeId) -> Option<Raft<D>> {
-        self.lock().nodes.remove(&id)
+        self.lock().nodes.remove(&id).map(|peer| peer.raft)
     }
 
     /// Cuts the link from `from` to `to` (one way).
@@ -139,7 +155,7 @@ impl<D: Device> MemoryRouter<D> {
 
     /// The Raft of `to` and what happens to a message from `from`: lost when the link from
     /// `from` to `to` is cut, its reply lost when the link back is.
-    fn route(&self, from: NodeId, to: NodeId) -> Result<(Raft<D>, Fate), Unreachable<TypeConfig>> {
+    fn route(&self, from: NodeId, to: NodeId) -> Result<(Peer<D>, Fate), Unreachable<TypeConfig>> {
         let mut routes = self.lock();
         if routes.cut.contains(&(from, to)) {
             return Err(Unreachable::from_string(format!(
@@ -147,7 +163,7 @@ impl<D: Device> MemoryRouter<D> {
             )));
         }
         let back_cut = routes.cut.contains(&(to, from));
-        let raft = routes
+        let peer = routes
             .nodes
             .get(&to)
             .cloned()
@@ -163,7 +179,7 @@ impl<D: Device> MemoryRouter<D> {
                 reply_lost: back_cut || rng.gen_range(0..100) < faults.reply_loss_percent,
             }
         };
-        Ok((raft, fate))
+        Ok((peer, fate))
     }
 }
 
@@ -195,15 +211,15 @@ impl<D: Device> RaftNetworkFactory<TypeConfig> for MemoryNetwork<D> {
 }
 
 impl<D: Device> MemoryConnection<D> {
-    /// Delivers one message through the link: `call` runs on the target's Raft unless the
+    /// Delivers one message through the link: `call` runs on the target unless the
     /// message is lost; its answer comes back unless the reply is lost.
     async fn deliver<T, E, F, Fut>(&self, call: F) -> Result<T, RPCError>
     where
-        F: FnOnce(Raft<D>) -> Fut,
+        F: FnOnce(Peer<D>) -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
         E: std::error::Error + 'static,
     {
-        let (raft, fate) = self.router.route(self.from, self.to)?;
+        let (peer, fate) = self.router.route(self.from, self.to)?;
         let (delay, reply_lost) = match fate {
             Fate::Lost => {
                 return Err(Unreachable::from_string("the message was lost").into());
@@ -213,7 +229,7 @@ impl<D: Device> MemoryConnection<D> {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let answer = call(raft).await;
+        let answer = call(peer).await;
         if reply_lost {
             return Err(Unreachable::from_string("the reply was lost").into());
         }
@@ -222,14 +238,14 @@ impl<D: Device> MemoryConnection<D> {
 }
 
 impl<D: Device> RaftNetworkV2<TypeConfig> for MemoryConnection<D> {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
-        self.deliver(|raft| async move { raft.append_entries(rpc).await })
+        self.deliver(|peer| async move { peer.raft.append_entries(rpc).await })
             .await
     }
 
@@ -238,17 +254,55 @@ impl<D: Device> RaftNetworkV2<TypeConfig> for MemoryConnection<D> {
         rpc: VoteRequest,
         _option: RPCOption,
     ) -> Result<VoteResponse, RPCError> {
-        self.deliver(|raft| async move { raft.vote(rpc).await })
+        self.deliver(|peer| async move { peer.raft.vote(rpc).await })
             .await
     }
 
+    /// The snapshot file is copied into the target's inbox, then installed there: one
+    /// message, lost or delayed as a whole.
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot<Vec<u8>>,
+        vote: Vote,
+        snapshot: Snapshot<SnapshotFile>,
         _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse, StreamingError> {
-        Err(crate::state_machine::no_snapshot_transfer())
+        let Snapshot { meta, snapshot } = snapshot;
+        let snapshot = Arc::new(snapshot);
+        let answer = self
+            .deliver(|peer| async move {
+                let received = tokio::task::spawn_blocking(move || copy(&snapshot, &peer.inbox))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(std::io::Error::other)?;
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: received,
+                };
+                peer.raft
+                    .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(std::io::Error::other)
+            })
+            .await;
+        answer.map_err(|e| match e {
+            RPCError::Unreachable(e) => StreamingError::Unreachable(e),
+            other => StreamingError::Unreachable(Unreachable::new(&other)),
+        })
     }
+}
+
+/// Copies `snapshot` into a new file of `inbox`.
+fn copy(
+    snapshot: &SnapshotFile,
+    inbox: &SnapshotInbox,
+) -> Result<SnapshotFile, crate::snapshot::SnapshotError> {
+    let mut incoming = inbox.receive(snapshot.len())?;
+    let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+    while incoming.written() < snapshot.len() {
+        let n = (snapshot.len() - incoming.written()).min(SNAPSHOT_CHUNK_BYTES as u64) as usize;
+        snapshot.read_at(incoming.written(), &mut buf[..n])?;
+        incoming.write(&buf[..n])?;
+    }
+    incoming.finish()
 }

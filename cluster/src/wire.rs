@@ -14,9 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::command::{Command, Reply};
 use crate::log_store::records::{EntryRecord, LogIdRecord, VoteRecord};
+use crate::snapshot::SnapshotMetaRecord;
 
 /// The protocol version a [`crate::auth::Hello`] names; another is refused.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 /// The largest frame after authentication (32 MiB: a batch of at most
 /// [`crate::node::ENTRIES_PER_APPEND_MAX`] entries of at most 64 KiB of data each, with room).
 pub const FRAME_BYTES_MAX: u32 = 32 << 20;
@@ -63,6 +64,20 @@ pub enum Request {
         voters: Vec<u64>,
         /// Whether nodes that stop being voters stay as learners.
         keep_learners: bool,
+    },
+    /// A piece of a snapshot file, sent in order from offset 0 on one connection; the
+    /// last one (ending at `len`) makes the node install it.
+    Snapshot {
+        /// The leader's vote.
+        vote: VoteRecord,
+        /// The snapshot's metadata (the same in every piece).
+        meta: SnapshotMetaRecord,
+        /// The file's length (the same in every piece).
+        len: u64,
+        /// Where this piece starts.
+        offset: u64,
+        /// The bytes (whole 4 KiB blocks, at most 1 MiB).
+        bytes: Vec<u8>,
     },
 }
 
@@ -147,10 +162,16 @@ pub enum Response {
     Write(Result<Reply, WriteRefusal>),
     /// To [`Request::Status`].
     Status(StatusReport),
-    /// A membership change is done.
+    /// A membership change is done, or a snapshot's piece is stored.
     Done,
     /// The request failed (the node stopped, a membership change was refused, ...).
     Failed(String),
+    /// To the last piece of a [`Request::Snapshot`]: the receiver's vote after installing
+    /// it (or refusing it for a higher vote).
+    SnapshotInstalled {
+        /// The receiver's vote.
+        vote: VoteRecord,
+    },
 }
 
 /// A frame that cannot be read.

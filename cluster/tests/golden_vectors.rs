@@ -12,6 +12,7 @@ use smlog_cluster::auth::{Challenge, Hello, Proof};
 use smlog_cluster::log_store::records::{
     EntryRecord, LogIdRecord, MembershipRecord, PayloadRecord, RaftRecord, StateRecord, VoteRecord,
 };
+use smlog_cluster::snapshot::{SnapshotHeader, SnapshotMetaRecord};
 use smlog_cluster::wire::{AppendOutcome, Member, Request, Response, StatusReport, WriteRefusal};
 use smlog_cluster::{Command, FileOp, Reply};
 
@@ -172,7 +173,25 @@ fn requests() -> Vec<Request> {
             voters: vec![1, 2, 4],
             keep_learners: false,
         },
+        Request::Snapshot {
+            vote: vote(),
+            meta: snapshot_meta(),
+            len: 8192,
+            offset: 4096,
+            bytes: vec![0xee; 2],
+        },
     ]
+}
+
+fn snapshot_meta() -> SnapshotMetaRecord {
+    SnapshotMetaRecord {
+        last_log_id: Some(log_id()),
+        membership_log_id: Some(LogIdRecord { term: 1, index: 1 }),
+        membership: MembershipRecord {
+            configs: vec![vec![1]],
+            nodes: vec![(1, "a".into())],
+        },
+    }
 }
 
 fn responses() -> Vec<Response> {
@@ -201,6 +220,7 @@ fn responses() -> Vec<Response> {
         }),
         Response::Done,
         Response::Failed("no".into()),
+        Response::SnapshotInstalled { vote: vote() },
     ]
 }
 
@@ -279,7 +299,7 @@ fn cases() -> Vec<(String, &'static str, String, Vec<u8>)> {
 /// The handshake's frames (structs: no tag), pinned.
 fn handshake() -> Vec<(String, Vec<u8>)> {
     let hello = Hello {
-        version: 1,
+        version: 2,
         cluster_id: 0x0123_4567_89ab_cdef,
         node_id: 2,
         nonce: [0xaa; 32],
@@ -290,10 +310,21 @@ fn handshake() -> Vec<(String, Vec<u8>)> {
         proof: [0xcc; 32],
     };
     let proof = Proof { proof: [0xdd; 32] };
+    let header = SnapshotHeader {
+        meta: snapshot_meta(),
+        image_len: 5000,
+        image_crc: 0x1234_5678,
+        block_count: 3,
+    };
+    let header_block = header.encode().unwrap();
+    let used = 20 + header_block[12] as usize;
+    assert!(header_block[used..].iter().all(|&b| b == 0));
+    assert_eq!(SnapshotHeader::decode(&header_block).unwrap(), header);
     vec![
         ("Hello".into(), postcard::to_stdvec(&hello).unwrap()),
         ("Challenge".into(), postcard::to_stdvec(&challenge).unwrap()),
         ("Proof".into(), postcard::to_stdvec(&proof).unwrap()),
+        ("SnapshotHeader".into(), header_block[..used].to_vec()),
         (
             "Reply::Ok".into(),
             postcard::to_stdvec(&Reply(Ok(TxnResult::Bytes(5)))).unwrap(),
@@ -330,12 +361,14 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Request::Status", "03"),
     ("Request::AddLearner", "04040e3132372e302e302e313a37303034"),
     ("Request::ChangeMembership", "050301020400"),
+    ("Request::Snapshot", "060203010102f0a204010101010101010101618040802002eeee"),
     ("Response::Append", "0000"),
     ("Response::Vote", "01020301010102f0a204"),
     ("Response::Write", "02000122"),
     ("Response::Status", "0301064c656164657202010101090109010801010161010109"),
     ("Response::Done", "04"),
     ("Response::Failed", "05026e6f"),
+    ("Response::SnapshotInstalled", "06020301"),
     ("AppendOutcome::Success", "00"),
     ("AppendOutcome::PartialSuccess", "010102f0a204"),
     ("AppendOutcome::Conflict", "02"),
@@ -343,8 +376,9 @@ const GOLDEN: &[(&str, &str)] = &[
     ("WriteRefusal::NotLeader", "000102010162"),
     ("WriteRefusal::Unknown", "01"),
     ("WriteRefusal::Stopped", "020178"),
-    ("Hello", "01ef9bafcdf8acd1910102aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+    ("Hello", "02ef9bafcdf8acd1910102aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
     ("Challenge", "03bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbcccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"),
+    ("SnapshotHeader", "534d4c47534e415001000000170000003ff5a06a0102f0a204010101010101010101618827f8acd1910103"),
     ("Proof", "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"),
     ("Reply::Ok", "000205"),
 ];

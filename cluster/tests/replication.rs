@@ -13,10 +13,12 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use smlog::io::sim::{CrashPlan, SimDevice};
+use smlog::io::Device;
 use smlog::{Engine, Ino, NewAttrs, RequestKey, SetAttrChanges, Time, TxnResult, ROOT_INO};
 use smlog_cluster::node::raft_config;
-use smlog_cluster::raft::BasicNode;
+use smlog_cluster::raft::{BasicNode, SnapshotPolicy};
 use smlog_cluster::sim::engine_options;
+use smlog_cluster::snapshot::{SNAPSHOT_FILE, SNAPSHOT_INSTALL_FILE};
 use smlog_cluster::{Command, FileOp, MemoryRouter, Node, Reply, WriteError};
 use smlog_recovery::harness::fs::{random_op, setup_ops, tree_of, FsOp, Model};
 
@@ -43,16 +45,23 @@ struct Host {
 struct Cluster {
     router: MemoryRouter<SimDevice>,
     hosts: BTreeMap<u64, Host>,
+    /// Snapshot every this many entries, keeping this many behind (else the defaults).
+    snapshots: Option<(u64, u64)>,
 }
 
 impl Cluster {
     async fn start(&mut self, id: u64) {
         let host = self.hosts.get_mut(&id).unwrap();
-        let config = raft_config(
+        let mut config = raft_config(
             Duration::from_millis(50),
             Duration::from_millis(300),
             Duration::from_millis(600),
         );
+        if let Some((every, keep)) = self.snapshots {
+            config.snapshot_policy = SnapshotPolicy::LogsSinceLast(every);
+            config.max_in_snapshot_log_to_keep = keep;
+            config.purge_batch_size = 1;
+        }
         let node = Node::start(
             id,
             Arc::clone(&host.log),
@@ -63,7 +72,8 @@ impl Cluster {
         )
         .await
         .unwrap();
-        self.router.add(id, node.raft().clone());
+        self.router
+            .add(id, node.raft().clone(), node.snapshot_inbox().clone());
         host.node = Some(node);
     }
 
@@ -134,6 +144,39 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Three nodes started and initialized, node 1 first to lead.
+async fn three_nodes(snapshots: Option<(u64, u64)>) -> Cluster {
+    let mut cluster = Cluster {
+        router: MemoryRouter::default(),
+        hosts: (1..=3)
+            .map(|id| {
+                let host = Host {
+                    log: Arc::new(SimDevice::new(id * 10)),
+                    volume: Arc::new(SimDevice::new(id * 10 + 1)),
+                    node: None,
+                };
+                (id, host)
+            })
+            .collect(),
+        snapshots,
+    };
+    for id in 1..=3 {
+        cluster.start(id).await;
+    }
+    let members: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                BasicNode {
+                    addr: format!("memory:{id}"),
+                },
+            )
+        })
+        .collect();
+    cluster.node(1).raft().initialize(members).await.unwrap();
+    cluster
 }
 
 fn resolve(engine: &Engine<SimDevice>, path: &[u8]) -> Option<Ino> {
@@ -239,7 +282,7 @@ async fn run_ops(cluster: &Cluster, model: &mut Model, ops: &[FsOp], n: &mut u64
         let leader = cluster.leader().await;
         let node = cluster.node(leader);
         let want = model.apply(&op);
-        let Some(command) = command_for(node.engine(), &op, *n) else {
+        let Some(command) = command_for(&node.engine(), &op, *n) else {
             assert!(
                 want.is_err(),
                 "{op:?}: the model accepted a path the leader lacks"
@@ -263,7 +306,7 @@ async fn check_trees(cluster: &Cluster, model: &Model) {
     let mut identities = BTreeMap::new();
     for (id, host) in &cluster.hosts {
         if let Some(node) = &host.node {
-            let engine = node.engine();
+            let engine = &node.engine();
             assert_eq!(tree_of(engine).unwrap(), want, "node {id}'s tree");
             let fsck = engine.fsck();
             assert!(fsck.is_clean(), "node {id}: {:?}", fsck.problems);
@@ -290,33 +333,7 @@ async fn check_trees(cluster: &Cluster, model: &Model) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_a_volume_through_crashes_and_a_failover() {
     let mut rng = ChaCha8Rng::seed_from_u64(42);
-    let mut cluster = Cluster {
-        router: MemoryRouter::default(),
-        hosts: (1..=3)
-            .map(|id| {
-                let host = Host {
-                    log: Arc::new(SimDevice::new(id * 10)),
-                    volume: Arc::new(SimDevice::new(id * 10 + 1)),
-                    node: None,
-                };
-                (id, host)
-            })
-            .collect(),
-    };
-    for id in 1..=3 {
-        cluster.start(id).await;
-    }
-    let members: BTreeMap<u64, BasicNode> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                BasicNode {
-                    addr: format!("memory:{id}"),
-                },
-            )
-        })
-        .collect();
-    cluster.node(1).raft().initialize(members).await.unwrap();
+    let mut cluster = three_nodes(None).await;
 
     let mut model = Model::new();
     let mut n = 0;
@@ -417,4 +434,74 @@ async fn three_nodes_replicate_a_volume_through_crashes_and_a_failover() {
     for id in 1..=3 {
         cluster.node(id).shutdown().await;
     }
+}
+
+/// A node down while the others wrote and purged their logs past what it has catches up
+/// from a snapshot (the leader's volume exported, sent, imported in place of its store):
+/// its tree is the model's, with the same inode numbers and times, and stays so through a
+/// power loss; an install cut by a crash (the store half removed) is finished at restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut cluster = three_nodes(Some((15, 2))).await;
+    let mut model = Model::new();
+    let mut n = 0;
+    run_ops(&cluster, &mut model, &setup_ops(DIRS), &mut n).await;
+    check_trees(&cluster, &model).await;
+    let behind = 3;
+    let behind_last = cluster.node(behind).metrics().last_log_index.unwrap();
+    cluster.crash(behind, &CrashPlan::power_loss()).await;
+    let ops: Vec<FsOp> = (0..80)
+        .map(|i| random_op(&mut rng, i, DIRS, NAMES))
+        .collect();
+    run_ops(&cluster, &mut model, &ops, &mut n).await;
+    // The others snapshotted and purged past what the node has.
+    let leader = cluster.leader().await;
+    cluster
+        .node(leader)
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index > behind_last + 1),
+            "purged past the node behind",
+        )
+        .await
+        .unwrap();
+
+    cluster.start(behind).await;
+    check_trees(&cluster, &model).await;
+    let installed = cluster.node(behind).metrics().snapshot;
+    assert!(
+        installed.is_some_and(|s| s.index > behind_last),
+        "node {behind} caught up without a snapshot: {installed:?}"
+    );
+    let names = cluster.hosts[&behind].volume.list().unwrap();
+    assert!(names.iter().any(|n| n == SNAPSHOT_FILE), "{names:?}");
+    assert!(cluster.node(behind).engine().fsck().is_clean());
+
+    // A power loss keeps the installed volume.
+    cluster.crash(behind, &CrashPlan::power_loss()).await;
+    cluster.start(behind).await;
+    check_trees(&cluster, &model).await;
+
+    // An install cut after the store was half removed is done again at restart.
+    cluster.crash(behind, &CrashPlan::keep_all()).await;
+    let volume = &cluster.hosts[&behind].volume;
+    volume.rename(SNAPSHOT_FILE, SNAPSHOT_INSTALL_FILE).unwrap();
+    volume.remove("LOG").unwrap();
+    volume.remove("DATA").unwrap();
+    volume.sync_dir().unwrap();
+    cluster.start(behind).await;
+    let names = cluster.hosts[&behind].volume.list().unwrap();
+    assert!(names.iter().any(|n| n == SNAPSHOT_FILE), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n == SNAPSHOT_INSTALL_FILE),
+        "{names:?}"
+    );
+    check_trees(&cluster, &model).await;
+    let more: Vec<FsOp> = (0..20)
+        .map(|i| random_op(&mut rng, 100 + i, DIRS, NAMES))
+        .collect();
+    run_ops(&cluster, &mut model, &more, &mut n).await;
+    check_trees(&cluster, &model).await;
 }

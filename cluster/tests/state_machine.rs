@@ -75,12 +75,19 @@ async fn reference(membership_at: u64) -> VolumeMachine<SimDevice> {
 }
 
 fn same_state(a: &VolumeMachine<SimDevice>, b: &VolumeMachine<SimDevice>) {
-    assert_eq!(tree_of(a.engine()).unwrap(), tree_of(b.engine()).unwrap());
-    assert_eq!(a.engine().meta().next_ino, b.engine().meta().next_ino);
+    assert_eq!(
+        tree_of(&a.volume().engine()).unwrap(),
+        tree_of(&b.volume().engine()).unwrap()
+    );
+    assert_eq!(
+        a.volume().engine().meta().next_ino,
+        b.volume().engine().meta().next_ino
+    );
     for index in 2..=10u64 {
         let name = format!("f{index}");
         let ino = |m: &VolumeMachine<SimDevice>| {
-            m.engine()
+            m.volume()
+                .engine()
                 .lookup(ROOT_INO, name.as_bytes())
                 .map(|s| s.ino)
                 .ok()
@@ -95,7 +102,7 @@ async fn after_a_power_loss_the_machine_applies_again_exactly_what_its_engine_lo
     let mut machine = VolumeMachine::open(Arc::clone(&device), engine_options()).unwrap();
     apply(&mut machine, vec![membership(1)]).await;
     apply(&mut machine, (2..=5).map(create).collect()).await;
-    machine.engine().sync().unwrap();
+    machine.volume().engine().sync().unwrap();
     apply(&mut machine, (6..=10).map(create).collect()).await;
     assert_eq!(
         machine.applied_state().await.unwrap().0,
@@ -131,7 +138,7 @@ async fn a_membership_entry_makes_the_engine_durable_before_it_is_saved() {
     assert_eq!(applied, Some(LogId::new_term_index(2, 6)));
     assert_eq!(stored.log_id(), &Some(LogId::new_term_index(2, 6)));
     assert!(
-        machine.engine().lookup(ROOT_INO, b"f5").is_ok(),
+        machine.volume().engine().lookup(ROOT_INO, b"f5").is_ok(),
         "entry 5 lost"
     );
     apply(&mut machine, (7..=10).map(create).collect()).await;

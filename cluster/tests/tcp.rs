@@ -220,7 +220,7 @@ async fn three_nodes_over_tcp_replicate_report_and_fail_over() {
     settle(&nodes, last).await;
     let trees: Vec<_> = nodes
         .values()
-        .map(|r| tree_of(r.node.engine()).unwrap())
+        .map(|r| tree_of(&r.node.engine()).unwrap())
         .collect();
     assert_eq!(trees[0], trees[1]);
     assert_eq!(trees[0].len(), 30, "a, via-follower, f2 ..= f29");
