@@ -13,7 +13,7 @@ use smlog::{NewAttrs, RequestKey, Time, TxnResult, ROOT_INO};
 use smlog_cluster::auth::{self, ClusterKey};
 use smlog_cluster::log_store::records::{LogIdRecord, VoteRecord};
 use smlog_cluster::node::raft_config;
-use smlog_cluster::raft::BasicNode;
+use smlog_cluster::raft::{BasicNode, SnapshotPolicy};
 use smlog_cluster::tcp::{serve, Client, TcpNetwork};
 use smlog_cluster::wire::{write_frame, Request, Response, WriteRefusal};
 use smlog_cluster::{Command, FileOp, Node, Reply};
@@ -29,17 +29,29 @@ struct Running {
     addr: String,
 }
 
-async fn start(id: u64, key: &ClusterKey, listener: TcpListener) -> Running {
+/// A node snapshotting every `snapshots.0` entries and keeping `snapshots.1` behind (else
+/// the defaults).
+async fn start_with(
+    id: u64,
+    key: &ClusterKey,
+    listener: TcpListener,
+    snapshots: Option<(u64, u64)>,
+) -> Running {
     let mut options = OpenOptions {
         create: true,
         ..OpenOptions::default()
     };
     options.engine.segment_size_bytes = 1 << 20;
-    let config = raft_config(
+    let mut config = raft_config(
         Duration::from_millis(50),
         Duration::from_millis(300),
         Duration::from_millis(600),
     );
+    if let Some((every, keep)) = snapshots {
+        config.snapshot_policy = SnapshotPolicy::LogsSinceLast(every);
+        config.max_in_snapshot_log_to_keep = keep;
+        config.purge_batch_size = 1;
+    }
     let node = Node::start(
         id,
         Arc::new(SimDevice::new(id)),
@@ -57,10 +69,17 @@ async fn start(id: u64, key: &ClusterKey, listener: TcpListener) -> Running {
 }
 
 async fn three_nodes(key: &ClusterKey) -> BTreeMap<u64, Running> {
+    three_nodes_with(key, None).await
+}
+
+async fn three_nodes_with(
+    key: &ClusterKey,
+    snapshots: Option<(u64, u64)>,
+) -> BTreeMap<u64, Running> {
     let mut nodes = BTreeMap::new();
     for id in 1..=3 {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        nodes.insert(id, start(id, key, listener).await);
+        nodes.insert(id, start_with(id, key, listener, snapshots).await);
     }
     let members: BTreeMap<u64, BasicNode> = nodes
         .iter()
@@ -314,6 +333,72 @@ async fn bad_input_on_the_wire_drops_the_connection_and_applies_nothing() {
     assert!(report.term < 99, "the forged vote took effect: {report:?}");
     assert_eq!(target.node.metrics().last_log_index, before);
     write(&key, &nodes, &create("after", 2)).await;
+    for running in nodes.values() {
+        running.node.shutdown().await;
+        running.server.abort();
+    }
+}
+
+/// A node added after the leader purged the start of its log gets the leader's snapshot
+/// over TCP (several 1 MiB pieces), installs it, and then holds what the others hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_after_the_log_was_purged_gets_a_snapshot_over_tcp() {
+    let key = ClusterKey::generate();
+    let mut nodes = three_nodes_with(&key, Some((10, 2))).await;
+    let Reply(Ok(TxnResult::Ino(ino))) = write(&key, &nodes, &create("big", 1)).await else {
+        panic!("create failed");
+    };
+    for i in 0..40u64 {
+        let data: Vec<u8> = (0..64 * 1024).map(|b| (b as u64 * 7 + i) as u8).collect();
+        let command = Command {
+            key: Some(RequestKey {
+                client_id: 9,
+                request_id: 100 + i,
+            }),
+            now: Time {
+                secs: 200,
+                nanos: 0,
+            },
+            op: FileOp::Write {
+                ino,
+                offset: i * 64 * 1024,
+                data,
+            },
+        };
+        write(&key, &nodes, &command).await;
+    }
+    for i in 2..20 {
+        write(&key, &nodes, &create(&format!("f{i}"), i)).await;
+    }
+    let report = status(&key, &nodes[&1].addr).await;
+    let leader = report.leader.unwrap();
+    let leader_node = Arc::clone(&nodes[&leader].node);
+    leader_node
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.purged.is_some(), "purged")
+        .await
+        .unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fourth = start_with(4, &key, listener, Some((10, 2))).await;
+    let mut client = Client::connect(&nodes[&leader].addr, &key).await.unwrap();
+    let added = client
+        .call(&Request::AddLearner {
+            id: 4,
+            addr: fourth.addr.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(added, Response::Done);
+    nodes.insert(4, fourth);
+    let last = leader_node.metrics().last_log_index.unwrap();
+    settle(&nodes, last).await;
+    let installed = nodes[&4].node.metrics().snapshot;
+    assert!(installed.is_some(), "node 4 caught up without a snapshot");
+    let want = tree_of(&leader_node.engine()).unwrap();
+    assert_eq!(tree_of(&nodes[&4].node.engine()).unwrap(), want);
+    assert!(nodes[&4].node.engine().fsck().is_clean());
     for running in nodes.values() {
         running.node.shutdown().await;
         running.server.abort();
