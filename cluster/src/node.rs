@@ -16,7 +16,7 @@ use crate::raft::{
     RaftNetworkFactory, SnapshotPolicy, TypeConfig,
 };
 use crate::snapshot::{SnapshotFile, SnapshotInbox};
-use crate::state_machine::{MachineError, Volume, VolumeMachine};
+use crate::state_machine::{MachineError, Observer, Volume, VolumeMachine};
 
 /// Heartbeats every 250 ms; a follower campaigns after 1.5-2 s without hearing its leader.
 ///
@@ -129,12 +129,31 @@ impl<D: Device> Node<D> {
         N: RaftNetworkFactory<TypeConfig>,
         N::Network: NetSnapshot<TypeConfig, SnapshotData = SnapshotFile>,
     {
+        let devices = (log_device, engine_device);
+        Node::start_observed(id, devices, engine_options, config, network, None).await
+    }
+
+    /// [`Node::start`] with an observer of what the volume applies and installs.
+    pub async fn start_observed<N>(
+        id: NodeId,
+        (log_device, engine_device): (Arc<D>, Arc<D>),
+        engine_options: OpenOptions,
+        config: Config,
+        network: N,
+        observer: Option<Observer>,
+    ) -> Result<Node<D>, StartError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+        N::Network: NetSnapshot<TypeConfig, SnapshotData = SnapshotFile>,
+    {
         let config = config
             .validate()
             .map_err(|e| StartError::Config(e.to_string()))?;
         let opened = tokio::task::spawn_blocking(move || {
             let log = LogStore::open(log_device)?;
-            let machine = VolumeMachine::open(engine_device, engine_options)?.with_log(log.clone());
+            let machine = VolumeMachine::open(engine_device, engine_options)?
+                .with_log(log.clone())
+                .with_observer(observer);
             Ok::<_, StartError>((log, machine))
         })
         .await

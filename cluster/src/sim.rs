@@ -2,11 +2,15 @@
 //! transport, clients writing concurrently, and a nemesis that partitions the network (both
 //! ways and one way), loses, delays and reorders messages and replies, crashes nodes with a
 //! crash plan on their devices (power loss, or lost, kept and torn writes) and restarts
-//! them, and changes the membership while clients write. Every client operation is recorded
+//! them, and changes the membership while clients write. Nodes snapshot every 25 entries
+//! and keep 3 behind, so a node that was away often catches up by installing a snapshot
+//! (crashes fall during builds and installs too). Every client operation is recorded
 //! (invoked, acknowledged with a reply, or unknown), then checked:
 //!
 //! - at most one leader per term (sampled throughout);
-//! - every node's committed log is a prefix of one log (no committed entry lost or changed);
+//! - no two nodes apply different entries at one index (every applied entry is recorded:
+//!   the witness of the committed log, since nodes purge theirs), and what each node's log
+//!   still holds is that log (no committed entry lost or changed);
 //! - **linearizable**: the committed log is the witness order. The commands in it, applied
 //!   in order to a reference engine (the request table answering repeats), give a result
 //!   for each entry; every acknowledged operation has an entry with its request key whose
@@ -34,8 +38,9 @@ use smlog_recovery::OpenOptions;
 
 use crate::command::{Command, FileOp, Reply};
 use crate::node::{raft_config, Node, WriteError};
+use crate::raft::SnapshotPolicy;
 use crate::raft::{BasicNode, EntryPayload, RaftLogReader};
-use crate::state_machine::apply_command;
+use crate::state_machine::{apply_command, MachineEvent, Observer};
 use crate::transport::{LinkFaults, MemoryRouter};
 
 /// How big a simulation is.
@@ -92,6 +97,8 @@ pub struct SimReport {
     pub membership_changes: u64,
     /// Terms that had a leader.
     pub terms_with_leader: u64,
+    /// Snapshots installed by a node behind the purged log.
+    pub snapshots_installed: u64,
 }
 
 impl SimReport {
@@ -105,6 +112,7 @@ impl SimReport {
         self.crashes += other.crashes;
         self.membership_changes += other.membership_changes;
         self.terms_with_leader += other.terms_with_leader;
+        self.snapshots_installed += other.snapshots_installed;
     }
 }
 
@@ -123,8 +131,49 @@ struct Host {
     node: Option<Arc<Node<SimDevice>>>,
 }
 
+/// Every entry any node applied, by index: the witness of the committed log (nodes purge
+/// theirs behind their snapshots). Two nodes applying different entries at one index is a
+/// violation.
+#[derive(Default)]
+struct Witness {
+    entries: Mutex<BTreeMap<u64, crate::raft::Entry>>,
+    conflict: Mutex<Option<String>>,
+    installs: std::sync::atomic::AtomicU64,
+}
+
+impl Witness {
+    fn heard(&self, node: u64, event: MachineEvent<'_>) {
+        match event {
+            MachineEvent::Applied(entry) => {
+                let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+                let index = entry.log_id.index;
+                match entries.get(&index) {
+                    Some(seen) if seen != entry => {
+                        let mut conflict = self.conflict.lock().unwrap_or_else(|e| e.into_inner());
+                        conflict.get_or_insert_with(|| {
+                            format!(
+                                "node {node} applied {} {} where another applied {} {}",
+                                entry.log_id, entry.payload, seen.log_id, seen.payload
+                            )
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        entries.insert(index, entry.clone());
+                    }
+                }
+            }
+            MachineEvent::Installed(_) => {
+                self.installs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 struct Sim {
     seed: u64,
+    witness: Arc<Witness>,
     options: SimOptions,
     router: MemoryRouter<SimDevice>,
     hosts: Mutex<BTreeMap<u64, Host>>,
@@ -132,6 +181,11 @@ struct Sim {
     leaders: Mutex<BTreeMap<u64, BTreeSet<u64>>>,
     voters: Mutex<BTreeSet<u64>>,
 }
+
+/// The simulation's nodes snapshot every this many entries.
+const SIM_SNAPSHOT_EVERY_ENTRIES: u64 = 25;
+/// And keep this many entries behind a snapshot.
+const SIM_ENTRIES_KEPT_BEHIND_SNAPSHOT: u64 = 3;
 
 /// Engine options of the simulation's and the cluster tests' volumes: small segments, no
 /// background checkpoints (a checkpoint's timing would differ from run to run).
@@ -158,21 +212,28 @@ impl Sim {
             let host = &hosts[&id];
             (Arc::clone(&host.log), Arc::clone(&host.volume))
         };
-        let config = raft_config(
+        let mut config = raft_config(
             Duration::from_millis(40),
             Duration::from_millis(120),
             Duration::from_millis(240),
         );
+        // Snapshots often, a short log behind them: a node that was away catches up from a
+        // snapshot as often as from the log.
+        config.snapshot_policy = SnapshotPolicy::LogsSinceLast(SIM_SNAPSHOT_EVERY_ENTRIES);
+        config.max_in_snapshot_log_to_keep = SIM_ENTRIES_KEPT_BEHIND_SNAPSHOT;
+        config.purge_batch_size = 1;
+        let witness = Arc::clone(&self.witness);
+        let observer: Observer = Arc::new(move |event| witness.heard(id, event));
         // A node that panics while starting (openraft refusing what its storage holds) is a
         // violation like any other.
         let network = self.router.network_of(id);
-        let node = tokio::spawn(Node::start(
+        let node = tokio::spawn(Node::start_observed(
             id,
-            log,
-            volume,
+            (log, volume),
             engine_options(),
             config,
             network,
+            Some(observer),
         ))
         .await
         .map_err(|e| format!("node {id} panicked while starting: {e}"))?
@@ -210,6 +271,14 @@ impl Sim {
 
     /// Samples every node's view: at most one leader per term.
     fn observe(&self) -> Result<(), String> {
+        if let Some(conflict) = &*self
+            .witness
+            .conflict
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            return Err(conflict.clone());
+        }
         let mut leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
         for node in self.live() {
             let metrics = node.metrics();
@@ -446,6 +515,7 @@ fn random_op(rng: &mut ChaCha8Rng, files: &[Ino], n: u64) -> FileOp {
 pub async fn run(seed: u64, options: &SimOptions) -> Result<SimReport, String> {
     let sim = Arc::new(Sim {
         seed,
+        witness: Arc::new(Witness::default()),
         options: options.clone(),
         router: MemoryRouter::with_faults(options.faults, seed),
         hosts: Mutex::new(
@@ -608,51 +678,66 @@ async fn converge(sim: &Sim, nodes: &[Arc<Node<SimDevice>>]) -> Result<u64, Stri
     Ok(last)
 }
 
-/// Every node's log up to `last` (all committed), after checking they are one log.
+/// The committed log up to `last`, from the witness (every entry some node applied), after
+/// checking that it holds every index and that what each node's log still holds (its
+/// purged prefix aside) is that log.
 async fn committed_log(
+    sim: &Sim,
     nodes: &[Arc<Node<SimDevice>>],
     last: u64,
 ) -> Result<Vec<crate::raft::Entry>, String> {
-    let mut logs = Vec::new();
+    let witness = sim
+        .witness
+        .entries
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    // openraft's first entry (the first membership) is index 0 or 1.
+    let first = witness.keys().next().copied().unwrap_or(0).min(1);
+    let mut log = Vec::new();
+    for index in first..=last {
+        let entry = witness
+            .get(&index)
+            .ok_or_else(|| format!("entry {index} of {last} was applied by no node"))?;
+        log.push(entry.clone());
+    }
     for node in nodes {
         let mut reader = node.log().clone();
         let entries = reader
             .try_get_log_entries(..=last)
             .await
             .map_err(|e| format!("node {}: reading its log: {e}", node.id()))?;
-        logs.push((node.id(), entries));
-    }
-    let (first_id, reference_log) = &logs[0];
-    for (id, log) in &logs[1..] {
-        if log != reference_log {
-            let at = log
-                .iter()
-                .zip(reference_log.iter())
-                .position(|(a, b)| a != b)
-                .unwrap_or(log.len().min(reference_log.len()));
-            let show = |log: &[crate::raft::Entry]| {
-                log.get(at)
-                    .map(|e| format!("{} {}", e.log_id, e.payload))
-                    .unwrap_or_else(|| "nothing".into())
+        for entry in entries {
+            let Some(want) = witness.get(&entry.log_id.index) else {
+                return Err(format!(
+                    "node {}'s log holds {} {}, which no node applied",
+                    node.id(),
+                    entry.log_id,
+                    entry.payload
+                ));
             };
-            return Err(format!(
-                "node {id}'s log differs from node {first_id}'s at position {at} of {} and {}: \
-                 {} against {}",
-                log.len(),
-                reference_log.len(),
-                show(log),
-                show(reference_log)
-            ));
+            if &entry != want {
+                return Err(format!(
+                    "node {}'s log holds {} {} at index {}; the committed entry is {} {}",
+                    node.id(),
+                    entry.log_id,
+                    entry.payload,
+                    entry.log_id.index,
+                    want.log_id,
+                    want.payload
+                ));
+            }
         }
     }
-    Ok(reference_log.clone())
+    Ok(log)
 }
 
 /// Waits until every node applied the whole log, then checks the history and the volumes.
 async fn check(sim: &Sim, report: &mut SimReport) -> Result<(), String> {
     let nodes = sim.live();
     let last = converge(sim, &nodes).await?;
-    let reference_log = committed_log(&nodes, last).await?;
+    sim.observe()?;
+    let reference_log = committed_log(sim, &nodes, last).await?;
     // The reference: the log's commands applied in order to a fresh engine.
     let (reference, _) = smlog_recovery::open_device(Arc::new(SimDevice::new(0)), engine_options())
         .map_err(|e| e.to_string())?;
@@ -676,6 +761,10 @@ async fn check(sim: &Sim, report: &mut SimReport) -> Result<(), String> {
         same_volume(node.id(), &node.engine(), &reference, &want)?;
     }
     report.terms_with_leader = sim.leaders.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+    report.snapshots_installed = sim
+        .witness
+        .installs
+        .load(std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 

@@ -110,8 +110,22 @@ impl<D: Device> Volume<D> {
     }
 }
 
+/// What a volume's state machine did, as an [`Observer`] hears it.
+#[derive(Debug)]
+pub enum MachineEvent<'a> {
+    /// An entry was applied (its reply is being sent).
+    Applied(&'a crate::raft::Entry),
+    /// A snapshot was installed in place of the volume.
+    Installed(&'a SnapshotMeta),
+}
+
+/// Hears every entry a machine applies and every snapshot it installs (the cluster
+/// simulation keeps its witness of the committed log so, since logs are purged).
+pub type Observer = Arc<dyn Fn(MachineEvent<'_>) + Send + Sync>;
+
 /// A volume's engine as openraft's state machine.
 pub struct VolumeMachine<D: Device> {
+    observer: Option<Observer>,
     volume: Volume<D>,
     device: Arc<D>,
     options: EngineOptions,
@@ -160,6 +174,7 @@ impl<D: Device> VolumeMachine<D> {
             .map(|entry| LogId::new_term_index(entry.term, entry.index));
         let applied = engine_applied.max(*membership.log_id());
         Ok(VolumeMachine {
+            observer: None,
             volume: Volume::new(engine),
             device,
             options: options.engine,
@@ -168,6 +183,12 @@ impl<D: Device> VolumeMachine<D> {
             applied,
             membership,
         })
+    }
+
+    /// Lets `observer` hear what the machine does.
+    pub fn with_observer(mut self, observer: Option<Observer>) -> VolumeMachine<D> {
+        self.observer = observer;
+        self
     }
 
     /// Makes every entry durable in `log` (this node's Raft log) before it is applied: the
@@ -323,6 +344,9 @@ impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            if let Some(observer) = &self.observer {
+                observer(MachineEvent::Applied(&entry));
+            }
             let log_id = entry.log_id;
             if let Some(log) = &self.log {
                 let log = log.clone();
@@ -442,6 +466,9 @@ impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
         self.volume.replace(engine);
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        if let Some(observer) = &self.observer {
+            observer(MachineEvent::Installed(meta));
+        }
         Ok(())
     }
 

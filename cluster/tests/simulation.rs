@@ -36,7 +36,8 @@ async fn seeded_simulations_of_three_and_five_nodes_keep_a_linearizable_history(
     }
     eprintln!(
         "simulation: {seeds} seeds in {:.0?}: {} operations ({} acknowledged, {} unknown), {} \
-         log entries checked, {} partitions, {} node crashes, {} membership changes, {} terms",
+         log entries checked, {} partitions, {} node crashes, {} membership changes, {} terms, \
+         {} snapshots installed",
         started.elapsed(),
         total.ops,
         total.acknowledged,
@@ -45,9 +46,14 @@ async fn seeded_simulations_of_three_and_five_nodes_keep_a_linearizable_history(
         total.partitions,
         total.crashes,
         total.membership_changes,
-        total.terms_with_leader
+        total.terms_with_leader,
+        total.snapshots_installed
     );
     assert!(total.acknowledged > 0 && total.crashes > 0 && total.partitions > 0);
+    assert!(
+        total.snapshots_installed > 0,
+        "no node caught up from a snapshot in {seeds} seeds"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,13 +67,15 @@ pub fn run(args: &TortureArgs) -> Result<ExitCode> {
                 "entries_checked": total.entries_checked, "partitions": total.partitions,
                 "crashes": total.crashes, "membership_changes": total.membership_changes,
                 "terms": total.terms_with_leader,
+                "snapshots_installed": total.snapshots_installed,
             })
         );
     } else {
         println!(
             "{seeds} cluster seeds in {seconds:.1} s: {} operations ({} acknowledged, {} \
              unknown), {} log entries checked against the reference, {} partitions, {} node \
-             crashes, {} membership changes, {} terms with a leader; every history linearizable",
+             crashes, {} membership changes, {} terms with a leader, {} snapshots installed; \
+             every history linearizable",
             total.ops,
             total.acknowledged,
             total.unknown,
@@ -81,7 +83,8 @@ pub fn run(args: &TortureArgs) -> Result<ExitCode> {
             total.partitions,
             total.crashes,
             total.membership_changes,
-            total.terms_with_leader
+            total.terms_with_leader,
+            total.snapshots_installed
         );
     }
     Ok(ExitCode::SUCCESS)
