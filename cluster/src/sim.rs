@@ -597,11 +597,16 @@ pub async fn run(seed: u64, options: &SimOptions) -> Result<SimReport, String> {
     nemesis.map_err(fail)?;
     sim.observe().map_err(fail)?;
     let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
-    check(&sim, &mut report).await.map_err(fail)?;
+    let checked = check(&sim, &mut report).await.map_err(fail);
     for node in sim.live() {
         node.shutdown().await;
     }
-    Ok(report)
+    // The router holds every node's Raft, whose network holds the router: let go of them,
+    // or a seed's nodes (and their devices) outlive it.
+    for id in 1..=options.nodes {
+        sim.router.remove(id);
+    }
+    checked.map(|()| report)
 }
 
 /// Ends the faults and waits until every node applied the whole log; returns its last

@@ -67,6 +67,29 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A replicated volume (three node processes on loopback) against one node's engine,
+    /// in the same run: durable creates/s and 4 KiB writes/s, failover time over leader
+    /// SIGKILLs, and a stopped follower's catch-up rate.
+    Cluster {
+        /// Concurrent clients (a comma-separated list runs each).
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        clients: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Leader kills for the failover figures.
+        #[arg(long, default_value_t = 5)]
+        kills: u32,
+        /// Megabytes written while a follower is stopped, for its catch-up rate.
+        #[arg(long, default_value_t = 64)]
+        catch_up_mb: u64,
+        /// Directory on the host file system for the nodes and the single engine.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// One JSON object per row.
+        #[arg(long)]
+        json: bool,
+    },
     /// Scale: create many files, checkpoint, reopen; times and peak memory.
     Scale {
         /// Files to create.
@@ -177,6 +200,14 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
             open,
             json,
         } => scale(files, threads, &dir, open, json),
+        BenchCommand::Cluster {
+            clients,
+            seconds,
+            kills,
+            catch_up_mb,
+            dir,
+            json,
+        } => crate::bench_cluster::run(&clients, seconds, kills, catch_up_mb, &dir, json),
         BenchCommand::Recovery {
             megabytes,
             record_bytes,

@@ -175,7 +175,8 @@ async fn call(addr: &str, key: &ClusterKey, request: &Request) -> Result<Respons
     Ok(client.call(request).await?)
 }
 
-async fn report(addr: &str, key: &ClusterKey) -> Result<StatusReport> {
+/// What the node at `addr` sees.
+pub(crate) async fn report(addr: &str, key: &ClusterKey) -> Result<StatusReport> {
     match call(addr, key, &Request::Status).await? {
         Response::Status(report) => Ok(report),
         other => Err(format!("{addr} answered {other:?}").into()),
@@ -241,28 +242,34 @@ async fn membership_call(to: &str, key: &ClusterKey, request: Request) -> Result
 
 async fn add(args: AddArgs) -> Result<ExitCode> {
     let key = read_key(&args.reach.key)?;
+    add_voter(&args.to, &key, args.id, &args.addr).await?;
+    println!("node {} ({}) is a voter", args.id, args.addr);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Adds node `id` (serving at `addr`) as a learner through the cluster member at `to`,
+/// waits until it caught up, then makes it a voter.
+pub(crate) async fn add_voter(to: &str, key: &ClusterKey, id: u64, addr: &str) -> Result<()> {
     let learner = Request::AddLearner {
-        id: args.id,
-        addr: args.addr.clone(),
+        id,
+        addr: addr.to_owned(),
     };
-    membership_call(&args.to, &key, learner).await?;
-    let seen = report(&leader_addr(&args.to, &key).await?, &key).await?;
+    membership_call(to, key, learner).await?;
+    let seen = report(&leader_addr(to, key).await?, key).await?;
     let mut voters: Vec<u64> = seen
         .members
         .iter()
         .filter(|m| m.voter)
         .map(|m| m.id)
         .collect();
-    if !voters.contains(&args.id) {
-        voters.push(args.id);
+    if !voters.contains(&id) {
+        voters.push(id);
     }
     let change = Request::ChangeMembership {
         voters,
         keep_learners: true,
     };
-    membership_call(&args.to, &key, change).await?;
-    println!("node {} ({}) is a voter", args.id, args.addr);
-    Ok(ExitCode::SUCCESS)
+    membership_call(to, key, change).await
 }
 
 async fn remove(args: RemoveArgs) -> Result<ExitCode> {

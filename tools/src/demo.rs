@@ -252,6 +252,13 @@ pub struct DemoArgs {
     /// Appending threads in the child.
     #[arg(long, default_value_t = 8)]
     threads: usize,
+    /// The cluster's story instead: three node processes on loopback, files published
+    /// through them while the leader is SIGKILLed, every file checked on every node.
+    #[arg(long)]
+    cluster: bool,
+    /// With --cluster: leader kills.
+    #[arg(long, default_value_t = 3)]
+    kills: u32,
     #[command(flatten)]
     open: OpenArgs,
 }
@@ -275,8 +282,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         dir,
         rounds,
         threads,
+        cluster,
+        kills,
         open: args,
     } = args;
+    if cluster {
+        return crate::demo_cluster::run(dir, kills);
+    }
     let chosen = dir.is_some();
     let dir = dir.unwrap_or_else(default_dir);
     std::fs::create_dir_all(&dir)?;

@@ -7,10 +7,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_cluster;
 mod cli;
 mod cluster;
 mod demo;
+mod demo_cluster;
 mod inspect;
+mod local_cluster;
 mod mount;
 mod torture;
 mod torture_cluster;

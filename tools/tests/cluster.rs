@@ -345,3 +345,64 @@ fn torture_cluster_runs_a_seed_and_reports_what_it_checked() {
     assert!(report["entries_checked"].as_u64().unwrap() > 0, "{report}");
     assert!(report["acknowledged"].as_u64().unwrap() > 0, "{report}");
 }
+
+/// `smlog demo --cluster` as the README runs it (one kill here): it exits 0 and says every
+/// file is intact on every node.
+#[test]
+fn demo_cluster_checks_every_file_on_every_node() {
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = root.path().join("demo");
+    let out = Process::new(SMLOG)
+        .args(["demo", "--cluster", "--kills", "1", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in 1..=3 {
+        assert!(
+            said.contains(&format!("node {node}: 41 files: every file intact, fsck clean")),
+            "{said}"
+        );
+    }
+    assert!(said.contains("the three trees are equal"), "{said}");
+}
+
+/// `smlog bench cluster --json` reports every row and figure (values are not checked: a
+/// benchmark is not a test of speed).
+#[test]
+fn bench_cluster_reports_its_rows() {
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = Process::new(SMLOG)
+        .args([
+            "bench", "cluster", "--clients", "1,4", "--seconds", "0.3", "--kills", "1",
+            "--catch-up-mb", "1", "--json", "--dir",
+        ])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = said
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 5, "{said}");
+    for row in &rows[..4] {
+        assert!(row["cluster_ops_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["single_ops_per_sec"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    assert_eq!(rows[4]["kills"], 1, "{said}");
+    assert!(rows[4]["catch_up_mb"].as_f64().unwrap() >= 1.0, "{said}");
+    // The nodes went with the run.
+    let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
