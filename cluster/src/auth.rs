@@ -56,7 +56,7 @@ impl ClusterKey {
         role: &[u8],
         hello: &Hello,
         challenge_nonce: &[u8; 32],
-        server: u64,
+        (server, server_incarnation): (u64, u64),
     ) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes a key of any size");
@@ -66,6 +66,8 @@ impl ClusterKey {
         mac.update(&self.cluster_id.to_le_bytes());
         mac.update(&hello.node_id.to_le_bytes());
         mac.update(&server.to_le_bytes());
+        mac.update(&hello.incarnation.to_le_bytes());
+        mac.update(&server_incarnation.to_le_bytes());
         mac
     }
 }
@@ -79,6 +81,8 @@ pub struct Hello {
     pub cluster_id: u64,
     /// Its node id ([`COMMAND_NODE_ID`] for a command).
     pub node_id: u64,
+    /// Its directory's incarnation (0 for a command).
+    pub incarnation: u64,
     /// Fresh random bytes.
     pub nonce: [u8; 32],
 }
@@ -88,9 +92,12 @@ pub struct Hello {
 pub struct Challenge {
     /// The listening node's id.
     pub node_id: u64,
+    /// Its directory's incarnation.
+    pub incarnation: u64,
     /// Fresh random bytes.
     pub nonce: [u8; 32],
-    /// HMAC(key, "smlog-server" | hello nonce | this nonce | cluster | dialler | listener).
+    /// HMAC(key, "smlog-server" | hello nonce | this nonce | cluster | dialler |
+    /// listener | dialler's incarnation | listener's incarnation).
     pub proof: [u8; 32],
 }
 
@@ -120,6 +127,19 @@ pub enum AuthError {
     /// The listener refused this dialler (not a member).
     #[error("node {0} is not a member of this cluster")]
     NotMember(u64),
+    /// The node's directory is not the one the cluster added: it was made anew (wiped and
+    /// `smlog cluster init` again), so it lost its Raft log and vote.
+    #[error(
+        "node {id}'s directory is incarnation {seen:016x}, not the {added:016x} the cluster          added: it was made anew; remove node {id} and add it again"
+    )]
+    OtherIncarnation {
+        /// The node.
+        id: u64,
+        /// The incarnation it presented.
+        seen: u64,
+        /// The incarnation in the membership.
+        added: u64,
+    },
 }
 
 fn nonce() -> [u8; 32] {
@@ -128,41 +148,55 @@ fn nonce() -> [u8; 32] {
     nonce
 }
 
-/// The dialling side: proves itself as node `node_id` and checks that the listener holds
-/// the key. Returns the listener's node id.
-pub async fn dial<S>(stream: &mut S, key: &ClusterKey, node_id: u64) -> Result<u64, AuthError>
+/// Who is at the other end of a connection, as its handshake proved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its node id ([`COMMAND_NODE_ID`] for a command).
+    pub id: u64,
+    /// Its directory's incarnation (0 for a command).
+    pub incarnation: u64,
+}
+
+/// The dialling side: proves itself as `me` and checks that the listener holds the key.
+/// Returns who the listener is.
+pub async fn dial<S>(stream: &mut S, key: &ClusterKey, me: Peer) -> Result<Peer, AuthError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let hello = Hello {
         version: WIRE_VERSION,
         cluster_id: key.cluster_id,
-        node_id,
+        node_id: me.id,
+        incarnation: me.incarnation,
         nonce: nonce(),
     };
     write_frame(stream, &hello).await?;
     let challenge: Challenge = read_frame(stream, HANDSHAKE_BYTES_MAX).await?;
-    key.proof(b"smlog-server", &hello, &challenge.nonce, challenge.node_id)
+    let server = (challenge.node_id, challenge.incarnation);
+    key.proof(b"smlog-server", &hello, &challenge.nonce, server)
         .verify_slice(&challenge.proof)
         .map_err(|_| AuthError::BadProof)?;
     let proof = key
-        .proof(b"smlog-client", &hello, &challenge.nonce, challenge.node_id)
+        .proof(b"smlog-client", &hello, &challenge.nonce, server)
         .finalize()
         .into_bytes()
         .into();
     write_frame(stream, &Proof { proof }).await?;
-    Ok(challenge.node_id)
+    Ok(Peer {
+        id: challenge.node_id,
+        incarnation: challenge.incarnation,
+    })
 }
 
-/// The listening side, as node `node_id`: checks the dialler's hello and proof; `admit`
-/// decides whether that node may talk to this one (a member, or a command). Returns the
-/// dialler's node id.
+/// The listening side, as `me`: checks the dialler's hello and proof; `admit` decides
+/// whether that node may talk to this one (a member of the incarnation added, or a
+/// command), and why not. Returns who the dialler is.
 pub async fn accept<S>(
     stream: &mut S,
     key: &ClusterKey,
-    node_id: u64,
-    admit: impl FnOnce(u64) -> bool,
-) -> Result<u64, AuthError>
+    me: Peer,
+    admit: impl FnOnce(Peer) -> Result<(), AuthError>,
+) -> Result<Peer, AuthError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -174,23 +208,27 @@ where
         return Err(AuthError::OtherCluster(hello.cluster_id));
     }
     let challenge_nonce = nonce();
+    let server = (me.id, me.incarnation);
     let proof = key
-        .proof(b"smlog-server", &hello, &challenge_nonce, node_id)
+        .proof(b"smlog-server", &hello, &challenge_nonce, server)
         .finalize()
         .into_bytes()
         .into();
     let challenge = Challenge {
-        node_id,
+        node_id: me.id,
+        incarnation: me.incarnation,
         nonce: challenge_nonce,
         proof,
     };
     write_frame(stream, &challenge).await?;
     let answer: Proof = read_frame(stream, HANDSHAKE_BYTES_MAX).await?;
-    key.proof(b"smlog-client", &hello, &challenge_nonce, node_id)
+    key.proof(b"smlog-client", &hello, &challenge_nonce, server)
         .verify_slice(&answer.proof)
         .map_err(|_| AuthError::BadProof)?;
-    if !admit(hello.node_id) {
-        return Err(AuthError::NotMember(hello.node_id));
-    }
-    Ok(hello.node_id)
+    let peer = Peer {
+        id: hello.node_id,
+        incarnation: hello.incarnation,
+    };
+    admit(peer)?;
+    Ok(peer)
 }

@@ -1,7 +1,9 @@
 //! A node's directory, as `smlog cluster init` makes it and `smlog cluster serve` runs it:
 //!
 //! ```text
-//! DIR/NODE     the node's id, listen address, and whether it starts a new cluster
+//! DIR/NODE     the node's id, listen address, whether it starts a new cluster, and the
+//!              directory's incarnation (random, drawn by init: a directory made anew for
+//!              the same id has another, and the cluster refuses it)
 //! DIR/KEY      the cluster key (mode 0600; the same file on every node and for commands)
 //! DIR/raft/    the Raft log (an smlog log)
 //! DIR/volume/  the volume (an smlog engine directory)
@@ -21,7 +23,7 @@ use crate::auth::ClusterKey;
 
 const NODE_FILE: &str = "NODE";
 const KEY_FILE: &str = "KEY";
-const NODE_HEADER: &str = "smlog-node 1";
+const NODE_HEADER: &str = "smlog-node 2";
 const KEY_HEADER: &str = "smlog-cluster-key 1";
 
 /// Why a node directory could not be made or read.
@@ -62,6 +64,8 @@ pub struct NodeDir {
     pub bootstrap: bool,
     /// The cluster key.
     pub key: ClusterKey,
+    /// This directory's incarnation: random, never 0.
+    pub incarnation: u64,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DirError + '_ {
@@ -98,6 +102,10 @@ impl NodeDir {
             listen: listen.to_string(),
             bootstrap: key.is_none(),
             key: key.unwrap_or_else(ClusterKey::generate),
+            incarnation: {
+                use rand::RngCore;
+                rand::rngs::OsRng.next_u64().max(1)
+            },
         };
         write_key(&path.join(KEY_FILE), &dir.key)?;
         let mut text = format!("{NODE_HEADER}\n");
@@ -108,6 +116,7 @@ impl NodeDir {
             "bootstrap {}",
             if dir.bootstrap { "yes" } else { "no" }
         );
+        let _ = writeln!(text, "incarnation {:016x}", dir.incarnation);
         write_durably(&node_file, text.as_bytes(), 0o644)?;
         Ok(dir)
     }
@@ -115,7 +124,11 @@ impl NodeDir {
     /// Reads the node directory at `path`.
     pub fn open(path: &Path) -> Result<NodeDir, DirError> {
         let node_file = path.join(NODE_FILE);
-        let fields = read_fields(&node_file, NODE_HEADER, &["id", "listen", "bootstrap"])?;
+        let fields = read_fields(
+            &node_file,
+            NODE_HEADER,
+            &["id", "listen", "bootstrap", "incarnation"],
+        )?;
         let invalid = |why: String| DirError::Invalid {
             path: node_file.clone(),
             why,
@@ -132,12 +145,22 @@ impl NodeDir {
                 )))
             }
         };
+        let incarnation = u64::from_str_radix(&fields["incarnation"], 16)
+            .ok()
+            .filter(|&i| i != 0)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "incarnation {:?} is not a nonzero hexadecimal number",
+                    fields["incarnation"]
+                ))
+            })?;
         Ok(NodeDir {
             path: path.to_path_buf(),
             id,
             listen: fields["listen"].clone(),
             bootstrap,
             key: read_key(&path.join(KEY_FILE))?,
+            incarnation,
         })
     }
 
@@ -289,12 +312,23 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
         );
-        fs::write(first.path.join(NODE_FILE), "smlog-node 1\nid x\n").unwrap();
+        assert_ne!(joined.incarnation, first.incarnation);
+        assert_ne!(joined.incarnation, 0);
+        fs::write(first.path.join(NODE_FILE), "smlog-node 2\nid x\n").unwrap();
         let error = NodeDir::open(&first.path).unwrap_err().to_string();
         assert!(
             error.contains("no listen") || error.contains("not a number"),
             "{error}"
         );
+        // A directory made by an older smlog (no incarnation) is named as such.
+        let old = "smlog-node 1\nid 1\nlisten 127.0.0.1:7001\nbootstrap yes\n";
+        fs::write(first.path.join(NODE_FILE), old).unwrap();
+        let error = NodeDir::open(&first.path).unwrap_err().to_string();
+        assert!(error.contains("smlog-node 2"), "{error}");
+        let zero = "smlog-node 2\nid 1\nlisten a\nbootstrap yes\nincarnation 0\n";
+        fs::write(first.path.join(NODE_FILE), zero).unwrap();
+        let error = NodeDir::open(&first.path).unwrap_err().to_string();
+        assert!(error.contains("nonzero"), "{error}");
         fs::write(
             first.key_file(),
             "smlog-cluster-key 1\ncluster 12\nsecret 00\n",

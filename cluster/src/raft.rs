@@ -21,7 +21,29 @@ pub use openraft::storage::{
     RaftStateMachine,
 };
 pub use openraft::type_config::TypeConfigExt;
-pub use openraft::{BasicNode, Config, OptionalSend, ServerState, SnapshotPolicy};
+pub use openraft::{Config, OptionalSend, ServerState, SnapshotPolicy};
+
+/// A member as Raft's membership holds it: the address it listens on, and the incarnation
+/// of its directory the cluster added (`smlog cluster init` draws one at random; a
+/// directory made anew has another, and its node is refused). 0 is not checked (nodes in
+/// one process).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// Where it listens.
+    pub addr: String,
+    /// Its directory's incarnation (0: not checked).
+    pub incarnation: u64,
+}
+
+impl NodeInfo {
+    /// A node at `addr` whose incarnation is not checked.
+    pub fn new(addr: impl Into<String>) -> NodeInfo {
+        NodeInfo {
+            addr: addr.into(),
+            incarnation: 0,
+        }
+    }
+}
 
 /// openraft's storage test suite ([`testing::log::Suite`]), which smlog's Raft storage
 /// passes on every device.
@@ -33,7 +55,7 @@ openraft::declare_raft_types!(
         D = Command,
         R = Reply,
         NodeId = u64,
-        Node = BasicNode,
+        Node = NodeInfo,
         Term = u64,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
 );
@@ -47,7 +69,7 @@ pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 /// A vote (term, candidate, committed).
 pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 /// A cluster membership (voters and learners with their addresses).
-pub type Membership = openraft::Membership<NodeId, BasicNode>;
+pub type Membership = openraft::Membership<NodeId, NodeInfo>;
 /// A membership and the log id of the entry that set it.
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 /// A snapshot's metadata.
@@ -81,7 +103,7 @@ pub type RaftError<E = std::convert::Infallible> = openraft::errors::RaftError<T
 /// A node's view of the cluster (leader, term, log and applied indexes, replication).
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 /// An entry's payload.
-pub type EntryPayload = openraft::EntryPayload<Command, NodeId, BasicNode>;
+pub type EntryPayload = openraft::EntryPayload<Command, NodeId, NodeInfo>;
 
 /// What `raft` sees now (leader, term, log and applied indexes, replication).
 pub fn metrics_of<D: smlog::io::Device>(raft: &Raft<D>) -> RaftMetrics {
@@ -139,7 +161,7 @@ pub fn membership_record(membership: &Membership) -> MembershipRecord {
             .collect(),
         nodes: membership
             .nodes()
-            .map(|(id, node)| (*id, node.addr.clone()))
+            .map(|(id, node)| (*id, node.addr.clone(), node.incarnation))
             .collect(),
     }
 }
@@ -152,10 +174,16 @@ pub fn membership_of(record: &MembershipRecord) -> Option<Membership> {
         .iter()
         .map(|config| config.iter().copied().collect())
         .collect();
-    let nodes: BTreeMap<NodeId, BasicNode> = record
+    let nodes: BTreeMap<NodeId, NodeInfo> = record
         .nodes
         .iter()
-        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .map(|(id, addr, incarnation)| {
+            let node = NodeInfo {
+                addr: addr.clone(),
+                incarnation: *incarnation,
+            };
+            (*id, node)
+        })
         .collect();
     Membership::new(configs, nodes).ok()
 }
@@ -342,10 +370,38 @@ pub fn address_of(metrics: &RaftMetrics, id: NodeId) -> Option<String> {
         .map(|node| node.addr.clone())
 }
 
-/// Whether `id` is a member (voter or learner) in `metrics`' membership, or the membership
-/// is empty (a node not yet added to a cluster hears from any node holding the key).
-pub fn admits(metrics: &RaftMetrics, id: NodeId) -> bool {
+/// Whether node `id`, of directory incarnation `incarnation`, may talk to this node: it is
+/// a member (voter or learner) in `metrics`' membership, of the incarnation the cluster
+/// added, or the membership is empty (a node not yet added hears from any node holding
+/// the key).
+pub fn admits(
+    metrics: &RaftMetrics,
+    id: NodeId,
+    incarnation: u64,
+) -> Result<(), crate::auth::AuthError> {
     let membership = metrics.membership_config.membership();
-    let mut nodes = membership.nodes().peekable();
-    nodes.peek().is_none() || membership.get_node(&id).is_some()
+    if membership.nodes().next().is_none() {
+        return Ok(());
+    }
+    match membership.get_node(&id) {
+        None => Err(crate::auth::AuthError::NotMember(id)),
+        Some(node) if node.incarnation != 0 && node.incarnation != incarnation => {
+            Err(crate::auth::AuthError::OtherIncarnation {
+                id,
+                seen: incarnation,
+                added: node.incarnation,
+            })
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The incarnation the membership in `metrics` names for node `id` (0: not checked, or not
+/// a member).
+pub fn incarnation_of(metrics: &RaftMetrics, id: NodeId) -> u64 {
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .map_or(0, |node| node.incarnation)
 }

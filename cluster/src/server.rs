@@ -12,11 +12,12 @@ use smlog_recovery::OpenOptions;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::auth::Peer;
 use crate::node::{
     raft_config, Node, StartError, ELECTION_TIMEOUT_MAX, ELECTION_TIMEOUT_MIN, HEARTBEAT_INTERVAL,
 };
 use crate::node_dir::NodeDir;
-use crate::raft::BasicNode;
+use crate::raft::NodeInfo;
 use crate::tcp::{serve, TcpNetwork};
 
 /// Why a node could not start serving.
@@ -39,6 +40,19 @@ pub enum ServeError {
     /// Starting a new cluster failed.
     #[error("cannot start the cluster: {0}")]
     Bootstrap(String),
+    /// The volume holds applied entries but the Raft log is gone: the node lost its vote
+    /// and log, so it must not take part as the member it was.
+    #[error(
+        "{raft} holds no Raft log but {volume} holds a volume: the node's log and vote are \
+         lost; remove this node from the cluster, make its directory anew \
+         (`smlog cluster init`) and add it again"
+    )]
+    LostLog {
+        /// The Raft log's directory.
+        raft: String,
+        /// The volume's directory.
+        volume: String,
+    },
 }
 
 /// A node serving.
@@ -67,6 +81,13 @@ impl Server {
         devices: DeviceOptions,
         engine: EngineOptions,
     ) -> Result<Server, ServeError> {
+        let has_log = |path: std::path::PathBuf| path.join("LOG").exists();
+        if !has_log(dir.raft_dir()) && has_log(dir.volume_dir()) {
+            return Err(ServeError::LostLog {
+                raft: dir.raft_dir().display().to_string(),
+                volume: dir.volume_dir().display().to_string(),
+            });
+        }
         let raft_device = open_dir(&dir.raft_dir(), devices)?;
         let volume_device = open_dir(&dir.volume_dir(), devices)?;
         let listener =
@@ -97,16 +118,28 @@ impl Server {
             Arc::new(volume_device),
             options,
             config,
-            TcpNetwork::new(dir.key.clone(), dir.id),
+            TcpNetwork::new(
+                dir.key.clone(),
+                Peer {
+                    id: dir.id,
+                    incarnation: dir.incarnation,
+                },
+            ),
         )
         .await?;
         let node = Arc::new(node);
-        let listener = tokio::spawn(serve(listener, Arc::clone(&node), dir.key.clone()));
+        let listener = tokio::spawn(serve(
+            listener,
+            Arc::clone(&node),
+            dir.key.clone(),
+            dir.incarnation,
+        ));
         if dir.bootstrap && node.log().is_pristine() {
             let members = BTreeMap::from([(
                 dir.id,
-                BasicNode {
+                NodeInfo {
                     addr: dir.listen.clone(),
+                    incarnation: dir.incarnation,
                 },
             )]);
             node.raft()

@@ -39,7 +39,7 @@ use smlog_recovery::OpenOptions;
 use crate::command::{Command, FileOp, Reply};
 use crate::node::{raft_config, Node, WriteError};
 use crate::raft::SnapshotPolicy;
-use crate::raft::{BasicNode, EntryPayload, RaftLogReader};
+use crate::raft::{EntryPayload, NodeInfo, RaftLogReader};
 use crate::state_machine::{apply_command, MachineEvent, Observer};
 use crate::transport::{LinkFaults, MemoryRouter};
 
@@ -538,15 +538,8 @@ pub async fn run(seed: u64, options: &SimOptions) -> Result<SimReport, String> {
     for id in 1..=options.nodes {
         sim.start(id).await.map_err(fail)?;
     }
-    let members: BTreeMap<u64, BasicNode> = (1..=options.nodes)
-        .map(|id| {
-            (
-                id,
-                BasicNode {
-                    addr: format!("sim:{id}"),
-                },
-            )
-        })
+    let members: BTreeMap<u64, NodeInfo> = (1..=options.nodes)
+        .map(|id| (id, NodeInfo::new(format!("sim:{id}"))))
         .collect();
     let first = sim.live()[0].clone();
     first

@@ -12,13 +12,13 @@ use std::time::Duration;
 use smlog::io::Device;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::auth::{self, ClusterKey, COMMAND_NODE_ID};
+use crate::auth::{self, AuthError, ClusterKey, Peer, COMMAND_NODE_ID};
 use crate::node::{Node, WriteError};
 use crate::raft::{
     address_of, admits, append_outcome_wire, append_request_of, append_request_wire,
     append_response_of, snapshot_meta_of, snapshot_meta_record, status_report, vote_of,
     vote_record, vote_request_of, vote_request_wire, vote_response_of, vote_response_wire,
-    AppendEntriesRequest, AppendEntriesResponse, BasicNode, NodeId, OptionalSend, RPCError,
+    AppendEntriesRequest, AppendEntriesResponse, NodeId, NodeInfo, OptionalSend, RPCError,
     RPCOption, RaftNetworkFactory, RaftNetworkV2, ReplicationClosed, Snapshot, SnapshotResponse,
     StreamingError, TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
 };
@@ -38,13 +38,13 @@ struct Link {
 }
 
 impl Link {
-    async fn open(addr: &str, key: &ClusterKey, from: NodeId) -> Result<(Link, NodeId), String> {
+    async fn open(addr: &str, key: &ClusterKey, me: Peer) -> Result<(Link, Peer), String> {
         let connect = async {
             let mut stream = TcpStream::connect(addr)
                 .await
                 .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
-            let peer = auth::dial(&mut stream, key, from)
+            let peer = auth::dial(&mut stream, key, me)
                 .await
                 .map_err(|e| format!("{addr}: {e}"))?;
             Ok::<_, String>((Link { stream }, peer))
@@ -68,13 +68,13 @@ impl Link {
 #[derive(Clone, Debug)]
 pub struct TcpNetwork {
     key: ClusterKey,
-    from: NodeId,
+    me: Peer,
 }
 
 impl TcpNetwork {
-    /// The network node `from` reaches the others with, holding `key`.
-    pub fn new(key: ClusterKey, from: NodeId) -> TcpNetwork {
-        TcpNetwork { key, from }
+    /// The network node `me` reaches the others with, holding `key`.
+    pub fn new(key: ClusterKey, me: Peer) -> TcpNetwork {
+        TcpNetwork { key, me }
     }
 }
 
@@ -82,21 +82,24 @@ impl TcpNetwork {
 #[derive(Debug)]
 pub struct TcpConnection {
     key: ClusterKey,
-    from: NodeId,
+    me: Peer,
     to: NodeId,
     addr: String,
+    /// The target's incarnation as the membership names it (0: not checked).
+    incarnation: u64,
     link: Option<Link>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
     type Network = TcpConnection;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> TcpConnection {
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> TcpConnection {
         TcpConnection {
             key: self.key.clone(),
-            from: self.from,
+            me: self.me,
             to: target,
             addr: node.addr.clone(),
+            incarnation: node.incarnation,
             link: None,
         }
     }
@@ -108,12 +111,21 @@ impl TcpConnection {
     async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, Unreachable> {
         let attempt = async {
             if self.link.is_none() {
-                let (link, peer) = Link::open(&self.addr, &self.key, self.from).await?;
-                if peer != self.to {
+                let (link, peer) = Link::open(&self.addr, &self.key, self.me).await?;
+                if peer.id != self.to {
                     return Err(format!(
-                        "{} answers as node {peer}, not node {}",
-                        self.addr, self.to
+                        "{} answers as node {}, not node {}",
+                        self.addr, peer.id, self.to
                     ));
+                }
+                if self.incarnation != 0 && peer.incarnation != self.incarnation {
+                    let refused = AuthError::OtherIncarnation {
+                        id: peer.id,
+                        seen: peer.incarnation,
+                        added: self.incarnation,
+                    };
+                    log::warn!("node {}: {refused}", self.me.id);
+                    return Err(refused.to_string());
                 }
                 self.link = Some(link);
             }
@@ -124,6 +136,11 @@ impl TcpConnection {
             Ok(result) => result,
             Err(_) => Err(format!("node {} did not answer within {ttl:?}", self.to)),
         };
+        if matches!(result, Ok(Response::Failed(_))) {
+            // The process that answered may be going (a stopped node whose connections
+            // outlive it): the next call dials again, and finds what serves there now.
+            self.link = None;
+        }
         result.map_err(|why| {
             self.link = None;
             Unreachable::from_string(why)
@@ -232,9 +249,14 @@ impl TcpConnection {
     }
 }
 
-/// Serves `node` on `listener` until the task is dropped: each connection authenticated
-/// on `key`, then its requests answered in order.
-pub async fn serve<D: Device>(listener: TcpListener, node: Arc<Node<D>>, key: ClusterKey) {
+/// Serves `node` (of directory incarnation `incarnation`) on `listener` until the task is
+/// dropped: each connection authenticated on `key`, then its requests answered in order.
+pub async fn serve<D: Device>(
+    listener: TcpListener,
+    node: Arc<Node<D>>,
+    key: ClusterKey,
+    incarnation: u64,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -247,7 +269,11 @@ pub async fn serve<D: Device>(listener: TcpListener, node: Arc<Node<D>>, key: Cl
         let node = Arc::clone(&node);
         let key = key.clone();
         tokio::spawn(async move {
-            if let Err(why) = connection(stream, &node, &key).await {
+            let me = Peer {
+                id: node.id(),
+                incarnation,
+            };
+            if let Err(why) = connection(stream, &node, &key, me).await {
                 log::info!("node {}: connection from {peer} dropped: {why}", node.id());
             }
         });
@@ -259,16 +285,21 @@ async fn connection<D: Device>(
     mut stream: TcpStream,
     node: &Node<D>,
     key: &ClusterKey,
+    me: Peer,
 ) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let metrics = node.metrics();
-    let handshake = auth::accept(&mut stream, key, node.id(), |peer| {
-        peer == COMMAND_NODE_ID || admits(&metrics, peer)
+    let handshake = auth::accept(&mut stream, key, me, |peer| {
+        if peer.id == COMMAND_NODE_ID {
+            return Ok(());
+        }
+        admits(&metrics, peer.id, peer.incarnation)
     });
     let peer = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
         .map_err(|_| "no handshake within the timeout".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .id;
     let mut receiving: Option<Receiving> = None;
     loop {
         let request: Request = match read_frame(&mut stream, FRAME_BYTES_MAX).await {
@@ -298,7 +329,7 @@ async fn connection<D: Device>(
                 receive_piece(node, &mut receiving, piece).await?
             }
             Request::Snapshot { .. } => return Err("a command sent a snapshot".into()),
-            request => answer(node, key, peer, request).await?,
+            request => answer(node, key, me, peer, request).await?,
         };
         write_frame(&mut stream, &response)
             .await
@@ -391,6 +422,7 @@ async fn receive_piece<D: Device>(
 async fn answer<D: Device>(
     node: &Node<D>,
     key: &ClusterKey,
+    me: Peer,
     peer: NodeId,
     request: Request,
 ) -> Result<Response, String> {
@@ -420,16 +452,20 @@ async fn answer<D: Device>(
             return Err("a command sent a Raft message".into())
         }
         Request::Write(command) => {
-            let forward_with = (!is_node).then_some(key);
+            let forward_with = (!is_node).then_some((key, me));
             Response::Write(write(node, command, forward_with).await)
         }
         Request::Status => Response::Status(status_report(node.id(), &node.metrics())),
-        Request::AddLearner { id, addr } => {
-            match raft.add_learner(id, BasicNode { addr }, true).await {
-                Ok(_) => Response::Done,
-                Err(e) => Response::Failed(e.to_string()),
+        Request::AddLearner { id, addr } => match learn_incarnation(key, me, id, &addr).await {
+            Err(why) => Response::Failed(why),
+            Ok(incarnation) => {
+                let info = NodeInfo { addr, incarnation };
+                match raft.add_learner(id, info, true).await {
+                    Ok(_) => Response::Done,
+                    Err(e) => Response::Failed(e.to_string()),
+                }
             }
-        }
+        },
         Request::ChangeMembership {
             voters,
             keep_learners,
@@ -443,13 +479,30 @@ async fn answer<D: Device>(
     })
 }
 
+/// The incarnation of node `id` serving at `addr`, from a handshake with it: what the
+/// membership will hold for it.
+async fn learn_incarnation(
+    key: &ClusterKey,
+    me: Peer,
+    id: NodeId,
+    addr: &str,
+) -> Result<u64, String> {
+    let (_, peer) = Link::open(addr, key, me)
+        .await
+        .map_err(|why| format!("cannot reach node {id} to add it: {why}"))?;
+    if peer.id != id {
+        return Err(format!("{addr} answers as node {}, not node {id}", peer.id));
+    }
+    Ok(peer.incarnation)
+}
+
 /// A write: applied here when this node leads; else, for a command (not a node, so no
 /// write is forwarded twice), forwarded once to the leader this node knows, whose answer
 /// is returned. When that fails too, the answer names the leader, for the client to go.
 async fn write<D: Device>(
     node: &Node<D>,
     command: crate::command::Command,
-    forward_with: Option<&ClusterKey>,
+    forward_with: Option<(&ClusterKey, Peer)>,
 ) -> Result<crate::command::Reply, WriteRefusal> {
     let refusal = match node.write(command.clone()).await {
         Ok(reply) => return Ok(reply),
@@ -461,7 +514,7 @@ async fn write<D: Device>(
         Err(WriteError::Stopped(why)) => return Err(WriteRefusal::Stopped(why)),
     };
     let (
-        Some(key),
+        Some((key, me)),
         WriteRefusal::NotLeader {
             addr: Some(addr), ..
         },
@@ -470,7 +523,7 @@ async fn write<D: Device>(
         return Err(refusal);
     };
     let forwarded = async {
-        let (mut link, _) = Link::open(addr, key, node.id()).await.ok()?;
+        let (mut link, _) = Link::open(addr, key, me).await.ok()?;
         match link.call(&Request::Write(command)).await.ok()? {
             Response::Write(result) => Some(result),
             _ => None,
@@ -490,8 +543,15 @@ pub struct Client {
 impl Client {
     /// Connects to the node at `addr` and authenticates on `key`.
     pub async fn connect(addr: &str, key: &ClusterKey) -> Result<Client, String> {
-        let (link, node_id) = Link::open(addr, key, COMMAND_NODE_ID).await?;
-        Ok(Client { link, node_id })
+        let command = Peer {
+            id: COMMAND_NODE_ID,
+            incarnation: 0,
+        };
+        let (link, peer) = Link::open(addr, key, command).await?;
+        Ok(Client {
+            link,
+            node_id: peer.id,
+        })
     }
 
     /// Sends `request` and reads the answer.

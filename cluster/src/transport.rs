@@ -16,7 +16,7 @@ use smlog::io::Device;
 
 use crate::raft::Snapshot;
 use crate::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, BasicNode, NodeId, OptionalSend, RPCError,
+    AppendEntriesRequest, AppendEntriesResponse, NodeId, NodeInfo, OptionalSend, RPCError,
     RPCOption, Raft, RaftNetworkFactory, RaftNetworkV2, ReplicationClosed, SnapshotResponse,
     StreamingError, TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
 };
@@ -201,7 +201,7 @@ pub struct MemoryConnection<D: Device> {
 impl<D: Device> RaftNetworkFactory<TypeConfig> for MemoryNetwork<D> {
     type Network = MemoryConnection<D>;
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> MemoryConnection<D> {
+    async fn new_client(&mut self, target: NodeId, _node: &NodeInfo) -> MemoryConnection<D> {
         MemoryConnection {
             router: self.router.clone(),
             from: self.from,

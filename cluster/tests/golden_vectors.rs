@@ -116,9 +116,9 @@ fn payloads() -> Vec<PayloadRecord> {
         PayloadRecord::Membership(MembershipRecord {
             configs: vec![vec![1, 2, 3]],
             nodes: vec![
-                (1, "127.0.0.1:7001".into()),
-                (2, "127.0.0.1:7002".into()),
-                (3, "127.0.0.1:7003".into()),
+                (1, "127.0.0.1:7001".into(), 0x1234),
+                (2, "127.0.0.1:7002".into(), 0),
+                (3, "127.0.0.1:7003".into(), 1),
             ],
         }),
     ]
@@ -189,7 +189,7 @@ fn snapshot_meta() -> SnapshotMetaRecord {
         membership_log_id: Some(LogIdRecord { term: 1, index: 1 }),
         membership: MembershipRecord {
             configs: vec![vec![1]],
-            nodes: vec![(1, "a".into())],
+            nodes: vec![(1, "a".into(), 5)],
         },
     }
 }
@@ -302,10 +302,12 @@ fn handshake() -> Vec<(String, Vec<u8>)> {
         version: 2,
         cluster_id: 0x0123_4567_89ab_cdef,
         node_id: 2,
+        incarnation: 0xfeed,
         nonce: [0xaa; 32],
     };
     let challenge = Challenge {
         node_id: 3,
+        incarnation: 0xbeef,
         nonce: [0xbb; 32],
         proof: [0xcc; 32],
     };
@@ -345,7 +347,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("RaftRecord::State", "04010203010102f0a204010109"),
     ("PayloadRecord::Blank", "00"),
     ("PayloadRecord::Normal", "010107ac0280c49fd50c0504010166"),
-    ("PayloadRecord::Membership", "02010301020303010e3132372e302e302e313a37303031020e3132372e302e302e313a37303032030e3132372e302e302e313a37303033"),
+    ("PayloadRecord::Membership", "02010301020303010e3132372e302e302e313a37303031b424020e3132372e302e302e313a3730303200030e3132372e302e302e313a3730303301"),
     ("FileOp::Create", "00010166a403e80764"),
     ("FileOp::Mkdir", "01010166a403e80764"),
     ("FileOp::Symlink", "020101660174a403e80764"),
@@ -361,7 +363,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Request::Status", "03"),
     ("Request::AddLearner", "04040e3132372e302e302e313a37303034"),
     ("Request::ChangeMembership", "050301020400"),
-    ("Request::Snapshot", "060203010102f0a204010101010101010101618040802002eeee"),
+    ("Request::Snapshot", "060203010102f0a20401010101010101010161058040802002eeee"),
     ("Response::Append", "0000"),
     ("Response::Vote", "01020301010102f0a204"),
     ("Response::Write", "02000122"),
@@ -376,10 +378,10 @@ const GOLDEN: &[(&str, &str)] = &[
     ("WriteRefusal::NotLeader", "000102010162"),
     ("WriteRefusal::Unknown", "01"),
     ("WriteRefusal::Stopped", "020178"),
-    ("Hello", "02ef9bafcdf8acd1910102aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
-    ("Challenge", "03bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbcccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"),
-    ("SnapshotHeader", "534d4c47534e415001000000170000003ff5a06a0102f0a204010101010101010101618827f8acd1910103"),
+    ("Hello", "02ef9bafcdf8acd1910102edfd03aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+    ("Challenge", "03effd02bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbcccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"),
     ("Proof", "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"),
+    ("SnapshotHeader", "534d4c47534e41500100000018000000bbbe97860102f0a20401010101010101010161058827f8acd1910103"),
     ("Reply::Ok", "000205"),
 ];
 

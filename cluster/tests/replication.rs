@@ -16,7 +16,7 @@ use smlog::io::sim::{CrashPlan, SimDevice};
 use smlog::io::Device;
 use smlog::{Engine, Ino, NewAttrs, RequestKey, SetAttrChanges, Time, TxnResult, ROOT_INO};
 use smlog_cluster::node::raft_config;
-use smlog_cluster::raft::{BasicNode, SnapshotPolicy};
+use smlog_cluster::raft::{NodeInfo, SnapshotPolicy};
 use smlog_cluster::sim::engine_options;
 use smlog_cluster::snapshot::{SNAPSHOT_FILE, SNAPSHOT_INSTALL_FILE};
 use smlog_cluster::{Command, FileOp, MemoryRouter, Node, Reply, WriteError};
@@ -165,15 +165,8 @@ async fn three_nodes(snapshots: Option<(u64, u64)>) -> Cluster {
     for id in 1..=3 {
         cluster.start(id).await;
     }
-    let members: BTreeMap<u64, BasicNode> = (1..=3)
-        .map(|id| {
-            (
-                id,
-                BasicNode {
-                    addr: format!("memory:{id}"),
-                },
-            )
-        })
+    let members: BTreeMap<u64, NodeInfo> = (1..=3)
+        .map(|id| (id, NodeInfo::new(format!("memory:{id}"))))
         .collect();
     cluster.node(1).raft().initialize(members).await.unwrap();
     cluster

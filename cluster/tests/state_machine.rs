@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use smlog::io::sim::{CrashPlan, SimDevice};
 use smlog::{NewAttrs, Time, ROOT_INO};
-use smlog_cluster::raft::{BasicNode, Entry, EntryPayload, LogId, Membership, RaftStateMachine};
+use smlog_cluster::raft::{Entry, EntryPayload, LogId, Membership, NodeInfo, RaftStateMachine};
 use smlog_cluster::sim::engine_options;
 use smlog_cluster::state_machine::{MachineError, MEMBERSHIP_FILE};
 use smlog_cluster::{Command, FileOp, VolumeMachine};
@@ -38,10 +38,10 @@ fn create(index: u64) -> Entry {
 
 fn membership(index: u64) -> Entry {
     let voters: BTreeSet<u64> = [1, 2, 3].into();
-    let nodes: BTreeMap<u64, BasicNode> = [1, 2, 3]
+    let nodes: BTreeMap<u64, NodeInfo> = [1, 2, 3]
         .map(|id| {
             let addr = format!("memory:{id}");
-            (id, BasicNode { addr })
+            (id, NodeInfo::new(addr))
         })
         .into();
     Entry {

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use smlog::io::sim::SimDevice;
 use smlog::{NewAttrs, RequestKey, Time, TxnResult, ROOT_INO};
-use smlog_cluster::auth::{self, ClusterKey};
+use smlog_cluster::auth::{self, ClusterKey, Peer};
 use smlog_cluster::log_store::records::{LogIdRecord, VoteRecord};
 use smlog_cluster::node::raft_config;
-use smlog_cluster::raft::{BasicNode, SnapshotPolicy};
+use smlog_cluster::raft::{NodeInfo, SnapshotPolicy};
 use smlog_cluster::tcp::{serve, Client, TcpNetwork};
 use smlog_cluster::wire::{write_frame, Request, Response, WriteRefusal};
 use smlog_cluster::{Command, FileOp, Node, Reply};
@@ -29,10 +29,26 @@ struct Running {
     addr: String,
 }
 
+/// The incarnation node `id`'s directory has in these tests.
+fn incarnation(id: u64) -> u64 {
+    1000 + id
+}
+
 /// A node snapshotting every `snapshots.0` entries and keeping `snapshots.1` behind (else
 /// the defaults).
 async fn start_with(
     id: u64,
+    key: &ClusterKey,
+    listener: TcpListener,
+    snapshots: Option<(u64, u64)>,
+) -> Running {
+    start_as(id, incarnation(id), key, listener, snapshots).await
+}
+
+/// Node `id` with fresh devices, of directory incarnation `incarnation`.
+async fn start_as(
+    id: u64,
+    incarnation: u64,
     key: &ClusterKey,
     listener: TcpListener,
     snapshots: Option<(u64, u64)>,
@@ -58,13 +74,13 @@ async fn start_with(
         Arc::new(SimDevice::new(id + 100)),
         options,
         config,
-        TcpNetwork::new(key.clone(), id),
+        TcpNetwork::new(key.clone(), Peer { id, incarnation }),
     )
     .await
     .unwrap();
     let node = Arc::new(node);
     let addr = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(serve(listener, Arc::clone(&node), key.clone()));
+    let server = tokio::spawn(serve(listener, Arc::clone(&node), key.clone(), incarnation));
     Running { node, server, addr }
 }
 
@@ -81,13 +97,14 @@ async fn three_nodes_with(
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         nodes.insert(id, start_with(id, key, listener, snapshots).await);
     }
-    let members: BTreeMap<u64, BasicNode> = nodes
+    let members: BTreeMap<u64, NodeInfo> = nodes
         .iter()
         .map(|(id, running)| {
             (
                 *id,
-                BasicNode {
+                NodeInfo {
                     addr: running.addr.clone(),
+                    incarnation: incarnation(*id),
                 },
             )
         })
@@ -302,7 +319,11 @@ async fn bad_input_on_the_wire_drops_the_connection_and_applies_nothing() {
     assert!(Client::connect(&target.addr, &other).await.is_err());
     // A node that holds the key but is not a member.
     let mut stream = raw(&target.addr).await;
-    let refused = auth::dial(&mut stream, &key, 9).await;
+    let stranger = Peer {
+        id: 9,
+        incarnation: 9,
+    };
+    let refused = auth::dial(&mut stream, &key, stranger).await;
     let append = Request::Append {
         vote: VoteRecord {
             term: 99,
@@ -399,6 +420,64 @@ async fn a_node_added_after_the_log_was_purged_gets_a_snapshot_over_tcp() {
     let want = tree_of(&leader_node.engine()).unwrap();
     assert_eq!(tree_of(&nodes[&4].node.engine()).unwrap(), want);
     assert!(nodes[&4].node.engine().fsck().is_clean());
+    for running in nodes.values() {
+        running.node.shutdown().await;
+        running.server.abort();
+    }
+}
+
+/// A node whose directory was made anew (the same id, another incarnation: its Raft log
+/// and vote are gone) is refused both ways: the leader sends it nothing, the members
+/// answer none of its connections; the others go on and nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_directory_was_made_anew_is_refused() {
+    let key = ClusterKey::generate();
+    let mut nodes = three_nodes(&key).await;
+    for i in 1..6 {
+        write(&key, &nodes, &create(&format!("f{i}"), i)).await;
+    }
+    let report = status(&key, &nodes[&1].addr).await;
+    settle(&nodes, report.last_log_index.unwrap()).await;
+    let leader = report.leader.unwrap();
+    let wiped = (1..=3).find(|id| *id != leader).unwrap();
+    let old = nodes.remove(&wiped).unwrap();
+    old.server.abort();
+    old.node.shutdown().await;
+    let _ = old.server.await;
+    // The same id at the same address, from a directory made anew.
+    let listener = TcpListener::bind(&old.addr).await.unwrap();
+    let anew = start_as(wiped, 7777, &key, listener, None).await;
+    for i in 6..12 {
+        write(&key, &nodes, &create(&format!("f{i}"), i)).await;
+    }
+    // Time for a few heartbeats: what the leader would send, it would have sent (without
+    // the check, the new directory gets entries, and openraft's leader panics at the log
+    // that went back).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let seen = anew.node.metrics();
+    assert_eq!(
+        seen.last_log_index, None,
+        "the new directory was sent entries"
+    );
+    // It cannot speak to a member either.
+    let mut stream = raw(&nodes[&leader].addr).await;
+    let me = Peer {
+        id: wiped,
+        incarnation: 7777,
+    };
+    let _ = auth::dial(&mut stream, &key, me).await;
+    assert!(closed(stream).await, "a member answered the new directory");
+    // The others went on: both hold every write.
+    let last = nodes[&leader].node.metrics().last_log_index.unwrap();
+    settle(&nodes, last).await;
+    let trees: Vec<_> = nodes
+        .values()
+        .map(|r| tree_of(&r.node.engine()).unwrap())
+        .collect();
+    assert_eq!(trees[0], trees[1]);
+    assert_eq!(trees[0].len(), 11);
+    anew.node.shutdown().await;
+    anew.server.abort();
     for running in nodes.values() {
         running.node.shutdown().await;
         running.server.abort();

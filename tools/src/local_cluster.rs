@@ -234,6 +234,8 @@ impl Writer {
             self.target += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(format!("no node applied {command} within {WRITE_TIMEOUT:?}"))
+        Err(format!(
+            "no node applied {command} within {WRITE_TIMEOUT:?}"
+        ))
     }
 }

@@ -365,7 +365,9 @@ fn demo_cluster_checks_every_file_on_every_node() {
     );
     for node in 1..=3 {
         assert!(
-            said.contains(&format!("node {node}: 41 files: every file intact, fsck clean")),
+            said.contains(&format!(
+                "node {node}: 41 files: every file intact, fsck clean"
+            )),
             "{said}"
         );
     }
@@ -379,8 +381,18 @@ fn bench_cluster_reports_its_rows() {
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let out = Process::new(SMLOG)
         .args([
-            "bench", "cluster", "--clients", "1,4", "--seconds", "0.3", "--kills", "1",
-            "--catch-up-mb", "1", "--json", "--dir",
+            "bench",
+            "cluster",
+            "--clients",
+            "1,4",
+            "--seconds",
+            "0.3",
+            "--kills",
+            "1",
+            "--catch-up-mb",
+            "1",
+            "--json",
+            "--dir",
         ])
         .arg(root.path())
         .output()
@@ -405,4 +417,44 @@ fn bench_cluster_reports_its_rows() {
     // The nodes went with the run.
     let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A node whose Raft log alone was lost (its `raft/` removed, its volume kept) is refused
+/// at `serve`, with what to do: it lost its vote, and must not rejoin as the member it was.
+#[test]
+fn serve_refuses_a_node_whose_raft_log_was_lost() {
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = root.path().join("n1");
+    let addr = format!("127.0.0.1:{}", free_port());
+    smlog(&[
+        "cluster",
+        "init",
+        dir.to_str().unwrap(),
+        "--id",
+        "1",
+        "--listen",
+        &addr,
+    ]);
+    let key = read_key(&dir.join("KEY")).unwrap();
+    let mut nodes = Nodes {
+        dirs: vec![dir.clone()],
+        addrs: vec![addr.clone()],
+        children: vec![None],
+    };
+    nodes.serve(0);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        leader(&nodes, &key).await;
+    });
+    nodes.stop_all();
+    std::fs::remove_dir_all(dir.join("raft")).unwrap();
+    let out = Process::new(SMLOG)
+        .args(["cluster", "serve"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("log and vote are lost"), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
 }

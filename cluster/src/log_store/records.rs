@@ -51,8 +51,9 @@ pub struct VoteRecord {
 pub struct MembershipRecord {
     /// Voter sets, each ascending.
     pub configs: Vec<Vec<u64>>,
-    /// Every node (voters and learners), ascending by id, with its address.
-    pub nodes: Vec<(u64, String)>,
+    /// Every node (voters and learners), ascending by id: id, address, and the incarnation
+    /// of its directory the cluster added (0: not checked, an in-process node).
+    pub nodes: Vec<(u64, String, u64)>,
 }
 
 /// What an entry carries.
