@@ -28,7 +28,7 @@
 use std::io;
 use std::sync::{Arc, Mutex, RwLock};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use smlog::constants::BLOCK_SIZE_BYTES;
 use smlog::io::{AlignedBuf, Device};
 use smlog::{Durability, Engine, EngineOptions, EntryId, Export, FsError, TxnOptions, TxnResult};
@@ -343,47 +343,39 @@ impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
         S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         while let Some(item) = entries.next().await {
-            let (entry, responder) = item?;
-            if let Some(observer) = &self.observer {
-                observer(MachineEvent::Applied(&entry));
-            }
-            let log_id = entry.log_id;
-            if let Some(log) = &self.log {
-                let log = log.clone();
-                let index = log_id.index;
-                tokio::task::spawn_blocking(move || log.wait_entry_durable(index))
-                    .await
-                    .map_err(fatal)?
-                    .map_err(fatal)?;
-            }
-            let reply = match entry.payload {
-                EntryPayload::Blank => Reply(Ok(TxnResult::Done)),
-                EntryPayload::Normal(command) => {
-                    let engine = self.volume.engine();
-                    let id = EntryId {
-                        term: log_id.leader_id.term,
-                        index: log_id.index,
-                    };
-                    tokio::task::spawn_blocking(move || apply_command(&engine, &command, id))
-                        .await
-                        .map_err(fatal)??
+            // The entries ready now are applied together: one wait for the log, one
+            // blocking task.
+            let mut batch = vec![item?];
+            while batch.len() < APPLY_BATCH_MAX {
+                match entries.next().now_or_never() {
+                    Some(Some(item)) => batch.push(item?),
+                    _ => break,
                 }
-                EntryPayload::Membership(membership) => {
-                    let engine = self.volume.engine();
-                    let device = Arc::clone(&self.device);
-                    let saved = membership.clone();
-                    tokio::task::spawn_blocking(move || {
-                        save_membership(&engine, &device, log_id, &saved)
-                    })
+            }
+            let mut work = Vec::with_capacity(batch.len());
+            let mut responders = Vec::with_capacity(batch.len());
+            for (entry, responder) in batch {
+                if let Some(observer) = &self.observer {
+                    observer(MachineEvent::Applied(&entry));
+                }
+                work.push(entry);
+                responders.push(responder);
+            }
+            let log = self.log.clone();
+            let engine = self.volume.engine();
+            let device = Arc::clone(&self.device);
+            let (replies, membership) =
+                tokio::task::spawn_blocking(move || apply_batch(log, &engine, &device, work))
                     .await
                     .map_err(fatal)??;
-                    self.membership = StoredMembership::new(Some(log_id), membership);
-                    Reply(Ok(TxnResult::Done))
+            if let Some(membership) = membership {
+                self.membership = membership;
+            }
+            for ((log_id, reply), responder) in replies.into_iter().zip(responders) {
+                self.applied = Some(log_id);
+                if let Some(responder) = responder {
+                    responder.send(reply);
                 }
-            };
-            self.applied = Some(log_id);
-            if let Some(responder) = responder {
-                responder.send(reply);
             }
         }
         Ok(())
@@ -479,6 +471,45 @@ impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
             .map_err(fatal)?
             .map_err(fatal)
     }
+}
+
+/// Entries applied in one blocking task at most.
+const APPLY_BATCH_MAX: usize = 64;
+
+/// Applies `entries` in order, once the last of them is durable in this node's `log`:
+/// each one's log id and reply, and the last membership among them.
+#[allow(clippy::type_complexity)]
+fn apply_batch<D: Device>(
+    log: Option<crate::log_store::LogStore<D>>,
+    engine: &Engine<D>,
+    device: &D,
+    entries: Vec<crate::raft::Entry>,
+) -> io::Result<(Vec<(LogId, Reply)>, Option<StoredMembership>)> {
+    if let (Some(log), Some(last)) = (&log, entries.last()) {
+        log.wait_entry_durable(last.log_id.index).map_err(fatal)?;
+    }
+    let mut replies = Vec::with_capacity(entries.len());
+    let mut saved = None;
+    for entry in entries {
+        let log_id = entry.log_id;
+        let reply = match entry.payload {
+            EntryPayload::Blank => Reply(Ok(TxnResult::Done)),
+            EntryPayload::Normal(command) => {
+                let id = EntryId {
+                    term: log_id.leader_id.term,
+                    index: log_id.index,
+                };
+                apply_command(engine, &command, id)?
+            }
+            EntryPayload::Membership(membership) => {
+                save_membership(engine, device, log_id, &membership)?;
+                saved = Some(StoredMembership::new(Some(log_id), membership));
+                Reply(Ok(TxnResult::Done))
+            }
+        };
+        replies.push((log_id, reply));
+    }
+    Ok((replies, saved))
 }
 
 /// The volume's current snapshot, if it has one.
