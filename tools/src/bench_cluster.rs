@@ -4,6 +4,7 @@
 //! engine's `Sync` calls), their ratio; failover time over leader SIGKILLs; and the rate a
 //! follower that was stopped catches up at.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,11 +61,15 @@ pub fn run(
         .build()?;
     let mut cluster = runtime.block_on(LocalCluster::create(&root.path().join("cluster"), 3))?;
     let single_dir = root.path().join("single");
+    // Rows go out with their errors seen: a closed pipe ends the run cleanly (the nodes
+    // stopped, their directories removed).
+    let mut out = std::io::stdout();
     if !as_json {
-        println!(
+        writeln!(
+            out,
             "{:>8} {:>7} {:>12} {:>12} {:>7}",
             "op", "clients", "cluster/s", "one node/s", "ratio"
-        );
+        )?;
     }
     let run_for = Duration::from_secs_f64(seconds);
     for op in [Op::Create, Op::Write4k] {
@@ -73,16 +78,18 @@ pub fn run(
             let single = single_rate(&single_dir, op, count, run_for)?;
             let ratio = replicated / single.max(f64::MIN_POSITIVE);
             if as_json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     json!({"op": op.name(), "clients": count, "cluster_ops_per_sec": replicated,
                            "single_ops_per_sec": single, "ratio": ratio})
-                );
+                )?;
             } else {
-                println!(
+                writeln!(
+                    out,
                     "{:>8} {count:>7} {replicated:>12.0} {single:>12.0} {ratio:>7.2}",
                     op.name()
-                );
+                )?;
             }
         }
     }
@@ -94,25 +101,28 @@ pub fn run(
     let p50 = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
     let max = sorted.last().copied().unwrap_or_default();
     if as_json {
-        println!(
+        writeln!(
+            out,
             "{}",
             json!({"failover_p50_s": p50.as_secs_f64(), "failover_max_s": max.as_secs_f64(),
                    "kills": sorted.len(), "catch_up_mb": caught_mb,
                    "catch_up_s": catch_up.as_secs_f64(), "catch_up_mb_per_sec": rate})
-        );
+        )?;
     } else {
-        println!(
+        writeln!(
+            out,
             "failover (leader SIGKILLed to the next applied write): p50 {:.2} s, max {:.2} s \
              over {} kills",
             p50.as_secs_f64(),
             max.as_secs_f64(),
             sorted.len()
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "catch-up of a follower stopped while {caught_mb:.0} MB were written: {:.2} s, \
              {rate:.1} MB/s",
             catch_up.as_secs_f64()
-        );
+        )?;
     }
     cluster.stop_all();
     Ok(ExitCode::SUCCESS)

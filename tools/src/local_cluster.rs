@@ -83,14 +83,33 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// Starts node `i`'s process.
+    /// Starts node `i`'s process. It dies with the thread that starts it (call from the
+    /// thread that owns the cluster): a demo or bench killed, or cut off by a closed pipe,
+    /// leaves no node running.
     pub fn serve(&mut self, i: usize) -> Result<()> {
-        let child = Process::new(&self.exe)
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
+        let mut command = Process::new(&self.exe);
+        command
             .args(["cluster", "serve"])
             .arg(&self.dirs[i])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+            .stderr(Stdio::null());
+        // SAFETY: between fork and exec the child calls only prctl, getppid and _exit,
+        // which are async-signal-safe, and touches no memory of the parent's.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died before the request took: go now.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
         self.children[i] = Some(child);
         Ok(())
     }

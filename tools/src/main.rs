@@ -74,11 +74,17 @@ enum Command {
 
 /// Commands that print reports die quietly when the reader of their output goes away
 /// (`smlog log stat DIR | head -1`), as Unix tools do, rather than panic on the closed
-/// pipe. The mount and the demo keep ignoring SIGPIPE: they must finish their work.
+/// pipe. The mount and the demo keep ignoring SIGPIPE: they must finish their work; so
+/// does `bench cluster`, which must stop its node processes and remove their directories
+/// (a closed pipe ends it with an error instead).
 fn quiet_on_closed_pipe(command: &Command) {
     if matches!(
         command,
-        Command::Mount(_) | Command::Demo(_) | Command::DemoChild(_) | Command::Cluster(_)
+        Command::Mount(_)
+            | Command::Demo(_)
+            | Command::DemoChild(_)
+            | Command::Cluster(_)
+            | Command::Bench(bench::BenchCommand::Cluster { .. })
     ) {
         return;
     }
