@@ -128,16 +128,6 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn now() -> Time {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Time {
-        secs: since.as_secs() as i64,
-        nanos: since.subsec_nanos(),
-    }
-}
-
 /// A unique request key per command of a run.
 fn key(client: u64, n: u64) -> Option<RequestKey> {
     Some(RequestKey {
@@ -178,7 +168,7 @@ async fn cluster_rate(
         };
         let command = Command {
             key: key(client, u64::MAX),
-            now: now(),
+            now: Time::now(),
             op: create,
         };
         match setup.write(&command).await? {
@@ -210,7 +200,7 @@ async fn cluster_rate(
                 };
                 let command = Command {
                     key: key(client, n),
-                    now: now(),
+                    now: Time::now(),
                     op,
                 };
                 writer.write(&command).await?;
@@ -309,7 +299,7 @@ async fn failovers(cluster: &mut LocalCluster, kills: u32) -> Result<Vec<Duratio
         let killed = Instant::now();
         let probe = Command {
             key: key(0xFA11, u64::from(k)),
-            now: now(),
+            now: Time::now(),
             op: FileOp::SetAttr {
                 ino: ROOT_INO,
                 changes: SetAttrChanges {
@@ -335,7 +325,7 @@ async fn catch_up(cluster: &mut LocalCluster, megabytes: u64) -> Result<(f64, Du
     let mut writer = cluster.writer();
     let create = Command {
         key: key(0xCA7C, u64::MAX),
-        now: now(),
+        now: Time::now(),
         op: FileOp::Create {
             parent: ROOT_INO,
             name: b"catch-up".to_vec(),
@@ -350,7 +340,7 @@ async fn catch_up(cluster: &mut LocalCluster, megabytes: u64) -> Result<(f64, Du
     for n in 0..pieces {
         let write = Command {
             key: key(0xCA7C, n),
-            now: now(),
+            now: Time::now(),
             op: FileOp::Write {
                 ino,
                 offset: n * piece,

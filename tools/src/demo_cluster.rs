@@ -42,18 +42,8 @@ fn command(n: u64, step: u64, op: FileOp) -> Command {
             client_id: 0xDE40,
             request_id: n * 64 + step,
         }),
-        now: now(),
+        now: Time::now(),
         op,
-    }
-}
-
-fn now() -> Time {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Time {
-        secs: since.as_secs() as i64,
-        nanos: since.subsec_nanos(),
     }
 }
 
