@@ -331,8 +331,12 @@ pub fn vote_response_of(
     VoteResponse::new(vote_of(vote), last.map(log_id_of), granted)
 }
 
-/// The node's view of the cluster, for `status`.
-pub fn status_report(id: NodeId, metrics: &RaftMetrics) -> crate::wire::StatusReport {
+/// The node's view of the cluster, for `status`, with its Raft log's counters `log`.
+pub fn status_report(
+    id: NodeId,
+    metrics: &RaftMetrics,
+    log: &smlog::log::LogStats,
+) -> crate::wire::StatusReport {
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let members = membership
@@ -358,6 +362,8 @@ pub fn status_report(id: NodeId, metrics: &RaftMetrics) -> crate::wire::StatusRe
         committed: metrics.cluster_committed.map(|log_id| log_id.index),
         applied: metrics.last_applied.map(|log_id| log_id.index),
         members,
+        log_records: log.record_count,
+        log_batches: log.batch_count,
     }
 }
 

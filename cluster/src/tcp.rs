@@ -455,7 +455,10 @@ async fn answer<D: Device>(
             let forward_with = (!is_node).then_some((key, me));
             Response::Write(write(node, command, forward_with).await)
         }
-        Request::Status => Response::Status(status_report(node.id(), &node.metrics())),
+        Request::Status => {
+            let log = node.log().log().stats();
+            Response::Status(status_report(node.id(), &node.metrics(), &log))
+        }
         Request::AddLearner { id, addr } => match learn_incarnation(key, me, id, &addr).await {
             Err(why) => Response::Failed(why),
             Ok(incarnation) => {

@@ -142,6 +142,10 @@ pub struct StatusReport {
     pub applied: Option<u64>,
     /// The members, with each one's replication progress when this node leads.
     pub members: Vec<Member>,
+    /// Records this node's Raft log wrote since it started (entries, votes, ...).
+    pub log_records: u64,
+    /// Durable writes of its Raft log since it started (each a group commit).
+    pub log_batches: u64,
 }
 
 /// A node's answer.

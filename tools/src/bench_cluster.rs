@@ -67,14 +67,15 @@ pub fn run(
     if !as_json {
         writeln!(
             out,
-            "{:>8} {:>7} {:>12} {:>12} {:>7}",
-            "op", "clients", "cluster/s", "one node/s", "ratio"
+            "{:>8} {:>7} {:>12} {:>12} {:>7} {:>9}",
+            "op", "clients", "cluster/s", "one node/s", "ratio", "per sync"
         )?;
     }
     let run_for = Duration::from_secs_f64(seconds);
     for op in [Op::Create, Op::Write4k] {
         for &count in clients {
-            let replicated = runtime.block_on(cluster_rate(&cluster, op, count, run_for))?;
+            let (replicated, per_sync) =
+                runtime.block_on(cluster_rate(&cluster, op, count, run_for))?;
             let single = single_rate(&single_dir, op, count, run_for)?;
             let ratio = replicated / single.max(f64::MIN_POSITIVE);
             if as_json {
@@ -82,12 +83,13 @@ pub fn run(
                     out,
                     "{}",
                     json!({"op": op.name(), "clients": count, "cluster_ops_per_sec": replicated,
-                           "single_ops_per_sec": single, "ratio": ratio})
+                           "single_ops_per_sec": single, "ratio": ratio,
+                           "leader_records_per_sync": per_sync})
                 )?;
             } else {
                 writeln!(
                     out,
-                    "{:>8} {count:>7} {replicated:>12.0} {single:>12.0} {ratio:>7.2}",
+                    "{:>8} {count:>7} {replicated:>12.0} {single:>12.0} {ratio:>7.2} {per_sync:>9.1}",
                     op.name()
                 )?;
             }
@@ -136,13 +138,14 @@ fn key(client: u64, n: u64) -> Option<RequestKey> {
     })
 }
 
-/// Replicated operations per second with `count` clients, each on its own connection.
+/// Replicated operations per second with `count` clients, each on its own connection, and
+/// the records the leader's Raft log wrote per durable write meanwhile.
 async fn cluster_rate(
     cluster: &LocalCluster,
     op: Op,
     count: usize,
     run_for: Duration,
-) -> Result<f64> {
+) -> Result<(f64, f64)> {
     static RUN: AtomicU64 = AtomicU64::new(1);
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     // Each client's directory (creates) or file (writes), made first.
@@ -211,16 +214,26 @@ async fn cluster_rate(
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let leader = cluster.leader().await?;
+    let log_before = cluster.status(leader).await;
     let start_count = done.load(Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(run_for).await;
     let ops = done.load(Ordering::Relaxed) - start_count;
     let elapsed = started.elapsed();
+    let log_after = cluster.status(leader).await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await??;
     }
-    Ok(ops as f64 / elapsed.as_secs_f64())
+    let per_sync = match (log_before, log_after) {
+        (Some(before), Some(after)) if after.log_batches > before.log_batches => {
+            (after.log_records - before.log_records) as f64
+                / (after.log_batches - before.log_batches) as f64
+        }
+        _ => 0.0,
+    };
+    Ok((ops as f64 / elapsed.as_secs_f64(), per_sync))
 }
 
 /// One node's engine: durable operations per second from `count` threads.

@@ -218,6 +218,14 @@ async fn status(args: StatusArgs) -> Result<ExitCode> {
         show(seen.committed),
         show(seen.applied)
     );
+    if seen.log_batches > 0 {
+        println!(
+            "raft log since start: {} records in {} durable writes ({:.1} per write)",
+            seen.log_records,
+            seen.log_batches,
+            seen.log_records as f64 / seen.log_batches as f64
+        );
+    }
     for member in &seen.members {
         let role = if member.voter { "voter" } else { "learner" };
         let progress = match (member.matched, seen.last_log_index) {
