@@ -412,7 +412,10 @@ fn bench_cluster_reports_its_rows() {
         assert!(row["cluster_ops_per_sec"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["single_ops_per_sec"].as_f64().unwrap() > 0.0, "{row}");
         // Every replicated change is a record of the leader's log: at least one per sync.
-        assert!(row["leader_records_per_sync"].as_f64().unwrap() >= 1.0, "{row}");
+        assert!(
+            row["leader_records_per_sync"].as_f64().unwrap() >= 1.0,
+            "{row}"
+        );
     }
     assert_eq!(rows[4]["kills"], 1, "{said}");
     assert!(rows[4]["catch_up_mb"].as_f64().unwrap() >= 1.0, "{said}");
