@@ -327,20 +327,24 @@ impl SnapshotInbox {
         }
     }
 
-    /// Starts receiving a snapshot file of `len` bytes.
+    /// Starts receiving a snapshot file of `len` bytes. The length is only announced: the
+    /// file grows as bytes arrive (nothing is reserved for a length a peer made up), and a
+    /// length past the free space of the volume's file system is refused at once.
     pub fn receive(&self, len: u64) -> Result<Incoming, SnapshotError> {
         if len < BLOCK || !len.is_multiple_of(BLOCK) {
             return Err(SnapshotError::Damaged(format!(
                 "a snapshot of {len} bytes (not whole 4 KiB blocks)"
             )));
         }
+        if let Some(free) = self.device.free_bytes().filter(|&free| len > free) {
+            return Err(SnapshotError::Damaged(format!(
+                "a snapshot of {len} bytes; the volume's file system has {free} free"
+            )));
+        }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("{SNAPSHOT_INCOMING_PREFIX}{n}");
         let file = self.device.open(&name, true)?;
-        let ready = self
-            .device
-            .set_len(file, 0)
-            .and_then(|()| self.device.allocate(file, len));
+        let ready = self.device.set_len(file, 0);
         if let Err(e) = ready {
             self.device.close(file);
             let _ = self.device.remove(&name);

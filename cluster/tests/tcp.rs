@@ -15,7 +15,9 @@ use smlog_cluster::log_store::records::{LogIdRecord, VoteRecord};
 use smlog_cluster::node::raft_config;
 use smlog_cluster::raft::{NodeInfo, SnapshotPolicy};
 use smlog_cluster::tcp::{serve, Client, TcpNetwork};
-use smlog_cluster::wire::{write_frame, Request, Response, WriteRefusal};
+use smlog_cluster::wire::{
+    read_frame, write_frame, Request, Response, WriteRefusal, FRAME_BYTES_MAX,
+};
 use smlog_cluster::{Command, FileOp, Node, Reply};
 use smlog_recovery::harness::fs::tree_of;
 use smlog_recovery::OpenOptions;
@@ -342,6 +344,37 @@ async fn bad_input_on_the_wire_drops_the_connection_and_applies_nothing() {
         let _ = write_frame(&mut stream, &append).await;
     }
     assert!(closed(stream).await, "a node not in the membership");
+    // A member sending a snapshot piece announcing an absurd length: stored as it comes
+    // (nothing reserved for the length), and a piece out of order ends the connection.
+    let mut stream = raw(&target.addr).await;
+    let member = Peer {
+        id: 2,
+        incarnation: incarnation(2),
+    };
+    auth::dial(&mut stream, &key, member).await.unwrap();
+    let piece = |offset: u64| Request::Snapshot {
+        vote: VoteRecord {
+            term: 1,
+            node_id: 2,
+            committed: true,
+        },
+        meta: smlog_cluster::snapshot::SnapshotMetaRecord {
+            last_log_id: Some(LogIdRecord { term: 1, index: 5 }),
+            membership_log_id: None,
+            membership: smlog_cluster::log_store::records::MembershipRecord {
+                configs: Vec::new(),
+                nodes: Vec::new(),
+            },
+        },
+        len: 1 << 62,
+        offset,
+        bytes: vec![0; 4096],
+    };
+    write_frame(&mut stream, &piece(0)).await.unwrap();
+    let answer: Response = read_frame(&mut stream, FRAME_BYTES_MAX).await.unwrap();
+    assert_eq!(answer, Response::Done);
+    write_frame(&mut stream, &piece(1 << 20)).await.unwrap();
+    assert!(closed(stream).await, "a snapshot piece out of order");
     // A command (no node id) sending a Raft message.
     let mut client = Client::connect(&target.addr, &key).await.unwrap();
     assert!(
