@@ -101,6 +101,27 @@ pub struct SimReport {
     pub snapshots_installed: u64,
 }
 
+impl std::fmt::Display for SimReport {
+    /// One line: what the runs checked.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} operations ({} acknowledged, {} unknown), {} log entries checked against the \
+             reference, {} partitions, {} node crashes, {} membership changes, {} terms with \
+             a leader, {} snapshots installed",
+            self.ops,
+            self.acknowledged,
+            self.unknown,
+            self.entries_checked,
+            self.partitions,
+            self.crashes,
+            self.membership_changes,
+            self.terms_with_leader,
+            self.snapshots_installed
+        )
+    }
+}
+
 impl SimReport {
     /// Adds `other`'s counts to these (a run of many seeds).
     pub fn add(&mut self, other: &SimReport) {
