@@ -20,8 +20,10 @@
 //! simulated device; nodes replicate a volume through crashes and failovers, in one process
 //! and over TCP, run by `smlog cluster` ([`node_dir`], [`server`]); the cluster simulation
 //! (feature `sim`) checks seeded histories for linearizability; a node behind the purged
-//! log installs a snapshot of the leader's volume ([`snapshot`]). Not built yet: a mount on
-//! a cluster node, fully deterministic replay of a simulation seed.
+//! log installs a snapshot of the leader's volume ([`snapshot`]); a file server on a node
+//! (the FUSE mount, an NFS front end) serves the volume through [`served`], with
+//! read-your-writes and the node's applied changes to invalidate its caches. Not built
+//! yet: fully deterministic replay of a simulation seed.
 
 pub mod auth;
 pub mod command;
@@ -29,6 +31,7 @@ pub mod log_store;
 pub mod node;
 pub mod node_dir;
 pub mod raft;
+pub mod served;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -9,7 +9,7 @@ use smlog::io::Device;
 use smlog::Engine;
 use smlog_recovery::OpenOptions;
 
-use crate::command::{Command, Reply};
+use crate::command::Command;
 use crate::log_store::{LogStore, OpenError};
 use crate::raft::{
     metrics_of, ClientWriteError, Config, NetSnapshot, NodeId, Raft, RaftError, RaftMetrics,
@@ -17,6 +17,7 @@ use crate::raft::{
 };
 use crate::snapshot::{SnapshotFile, SnapshotInbox};
 use crate::state_machine::{MachineError, Observer, Volume, VolumeMachine};
+use crate::wire::Written;
 
 /// Heartbeats every 250 ms; a follower campaigns after 1.5-2 s without hearing its leader.
 ///
@@ -205,11 +206,14 @@ impl<D: Device> Node<D> {
         &self.log
     }
 
-    /// Replicates `command` (this node must be the leader) and returns what applying it
-    /// gave, once a quorum has it durably and this node applied it.
-    pub async fn write(&self, command: Command) -> Result<Reply, WriteError> {
+    /// Replicates `command` (this node must be the leader) and returns its entry's index
+    /// and what applying it gave, once a quorum has it durably and this node applied it.
+    pub async fn write(&self, command: Command) -> Result<Written, WriteError> {
         match self.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
+            Ok(response) => Ok(Written {
+                index: response.log_id.index,
+                reply: response.data,
+            }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(WriteError::NotLeader {
                     leader: forward.leader_id,

@@ -164,6 +164,14 @@ impl NodeDir {
         })
     }
 
+    /// Who this node is on the wire: its id and its directory's incarnation.
+    pub fn peer(&self) -> crate::auth::Peer {
+        crate::auth::Peer {
+            id: self.id,
+            incarnation: self.incarnation,
+        }
+    }
+
     /// The Raft log's directory.
     pub fn raft_dir(&self) -> PathBuf {
         self.path.join("raft")

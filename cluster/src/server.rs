@@ -12,12 +12,12 @@ use smlog_recovery::OpenOptions;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::auth::Peer;
 use crate::node::{
     raft_config, Node, StartError, ELECTION_TIMEOUT_MAX, ELECTION_TIMEOUT_MIN, HEARTBEAT_INTERVAL,
 };
 use crate::node_dir::NodeDir;
 use crate::raft::NodeInfo;
+use crate::state_machine::Observer;
 use crate::tcp::{serve, TcpNetwork};
 
 /// Why a node could not start serving.
@@ -81,6 +81,17 @@ impl Server {
         devices: DeviceOptions,
         engine: EngineOptions,
     ) -> Result<Server, ServeError> {
+        Server::start_observed(dir, devices, engine, None).await
+    }
+
+    /// [`Server::start`] with an observer of what the volume applies and installs (a file
+    /// server on the node: [`crate::served::changes`]).
+    pub async fn start_observed(
+        dir: &NodeDir,
+        devices: DeviceOptions,
+        engine: EngineOptions,
+        observer: Option<Observer>,
+    ) -> Result<Server, ServeError> {
         let has_log = |path: std::path::PathBuf| path.join("LOG").exists();
         if !has_log(dir.raft_dir()) && has_log(dir.volume_dir()) {
             return Err(ServeError::LostLog {
@@ -112,19 +123,13 @@ impl Server {
             ELECTION_TIMEOUT_MIN,
             ELECTION_TIMEOUT_MAX,
         );
-        let node = Node::start(
+        let node = Node::start_observed(
             dir.id,
-            Arc::new(raft_device),
-            Arc::new(volume_device),
+            (Arc::new(raft_device), Arc::new(volume_device)),
             options,
             config,
-            TcpNetwork::new(
-                dir.key.clone(),
-                Peer {
-                    id: dir.id,
-                    incarnation: dir.incarnation,
-                },
-            ),
+            TcpNetwork::new(dir.key.clone(), dir.peer()),
+            observer,
         )
         .await?;
         let node = Arc::new(node);

@@ -339,7 +339,7 @@ impl Sim {
             let attempt =
                 tokio::time::timeout(Duration::from_millis(500), node.write(command.clone()));
             match attempt.await {
-                Ok(Ok(reply)) => return Some(reply),
+                Ok(Ok(written)) => return Some(written.reply),
                 Ok(Err(WriteError::NotLeader { leader })) => target = leader,
                 Ok(Err(_)) | Err(_) => target = None,
             }

@@ -113,7 +113,7 @@ impl<D: Device> Volume<D> {
 /// What a volume's state machine did, as an [`Observer`] hears it.
 #[derive(Debug)]
 pub enum MachineEvent<'a> {
-    /// An entry was applied (its reply is being sent).
+    /// An entry was applied: the volume holds its effect (its reply is sent next).
     Applied(&'a crate::raft::Entry),
     /// A snapshot was installed in place of the volume.
     Installed(&'a SnapshotMeta),
@@ -355,21 +355,24 @@ impl<D: Device> RaftStateMachine<TypeConfig> for VolumeMachine<D> {
             let mut work = Vec::with_capacity(batch.len());
             let mut responders = Vec::with_capacity(batch.len());
             for (entry, responder) in batch {
-                if let Some(observer) = &self.observer {
-                    observer(MachineEvent::Applied(&entry));
-                }
                 work.push(entry);
                 responders.push(responder);
             }
             let log = self.log.clone();
             let engine = self.volume.engine();
             let device = Arc::clone(&self.device);
-            let (replies, membership) =
-                tokio::task::spawn_blocking(move || apply_batch(log, &engine, &device, work))
-                    .await
-                    .map_err(fatal)??;
+            let (work, replies, membership) = tokio::task::spawn_blocking(move || {
+                apply_batch(log, &engine, &device, &work).map(|(r, m)| (work, r, m))
+            })
+            .await
+            .map_err(fatal)??;
             if let Some(membership) = membership {
                 self.membership = membership;
+            }
+            if let Some(observer) = &self.observer {
+                for entry in &work {
+                    observer(MachineEvent::Applied(entry));
+                }
             }
             for ((log_id, reply), responder) in replies.into_iter().zip(responders) {
                 self.applied = Some(log_id);
@@ -483,7 +486,7 @@ fn apply_batch<D: Device>(
     log: Option<crate::log_store::LogStore<D>>,
     engine: &Engine<D>,
     device: &D,
-    entries: Vec<crate::raft::Entry>,
+    entries: &[crate::raft::Entry],
 ) -> io::Result<(Vec<(LogId, Reply)>, Option<StoredMembership>)> {
     if let (Some(log), Some(last)) = (&log, entries.last()) {
         log.wait_entry_durable(last.log_id.index).map_err(fatal)?;
@@ -492,18 +495,18 @@ fn apply_batch<D: Device>(
     let mut saved = None;
     for entry in entries {
         let log_id = entry.log_id;
-        let reply = match entry.payload {
+        let reply = match &entry.payload {
             EntryPayload::Blank => Reply(Ok(TxnResult::Done)),
             EntryPayload::Normal(command) => {
                 let id = EntryId {
                     term: log_id.leader_id.term,
                     index: log_id.index,
                 };
-                apply_command(engine, &command, id)?
+                apply_command(engine, command, id)?
             }
             EntryPayload::Membership(membership) => {
-                save_membership(engine, device, log_id, &membership)?;
-                saved = Some(StoredMembership::new(Some(log_id), membership));
+                save_membership(engine, device, log_id, membership)?;
+                saved = Some(StoredMembership::new(Some(log_id), membership.clone()));
                 Reply(Ok(TxnResult::Done))
             }
         };

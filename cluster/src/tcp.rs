@@ -23,7 +23,9 @@ use crate::raft::{
     StreamingError, TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
 };
 use crate::snapshot::{Incoming, SnapshotError, SnapshotFile, SNAPSHOT_CHUNK_BYTES};
-use crate::wire::{read_frame, write_frame, Request, Response, WriteRefusal, FRAME_BYTES_MAX};
+use crate::wire::{
+    read_frame, write_frame, Request, Response, WriteRefusal, Written, FRAME_BYTES_MAX,
+};
 
 /// How long a snapshot's last piece may take to be installed.
 const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -33,12 +35,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An authenticated connection to one node.
 #[derive(Debug)]
-struct Link {
+pub(crate) struct Link {
     stream: TcpStream,
 }
 
 impl Link {
-    async fn open(addr: &str, key: &ClusterKey, me: Peer) -> Result<(Link, Peer), String> {
+    pub(crate) async fn open(
+        addr: &str,
+        key: &ClusterKey,
+        me: Peer,
+    ) -> Result<(Link, Peer), String> {
         let connect = async {
             let mut stream = TcpStream::connect(addr)
                 .await
@@ -54,7 +60,7 @@ impl Link {
             .map_err(|_| format!("{addr}: no answer within {CONNECT_TIMEOUT:?}"))?
     }
 
-    async fn call(&mut self, request: &Request) -> Result<Response, String> {
+    pub(crate) async fn call(&mut self, request: &Request) -> Result<Response, String> {
         write_frame(&mut self.stream, request)
             .await
             .map_err(|e| e.to_string())?;
@@ -506,9 +512,9 @@ async fn write<D: Device>(
     node: &Node<D>,
     command: crate::command::Command,
     forward_with: Option<(&ClusterKey, Peer)>,
-) -> Result<crate::command::Reply, WriteRefusal> {
+) -> Result<Written, WriteRefusal> {
     let refusal = match node.write(command.clone()).await {
-        Ok(reply) => return Ok(reply),
+        Ok(written) => return Ok(written),
         Err(WriteError::NotLeader { leader }) => WriteRefusal::NotLeader {
             leader,
             addr: leader.and_then(|id| address_of(&node.metrics(), id)),

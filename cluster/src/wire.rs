@@ -17,7 +17,7 @@ use crate::log_store::records::{EntryRecord, LogIdRecord, VoteRecord};
 use crate::snapshot::SnapshotMetaRecord;
 
 /// The protocol version a [`crate::auth::Hello`] names; another is refused.
-pub const WIRE_VERSION: u32 = 2;
+pub const WIRE_VERSION: u32 = 3;
 /// The largest frame after authentication (32 MiB: a batch of at most
 /// [`crate::node::ENTRIES_PER_APPEND_MAX`] entries of at most 64 KiB of data each, with room).
 pub const FRAME_BYTES_MAX: u32 = 32 << 20;
@@ -94,6 +94,17 @@ pub enum AppendOutcome {
     HigherVote(VoteRecord),
 }
 
+/// A write applied on the leader: its entry's index (a node serving a file server waits
+/// until it applied that index itself before answering: read-your-writes) and what
+/// applying it gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// The entry's index in the Raft log.
+    pub index: u64,
+    /// What applying it gave (the same on every node).
+    pub reply: Reply,
+}
+
 /// Why a write was refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteRefusal {
@@ -163,7 +174,7 @@ pub enum Response {
         last: Option<LogIdRecord>,
     },
     /// To [`Request::Write`].
-    Write(Result<Reply, WriteRefusal>),
+    Write(Result<Written, WriteRefusal>),
     /// To [`Request::Status`].
     Status(StatusReport),
     /// A membership change is done, or a snapshot's piece is stored.

@@ -13,7 +13,9 @@ use smlog_cluster::log_store::records::{
     EntryRecord, LogIdRecord, MembershipRecord, PayloadRecord, RaftRecord, StateRecord, VoteRecord,
 };
 use smlog_cluster::snapshot::{SnapshotHeader, SnapshotMetaRecord};
-use smlog_cluster::wire::{AppendOutcome, Member, Request, Response, StatusReport, WriteRefusal};
+use smlog_cluster::wire::{
+    AppendOutcome, Member, Request, Response, StatusReport, WriteRefusal, Written,
+};
 use smlog_cluster::{Command, FileOp, Reply};
 
 const KEY: RequestKey = RequestKey {
@@ -202,7 +204,10 @@ fn responses() -> Vec<Response> {
             granted: true,
             last: Some(log_id()),
         },
-        Response::Write(Ok(Reply(Err(17)))),
+        Response::Write(Ok(Written {
+            index: 300,
+            reply: Reply(Err(17)),
+        })),
         Response::Status(StatusReport {
             id: 1,
             state: "Leader".into(),
@@ -301,7 +306,7 @@ fn cases() -> Vec<(String, &'static str, String, Vec<u8>)> {
 /// The handshake's frames (structs: no tag), pinned.
 fn handshake() -> Vec<(String, Vec<u8>)> {
     let hello = Hello {
-        version: 2,
+        version: 3,
         cluster_id: 0x0123_4567_89ab_cdef,
         node_id: 2,
         incarnation: 0xfeed,
@@ -368,7 +373,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Request::Snapshot", "060203010102f0a20401010101010101010161058040802002eeee"),
     ("Response::Append", "0000"),
     ("Response::Vote", "01020301010102f0a204"),
-    ("Response::Write", "02000122"),
+    ("Response::Write", "0200ac020122"),
     ("Response::Status", "0301064c656164657202010101090109010801010161010109ac0214"),
     ("Response::Done", "04"),
     ("Response::Failed", "05026e6f"),
@@ -380,7 +385,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("WriteRefusal::NotLeader", "000102010162"),
     ("WriteRefusal::Unknown", "01"),
     ("WriteRefusal::Stopped", "020178"),
-    ("Hello", "02ef9bafcdf8acd1910102edfd03aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+    ("Hello", "03ef9bafcdf8acd1910102edfd03aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
     ("Challenge", "03effd02bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbcccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"),
     ("Proof", "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"),
     ("SnapshotHeader", "534d4c47534e41500100000018000000bbbe97860102f0a20401010101010101010161058827f8acd1910103"),

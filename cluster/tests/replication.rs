@@ -116,7 +116,7 @@ impl Cluster {
         for _ in 0..100 {
             let leader = self.leader().await;
             match self.node(leader).write(command.clone()).await {
-                Ok(reply) => return reply,
+                Ok(written) => return written.reply,
                 Err(WriteError::NotLeader { .. } | WriteError::Unknown) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -353,7 +353,7 @@ async fn three_nodes_replicate_a_volume_through_crashes_and_a_failover() {
         },
     };
     let first = cluster.node(leader).write(retried.clone()).await.unwrap();
-    let Reply(Ok(TxnResult::Ino(ino))) = first else {
+    let Reply(Ok(TxnResult::Ino(ino))) = first.reply else {
         panic!("create answered {first:?}");
     };
     model
@@ -374,7 +374,11 @@ async fn three_nodes_replicate_a_volume_through_crashes_and_a_failover() {
         "{refused:?}"
     );
     let again = cluster.node(new_leader).write(retried).await.unwrap();
-    assert_eq!(again, Reply(Ok(TxnResult::Ino(ino))), "the retry ran twice");
+    assert_eq!(
+        again.reply,
+        Reply(Ok(TxnResult::Ino(ino))),
+        "the retry ran twice"
+    );
 
     let ops: Vec<FsOp> = (100..140)
         .map(|i| random_op(&mut rng, i, DIRS, NAMES))

@@ -16,7 +16,7 @@ use smlog_cluster::node::raft_config;
 use smlog_cluster::raft::{NodeInfo, SnapshotPolicy};
 use smlog_cluster::tcp::{serve, Client, TcpNetwork};
 use smlog_cluster::wire::{
-    read_frame, write_frame, Request, Response, WriteRefusal, FRAME_BYTES_MAX,
+    read_frame, write_frame, Request, Response, WriteRefusal, Written, FRAME_BYTES_MAX,
 };
 use smlog_cluster::{Command, FileOp, Node, Reply};
 use smlog_recovery::harness::fs::tree_of;
@@ -143,7 +143,7 @@ async fn write(key: &ClusterKey, nodes: &BTreeMap<u64, Running>, command: &Comma
     for _ in 0..200 {
         if let Ok(mut client) = Client::connect(&addr, key).await {
             match client.call(&Request::Write(command.clone())).await {
-                Ok(Response::Write(Ok(reply))) => return reply,
+                Ok(Response::Write(Ok(written))) => return written.reply,
                 Ok(Response::Write(Err(WriteRefusal::NotLeader {
                     addr: Some(leader), ..
                 }))) => {
@@ -211,7 +211,13 @@ async fn three_nodes_over_tcp_replicate_report_and_fail_over() {
         .await
         .unwrap();
     assert!(
-        matches!(forwarded, Response::Write(Ok(Reply(Ok(TxnResult::Ino(_)))))),
+        matches!(
+            forwarded,
+            Response::Write(Ok(Written {
+                reply: Reply(Ok(TxnResult::Ino(_))),
+                ..
+            }))
+        ),
         "{forwarded:?}"
     );
     // The leader reports every member a voter, each with its replication progress.

@@ -235,7 +235,7 @@ impl Writer {
             }
             if let Some((_, client)) = &mut self.client {
                 match client.call(&Request::Write(command.clone())).await {
-                    Ok(Response::Write(Ok(reply))) => return Ok(reply),
+                    Ok(Response::Write(Ok(written))) => return Ok(written.reply),
                     Ok(Response::Write(Err(WriteRefusal::NotLeader {
                         addr: Some(leader),
                         ..

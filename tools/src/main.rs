@@ -15,6 +15,7 @@ mod demo_cluster;
 mod inspect;
 mod local_cluster;
 mod mount;
+mod mount_cluster;
 mod torture;
 mod torture_cluster;
 mod txn;
@@ -40,7 +41,8 @@ enum Command {
     /// Serve the engine in DIR as a file system on MOUNTPOINT through FUSE: recovers DIR
     /// (creating a file system when it is empty), serves until unmounted or signalled
     /// (SIGINT, SIGTERM: unmount, sync, checkpoint). A directory holding anything else is
-    /// never formatted over.
+    /// never formatted over. With --node, DIR is a cluster node's directory: the mount
+    /// runs the node and serves the replicated volume.
     Mount(mount::MountArgs),
     /// Create a new, empty file system in DIR (made when missing; it must be empty).
     Format(txn::FormatArgs),

@@ -12,31 +12,33 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags as FuseRenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, Session, SessionACL, TimeOrNow, WriteFlags,
+    InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags,
+    RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    Session, SessionACL, TimeOrNow, WriteFlags,
 };
 use nix::sys::signal::{SigSet, Signal};
 use smlog::constants::{NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX};
 use smlog::io::Device;
 use smlog::serve::{st_blocks, system_time, time_of, DirStream, STAT_BLOCK_SIZE_BYTES};
 use smlog::{
-    Durability, Engine, FileKind, FsError, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat, Time,
+    Durability, Engine, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat, Time,
     TxnOptions,
 };
+use smlog_cluster::served::ChangeError;
 use smlog_recovery::OpenOptions;
 
 use crate::OpenArgs;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// How long the kernel may cache attributes and names: the engine is the only writer.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache attributes and names, by default (`--cache-seconds`).
+const TTL_DEFAULT_SECONDS: u64 = 1;
 
 /// A busy unmount on a signal is tried this many more times, this far apart (5 s).
 const UNMOUNT_TRIES: u32 = 50;
@@ -67,6 +69,15 @@ pub struct MountArgs {
     /// Threads serving requests.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// DIR is a cluster node's directory (`smlog cluster init`): run the node, as `smlog
+    /// cluster serve` does, and mount the replicated volume. Changes go through Raft (to
+    /// the leader), each durable on a quorum before it returns; reads are this node's;
+    /// what other nodes change is invalidated in this kernel's caches as it is applied.
+    #[arg(long)]
+    pub node: bool,
+    /// How long the kernel may cache attributes and names, in seconds.
+    #[arg(long = "cache-seconds", default_value_t = TTL_DEFAULT_SECONDS)]
+    pub cache_seconds: u64,
     /// Let the kernel cache writes and send them in large batches (FUSE writeback
     /// cache). fsync still writes them back and makes them durable first; data not yet
     /// written back is lost with the mount process, as with any unsynced write.
@@ -76,11 +87,134 @@ pub struct MountArgs {
     pub open: OpenArgs,
 }
 
-/// The file system: an engine and the open directory streams.
+/// What a change through a [`Backend`] gives.
+pub type Changed<T> = std::result::Result<T, ChangeError>;
+
+/// What a mount serves: an engine's reads, and its changes made through the engine itself
+/// ([`LocalVolume`]) or replicated through a cluster ([`crate::mount_cluster`]).
+pub trait Backend: Send + Sync + 'static {
+    /// The engine's device.
+    type Device: Device;
+    /// The engine reads come from now.
+    fn engine(&self) -> Arc<Engine<Self::Device>>;
+    /// [`Engine::create`].
+    fn create(&self, parent: Ino, name: &[u8], attrs: NewAttrs) -> Changed<Stat>;
+    /// [`Engine::mkdir`].
+    fn mkdir(&self, parent: Ino, name: &[u8], attrs: NewAttrs) -> Changed<Stat>;
+    /// [`Engine::symlink`].
+    fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], attrs: NewAttrs) -> Changed<Stat>;
+    /// [`Engine::link`].
+    fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat>;
+    /// [`Engine::unlink`].
+    fn unlink(&self, parent: Ino, name: &[u8]) -> Changed<()>;
+    /// [`Engine::rmdir`].
+    fn rmdir(&self, parent: Ino, name: &[u8]) -> Changed<()>;
+    /// [`Engine::rename`].
+    fn rename(&self, from: (Ino, &[u8]), to: (Ino, &[u8]), flags: RenameFlags) -> Changed<()>;
+    /// [`Engine::write`].
+    fn write(&self, ino: Ino, offset: u64, data: &[u8]) -> Changed<u64>;
+    /// [`Engine::setattr`].
+    fn setattr(&self, ino: Ino, changes: SetAttrChanges) -> Changed<Stat>;
+    /// Makes every change acknowledged before it durable.
+    fn sync(&self) -> Changed<()>;
+}
+
+/// One engine, changed directly: `Async` changes made durable by `fsync`, or `Sync` ones.
 #[derive(Debug)]
-pub struct SmlogFs<D: Device> {
-    engine: Engine<D>,
-    durability: Durability,
+pub struct LocalVolume<D: Device> {
+    engine: Arc<Engine<D>>,
+    options: TxnOptions,
+}
+
+impl<D: Device> LocalVolume<D> {
+    /// Serves `engine`, each change with `durability`.
+    pub fn new(engine: Engine<D>, durability: Durability) -> LocalVolume<D> {
+        LocalVolume {
+            engine: Arc::new(engine),
+            options: durability.into(),
+        }
+    }
+}
+
+impl<D: Device + 'static> Backend for LocalVolume<D> {
+    type Device = D;
+
+    fn engine(&self) -> Arc<Engine<D>> {
+        Arc::clone(&self.engine)
+    }
+
+    fn create(&self, parent: Ino, name: &[u8], attrs: NewAttrs) -> Changed<Stat> {
+        Ok(self.engine.create(parent, name, attrs, self.options)?)
+    }
+
+    fn mkdir(&self, parent: Ino, name: &[u8], attrs: NewAttrs) -> Changed<Stat> {
+        Ok(self.engine.mkdir(parent, name, attrs, self.options)?)
+    }
+
+    fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], attrs: NewAttrs) -> Changed<Stat> {
+        Ok(self
+            .engine
+            .symlink(parent, name, target, attrs, self.options)?)
+    }
+
+    fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat> {
+        Ok(self.engine.link(ino, parent, name, self.options)?)
+    }
+
+    fn unlink(&self, parent: Ino, name: &[u8]) -> Changed<()> {
+        Ok(self.engine.unlink(parent, name, self.options)?)
+    }
+
+    fn rmdir(&self, parent: Ino, name: &[u8]) -> Changed<()> {
+        Ok(self.engine.rmdir(parent, name, self.options)?)
+    }
+
+    fn rename(
+        &self,
+        (from_parent, from_name): (Ino, &[u8]),
+        (to_parent, to_name): (Ino, &[u8]),
+        flags: RenameFlags,
+    ) -> Changed<()> {
+        Ok(self.engine.rename(
+            from_parent,
+            from_name,
+            to_parent,
+            to_name,
+            flags,
+            self.options,
+        )?)
+    }
+
+    fn write(&self, ino: Ino, offset: u64, data: &[u8]) -> Changed<u64> {
+        Ok(self.engine.write(ino, offset, data, self.options)?)
+    }
+
+    fn setattr(&self, ino: Ino, changes: SetAttrChanges) -> Changed<Stat> {
+        Ok(self.engine.setattr(ino, changes, self.options)?)
+    }
+
+    fn sync(&self) -> Changed<()> {
+        Ok(self.engine.sync()?)
+    }
+}
+
+impl MountArgs {
+    /// How long the kernel may cache attributes and names.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_seconds)
+    }
+}
+
+/// The file system: a backend and the open directory streams.
+#[derive(Debug)]
+pub struct SmlogFs<B: Backend> {
+    backend: B,
+    /// How long the kernel may cache attributes and names.
+    ttl: Duration,
+    /// Others change the volume too (a cluster): the kernel drops cached pages of a file
+    /// whose size or mtime it sees change (FUSE_AUTO_INVAL_DATA), and a write is at most
+    /// one replicated command.
+    shared: bool,
     writeback_cache: bool,
     streams: Mutex<HashMap<u64, DirStream>>,
     next_fh: AtomicU64,
@@ -125,12 +259,13 @@ fn time_or_now(time: TimeOrNow) -> Time {
 /// Inode numbers are never reused: one generation for all.
 const GENERATION: Generation = Generation(0);
 
-impl<D: Device> SmlogFs<D> {
-    /// Serves `engine`.
-    pub fn new(engine: Engine<D>, durability: Durability, writeback_cache: bool) -> SmlogFs<D> {
+impl<B: Backend> SmlogFs<B> {
+    /// Serves `backend`; the kernel caches attributes and names for `ttl`.
+    pub fn new(backend: B, ttl: Duration, shared: bool, writeback_cache: bool) -> SmlogFs<B> {
         SmlogFs {
-            engine,
-            durability,
+            backend,
+            ttl,
+            shared,
             writeback_cache,
             streams: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -138,13 +273,10 @@ impl<D: Device> SmlogFs<D> {
         }
     }
 
-    fn options(&self) -> TxnOptions {
-        self.durability.into()
-    }
-
     /// The errno for `error`; the first sign that the engine stopped is logged, once.
-    fn errno(&self, error: FsError) -> Errno {
-        if let Some(why) = self.engine.stopped() {
+    fn errno(&self, error: impl Into<ChangeError>) -> Errno {
+        let error = error.into();
+        if let Some(why) = self.backend.engine().stopped() {
             if !self.said_stopped.swap(true, Ordering::Relaxed) {
                 eprintln!(
                     "smlog mount: the engine stopped ({why}); the file system is read-only \
@@ -169,7 +301,7 @@ impl<D: Device> SmlogFs<D> {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let stream = streams.get_mut(&fh.0).ok_or(Errno::EBADF)?;
         stream
-            .read(&self.engine, offset, limit)
+            .read(&self.backend.engine(), offset, limit)
             .map_err(|e| self.errno(e))
     }
 
@@ -181,21 +313,33 @@ impl<D: Device> SmlogFs<D> {
         }
     }
 
-    fn reply_entry(&self, result: std::result::Result<Stat, FsError>, reply: ReplyEntry) {
+    fn reply_entry<E: Into<ChangeError>>(
+        &self,
+        result: std::result::Result<Stat, E>,
+        reply: ReplyEntry,
+    ) {
         match result {
-            Ok(attr) => reply.entry(&TTL, &file_attr(&attr), GENERATION),
+            Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), GENERATION),
             Err(e) => reply.error(self.errno(e)),
         }
     }
 
-    fn reply_attr(&self, result: std::result::Result<Stat, FsError>, reply: ReplyAttr) {
+    fn reply_attr<E: Into<ChangeError>>(
+        &self,
+        result: std::result::Result<Stat, E>,
+        reply: ReplyAttr,
+    ) {
         match result {
-            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
+            Ok(attr) => reply.attr(&self.ttl, &file_attr(&attr)),
             Err(e) => reply.error(self.errno(e)),
         }
     }
 
-    fn reply_empty(&self, result: std::result::Result<(), FsError>, reply: ReplyEmpty) {
+    fn reply_empty<E: Into<ChangeError>>(
+        &self,
+        result: std::result::Result<(), E>,
+        reply: ReplyEmpty,
+    ) {
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(e)),
@@ -203,10 +347,19 @@ impl<D: Device> SmlogFs<D> {
     }
 }
 
-impl<D: Device + 'static> Filesystem for SmlogFs<D> {
+impl<B: Backend> Filesystem for SmlogFs<B> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Larger writes are fewer transactions; the kernel lowers it to what it can do.
-        let _ = config.set_max_write(WRITE_SIZE_BYTES_MAX as u32);
+        // Larger writes are fewer transactions; the kernel lowers it to what it can do. A
+        // replicated write is at most one command.
+        let max_write = if self.shared {
+            smlog_cluster::command::WRITE_BYTES_MAX
+        } else {
+            WRITE_SIZE_BYTES_MAX
+        };
+        let _ = config.set_max_write(max_write as u32);
+        if self.shared {
+            let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        }
         // Each is optional: a kernel without one serves without it.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config
@@ -222,17 +375,20 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
     }
 
     fn destroy(&mut self) {
-        if let Err(e) = self.engine.sync() {
+        if let Err(e) = self.backend.sync() {
             eprintln!("smlog mount: the final sync failed: {e}");
         }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(self.engine.lookup(Ino(parent.0), name.as_bytes()), reply);
+        self.reply_entry(
+            self.backend.engine().lookup(Ino(parent.0), name.as_bytes()),
+            reply,
+        );
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.reply_attr(self.engine.getattr(Ino(ino.0)), reply);
+        self.reply_attr(self.backend.engine().getattr(Ino(ino.0)), reply);
     }
 
     fn setattr(
@@ -261,14 +417,11 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
             atime: atime.map(time_or_now),
             mtime: mtime.map(time_or_now),
         };
-        self.reply_attr(
-            self.engine.setattr(Ino(ino.0), changes, self.options()),
-            reply,
-        );
+        self.reply_attr(self.backend.setattr(Ino(ino.0), changes), reply);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.engine.readlink(Ino(ino.0)) {
+        match self.backend.engine().readlink(Ino(ino.0)) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -289,9 +442,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
             return reply.error(Errno::EPERM);
         }
         let attrs = Self::new_attrs(req, mode, umask);
-        let result = self
-            .engine
-            .create(Ino(parent.0), name.as_bytes(), attrs, self.options());
+        let result = self.backend.create(Ino(parent.0), name.as_bytes(), attrs);
         self.reply_entry(result, reply);
     }
 
@@ -305,23 +456,17 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         reply: ReplyEntry,
     ) {
         let attrs = Self::new_attrs(req, mode, umask);
-        let result = self
-            .engine
-            .mkdir(Ino(parent.0), name.as_bytes(), attrs, self.options());
+        let result = self.backend.mkdir(Ino(parent.0), name.as_bytes(), attrs);
         self.reply_entry(result, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = self
-            .engine
-            .unlink(Ino(parent.0), name.as_bytes(), self.options());
+        let result = self.backend.unlink(Ino(parent.0), name.as_bytes());
         self.reply_empty(result, reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let result = self
-            .engine
-            .rmdir(Ino(parent.0), name.as_bytes(), self.options());
+        let result = self.backend.rmdir(Ino(parent.0), name.as_bytes());
         self.reply_empty(result, reply);
     }
 
@@ -338,12 +483,11 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
             uid: req.uid(),
             gid: req.gid(),
         };
-        let result = self.engine.symlink(
+        let result = self.backend.symlink(
             Ino(parent.0),
             link_name.as_bytes(),
             target.as_os_str().as_bytes(),
             attrs,
-            self.options(),
         );
         self.reply_entry(result, reply);
     }
@@ -366,13 +510,10 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
             no_replace: flags.contains(FuseRenameFlags::RENAME_NOREPLACE),
             exchange: flags.contains(FuseRenameFlags::RENAME_EXCHANGE),
         };
-        let result = self.engine.rename(
-            Ino(parent.0),
-            name.as_bytes(),
-            Ino(newparent.0),
-            newname.as_bytes(),
+        let result = self.backend.rename(
+            (Ino(parent.0), name.as_bytes()),
+            (Ino(newparent.0), newname.as_bytes()),
             flags,
-            self.options(),
         );
         self.reply_empty(result, reply);
     }
@@ -385,18 +526,16 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let result = self.engine.link(
-            Ino(ino.0),
-            Ino(newparent.0),
-            newname.as_bytes(),
-            self.options(),
-        );
+        let result = self
+            .backend
+            .link(Ino(ino.0), Ino(newparent.0), newname.as_bytes());
         self.reply_entry(result, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.engine.open(Ino(ino.0)) {
-            // Every change comes through this mount: cached pages stay valid across opens.
+        match self.backend.engine().open(Ino(ino.0)) {
+            // Every change comes through this mount, or (a cluster) invalidates the pages
+            // it changed: cached pages stay valid across opens.
             Ok(_) => reply.opened(FileHandle(ino.0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -413,7 +552,11 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.engine.read(Ino(ino.0), offset, size as usize) {
+        match self
+            .backend
+            .engine()
+            .read(Ino(ino.0), offset, size as usize)
+        {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -431,7 +574,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.engine.write(Ino(ino.0), offset, data, self.options()) {
+        match self.backend.write(Ino(ino.0), offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.errno(e)),
         }
@@ -459,7 +602,7 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.reply_empty(self.engine.release(Ino(ino.0)), reply);
+        self.reply_empty(self.backend.engine().release(Ino(ino.0)), reply);
     }
 
     fn fsync(
@@ -470,11 +613,11 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.reply_empty(self.engine.sync(), reply);
+        self.reply_empty(self.backend.sync(), reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.engine.getattr(Ino(ino.0)) {
+        match self.backend.engine().getattr(Ino(ino.0)) {
             Ok(attr) if attr.kind == FileKind::Dir => {
                 let fh = self.stream_fh();
                 let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
@@ -521,13 +664,13 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
             Ok(entries) => {
                 for entry in entries {
                     // Removed since the stream read it: skip rather than fail the batch.
-                    let Ok(attr) = self.engine.getattr(entry.ino) else {
+                    let Ok(attr) = self.backend.engine().getattr(entry.ino) else {
                         continue;
                     };
                     let name = OsStr::from_bytes(&entry.name);
                     let attr = file_attr(&attr);
                     let ino = INodeNo(entry.ino.get());
-                    if reply.add(ino, entry.offset, name, &TTL, &attr, GENERATION) {
+                    if reply.add(ino, entry.offset, name, &self.ttl, &attr, GENERATION) {
                         break;
                     }
                 }
@@ -558,11 +701,11 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.reply_empty(self.engine.sync(), reply);
+        self.reply_empty(self.backend.sync(), reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.engine.statfs() {
+        match self.backend.engine().statfs() {
             Ok(s) => {
                 let files_max = u64::from(u32::MAX);
                 reply.statfs(
@@ -600,12 +743,12 @@ impl<D: Device + 'static> Filesystem for SmlogFs<D> {
         }
         let attrs = Self::new_attrs(req, mode, umask);
         let created = self
-            .engine
-            .create(Ino(parent.0), name.as_bytes(), attrs, self.options())
-            .and_then(|attr| self.engine.open(attr.ino));
+            .backend
+            .create(Ino(parent.0), name.as_bytes(), attrs)
+            .and_then(|attr| Ok(self.backend.engine().open(attr.ino)?));
         match created {
             Ok(attr) => reply.created(
-                &TTL,
+                &self.ttl,
                 &file_attr(&attr),
                 GENERATION,
                 FileHandle(attr.ino.get()),
@@ -667,7 +810,7 @@ fn unmount(mountpoint: &Path) -> std::io::Result<()> {
 }
 
 /// `smlog mount`: recover, mount, serve until unmounted or signalled, then sync and
-/// checkpoint.
+/// checkpoint; or, with `--node`, run a cluster node and mount its replicated volume.
 pub fn run(args: MountArgs) -> Result<ExitCode> {
     if !Path::new("/dev/fuse").exists() {
         return Err("/dev/fuse is missing: this kernel offers no FUSE".into());
@@ -675,12 +818,16 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
     if !args.mountpoint.is_dir() {
         return Err(format!("{}: not a directory", args.mountpoint.display()).into());
     }
-    // Every thread (the engine's, FUSE's) inherits this mask; one thread takes the signals.
+    // Every thread (the engine's, FUSE's, the node's) inherits this mask; one thread takes
+    // the signals.
     let mut signals = SigSet::empty();
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         signals.add(signal);
     }
     signals.thread_block()?;
+    if args.node {
+        return crate::mount_cluster::run(args, signals);
+    }
 
     let options = OpenOptions {
         device: args.open.device_options(args.create),
@@ -719,9 +866,53 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
     } else {
         Durability::Async
     };
-    let fs = SmlogFs::new(engine.clone(), durability, args.writeback_cache);
+    let fs = SmlogFs::new(
+        LocalVolume::new(engine.clone(), durability),
+        args.ttl(),
+        false,
+        args.writeback_cache,
+    );
+    let how = if args.sync {
+        "every change durable before it returns"
+    } else {
+        "changes durable at fsync"
+    };
+    let served = serve(fs, &args, signals, how, |_| Ok(()))?;
+    let finish = engine
+        .sync()
+        .and_then(|()| engine.checkpoint())
+        .and_then(|stats| engine.shutdown().map(|()| stats));
+    if let Err(e) = served {
+        eprintln!("smlog mount: the FUSE session ended with an error: {e}");
+    }
+    match finish {
+        Ok(stats) => {
+            eprintln!(
+                "smlog mount: unmounted; checkpoint {} written ({} data blocks)",
+                stats.seq, stats.written_blocks
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("smlog mount: closing the engine failed: {e}; recovery will finish it");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Mounts `fs` on `args.mountpoint` and serves it until it is unmounted, or a signal in
+/// `signals` unmounts it; `started` gets the session's notifier before serving starts.
+/// Returns how the session ended.
+pub(crate) fn serve<B: Backend>(
+    fs: SmlogFs<B>,
+    args: &MountArgs,
+    signals: SigSet,
+    how: &str,
+    started: impl FnOnce(Notifier) -> Result<()>,
+) -> Result<std::io::Result<()>> {
     let config = config(&args.options, &args.dir, args.threads)?;
     let session = Session::new(fs, &args.mountpoint, &config)?;
+    started(session.notifier())?;
     let mountpoint = args.mountpoint.clone();
     std::thread::Builder::new()
         .name("smlog-signals".into())
@@ -753,36 +944,11 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
             }
         })?;
     eprintln!(
-        "smlog mount: serving {} on {} ({})",
+        "smlog mount: serving {} on {} ({how})",
         args.dir.display(),
         args.mountpoint.display(),
-        if args.sync {
-            "every change durable before it returns"
-        } else {
-            "changes durable at fsync"
-        }
     );
-    let served = session.run();
-    let finish = engine
-        .sync()
-        .and_then(|()| engine.checkpoint())
-        .and_then(|stats| engine.shutdown().map(|()| stats));
-    if let Err(e) = served {
-        eprintln!("smlog mount: the FUSE session ended with an error: {e}");
-    }
-    match finish {
-        Ok(stats) => {
-            eprintln!(
-                "smlog mount: unmounted; checkpoint {} written ({} data blocks)",
-                stats.seq, stats.written_blocks
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("smlog mount: closing the engine failed: {e}; recovery will finish it");
-            Ok(ExitCode::from(1))
-        }
-    }
+    Ok(session.run())
 }
 
 #[cfg(test)]
@@ -818,7 +984,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mnt = tmp.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let fs = SmlogFs::new(engine.clone(), Durability::Async, false);
+        let fs = SmlogFs::new(
+            LocalVolume::new(engine.clone(), Durability::Async),
+            Duration::from_secs(1),
+            false,
+            false,
+        );
         let config = config(&[], tmp.path(), 2).unwrap();
         let session = match Session::new(fs, &mnt, &config) {
             Ok(session) => session,

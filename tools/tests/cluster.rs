@@ -4,92 +4,19 @@
 //! every acknowledged file is byte for byte on every node, the trees are equal and fsck is
 //! clean everywhere. Failover times are printed (a figure, not an assertion).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+mod cluster_common;
+
+use std::process::Command as Process;
 use std::time::{Duration, Instant};
+
+use cluster_common::{leader, smlog, status, volume, Nodes};
 
 use smlog::{Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult, ROOT_INO};
 use smlog_cluster::auth::ClusterKey;
-use smlog_cluster::node_dir::read_key;
 use smlog_cluster::tcp::Client;
-use smlog_cluster::wire::{Request, Response, StatusReport, WriteRefusal};
+use smlog_cluster::wire::{Request, Response, WriteRefusal};
 use smlog_cluster::{Command, FileOp, Reply};
 use smlog_recovery::harness::fs::tree_of;
-use smlog_recovery::OpenOptions;
-
-const SMLOG: &str = env!("CARGO_BIN_EXE_smlog");
-
-fn smlog(args: &[&str]) -> String {
-    let out = Process::new(SMLOG).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "smlog {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Nodes {
-    dirs: Vec<PathBuf>,
-    addrs: Vec<String>,
-    children: Vec<Option<Child>>,
-}
-
-impl Nodes {
-    fn serve(&mut self, i: usize) {
-        let child = Process::new(SMLOG)
-            .args(["cluster", "serve"])
-            .arg(&self.dirs[i])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.children[i] = Some(child);
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    fn stop_all(&mut self) {
-        for child in self.children.iter_mut().filter_map(Option::take) {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            )
-            .unwrap();
-            let mut child = child;
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill(i);
-        }
-    }
-}
-
-async fn status(addr: &str, key: &ClusterKey) -> Option<StatusReport> {
-    let mut client = Client::connect(addr, key).await.ok()?;
-    match client.call(&Request::Status).await.ok()? {
-        Response::Status(report) => Some(report),
-        _ => None,
-    }
-}
 
 /// Sends `command` until a node applies it, following "not the leader" answers; a retry
 /// carries the same request key, so it never takes effect twice.
@@ -100,7 +27,7 @@ async fn write(nodes: &[String], key: &ClusterKey, command: &Command) -> Reply {
     while Instant::now() < deadline {
         if let Ok(mut client) = Client::connect(&addr, key).await {
             match client.call(&Request::Write(command.clone())).await {
-                Ok(Response::Write(Ok(reply))) => return reply,
+                Ok(Response::Write(Ok(written))) => return written.reply,
                 Ok(Response::Write(Err(WriteRefusal::NotLeader {
                     addr: Some(leader), ..
                 }))) => {
@@ -166,63 +93,12 @@ async fn publish(nodes: &[String], key: &ClusterKey, i: u64) {
     let _: Ino = ino;
 }
 
-async fn leader(nodes: &Nodes, key: &ClusterKey) -> usize {
-    for _ in 0..200 {
-        for addr in &nodes.addrs {
-            if let Some(report) = status(addr, key).await {
-                if report.state == "Leader" {
-                    return (report.id - 1) as usize;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no leader");
-}
-
-fn volume(dir: &Path) -> smlog::Engine<Box<dyn smlog::io::Device>> {
-    let options = OpenOptions::default();
-    smlog_recovery::open(&dir.join("volume"), options)
-        .unwrap()
-        .0
-}
-
 #[test]
 fn three_node_processes_keep_every_acknowledged_file_through_ten_leader_kills() {
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let dirs: Vec<PathBuf> = (1..=3).map(|i| root.path().join(format!("n{i}"))).collect();
-    let key_file = dirs[0].join("KEY");
-    smlog(&[
-        "cluster",
-        "init",
-        dirs[0].to_str().unwrap(),
-        "--id",
-        "1",
-        "--listen",
-        &addrs[0],
-    ]);
-    for i in 1..3 {
-        let id = (i + 1).to_string();
-        smlog(&[
-            "cluster",
-            "init",
-            dirs[i].to_str().unwrap(),
-            "--id",
-            &id,
-            "--listen",
-            &addrs[i],
-            "--key",
-            key_file.to_str().unwrap(),
-        ]);
-    }
-    let key = read_key(&key_file).unwrap();
-    let mut nodes = Nodes {
-        dirs: dirs.clone(),
-        addrs: addrs.clone(),
-        children: (0..3).map(|_| None).collect(),
-    };
+    let mut nodes = Nodes::init(root.path(), 3);
+    let (addrs, dirs, key) = (nodes.addrs.clone(), nodes.dirs.clone(), nodes.key.clone());
+    let key_file = nodes.key_file.clone();
     for i in 0..3 {
         nodes.serve(i);
     }
@@ -231,12 +107,7 @@ fn three_node_processes_keep_every_acknowledged_file_through_ten_leader_kills() 
         leader(&nodes, &key).await;
     });
     for i in 1..3 {
-        let id = (i + 1).to_string();
-        let key_path = key_file.to_str().unwrap();
-        smlog(&[
-            "cluster", "add", "--id", &id, "--addr", &addrs[i], "--to", &addrs[0], "--key",
-            key_path,
-        ]);
+        nodes.add(i);
     }
     let shown = smlog(&[
         "cluster",
@@ -352,7 +223,7 @@ fn torture_cluster_runs_a_seed_and_reports_what_it_checked() {
 fn demo_cluster_checks_every_file_on_every_node() {
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dir = root.path().join("demo");
-    let out = Process::new(SMLOG)
+    let out = Process::new(cluster_common::SMLOG)
         .args(["demo", "--cluster", "--kills", "1", "--dir"])
         .arg(&dir)
         .output()
@@ -379,7 +250,7 @@ fn demo_cluster_checks_every_file_on_every_node() {
 #[test]
 fn bench_cluster_reports_its_rows() {
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let out = Process::new(SMLOG)
+    let out = Process::new(cluster_common::SMLOG)
         .args([
             "bench",
             "cluster",
@@ -429,23 +300,8 @@ fn bench_cluster_reports_its_rows() {
 #[test]
 fn serve_refuses_a_node_whose_raft_log_was_lost() {
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let dir = root.path().join("n1");
-    let addr = format!("127.0.0.1:{}", free_port());
-    smlog(&[
-        "cluster",
-        "init",
-        dir.to_str().unwrap(),
-        "--id",
-        "1",
-        "--listen",
-        &addr,
-    ]);
-    let key = read_key(&dir.join("KEY")).unwrap();
-    let mut nodes = Nodes {
-        dirs: vec![dir.clone()],
-        addrs: vec![addr.clone()],
-        children: vec![None],
-    };
+    let mut nodes = Nodes::init(root.path(), 1);
+    let (dir, key) = (nodes.dirs[0].clone(), nodes.key.clone());
     nodes.serve(0);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -453,7 +309,7 @@ fn serve_refuses_a_node_whose_raft_log_was_lost() {
     });
     nodes.stop_all();
     std::fs::remove_dir_all(dir.join("raft")).unwrap();
-    let out = Process::new(SMLOG)
+    let out = Process::new(cluster_common::SMLOG)
         .args(["cluster", "serve"])
         .arg(&dir)
         .output()

@@ -85,8 +85,22 @@ pub struct Mounted {
 pub struct NotPermitted(pub String);
 
 impl Mounted {
-    /// Starts `smlog mount DIR MOUNTPOINT ARGS...` and waits until it is mounted.
+    /// Starts `smlog mount DIR MOUNTPOINT --create ARGS...` and waits until it is mounted.
     pub fn start(dir: &Path, mountpoint: &Path, args: &[&str]) -> Result<Mounted, NotPermitted> {
+        Mounted::spawn(dir, mountpoint, &[&["--create"], args].concat())
+    }
+
+    /// Starts `smlog mount --node DIR MOUNTPOINT ARGS...` (a cluster node, run by the
+    /// mount) and waits until it is mounted.
+    pub fn start_node(
+        dir: &Path,
+        mountpoint: &Path,
+        args: &[&str],
+    ) -> Result<Mounted, NotPermitted> {
+        Mounted::spawn(dir, mountpoint, &[&["--node"], args].concat())
+    }
+
+    fn spawn(dir: &Path, mountpoint: &Path, args: &[&str]) -> Result<Mounted, NotPermitted> {
         std::fs::create_dir_all(mountpoint).unwrap();
         let log = mountpoint.with_extension(format!("log-{}", std::process::id()));
         let log_file = std::fs::OpenOptions::new()
@@ -98,7 +112,6 @@ impl Mounted {
             .arg("mount")
             .arg(dir)
             .arg(mountpoint)
-            .arg("--create")
             .args(args)
             .stdout(Stdio::null())
             .stderr(log_file)
