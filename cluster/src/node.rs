@@ -2,6 +2,7 @@
 //! state machine ([`VolumeMachine`]) and openraft's Raft between them, on a network of
 //! the caller's choosing (in-process for tests and the simulation, TCP for processes).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,17 @@ pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
 pub const ENTRIES_PER_APPEND_MAX: u64 = 128;
 
 /// A snapshot is built once this many entries were applied since the last one.
-pub const SNAPSHOT_EVERY_ENTRIES: u64 = 20_000;
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 100_000;
+/// The Raft log keeps its entries in memory, so its size is bounded too: once it holds this
+/// many bytes of entries, the log behind the snapshot is purged down to a quarter of this,
+/// and a snapshot is built when more than half of it lies past the last one. (The count
+/// alone would let large writes grow it to 100,000 × 64 KiB.)
+pub const SNAPSHOT_LOG_BYTES: u64 = 256 << 20;
+/// How often a node compares its Raft log's size with [`SNAPSHOT_LOG_BYTES`].
+const SNAPSHOT_SIZE_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a snapshot asked for by size is waited for before it is asked for again.
+const SNAPSHOT_REQUEST_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Entries kept in the Raft log behind the snapshot, so a follower a little behind catches
 /// up from the log rather than with a whole snapshot.
 pub const ENTRIES_KEPT_BEHIND_SNAPSHOT: u64 = 2_000;
@@ -107,6 +118,15 @@ pub struct Node<D: Device> {
     volume: Volume<D>,
     inbox: SnapshotInbox,
     log: LogStore<D>,
+    /// The size bound of the Raft log that makes a snapshot ([`SNAPSHOT_LOG_BYTES`]).
+    snapshot_log_bytes: Arc<AtomicU64>,
+    by_size: tokio::task::JoinHandle<()>,
+}
+
+impl<D: Device> Drop for Node<D> {
+    fn drop(&mut self) {
+        self.by_size.abort();
+    }
 }
 
 impl<D: Device> std::fmt::Debug for Node<D> {
@@ -165,12 +185,20 @@ impl<D: Device> Node<D> {
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), machine)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        let snapshot_log_bytes = Arc::new(AtomicU64::new(SNAPSHOT_LOG_BYTES));
+        let by_size = tokio::spawn(snapshot_by_size(
+            raft.clone(),
+            log.clone(),
+            Arc::clone(&snapshot_log_bytes),
+        ));
         Ok(Node {
             id,
             raft,
             volume,
             inbox,
             log,
+            snapshot_log_bytes,
+            by_size,
         })
     }
 
@@ -227,10 +255,56 @@ impl<D: Device> Node<D> {
         }
     }
 
+    /// Sets the Raft log's size that makes a snapshot (tests make it small).
+    pub fn set_snapshot_log_bytes(&self, bytes: u64) {
+        self.snapshot_log_bytes.store(bytes, Ordering::Relaxed);
+    }
+
     /// Stops Raft (the engine and log close when the node is dropped).
     pub async fn shutdown(&self) {
+        self.by_size.abort();
         if let Err(e) = self.raft.shutdown().await {
             log::warn!("node {}: Raft did not stop cleanly: {e}", self.id);
+        }
+    }
+}
+
+/// Bounds the Raft log's size. Whenever it holds more than `limit` bytes of entries: the
+/// log behind the newest snapshot is purged down to `limit / 4` bytes, and when more than
+/// `limit / 2` lie past that snapshot, Raft is asked for a new one (one at a time: another
+/// once it is built, or after [`SNAPSHOT_REQUEST_PATIENCE`]). Ends when Raft stops.
+async fn snapshot_by_size<D: Device>(raft: Raft<D>, log: LogStore<D>, limit: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(SNAPSHOT_SIZE_CHECK_INTERVAL);
+    let mut asked: Option<(u64, tokio::time::Instant)> = None;
+    loop {
+        tick.tick().await;
+        let limit = limit.load(Ordering::Relaxed);
+        if log.held_bytes() < limit {
+            continue;
+        }
+        let metrics = metrics_of(&raft);
+        let snapshot = metrics.snapshot.map(|id| id.index);
+        let purged = metrics.purged.map(|id| id.index);
+        if let Some(upto) = snapshot.and_then(|s| log.purge_point(s, limit / 4)) {
+            if Some(upto) > purged && raft.trigger().purge_log(upto).await.is_err() {
+                return;
+            }
+        }
+        let Some(applied) = metrics.last_applied.map(|id| id.index) else {
+            continue;
+        };
+        let waiting = asked.is_some_and(|(at, when)| {
+            snapshot < Some(at) && when.elapsed() < SNAPSHOT_REQUEST_PATIENCE
+        });
+        if Some(applied) > snapshot && !waiting && log.bytes_after(snapshot) > limit / 2 {
+            log::debug!(
+                "the Raft log holds {} bytes: a snapshot up to entry {applied}",
+                log.held_bytes()
+            );
+            asked = Some((applied, tokio::time::Instant::now()));
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
         }
     }
 }

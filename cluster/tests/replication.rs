@@ -502,3 +502,89 @@ async fn a_node_behind_the_purged_log_catches_up_from_a_snapshot() {
     run_ops(&cluster, &mut model, &more, &mut n).await;
     check_trees(&cluster, &model).await;
 }
+
+/// Large writes make a snapshot long before the entry count would, and the log behind it is
+/// purged down to a quarter of the bound: what a node holds of its Raft log in memory stays
+/// near the bound whatever the writes' sizes. Every node's volume still holds every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_writes_snapshot_and_purge_the_log_by_size() {
+    const BOUND: u64 = 1 << 20;
+    let cluster = three_nodes(None).await;
+    for id in 1..=3 {
+        cluster.node(id).set_snapshot_log_bytes(BOUND);
+    }
+    let Reply(Ok(TxnResult::Ino(ino))) = cluster
+        .write(Command {
+            key: None,
+            now: Time { secs: 1, nanos: 0 },
+            op: FileOp::Create {
+                parent: ROOT_INO,
+                name: b"big".to_vec(),
+                attrs: FILE,
+            },
+        })
+        .await
+    else {
+        panic!("create refused");
+    };
+    let piece = |i: u64| vec![i as u8; smlog_cluster::command::WRITE_BYTES_MAX];
+    let pieces = 64u64; // 4 MiB: four times the bound, in 64 entries of the 100,000
+    let mut most_held = 0u64;
+    for i in 0..pieces {
+        let offset = i * piece(i).len() as u64;
+        let written = cluster
+            .write(Command {
+                key: None,
+                now: Time { secs: 2, nanos: 0 },
+                op: FileOp::Write {
+                    ino,
+                    offset,
+                    data: piece(i),
+                },
+            })
+            .await;
+        assert!(matches!(written, Reply(Ok(_))), "{written:?}");
+        // Paced like a client that waits for the disk, so the size check keeps up.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for id in 1..=3 {
+            most_held = most_held.max(cluster.node(id).log().held_bytes());
+        }
+    }
+    cluster.settle().await;
+    for id in 1..=3 {
+        let node = cluster.node(id);
+        node.raft()
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.snapshot.is_some() && m.purged.is_some(),
+                "snapshotted and purged by size",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("node {id}: {e}"));
+        // The size check runs every 200 ms: the last purge follows the writes shortly.
+        for _ in 0..100 {
+            if node.log().held_bytes() <= BOUND {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let held = node.log().held_bytes();
+        assert!(held <= BOUND, "node {id} holds {held} bytes of log");
+        let engine = node.engine();
+        for i in 0..pieces {
+            let offset = i * piece(i).len() as u64;
+            let bytes = engine.read(ino, offset, piece(i).len()).unwrap();
+            assert!(bytes == piece(i), "node {id}: piece {i} differs");
+        }
+    }
+    eprintln!(
+        "the largest Raft log held in memory: {most_held} bytes (bound {BOUND}, {pieces} \
+         writes of 64 KiB)"
+    );
+    // What arrives between two size checks (200 ms) and while a snapshot is built comes on
+    // top of the bound; without the bound every byte written would be held (4 MiB).
+    assert!(
+        most_held < 3 * BOUND,
+        "a log held {most_held} bytes, three times the bound"
+    );
+}

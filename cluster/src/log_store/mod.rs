@@ -20,8 +20,13 @@
 //!   index to entry, so a replication task reads any index while appends go on. On open the
 //!   map is rebuilt by one scan of the log (recovery first finds and trims its tail).
 //!
-//! Memory grows with the entries not yet purged (purges follow snapshots); a bounded cache
-//! with reads from the segments is the next step for large entries.
+//! Memory grows with the entries not yet purged, and purges follow snapshots: a node
+//! snapshots every 100,000 entries, and by size ([`crate::node::SNAPSHOT_LOG_BYTES`],
+//! 256 MiB): past it, the log behind the snapshot is purged down to 64 MiB and a snapshot
+//! is built when 128 MiB lie past the last one, so a log holds about 256 MiB at most (plus
+//! what arrives while a snapshot is built). Reads from the segments, with a bounded
+//! cache, would lower that further, and let snapshots (whole exports of the volume) be
+//! rarer.
 
 pub mod records;
 
@@ -95,11 +100,23 @@ struct Shared<D: Device> {
 /// An append waiting for the group commit that carries its last record.
 type Flush = (Lsn, IOFlushed<TypeConfig>);
 
+/// An entry not purged, as held in memory.
+#[derive(Debug)]
+struct Held {
+    entry: Entry,
+    /// Its record's LSN.
+    lsn: Lsn,
+    /// Its record's payload size.
+    bytes: u64,
+}
+
 /// The log as Raft sees it.
 #[derive(Debug, Default)]
 struct State {
-    /// Entries not purged: index -> (entry, LSN of its record).
-    entries: BTreeMap<u64, (Entry, Lsn)>,
+    /// Entries not purged, by index.
+    entries: BTreeMap<u64, Held>,
+    /// The sum of their records' payload sizes.
+    bytes: u64,
     vote: Option<Vote>,
     committed: Option<LogId>,
     purged: Option<LogId>,
@@ -110,7 +127,7 @@ impl State {
         self.entries
             .values()
             .next_back()
-            .map(|(entry, _)| entry.log_id())
+            .map(|held| held.entry.log_id())
             .or(self.purged)
     }
 
@@ -123,13 +140,23 @@ impl State {
         }
     }
 
+    fn insert(&mut self, index: u64, held: Held) {
+        self.bytes += held.bytes;
+        if let Some(replaced) = self.entries.insert(index, held) {
+            self.bytes -= replaced.bytes;
+        }
+    }
+
     fn truncate_after(&mut self, last: Option<LogId>) {
         let from = last.map_or(0, |id| id.index + 1);
-        self.entries.split_off(&from);
+        let removed = self.entries.split_off(&from);
+        self.bytes -= removed.values().map(|held| held.bytes).sum::<u64>();
     }
 
     fn purge(&mut self, upto: LogId) {
-        self.entries = self.entries.split_off(&(upto.index + 1));
+        let kept = self.entries.split_off(&(upto.index + 1));
+        let removed = std::mem::replace(&mut self.entries, kept);
+        self.bytes -= removed.values().map(|held| held.bytes).sum::<u64>();
         self.purged = self.purged.max(Some(upto));
     }
 
@@ -153,7 +180,9 @@ impl State {
                         ),
                     });
                 }
-                self.entries.insert(index, (entry, record.lsn));
+                let bytes = record.payload.len() as u64;
+                let lsn = record.lsn;
+                self.insert(index, Held { entry, lsn, bytes });
             }
             RaftRecord::Vote(vote) => self.vote = Some(vote_of(&vote)),
             RaftRecord::Committed(committed) => self.committed = committed.as_ref().map(log_id_of),
@@ -175,7 +204,8 @@ impl<D: Device> Shared<D> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn append(&self, record: &RaftRecord, txn_id: TxnId) -> io::Result<Lsn> {
+    /// Appends `record`; returns its LSN and payload size.
+    fn append_sized(&self, record: &RaftRecord, txn_id: TxnId) -> io::Result<(Lsn, u64)> {
         let payload = record.encode();
         let new = NewRecord {
             txn_id,
@@ -183,7 +213,12 @@ impl<D: Device> Shared<D> {
             kind: record.kind(),
             payload: &payload,
         };
-        self.log.append(&[new]).map_err(io_error)
+        let lsn = self.log.append(&[new]).map_err(io_error)?;
+        Ok((lsn, payload.len() as u64))
+    }
+
+    fn append(&self, record: &RaftRecord, txn_id: TxnId) -> io::Result<Lsn> {
+        Ok(self.append_sized(record, txn_id)?.0)
     }
 }
 
@@ -281,7 +316,7 @@ impl<D: Device> LogStore<D> {
             // The planted bug claims every entry durable at once, here too.
             return Ok(());
         }
-        let lsn = self.shared.lock().entries.get(&index).map(|(_, lsn)| *lsn);
+        let lsn = self.shared.lock().entries.get(&index).map(|held| held.lsn);
         match lsn {
             Some(lsn) => self.shared.log.wait_durable(lsn),
             None => Ok(()),
@@ -296,6 +331,40 @@ impl<D: Device> LogStore<D> {
         self.shared
             .ack_before_durable
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The bytes of the entries held (not purged): what this log keeps in memory. A node
+    /// snapshots its volume when they pass [`crate::node::SNAPSHOT_LOG_BYTES`], so the log
+    /// is purged by size as well as by count.
+    pub fn held_bytes(&self) -> u64 {
+        self.shared.lock().bytes
+    }
+
+    /// The bytes of the entries held past `index` (all of them for `None`).
+    pub fn bytes_after(&self, index: Option<u64>) -> u64 {
+        let state = self.shared.lock();
+        match index {
+            None => state.bytes,
+            Some(index) => state
+                .entries
+                .range(index + 1..)
+                .map(|(_, held)| held.bytes)
+                .sum(),
+        }
+    }
+
+    /// The newest index whose purge leaves at most `keep_bytes` of entries at or before
+    /// `upto` (purging it and everything before it), if any must go.
+    pub fn purge_point(&self, upto: u64, keep_bytes: u64) -> Option<u64> {
+        let state = self.shared.lock();
+        let mut kept = 0u64;
+        for (index, held) in state.entries.range(..=upto).rev() {
+            kept += held.bytes;
+            if kept > keep_bytes {
+                return Some(*index);
+            }
+        }
+        None
     }
 
     /// The smlog log underneath (its counters, its durable LSN).
@@ -327,7 +396,7 @@ impl<D: Device> RaftLogReader<TypeConfig> for LogStore<D> {
         Ok(state
             .entries
             .range(range)
-            .map(|(_, (entry, _))| entry.clone())
+            .map(|(_, held)| held.entry.clone())
             .collect())
     }
 
@@ -396,8 +465,8 @@ impl<D: Device> RaftLogStorage<TypeConfig> for LogStore<D> {
                     ));
                 }
                 let record = RaftRecord::Entry(entry_record(&entry));
-                let lsn = self.shared.append(&record, TxnId(index))?;
-                state.entries.insert(index, (entry, lsn));
+                let (lsn, bytes) = self.shared.append_sized(&record, TxnId(index))?;
+                state.insert(index, Held { entry, lsn, bytes });
                 last_lsn = Some(lsn);
             }
         }
@@ -443,7 +512,7 @@ impl<D: Device> RaftLogStorage<TypeConfig> for LogStore<D> {
                 purged: state.purged.as_ref().map(log_id_record),
             });
             let lsn = self.shared.append(&record, TxnId(0))?;
-            let first_entry = state.entries.values().next().map(|(_, lsn)| *lsn);
+            let first_entry = state.entries.values().next().map(|held| held.lsn);
             (lsn, first_entry.map_or(lsn, |first| first.min(lsn)))
         };
         wait_durable(&self.shared.log, lsn).await?;
