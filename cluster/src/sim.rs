@@ -44,7 +44,7 @@ use crate::state_machine::{apply_command, MachineEvent, Observer};
 use crate::transport::{LinkFaults, MemoryRouter};
 
 /// How big a simulation is.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimOptions {
     /// Nodes (3 or 5).
     pub nodes: u64,
@@ -867,4 +867,105 @@ fn same_volume(
         return Err(format!("node {id}: fsck: {:?}", fsck.problems));
     }
     Ok(())
+}
+
+impl SimOptions {
+    /// The `smlog torture --cluster` arguments that run `seed` with these options.
+    pub fn replay_command(&self, seed: u64) -> String {
+        format!(
+            "smlog torture --cluster --seed {seed} --nodes {} --clients {} --ops {} \
+             --nemesis {} --loss {} --reply-loss {} --delay-ms {}{}",
+            self.nodes,
+            self.clients,
+            self.ops_per_client,
+            self.nemesis_actions,
+            self.faults.loss_percent,
+            self.faults.reply_loss_percent,
+            self.faults.delay_max.as_millis(),
+            if self.plant_ack_before_durable {
+                " --plant-ack-before-durable"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// Smaller versions of these options, one dimension at a time, smallest step first
+    /// tried last: fewer nodes, clients, operations, nemesis actions; no message loss or
+    /// delay.
+    fn smaller(&self) -> Vec<SimOptions> {
+        let mut candidates = Vec::new();
+        let mut with = |change: &dyn Fn(&mut SimOptions)| {
+            let mut candidate = self.clone();
+            change(&mut candidate);
+            if candidate != *self {
+                candidates.push(candidate);
+            }
+        };
+        with(&|o| o.nodes = 3);
+        with(&|o| o.clients = (o.clients / 2).max(1));
+        with(&|o| o.clients = o.clients.saturating_sub(1).max(1));
+        with(&|o| o.ops_per_client = (o.ops_per_client / 2).max(1));
+        with(&|o| o.ops_per_client = (o.ops_per_client * 3 / 4).max(1));
+        with(&|o| o.nemesis_actions /= 2);
+        with(&|o| o.nemesis_actions = o.nemesis_actions.saturating_sub(1));
+        with(&|o| {
+            o.faults.loss_percent = 0;
+            o.faults.reply_loss_percent = 0;
+        });
+        with(&|o| o.faults.delay_max = Duration::ZERO);
+        candidates
+    }
+}
+
+/// What [`shrink`] found.
+#[derive(Clone, Debug)]
+pub struct Shrunk {
+    /// The smallest options seen failing with the seed.
+    pub options: SimOptions,
+    /// How they failed (the last failure seen with them).
+    pub failure: String,
+    /// Simulations run while shrinking.
+    pub runs: u64,
+}
+
+/// Shrinks a failure of `seed` under `options` (which failed with `failure`): tries smaller
+/// options, one dimension at a time (fewer nodes, clients, operations per client, nemesis
+/// actions; no loss; no delay), and keeps each that fails again, until none does or
+/// `budget` is spent.
+///
+/// A seed fixes every choice the simulation makes (operations, the nemesis's schedule,
+/// each message's fate), but nodes run on the machine's threads and timers, so a run of the
+/// same seed and options may interleave differently and not fail again: each candidate is
+/// run up to `tries` times, and what it reports are options it saw fail.
+pub async fn shrink(
+    seed: u64,
+    options: &SimOptions,
+    failure: String,
+    tries: u32,
+    budget: Duration,
+) -> Shrunk {
+    let started = Instant::now();
+    let mut best = Shrunk {
+        options: options.clone(),
+        failure,
+        runs: 0,
+    };
+    'smaller: loop {
+        for candidate in best.options.smaller() {
+            for _ in 0..tries {
+                if started.elapsed() >= budget {
+                    break 'smaller;
+                }
+                best.runs += 1;
+                if let Err(why) = run(seed, &candidate).await {
+                    best.options = candidate;
+                    best.failure = why;
+                    continue 'smaller;
+                }
+            }
+        }
+        break;
+    }
+    best
 }

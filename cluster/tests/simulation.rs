@@ -3,11 +3,11 @@
 //! changes, each history checked (one leader per term, one committed log, linearizable
 //! against a reference engine, every volume equal to it). `SMLOG_SIM_SECONDS` sets the
 //! time spent (default 60). A planted bug (appends acknowledged before they are durable)
-//! must be found.
+//! must be found, and its failure shrink to smaller options that still fail.
 
 use std::time::{Duration, Instant};
 
-use smlog_cluster::sim::{run, SimOptions, SimReport};
+use smlog_cluster::sim::{run, shrink, SimOptions, SimReport};
 
 fn budget() -> Duration {
     let seconds = std::env::var("SMLOG_SIM_SECONDS")
@@ -59,6 +59,24 @@ async fn a_planted_bug_acknowledging_before_durable_is_found() {
                 1_000 + seed,
                 started.elapsed()
             );
+            // The failure shrinks: smaller options that still fail, none larger.
+            let shrinking = Instant::now();
+            let shrunk = shrink(1_000 + seed, &options, why, 3, Duration::from_secs(20)).await;
+            eprintln!(
+                "simulation: shrunk in {:.1?} ({} runs) to `{}`: {}",
+                shrinking.elapsed(),
+                shrunk.runs,
+                shrunk.options.replay_command(1_000 + seed),
+                shrunk.failure
+            );
+            let (small, big) = (&shrunk.options, &options);
+            assert_ne!(small, big, "no smaller size failed again");
+            assert!(small.nodes <= big.nodes && small.clients <= big.clients);
+            assert!(small.ops_per_client <= big.ops_per_client);
+            assert!(small.nemesis_actions <= big.nemesis_actions);
+            assert!(small.faults.loss_percent <= big.faults.loss_percent);
+            assert!(small.faults.delay_max <= big.faults.delay_max);
+            assert!(small.plant_ack_before_durable);
             return;
         }
     }

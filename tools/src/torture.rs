@@ -33,7 +33,8 @@ pub struct TortureArgs {
     /// Crash-recover cycles per seed.
     #[arg(long, default_value_t = 8)]
     pub cycles: u64,
-    /// Stop a seed after this many operations (to replay a shortened failure).
+    /// Stop a seed after this many operations (to replay a shortened failure); with
+    /// --cluster, the operations each client issues.
     #[arg(long)]
     pub ops: Option<u64>,
     /// Print one JSON object.
@@ -47,6 +48,8 @@ pub struct TortureArgs {
     /// With --cluster: nodes per seed (3 or 5; default: 3 and 5 in turn).
     #[arg(long)]
     pub nodes: Option<u64>,
+    #[command(flatten)]
+    pub sim: crate::torture_cluster::SimArgs,
 }
 
 fn report_failure(failure: &Failure, config: &Config, args: &TortureArgs) {
