@@ -9,7 +9,7 @@
 //! table instead of running twice. Encoded with postcard (docs/FORMAT.md, "The Raft log").
 
 use serde::{Deserialize, Serialize};
-use smlog::{Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult};
+use smlog::{FileKind, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult};
 
 /// The most bytes one replicated write carries: a command must fit one log record
 /// ([`smlog::constants::RECORD_PAYLOAD_SIZE_BYTES_MAX`], 128 KiB) with its framing. A larger
@@ -111,6 +111,17 @@ pub enum FileOp {
         /// What changes.
         changes: SetAttrChanges,
     },
+    /// [`smlog::Engine::mknod`]: a FIFO, socket or device.
+    Mknod {
+        /// Directory.
+        parent: Ino,
+        /// New name.
+        name: Vec<u8>,
+        /// What to make.
+        kind: FileKind,
+        /// Mode and owner.
+        attrs: NewAttrs,
+    },
 }
 
 impl FileOp {
@@ -126,6 +137,7 @@ impl FileOp {
             FileOp::Rename { .. } => "rename",
             FileOp::Write { .. } => "write",
             FileOp::SetAttr { .. } => "setattr",
+            FileOp::Mknod { .. } => "mknod",
         }
     }
 }

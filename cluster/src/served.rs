@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use smlog::io::Device;
 use smlog::TxnResult;
-use smlog::{Engine, FsError, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Stat, Time};
+use smlog::{
+    Engine, FileKind, FsError, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Stat, Time,
+};
 
 use crate::auth::{ClusterKey, Peer};
 use crate::command::{Command, FileOp, WRITE_BYTES_MAX};
@@ -121,7 +123,8 @@ pub fn touched(op: &FileOp) -> Touched {
     match op {
         FileOp::Create { parent, name, .. }
         | FileOp::Mkdir { parent, name, .. }
-        | FileOp::Symlink { parent, name, .. } => Touched {
+        | FileOp::Symlink { parent, name, .. }
+        | FileOp::Mknod { parent, name, .. } => Touched {
             inodes: vec![attrs(*parent)],
             names: vec![(*parent, name.clone())],
         },
@@ -427,6 +430,24 @@ impl<D: Device> ServedVolume<D> {
             parent,
             name: name.to_vec(),
             target: target.to_vec(),
+            attrs,
+        };
+        let made = self.change(op).await?;
+        self.stat_of(made)
+    }
+
+    /// [`Engine::mknod`] on the volume.
+    pub async fn mknod(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        kind: FileKind,
+        attrs: NewAttrs,
+    ) -> Result<Stat, ChangeError> {
+        let op = FileOp::Mknod {
+            parent,
+            name: name.to_vec(),
+            kind,
             attrs,
         };
         let made = self.change(op).await?;

@@ -31,7 +31,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use smlog::io::sim::{CrashPlan, SimDevice};
 use smlog::{
-    Engine, EntryId, Ino, NewAttrs, RequestKey, SetAttrChanges, Time, TxnResult, ROOT_INO,
+    Engine, EntryId, FileKind, Ino, NewAttrs, RequestKey, SetAttrChanges, Time, TxnResult, ROOT_INO,
 };
 use smlog_recovery::harness::fs::tree_of;
 use smlog_recovery::OpenOptions;
@@ -520,6 +520,16 @@ fn random_op(rng: &mut ChaCha8Rng, files: &[Ino], n: u64) -> FileOp {
             ino: files[rng.gen_range(0..files.len())],
             offset: rng.gen_range(0..20_000),
             data: vec![n as u8; rng.gen_range(1..6_000)],
+        },
+        90..=92 => FileOp::Mknod {
+            parent,
+            name,
+            kind: if rng.gen_bool(0.5) {
+                FileKind::Fifo
+            } else {
+                FileKind::CharDevice { rdev: 0x0103 }
+            },
+            attrs: attrs(0o644),
         },
         _ if !files.is_empty() => FileOp::SetAttr {
             ino: files[rng.gen_range(0..files.len())],

@@ -322,6 +322,14 @@ pub fn apply_command<D: Device>(
         FileOp::SetAttr { ino, changes } => engine
             .setattr(*ino, *changes, options)
             .map(|_| TxnResult::Done),
+        FileOp::Mknod {
+            parent,
+            name,
+            kind,
+            attrs,
+        } => engine
+            .mknod(*parent, name, *kind, *attrs, options)
+            .map(|stat| TxnResult::Ino(stat.ino)),
     };
     match result {
         Ok(result) => Ok(Reply(Ok(result))),

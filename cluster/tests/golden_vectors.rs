@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use smlog::TxnResult;
-use smlog::{Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time};
+use smlog::{FileKind, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time};
 use smlog_cluster::auth::{Challenge, Hello, Proof};
 use smlog_cluster::log_store::records::{
     EntryRecord, LogIdRecord, MembershipRecord, PayloadRecord, RaftRecord, StateRecord, VoteRecord,
@@ -84,6 +84,16 @@ fn ops() -> Vec<FileOp> {
             changes: SetAttrChanges {
                 size: Some(5),
                 ..SetAttrChanges::default()
+            },
+        },
+        FileOp::Mknod {
+            parent: Ino(1),
+            name: b"f".to_vec(),
+            kind: FileKind::BlockDevice { rdev: 0x0801 },
+            attrs: NewAttrs {
+                mode: 0o600,
+                uid: 0,
+                gid: 6,
             },
         },
     ]
@@ -364,6 +374,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("FileOp::Rename", "060101660201670100"),
     ("FileOp::Write", "072a80200378797a"),
     ("FileOp::SetAttr", "082a00000001050000"),
+    ("FileOp::Mknod", "0901016606811080030006"),
     ("Request::Append", "000203010102f0a2040102f0a2040000"),
     ("Request::Vote", "0102030100"),
     ("Request::Write", "020080c49fd50c0505010164"),

@@ -243,6 +243,12 @@ fn command_for(engine: &Engine<SimDevice>, op: &FsOp, n: u64) -> Option<Command>
                 ..SetAttrChanges::default()
             },
         },
+        FsOp::Mknod(dir, name, kind) => FileOp::Mknod {
+            parent: resolve(engine, dir)?,
+            name: name.clone(),
+            kind: *kind,
+            attrs: FILE,
+        },
     };
     // Half the commands carry no request key: applying one of those twice would show.
     let key = n.is_multiple_of(2).then_some(RequestKey {

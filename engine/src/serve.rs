@@ -22,6 +22,10 @@ pub fn type_bits(kind: FileKind) -> u32 {
         FileKind::File => libc::S_IFREG,
         FileKind::Dir => libc::S_IFDIR,
         FileKind::Symlink => libc::S_IFLNK,
+        FileKind::Fifo => libc::S_IFIFO,
+        FileKind::Socket => libc::S_IFSOCK,
+        FileKind::CharDevice { .. } => libc::S_IFCHR,
+        FileKind::BlockDevice { .. } => libc::S_IFBLK,
     }
 }
 
@@ -37,6 +41,8 @@ pub fn st_blocks(attr: &Stat) -> u64 {
     match attr.kind {
         FileKind::File => attr.size.div_ceil(4096) * 8,
         FileKind::Dir | FileKind::Symlink => 8,
+        // No block of their own, as on ext4.
+        _ => 0,
     }
 }
 

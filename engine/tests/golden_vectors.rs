@@ -71,6 +71,10 @@ fn file_kind_variant(kind: FileKind) -> &'static str {
         FileKind::File => "File",
         FileKind::Dir => "Dir",
         FileKind::Symlink => "Symlink",
+        FileKind::Fifo => "Fifo",
+        FileKind::Socket => "Socket",
+        FileKind::CharDevice { .. } => "CharDevice",
+        FileKind::BlockDevice { .. } => "BlockDevice",
     }
 }
 
@@ -94,6 +98,7 @@ fn new_node_variant(node: &NewNode) -> &'static str {
         NewNode::File => "File",
         NewNode::Dir => "Dir",
         NewNode::Symlink(_) => "Symlink",
+        NewNode::Special(_) => "Special",
     }
 }
 
@@ -319,7 +324,11 @@ fn machines() -> Vec<(FileTxn, Vec<(&'static str, &'static str)>)> {
             ],
         ));
     }
-    for node in [NewNode::Dir, NewNode::Symlink(b"target".to_vec())] {
+    for node in [
+        NewNode::Dir,
+        NewNode::Symlink(b"target".to_vec()),
+        NewNode::Special(FileKind::CharDevice { rdev: 0x0103 }),
+    ] {
         let variant = new_node_variant(&node);
         all.push((
             create(node, CreateState::Start),
@@ -428,7 +437,15 @@ fn inner_offset(txn: &FileTxn, enum_name: &str) -> usize {
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     let mut push = |name: String, bytes: Vec<u8>, tags| cases.push(Case { name, bytes, tags });
-    for kind in [FileKind::File, FileKind::Dir, FileKind::Symlink] {
+    for kind in [
+        FileKind::File,
+        FileKind::Dir,
+        FileKind::Symlink,
+        FileKind::Fifo,
+        FileKind::Socket,
+        FileKind::CharDevice { rdev: 0x0103 },
+        FileKind::BlockDevice { rdev: 0x0801 },
+    ] {
         let variant = file_kind_variant(kind);
         let tags = vec![("FileKind", variant, 0)];
         push(format!("FileKind::{variant}"), encode(&kind), tags);
@@ -531,6 +548,10 @@ const GOLDEN: &[(&str, &str)] = &[
     ("FileKind::File", "00"),
     ("FileKind::Dir", "01"),
     ("FileKind::Symlink", "02"),
+    ("FileKind::Fifo", "03"),
+    ("FileKind::Socket", "04"),
+    ("FileKind::CharDevice", "058302"),
+    ("FileKind::BlockDevice", "068110"),
     ("TxnResult::Done", "00"),
     ("TxnResult::Ino", "012a"),
     ("TxnResult::Bytes", "02f0a204"),
@@ -553,27 +574,28 @@ const GOLDEN: &[(&str, &str)] = &[
     ("FileTxn::Create #2 NewNode::File CreateState::Linked", "0001016600a403e8076480c49fd50c959aef3a022a"),
     ("FileTxn::Create #3 NewNode::Dir CreateState::Start", "0001016601a403e8076480c49fd50c959aef3a00"),
     ("FileTxn::Create #4 NewNode::Symlink CreateState::Start", "000101660206746172676574a403e8076480c49fd50c959aef3a00"),
-    ("FileTxn::Link #5", "012a01016c80c49fd50c959aef3a00"),
-    ("FileTxn::Link #6", "012a01016c80c49fd50c959aef3a01"),
-    ("FileTxn::Unlink #7 UnlinkState::Start", "020101660080c49fd50c959aef3a00"),
-    ("FileTxn::Unlink #8 UnlinkState::Removed", "020101660080c49fd50c959aef3a012a01"),
-    ("FileTxn::Unlink #9 UnlinkState::Freed", "020101660080c49fd50c959aef3a02"),
-    ("FileTxn::Rename #10 RenameState::Start", "03010161020162000180c49fd50c959aef3a00"),
-    ("FileTxn::Rename #11 RenameState::TargetRemoved", "03010161020162000180c49fd50c959aef3a012a2b01"),
-    ("FileTxn::Rename #12 RenameState::SourceRemoved", "03010161020162000180c49fd50c959aef3a022a012b"),
-    ("FileTxn::Rename #13 RenameState::Inserted", "03010161020162000180c49fd50c959aef3a0300"),
-    ("FileTxn::Rename #14 RenameState::TargetFreed", "03010161020162000180c49fd50c959aef3a04"),
-    ("FileTxn::Rename #15 RenameState::Exchanged1", "03010161020162000180c49fd50c959aef3a052a2b"),
-    ("FileTxn::Rename #16 RenameState::Exchanged2", "03010161020162000180c49fd50c959aef3a06"),
-    ("FileTxn::Write #17 WriteState::Start", "042a8040f0a20480c49fd50c959aef3a00"),
-    ("FileTxn::Write #18 WriteState::Allocated", "042a8040f0a20480c49fd50c959aef3a01020502820101"),
-    ("FileTxn::Write #19 WriteState::DataWritten", "042a8040f0a20480c49fd50c959aef3a02020502820101"),
-    ("FileTxn::Write #20 WriteState::Linked", "042a8040f0a20480c49fd50c959aef3a03"),
-    ("FileTxn::SetAttr #21 SetAttrState::Start", "052a0180030001050100000180c49fd50c959aef3a80c49fd50c959aef3a00"),
-    ("FileTxn::SetAttr #22 SetAttrState::Set", "052a0180030001050100000180c49fd50c959aef3a80c49fd50c959aef3a0101"),
-    ("FileTxn::SetAttr #23 SetAttrState::Truncated", "052a0180030001050100000180c49fd50c959aef3a80c49fd50c959aef3a02"),
-    ("FileTxn::Reclaim #24", "062a00"),
-    ("FileTxn::Reclaim #25", "062a01"),
+    ("FileTxn::Create #5 NewNode::Special CreateState::Start", "0001016603058302a403e8076480c49fd50c959aef3a00"),
+    ("FileTxn::Link #6", "012a01016c80c49fd50c959aef3a00"),
+    ("FileTxn::Link #7", "012a01016c80c49fd50c959aef3a01"),
+    ("FileTxn::Unlink #8 UnlinkState::Start", "020101660080c49fd50c959aef3a00"),
+    ("FileTxn::Unlink #9 UnlinkState::Removed", "020101660080c49fd50c959aef3a012a01"),
+    ("FileTxn::Unlink #10 UnlinkState::Freed", "020101660080c49fd50c959aef3a02"),
+    ("FileTxn::Rename #11 RenameState::Start", "03010161020162000180c49fd50c959aef3a00"),
+    ("FileTxn::Rename #12 RenameState::TargetRemoved", "03010161020162000180c49fd50c959aef3a012a2b01"),
+    ("FileTxn::Rename #13 RenameState::SourceRemoved", "03010161020162000180c49fd50c959aef3a022a012b"),
+    ("FileTxn::Rename #14 RenameState::Inserted", "03010161020162000180c49fd50c959aef3a0300"),
+    ("FileTxn::Rename #15 RenameState::TargetFreed", "03010161020162000180c49fd50c959aef3a04"),
+    ("FileTxn::Rename #16 RenameState::Exchanged1", "03010161020162000180c49fd50c959aef3a052a2b"),
+    ("FileTxn::Rename #17 RenameState::Exchanged2", "03010161020162000180c49fd50c959aef3a06"),
+    ("FileTxn::Write #18 WriteState::Start", "042a8040f0a20480c49fd50c959aef3a00"),
+    ("FileTxn::Write #19 WriteState::Allocated", "042a8040f0a20480c49fd50c959aef3a01020502820101"),
+    ("FileTxn::Write #20 WriteState::DataWritten", "042a8040f0a20480c49fd50c959aef3a02020502820101"),
+    ("FileTxn::Write #21 WriteState::Linked", "042a8040f0a20480c49fd50c959aef3a03"),
+    ("FileTxn::SetAttr #22 SetAttrState::Start", "052a0180030001050100000180c49fd50c959aef3a80c49fd50c959aef3a00"),
+    ("FileTxn::SetAttr #23 SetAttrState::Set", "052a0180030001050100000180c49fd50c959aef3a80c49fd50c959aef3a0101"),
+    ("FileTxn::SetAttr #24 SetAttrState::Truncated", "052a0180030001050100000180c49fd50c959aef3a80c49fd50c959aef3a02"),
+    ("FileTxn::Reclaim #25", "062a00"),
+    ("FileTxn::Reclaim #26", "062a01"),
     ("TxnRecord::Step", "00020101660080c49fd50c959aef3a012a000107ac020102f0a204010501016601040101662a"),
     ("TxnRecord::Commit", "010107ac020102f0a2040203"),
     ("TxnRecord::Compensation", "02e80701012a00"),

@@ -510,3 +510,122 @@ fn a_failed_data_write_rolls_the_large_write_back_and_the_engine_goes_on() {
     }
     assert_eq!(seen, 2, "no write op failed the data write alone");
 }
+
+/// FIFOs, sockets and devices are inodes like any other: made with their device numbers,
+/// renamed, linked, chmodded and unlinked, kept across a power loss, counted by fsck; one
+/// cannot be written or truncated, and mknod makes no directory or link. A setgid directory
+/// gives what is made in it its group, and a new directory its setgid bit.
+#[test]
+fn special_files_and_setgid_directories() {
+    use smlog::{FileKind, SetAttrChanges};
+    let device = Arc::new(SimDevice::new(3));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    let sync = Durability::Sync;
+    let kinds = [
+        (&b"fifo"[..], FileKind::Fifo),
+        (b"sock", FileKind::Socket),
+        (b"chr", FileKind::CharDevice { rdev: 0x0103 }),
+        (
+            b"blk",
+            FileKind::BlockDevice {
+                rdev: 0x1_0000_0801,
+            },
+        ),
+    ];
+    for (name, kind) in kinds {
+        let stat = engine.mknod(ROOT_INO, name, kind, FILE, sync).unwrap();
+        assert_eq!((stat.kind, stat.size, stat.nlink), (kind, 0, 1));
+    }
+    let fifo = engine.lookup(ROOT_INO, b"fifo").unwrap().ino;
+    assert!(matches!(
+        engine.write(fifo, 0, b"x", sync),
+        Err(FsError::Invalid(_))
+    ));
+    assert!(matches!(
+        engine.truncate(fifo, 0, sync),
+        Err(FsError::Invalid(_))
+    ));
+    for kind in [FileKind::Dir, FileKind::Symlink] {
+        assert!(matches!(
+            engine.mknod(ROOT_INO, b"x", kind, FILE, sync),
+            Err(FsError::Invalid(_))
+        ));
+    }
+    assert!(matches!(
+        engine.mknod(ROOT_INO, b"fifo", FileKind::Fifo, FILE, sync),
+        Err(FsError::Exists)
+    ));
+    let file = engine
+        .mknod(ROOT_INO, b"plain", FileKind::File, FILE, sync)
+        .unwrap();
+    assert_eq!(file.kind, FileKind::File);
+    engine.link(fifo, ROOT_INO, b"fifo2", sync).unwrap();
+    engine
+        .rename(
+            ROOT_INO,
+            b"chr",
+            ROOT_INO,
+            b"chr2",
+            RenameFlags::default(),
+            sync,
+        )
+        .unwrap();
+    let chmod = SetAttrChanges {
+        mode: Some(0o600),
+        uid: Some(5),
+        ..SetAttrChanges::default()
+    };
+    engine.setattr(fifo, chmod, sync).unwrap();
+    engine.unlink(ROOT_INO, b"sock", sync).unwrap();
+
+    // setgid: the group and, for a directory, the bit pass down.
+    let g = engine
+        .mkdir(
+            ROOT_INO,
+            b"g",
+            NewAttrs {
+                mode: 0o2775,
+                uid: 0,
+                gid: 77,
+            },
+            sync,
+        )
+        .unwrap();
+    assert_eq!(g.mode, 0o2775);
+    let inner = engine.create(g.ino, b"f", FILE, sync).unwrap();
+    assert_eq!((inner.gid, inner.mode), (77, 0o644));
+    let sub = engine.mkdir(g.ino, b"d", FILE, sync).unwrap();
+    assert_eq!((sub.gid, sub.mode), (77, 0o2644));
+    let node = engine
+        .mknod(sub.ino, b"p", FileKind::Fifo, FILE, sync)
+        .unwrap();
+    assert_eq!((node.gid, node.mode), (77, 0o644));
+    let plain = engine.mkdir(ROOT_INO, b"plain-dir", FILE, sync).unwrap();
+    assert_eq!((plain.gid, plain.mode), (1, 0o644));
+
+    drop(engine);
+    let engine = reopen(&device, test_options());
+    let stat = |name: &[u8]| engine.lookup(ROOT_INO, name).unwrap();
+    assert_eq!(stat(b"fifo").kind, FileKind::Fifo);
+    assert_eq!(
+        (stat(b"fifo").nlink, stat(b"fifo").mode, stat(b"fifo").uid),
+        (2, 0o600, 5)
+    );
+    assert_eq!(stat(b"fifo2").ino, fifo);
+    assert_eq!(stat(b"chr2").kind, FileKind::CharDevice { rdev: 0x0103 });
+    assert_eq!(
+        stat(b"blk").kind,
+        FileKind::BlockDevice {
+            rdev: 0x1_0000_0801
+        }
+    );
+    assert!(matches!(
+        engine.lookup(ROOT_INO, b"sock"),
+        Err(FsError::NotFound)
+    ));
+    let sub = engine.lookup(g.ino, b"d").unwrap();
+    assert_eq!((sub.gid, sub.mode), (77, 0o2644));
+    let report = engine.fsck();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.special_count, 4, "fifo, chr2, blk and g/d/p");
+}

@@ -103,6 +103,8 @@ pub trait Backend: Send + Sync + 'static {
     fn mkdir(&self, parent: Ino, name: &[u8], attrs: NewAttrs) -> Changed<Stat>;
     /// [`Engine::symlink`].
     fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], attrs: NewAttrs) -> Changed<Stat>;
+    /// [`Engine::mknod`].
+    fn mknod(&self, parent: Ino, name: &[u8], kind: FileKind, attrs: NewAttrs) -> Changed<Stat>;
     /// [`Engine::link`].
     fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat>;
     /// [`Engine::unlink`].
@@ -155,6 +157,10 @@ impl<D: Device + 'static> Backend for LocalVolume<D> {
         Ok(self
             .engine
             .symlink(parent, name, target, attrs, self.options)?)
+    }
+
+    fn mknod(&self, parent: Ino, name: &[u8], kind: FileKind, attrs: NewAttrs) -> Changed<Stat> {
+        Ok(self.engine.mknod(parent, name, kind, attrs, self.options)?)
     }
 
     fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat> {
@@ -226,6 +232,24 @@ fn file_type(kind: FileKind) -> FileType {
         FileKind::File => FileType::RegularFile,
         FileKind::Dir => FileType::Directory,
         FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice { .. } => FileType::CharDevice,
+        FileKind::BlockDevice { .. } => FileType::BlockDevice,
+    }
+}
+
+/// The kind `mknod` makes for `mode`'s type bits and `rdev` (the kernel's device number,
+/// the same as `st_rdev` for every number it can carry); `None` for a type it does not make.
+fn mknod_kind(mode: u32, rdev: u32) -> Option<FileKind> {
+    let rdev = u64::from(rdev);
+    match mode & libc::S_IFMT {
+        libc::S_IFREG | 0 => Some(FileKind::File),
+        libc::S_IFIFO => Some(FileKind::Fifo),
+        libc::S_IFSOCK => Some(FileKind::Socket),
+        libc::S_IFCHR => Some(FileKind::CharDevice { rdev }),
+        libc::S_IFBLK => Some(FileKind::BlockDevice { rdev }),
+        _ => None,
     }
 }
 
@@ -243,7 +267,8 @@ fn file_attr(attr: &Stat) -> FileAttr {
         nlink: attr.nlink,
         uid: attr.uid,
         gid: attr.gid,
-        rdev: 0,
+        // FUSE carries 32 bits: every number the kernel's mknod passes fits.
+        rdev: u32::try_from(attr.kind.rdev()).unwrap_or(0),
         blksize: STAT_BLOCK_SIZE_BYTES,
         flags: 0,
     }
@@ -434,15 +459,16 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            // Devices, FIFOs and sockets are not stored.
-            return reply.error(Errno::EPERM);
-        }
+        let Some(kind) = mknod_kind(mode, rdev) else {
+            return reply.error(Errno::EINVAL);
+        };
         let attrs = Self::new_attrs(req, mode, umask);
-        let result = self.backend.create(Ino(parent.0), name.as_bytes(), attrs);
+        let result = self
+            .backend
+            .mknod(Ino(parent.0), name.as_bytes(), kind, attrs);
         self.reply_entry(result, reply);
     }
 

@@ -25,7 +25,7 @@ use std::sync::{mpsc, Arc};
 use fuser::{INodeNo, Notifier};
 use nix::sys::signal::SigSet;
 use smlog::io::Device;
-use smlog::{Engine, EngineOptions, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat};
+use smlog::{Engine, EngineOptions, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat};
 use smlog_cluster::node_dir::NodeDir;
 use smlog_cluster::served::{self, Pages, ServedVolume, VolumeChange};
 use smlog_cluster::server::Server;
@@ -76,6 +76,11 @@ impl<D: Device + 'static> Backend for ClusterVolume<D> {
     fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], attrs: NewAttrs) -> Changed<Stat> {
         self.runtime
             .block_on(self.served.symlink(parent, name, target, attrs))
+    }
+
+    fn mknod(&self, parent: Ino, name: &[u8], kind: FileKind, attrs: NewAttrs) -> Changed<Stat> {
+        self.runtime
+            .block_on(self.served.mknod(parent, name, kind, attrs))
     }
 
     fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat> {

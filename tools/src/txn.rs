@@ -406,13 +406,15 @@ pub fn fsck(args: DirArgs) -> Result<ExitCode> {
         println!("{value}");
     } else {
         println!(
-            "{} inodes ({} directories, {} files, {} symbolic links), {} names, \
+            "{} inodes ({} directories, {} files, {} symbolic links, {} FIFOs, sockets and \
+             devices), {} names, \
              {} data blocks mapped ({} failing their checksum), {} dirty in the log, {} free, \
              {} quarantined",
             report.inode_count,
             report.dir_count,
             report.file_count,
             report.symlink_count,
+            report.special_count,
             report.entry_count,
             report.mapped_blocks,
             report.bad_blocks,

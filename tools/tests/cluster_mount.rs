@@ -11,7 +11,8 @@ mod mount_common;
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -104,8 +105,13 @@ fn mounts_on_two_nodes_read_their_writes_see_each_others_and_ride_out_a_leader_k
             .ok_or("different".into())
     });
     let open_on_b = fs::File::open(b.join("shared")).unwrap();
-    assert_eq!(read(&b.join("target")).unwrap(), b"old target");
-    assert_eq!(read(&b.join("gone")).unwrap(), b"soon removed");
+    for (name, bytes) in [("target", &b"old target"[..]), ("gone", b"soon removed")] {
+        eventually(&format!("node 3 reads {name}"), || {
+            (read(&b.join(name))? == bytes)
+                .then_some(())
+                .ok_or("different".into())
+        });
+    }
 
     // Changes through node 2.
     fs::OpenOptions::new()
@@ -144,7 +150,28 @@ fn mounts_on_two_nodes_read_their_writes_see_each_others_and_ride_out_a_leader_k
             other => Err(format!("{other:?}")),
         }
     });
-    assert_eq!(read(&b.join("dir/inner")).unwrap(), b"inner");
+    eventually("node 3 reads dir/inner", || {
+        (read(&b.join("dir/inner"))? == b"inner")
+            .then_some(())
+            .ok_or("different".into())
+    });
+    // A FIFO and a device made on node 2 are the same on node 3.
+    for (name, mode, rdev) in [
+        ("fifo", libc::S_IFIFO | 0o640, 0),
+        ("dev", libc::S_IFCHR | 0o600, libc::makedev(1, 3)),
+    ] {
+        let path = std::ffi::CString::new(a.join(name).into_os_string().into_vec()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        let made = unsafe { libc::mknod(path.as_ptr(), mode, rdev) };
+        assert_eq!(made, 0, "mknod {name}");
+        eventually(&format!("node 3 sees {name}"), || {
+            let seen = fs::symlink_metadata(b.join(name)).map_err(|e| e.to_string())?;
+            let got = (seen.mode(), seen.rdev());
+            (got == (mode, rdev))
+                .then_some(())
+                .ok_or(format!("{got:?}"))
+        });
+    }
 
     // And the other way: node 3 truncates, node 2's stat (no open) shows the new size.
     fs::OpenOptions::new()

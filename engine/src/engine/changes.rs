@@ -50,6 +50,28 @@ impl<D: Device> Engine<D> {
         self.create_node(parent, name, node, attrs, options.into())
     }
 
+    /// Creates a FIFO, a socket or a device (`kind`: [`FileKind::is_special`]), or a
+    /// regular file for [`FileKind::File`] (as `mknod(2)` with `S_IFREG`).
+    pub fn mknod(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        kind: FileKind,
+        attrs: NewAttrs,
+        options: impl Into<TxnOptions>,
+    ) -> Result<Stat, FsError> {
+        let node = if kind == FileKind::File {
+            NewNode::File
+        } else if kind.is_special() {
+            NewNode::Special(kind)
+        } else {
+            return Err(FsError::Invalid(
+                "mknod makes regular files, FIFOs, sockets and devices",
+            ));
+        };
+        self.create_node(parent, name, node, attrs, options.into())
+    }
+
     fn create_node(
         &self,
         parent: Ino,

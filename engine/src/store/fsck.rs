@@ -22,6 +22,8 @@ pub struct FsckReport {
     pub file_count: u64,
     /// Symbolic links among them.
     pub symlink_count: u64,
+    /// FIFOs, sockets and devices among them.
+    pub special_count: u64,
     /// Orphans: files unlinked while open, reclaimed at their last release (or by
     /// recovery).
     pub orphan_count: u64,
@@ -162,13 +164,20 @@ fn check_links(
                 problems.push(format!("directory {ino} is named {named} times"));
             }
         }
-        FileKind::File | FileKind::Symlink => {
-            if inode.kind == FileKind::File {
-                report.file_count += 1;
-            } else {
-                report.symlink_count += 1;
-                if inode.target.is_empty() || inode.attrs.size != inode.target.len() as u64 {
-                    problems.push(format!("symbolic link {ino} has a bad target or size"));
+        _ => {
+            match inode.kind {
+                FileKind::File => report.file_count += 1,
+                FileKind::Symlink => {
+                    report.symlink_count += 1;
+                    if inode.target.is_empty() || inode.attrs.size != inode.target.len() as u64 {
+                        problems.push(format!("symbolic link {ino} has a bad target or size"));
+                    }
+                }
+                _ => {
+                    report.special_count += 1;
+                    if inode.attrs.size != 0 || !inode.target.is_empty() {
+                        problems.push(format!("{:?} {ino} has a size or a target", inode.kind));
+                    }
                 }
             }
             if inode.attrs.nlink != named {

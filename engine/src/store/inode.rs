@@ -42,6 +42,41 @@ pub enum FileKind {
     Dir,
     /// A symbolic link.
     Symlink,
+    /// A named pipe (FIFO). Its data never reaches the store: the kernel carries it.
+    Fifo,
+    /// A unix domain socket (made by `bind`).
+    Socket,
+    /// A character device.
+    CharDevice {
+        /// Its device number, as `st_rdev` holds it (glibc's `makedev` encoding).
+        rdev: u64,
+    },
+    /// A block device.
+    BlockDevice {
+        /// Its device number, as `st_rdev` holds it (glibc's `makedev` encoding).
+        rdev: u64,
+    },
+}
+
+impl FileKind {
+    /// A FIFO, socket or device: an inode with no data of its own in the store.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileKind::Fifo
+                | FileKind::Socket
+                | FileKind::CharDevice { .. }
+                | FileKind::BlockDevice { .. }
+        )
+    }
+
+    /// The device number (`st_rdev`): a device's, else 0.
+    pub fn rdev(self) -> u64 {
+        match self {
+            FileKind::CharDevice { rdev } | FileKind::BlockDevice { rdev } => rdev,
+            _ => 0,
+        }
+    }
 }
 
 /// A name in a directory: 1..=255 bytes, no `/`, no NUL, not `.` or `..`. Names are bytes,

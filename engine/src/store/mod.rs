@@ -164,6 +164,7 @@ impl<D: Device> Store<D> {
             FileKind::File => {}
             FileKind::Dir => return Err(FsError::IsDir),
             FileKind::Symlink => return Err(FsError::Invalid("reading a symbolic link")),
+            _ => return Err(FsError::Invalid("reading a FIFO, socket or device")),
         }
         let size = inode.attrs.size;
         if offset >= size {

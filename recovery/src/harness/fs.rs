@@ -42,6 +42,15 @@ pub enum View {
         /// Links.
         nlink: u32,
     },
+    /// A FIFO, socket or device.
+    Special {
+        /// Which, with its device number.
+        kind: FileKind,
+        /// Permission bits.
+        mode: u32,
+        /// Links.
+        nlink: u32,
+    },
 }
 
 /// Path -> node, for every name reachable from the root.
@@ -70,6 +79,11 @@ enum MNode {
         target: Vec<u8>,
         nlink: u32,
     },
+    Special {
+        kind: FileKind,
+        mode: u32,
+        nlink: u32,
+    },
 }
 
 /// An operation on paths (directories as '/'-joined names from the root, "" the root).
@@ -95,6 +109,8 @@ pub enum FsOp {
     Truncate(Vec<u8>, u64),
     /// chmod(path, mode).
     Chmod(Vec<u8>, u32),
+    /// mknod(directory, name, kind): a FIFO, socket or device.
+    Mknod(Vec<u8>, Vec<u8>, FileKind),
 }
 
 /// `dir/name` ("" is the root).
@@ -193,7 +209,9 @@ impl Model {
 
     fn drop_link(&mut self, ino: u64) {
         let gone = match self.nodes.get_mut(&ino) {
-            Some(MNode::File { nlink, .. }) | Some(MNode::Symlink { nlink, .. }) => {
+            Some(MNode::File { nlink, .. })
+            | Some(MNode::Symlink { nlink, .. })
+            | Some(MNode::Special { nlink, .. }) => {
                 *nlink -= 1;
                 *nlink == 0
             }
@@ -205,8 +223,9 @@ impl Model {
     }
 
     fn add_link(&mut self, ino: u64) {
-        if let Some(MNode::File { nlink, .. }) | Some(MNode::Symlink { nlink, .. }) =
-            self.nodes.get_mut(&ino)
+        if let Some(MNode::File { nlink, .. })
+        | Some(MNode::Symlink { nlink, .. })
+        | Some(MNode::Special { nlink, .. }) = self.nodes.get_mut(&ino)
         {
             *nlink += 1;
         }
@@ -215,11 +234,19 @@ impl Model {
     /// Applies `op`; returns the errno the engine must give, or `Ok`.
     pub fn apply(&mut self, op: &FsOp) -> Result<(), Errno> {
         match op {
-            FsOp::Create(dir, name) | FsOp::Mkdir(dir, name) | FsOp::Symlink(dir, name, _) => {
+            FsOp::Create(dir, name)
+            | FsOp::Mkdir(dir, name)
+            | FsOp::Symlink(dir, name, _)
+            | FsOp::Mknod(dir, name, _) => {
                 let parent = self.resolve(dir)?;
                 if self.entries(parent)?.contains_key(name) {
                     return Err(libc::EEXIST);
                 }
+                // A setgid directory passes its bit on to new directories.
+                let setgid = match &self.nodes[&parent] {
+                    MNode::Dir { mode, .. } => mode & 0o2000,
+                    _ => 0,
+                };
                 let node = match op {
                     FsOp::Create(..) => MNode::File {
                         data: Vec::new(),
@@ -229,7 +256,12 @@ impl Model {
                     FsOp::Mkdir(..) => MNode::Dir {
                         entries: BTreeMap::new(),
                         parent,
-                        mode: 0o755,
+                        mode: 0o755 | setgid,
+                    },
+                    FsOp::Mknod(_, _, kind) => MNode::Special {
+                        kind: *kind,
+                        mode: 0o644,
+                        nlink: 1,
                     },
                     FsOp::Symlink(_, _, target) => MNode::Symlink {
                         target: target.clone(),
@@ -311,9 +343,9 @@ impl Model {
             FsOp::Chmod(path, new_mode) => {
                 let ino = self.resolve(path)?;
                 match self.nodes.get_mut(&ino) {
-                    Some(MNode::File { mode, .. }) | Some(MNode::Dir { mode, .. }) => {
-                        *mode = new_mode & 0o7777
-                    }
+                    Some(MNode::File { mode, .. })
+                    | Some(MNode::Dir { mode, .. })
+                    | Some(MNode::Special { mode, .. }) => *mode = new_mode & 0o7777,
                     _ => {}
                 }
                 Ok(())
@@ -408,6 +440,11 @@ impl Model {
                     target: target.clone(),
                     nlink: *nlink,
                 },
+                MNode::Special { kind, mode, nlink } => View::Special {
+                    kind: *kind,
+                    mode: *mode,
+                    nlink: *nlink,
+                },
             };
             let is_dir = matches!(view, View::Dir { .. });
             tree.insert(child.clone(), view);
@@ -452,6 +489,11 @@ fn walk_engine<D: Device>(
                 },
                 FileKind::Symlink => View::Symlink {
                     target: engine.readlink(entry.ino)?,
+                    nlink: attr.nlink,
+                },
+                kind => View::Special {
+                    kind,
+                    mode: attr.mode,
                     nlink: attr.nlink,
                 },
             };
@@ -525,6 +567,9 @@ pub fn run_op<D: Device>(
         FsOp::Truncate(path, size) => engine
             .truncate(resolve(engine, path)?, *size, options)
             .map(drop),
+        FsOp::Mknod(dir, name, kind) => engine
+            .mknod(resolve(engine, dir)?, name, *kind, file, options)
+            .map(drop),
         FsOp::Chmod(path, mode) => {
             let changes = SetAttrChanges {
                 mode: Some(*mode),
@@ -577,7 +622,16 @@ pub fn random_op<R: Rng>(rng: &mut R, seed: u64, dirs: &[&[u8]], names: &[&[u8]]
             )
         }
         86..=94 => FsOp::Truncate(path(rng), rng.gen_range(0..120_000)),
-        _ => FsOp::Chmod(path(rng), rng.gen_range(0..0o10000)),
+        95..=97 => FsOp::Chmod(path(rng), rng.gen_range(0..0o10000)),
+        _ => {
+            let kind = match rng.gen_range(0..4) {
+                0 => FileKind::Fifo,
+                1 => FileKind::Socket,
+                2 => FileKind::CharDevice { rdev: 0x0103 },
+                _ => FileKind::BlockDevice { rdev: 0x0801 },
+            };
+            FsOp::Mknod(dir(rng), name(rng), kind)
+        }
     }
 }
 

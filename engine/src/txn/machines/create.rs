@@ -1,4 +1,4 @@
-//! Create a file, directory or symbolic link.
+//! Create a file, directory, symbolic link, FIFO, socket or device.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,6 +7,9 @@ use crate::error::FsError;
 use crate::store::{check_symlink_target, Attrs, FileKind, FsMeta, Ino, Name, Op, Time, TxnResult};
 
 use super::{step, touch, Edits, FileTxn, NewAttrs, NewNode};
+
+/// The setgid bit of a mode.
+const SETGID: u32 = 0o2000;
 use crate::txn::Transition;
 
 /// Create a file, directory or symbolic link: step 1 logs the new inode (`Allocated`),
@@ -59,6 +62,7 @@ impl Create {
                 if entries.contains_key(&self.name) {
                     return Err(FsError::Exists);
                 }
+                let parent_attrs = meta.inode(self.parent)?.attrs;
                 let (kind, size, nlink, target) = match &self.node {
                     NewNode::File => (FileKind::File, 0, 1, Vec::new()),
                     NewNode::Dir => {
@@ -71,12 +75,25 @@ impl Create {
                         check_symlink_target(target)?;
                         (FileKind::Symlink, target.len() as u64, 1, target.clone())
                     }
+                    NewNode::Special(kind) if kind.is_special() => (*kind, 0, 1, Vec::new()),
+                    NewNode::Special(_) => {
+                        return Err(FsError::Invalid("mknod of a file type it does not make"))
+                    }
                 };
+                // A setgid directory gives a new inode its group, and a new directory
+                // its setgid bit too (as ext4 and every Linux file system do).
+                let (mut mode, mut gid) = (self.attrs.mode & 0o7777, self.attrs.gid);
+                if parent_attrs.mode & SETGID != 0 {
+                    gid = parent_attrs.gid;
+                    if kind == FileKind::Dir {
+                        mode |= SETGID;
+                    }
+                }
                 let ino = meta.next_ino;
                 let attrs = Attrs {
-                    mode: self.attrs.mode & 0o7777,
+                    mode,
                     uid: self.attrs.uid,
-                    gid: self.attrs.gid,
+                    gid,
                     size,
                     nlink,
                     atime: self.now,

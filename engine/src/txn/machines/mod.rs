@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::constants::BLOCK_SIZE_BYTES;
 use crate::error::{CorruptKind, FsError};
-use crate::store::{Attrs, FsMeta, Ino, Name, Op, Time, TxnResult};
+use crate::store::{Attrs, FileKind, FsMeta, Ino, Name, Op, Time, TxnResult};
 
 use super::{Context, Machine, Transition};
 
@@ -38,6 +38,8 @@ pub enum NewNode {
     Dir,
     /// A symbolic link to this target.
     Symlink(Vec<u8>),
+    /// A FIFO, socket or device ([`FileKind::is_special`]).
+    Special(FileKind),
 }
 
 /// Owner and permissions of a new inode.
@@ -249,6 +251,7 @@ impl Machine for FileTxn {
                 NewNode::File => "create",
                 NewNode::Dir => "mkdir",
                 NewNode::Symlink(_) => "symlink",
+                NewNode::Special(_) => "mknod",
             },
             FileTxn::Link(_) => "link",
             FileTxn::Unlink(m) => {

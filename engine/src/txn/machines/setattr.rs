@@ -56,6 +56,7 @@ impl SetAttr {
                         FileKind::Symlink => {
                             return Err(FsError::Invalid("truncating a symbolic link"))
                         }
+                        _ => return Err(FsError::Invalid("truncating a FIFO, socket or device")),
                     }
                     if size > FILE_SIZE_BYTES_MAX {
                         return Err(FsError::FileTooBig);

@@ -94,6 +94,7 @@ impl Write {
             FileKind::File => Ok(()),
             FileKind::Dir => Err(FsError::IsDir),
             FileKind::Symlink => Err(FsError::Invalid("writing a symbolic link")),
+            _ => Err(FsError::Invalid("writing a FIFO, socket or device")),
         }
     }
 
