@@ -9,7 +9,9 @@
 //! table instead of running twice. Encoded with postcard (docs/FORMAT.md, "The Raft log").
 
 use serde::{Deserialize, Serialize};
-use smlog::{FileKind, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult};
+use smlog::{
+    FileKind, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult, XattrFlags,
+};
 
 /// The most bytes one replicated write carries: a command must fit one log record
 /// ([`smlog::constants::RECORD_PAYLOAD_SIZE_BYTES_MAX`], 128 KiB) with its framing. A larger
@@ -122,6 +124,17 @@ pub enum FileOp {
         /// Mode and owner.
         attrs: NewAttrs,
     },
+    /// [`smlog::Engine::setxattr`] (a value) or [`smlog::Engine::removexattr`] (`None`).
+    SetXattr {
+        /// The inode.
+        ino: Ino,
+        /// The attribute's full name.
+        name: Vec<u8>,
+        /// Its value, or `None`: remove it.
+        value: Option<Vec<u8>>,
+        /// `XATTR_CREATE` / `XATTR_REPLACE`.
+        flags: XattrFlags,
+    },
 }
 
 impl FileOp {
@@ -138,6 +151,8 @@ impl FileOp {
             FileOp::Write { .. } => "write",
             FileOp::SetAttr { .. } => "setattr",
             FileOp::Mknod { .. } => "mknod",
+            FileOp::SetXattr { value: Some(_), .. } => "setxattr",
+            FileOp::SetXattr { value: None, .. } => "removexattr",
         }
     }
 }

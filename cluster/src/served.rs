@@ -25,6 +25,7 @@ use smlog::io::Device;
 use smlog::TxnResult;
 use smlog::{
     Engine, FileKind, FsError, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Stat, Time,
+    XattrFlags,
 };
 
 use crate::auth::{ClusterKey, Peer};
@@ -163,6 +164,10 @@ pub fn touched(op: &FileOp) -> Touched {
                     len: data.len() as u64,
                 },
             )],
+            names: Vec::new(),
+        },
+        FileOp::SetXattr { ino, .. } => Touched {
+            inodes: vec![attrs(*ino)],
             names: Vec::new(),
         },
         FileOp::SetAttr { ino, changes } => Touched {
@@ -452,6 +457,24 @@ impl<D: Device> ServedVolume<D> {
         };
         let made = self.change(op).await?;
         self.stat_of(made)
+    }
+
+    /// [`Engine::setxattr`] (a value) or [`Engine::removexattr`] (`None`) on the volume.
+    pub async fn setxattr(
+        &self,
+        ino: Ino,
+        name: &[u8],
+        value: Option<&[u8]>,
+        flags: XattrFlags,
+    ) -> Result<(), ChangeError> {
+        let op = FileOp::SetXattr {
+            ino,
+            name: name.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+            flags,
+        };
+        self.change(op).await?;
+        Ok(())
     }
 
     /// [`Engine::link`] on the volume.

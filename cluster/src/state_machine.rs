@@ -330,6 +330,22 @@ pub fn apply_command<D: Device>(
         } => engine
             .mknod(*parent, name, *kind, *attrs, options)
             .map(|stat| TxnResult::Ino(stat.ino)),
+        FileOp::SetXattr {
+            ino,
+            name,
+            value: Some(value),
+            flags,
+        } => engine
+            .setxattr(*ino, name, value, *flags, options)
+            .map(|()| TxnResult::Done),
+        FileOp::SetXattr {
+            ino,
+            name,
+            value: None,
+            ..
+        } => engine
+            .removexattr(*ino, name, options)
+            .map(|()| TxnResult::Done),
     };
     match result {
         Ok(result) => Ok(Reply(Ok(result))),

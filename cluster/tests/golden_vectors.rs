@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use smlog::TxnResult;
-use smlog::{FileKind, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time};
+use smlog::{FileKind, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, XattrFlags};
 use smlog_cluster::auth::{Challenge, Hello, Proof};
 use smlog_cluster::log_store::records::{
     EntryRecord, LogIdRecord, MembershipRecord, PayloadRecord, RaftRecord, StateRecord, VoteRecord,
@@ -94,6 +94,15 @@ fn ops() -> Vec<FileOp> {
                 mode: 0o600,
                 uid: 0,
                 gid: 6,
+            },
+        },
+        FileOp::SetXattr {
+            ino: Ino(42),
+            name: b"user.k".to_vec(),
+            value: Some(b"v".to_vec()),
+            flags: XattrFlags {
+                create: false,
+                replace: true,
             },
         },
     ]
@@ -375,6 +384,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("FileOp::Write", "072a80200378797a"),
     ("FileOp::SetAttr", "082a00000001050000"),
     ("FileOp::Mknod", "0901016606811080030006"),
+    ("FileOp::SetXattr", "0a2a06757365722e6b0101760001"),
     ("Request::Append", "000203010102f0a2040102f0a2040000"),
     ("Request::Vote", "0102030100"),
     ("Request::Write", "020080c49fd50c0505010164"),

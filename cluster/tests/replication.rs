@@ -243,6 +243,15 @@ fn command_for(engine: &Engine<SimDevice>, op: &FsOp, n: u64) -> Option<Command>
                 ..SetAttrChanges::default()
             },
         },
+        FsOp::Xattr(path, name, value, create, replace) => FileOp::SetXattr {
+            ino: resolve(engine, path)?,
+            name: name.clone(),
+            value: value.map(|(len, seed)| smlog_recovery::harness::fs::data_for(seed, len)),
+            flags: smlog::XattrFlags {
+                create: *create,
+                replace: *replace,
+            },
+        },
         FsOp::Mknod(dir, name, kind) => FileOp::Mknod {
             parent: resolve(engine, dir)?,
             name: name.clone(),
@@ -311,6 +320,8 @@ async fn check_trees(cluster: &Cluster, model: &Model) {
             assert!(fsck.is_clean(), "node {id}: {:?}", fsck.problems);
             let inodes: Vec<_> = want
                 .keys()
+                // An extended attribute's entry (`path NUL name`) is no path.
+                .filter(|path| !path.contains(&0))
                 .map(|path| {
                     let stat = engine.getattr(resolve(engine, path).unwrap()).unwrap();
                     (path.clone(), stat.ino, stat.mtime, stat.ctime)

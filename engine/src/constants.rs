@@ -133,6 +133,18 @@ pub const FILE_SIZE_BYTES_MAX: u64 = 1 << 44;
 /// Largest single write, in bytes (what NFS and FUSE send at most).
 pub const WRITE_SIZE_BYTES_MAX: usize = 1024 * 1024;
 
+/// Longest extended attribute name, namespace included (Linux's `XATTR_NAME_MAX`).
+pub const XATTR_NAME_BYTES_MAX: usize = 255;
+
+/// Largest extended attribute value (Linux's `XATTR_SIZE_MAX`: E2BIG past it).
+pub const XATTR_VALUE_BYTES_MAX: usize = 64 * 1024;
+
+/// The room one inode's extended attributes may take: each name and value plus 16 bytes
+/// (ENOSPC past it). ext4 with 4 KiB blocks gives about 4 KiB; this is 32 KiB, and a set's
+/// log record (the new value in its redo and its state, the old in its undo) stays within
+/// [`RECORD_PAYLOAD_SIZE_BYTES_MAX`].
+pub const XATTRS_BYTES_MAX: usize = 32 * 1024;
+
 /// A write with fewer whole blocks than this travels in the log (and is written back at the
 /// next checkpoint); one with this many or more goes to newly allocated blocks first.
 pub const WRITE_EXTENT_BLOCKS_MIN: usize = 16;

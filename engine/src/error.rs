@@ -108,6 +108,25 @@ pub enum FsError {
     /// Not a symbolic link (EINVAL for readlink).
     #[error("not a symbolic link")]
     NotSymlink,
+    /// No such extended attribute (ENODATA).
+    #[error("no such extended attribute")]
+    NoXattr,
+    /// An extended attribute's name outside the namespaces stored (`user.`, `trusted.`,
+    /// `security.`): EOPNOTSUPP.
+    #[error("extended attributes of this namespace are not stored")]
+    XattrNotSupported,
+    /// An extended attribute's name of no or more than 255 bytes (ERANGE).
+    #[error("an extended attribute name of {len_bytes} bytes (1 to 255)")]
+    XattrNameRange {
+        /// Its length.
+        len_bytes: usize,
+    },
+    /// An extended attribute's value past 64 KiB (E2BIG).
+    #[error("an extended attribute value of {len_bytes} bytes, past 64 KiB")]
+    XattrTooBig {
+        /// Its length.
+        len_bytes: usize,
+    },
     /// The log failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -207,6 +226,10 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NameTooLong { .. } => libc::ENAMETOOLONG,
             FsError::Invalid(_) | FsError::NotSymlink => libc::EINVAL,
+            FsError::NoXattr => libc::ENODATA,
+            FsError::XattrNotSupported => libc::EOPNOTSUPP,
+            FsError::XattrNameRange { .. } => libc::ERANGE,
+            FsError::XattrTooBig { .. } => libc::E2BIG,
             FsError::NoSpace(_) => libc::ENOSPC,
             FsError::FileTooBig => libc::EFBIG,
             FsError::TooManyLinks => libc::EMLINK,

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use smlog::internals::machines::{
     Create, CreateState, Link, NewAttrs, NewNode, Reclaim, Rename, RenameState, SetAttr,
-    SetAttrState, Unlink, UnlinkState, Write, WriteState,
+    SetAttrState, SetXattr, Unlink, UnlinkState, Write, WriteState, XattrFlags,
 };
 use smlog::internals::{Attrs, FsMeta, Name, Op, Run};
 use smlog::internals::{FileTxn, StepRecord, TxnRecord};
@@ -116,6 +116,7 @@ fn op_variant(op: &Op) -> &'static str {
         Op::MapBlocks { .. } => "MapBlocks",
         Op::WriteInline { .. } => "WriteInline",
         Op::TruncateData { .. } => "TruncateData",
+        Op::SetXattr { .. } => "SetXattr",
     }
 }
 
@@ -128,6 +129,7 @@ fn file_txn_variant(txn: &FileTxn) -> &'static str {
         FileTxn::Write(_) => "Write",
         FileTxn::SetAttr(_) => "SetAttr",
         FileTxn::Reclaim(_) => "Reclaim",
+        FileTxn::SetXattr(_) => "SetXattr",
     }
 }
 
@@ -237,6 +239,11 @@ fn ops() -> Vec<Op> {
         Op::TruncateData {
             ino: Ino(42),
             size: 1,
+        },
+        Op::SetXattr {
+            ino: Ino(42),
+            name: b"user.k".to_vec(),
+            value: Some(b"v".to_vec()),
         },
     ]
 }
@@ -410,6 +417,22 @@ fn machines() -> Vec<(FileTxn, Vec<(&'static str, &'static str)>)> {
             vec![],
         ));
     }
+    for (value, done) in [(Some(b"v".to_vec()), false), (None, true)] {
+        all.push((
+            FileTxn::SetXattr(SetXattr {
+                ino: Ino(42),
+                name: b"user.k".to_vec(),
+                value,
+                flags: XattrFlags {
+                    create: true,
+                    replace: false,
+                },
+                now: NOW,
+                done,
+            }),
+            vec![],
+        ));
+    }
     all
 }
 
@@ -536,6 +559,15 @@ fn cases() -> Vec<Case> {
     meta.applied_entry = Some(ENTRY);
     let image = smlog::internals::image::encode_image(&meta).unwrap();
     push("FsMeta (one key, an applied entry)".into(), image, vec![]);
+    let mut root = meta.inodes.get(&Ino(1)).unwrap().clone();
+    root.xattrs.insert(b"user.k".to_vec(), b"v".to_vec());
+    meta.inodes.insert(Ino(1), root);
+    let image = smlog::internals::image::encode_image(&meta).unwrap();
+    push(
+        "FsMeta (a root with an extended attribute)".into(),
+        image,
+        vec![],
+    );
     cases
 }
 
@@ -569,6 +601,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Op::MapBlocks", "092a0302050282010103effdb6f50d018080808008"),
     ("Op::WriteInline", "0a2aff1f0378797a"),
     ("Op::TruncateData", "0b2a01"),
+    ("Op::SetXattr", "0c2a06757365722e6b010176"),
     ("FileTxn::Create #0 NewNode::File CreateState::Start", "0001016600a403e8076480c49fd50c959aef3a00"),
     ("FileTxn::Create #1 NewNode::File CreateState::Allocated", "0001016600a403e8076480c49fd50c959aef3a012a"),
     ("FileTxn::Create #2 NewNode::File CreateState::Linked", "0001016600a403e8076480c49fd50c959aef3a022a"),
@@ -596,12 +629,15 @@ const GOLDEN: &[(&str, &str)] = &[
     ("FileTxn::SetAttr #24 SetAttrState::Truncated", "052a0180030001050100000180c49fd50c959aef3a80c49fd50c959aef3a02"),
     ("FileTxn::Reclaim #25", "062a00"),
     ("FileTxn::Reclaim #26", "062a01"),
+    ("FileTxn::SetXattr #27", "072a06757365722e6b010176010080c49fd50c959aef3a00"),
+    ("FileTxn::SetXattr #28", "072a06757365722e6b00010080c49fd50c959aef3a01"),
     ("TxnRecord::Step", "00020101660080c49fd50c959aef3a012a000107ac020102f0a204010501016601040101662a"),
     ("TxnRecord::Commit", "010107ac020102f0a2040203"),
     ("TxnRecord::Compensation", "02e80701012a00"),
     ("TxnRecord::Abort", "03000038"),
-    ("FsMeta (a new file system, one key)", "00020101010101ed030000000280c49fd50c959aef3a80c49fd50c959aef3a80c49fd50c959aef3a0100000001010080804000000000000107ac0200000107ac0200"),
-    ("FsMeta (one key, an applied entry)", "00020101010101ed030000000280c49fd50c959aef3a80c49fd50c959aef3a80c49fd50c959aef3a0100000001010080804000000000000107ac0200000107ac020102f0a204"),
+    ("FsMeta (a new file system, one key)", "00020101010101ed030000000280c49fd50c959aef3a80c49fd50c959aef3a80c49fd50c959aef3a010000000001010080804000000000000107ac0200000107ac0200"),
+    ("FsMeta (one key, an applied entry)", "00020101010101ed030000000280c49fd50c959aef3a80c49fd50c959aef3a80c49fd50c959aef3a010000000001010080804000000000000107ac0200000107ac020102f0a204"),
+    ("FsMeta (a root with an extended attribute)", "00020101010101ed030000000280c49fd50c959aef3a80c49fd50c959aef3a80c49fd50c959aef3a010000000106757365722e6b017601010080804000000000000107ac0200000107ac020102f0a204"),
 ];
 
 #[test]

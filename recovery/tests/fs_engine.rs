@@ -629,3 +629,118 @@ fn special_files_and_setgid_directories() {
     assert!(report.is_clean(), "{:?}", report.problems);
     assert_eq!(report.special_count, 4, "fifo, chr2, blk and g/d/p");
 }
+
+/// Extended attributes: set, replace, list, remove, with the flags and errnos of
+/// `setxattr(2)`; bounded names, values and room; user attributes only on files and
+/// directories; every change a transaction that survives a power loss and sets ctime.
+#[test]
+fn extended_attributes_as_setxattr_gives_them() {
+    use smlog::{FileKind, XattrFlags};
+    let device = Arc::new(SimDevice::new(4));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    let sync = Durability::Sync;
+    let none = XattrFlags::default();
+    let create = XattrFlags {
+        create: true,
+        replace: false,
+    };
+    let replace = XattrFlags {
+        create: false,
+        replace: true,
+    };
+    let f = engine.create(ROOT_INO, b"f", FILE, sync).unwrap().ino;
+    let before = engine.getattr(f).unwrap().ctime;
+    engine.setxattr(f, b"user.b", b"2", none, sync).unwrap();
+    engine.setxattr(f, b"user.a", b"1", create, sync).unwrap();
+    engine.setxattr(f, b"trusted.t", b"", none, sync).unwrap();
+    assert!(engine.getattr(f).unwrap().ctime > before);
+    assert_eq!(engine.getxattr(f, b"user.a").unwrap(), b"1");
+    assert_eq!(engine.getxattr(f, b"trusted.t").unwrap(), b"");
+    let names = engine.listxattr(f).unwrap();
+    assert_eq!(names, [&b"trusted.t"[..], b"user.a", b"user.b"]);
+    let errno = |r: Result<(), FsError>| r.unwrap_err().errno();
+    assert_eq!(
+        errno(engine.setxattr(f, b"user.a", b"x", create, sync)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(engine.setxattr(f, b"user.z", b"x", replace, sync)),
+        libc::ENODATA
+    );
+    engine
+        .setxattr(f, b"user.a", b"one", replace, sync)
+        .unwrap();
+    assert_eq!(engine.getxattr(f, b"user.a").unwrap(), b"one");
+    assert_eq!(
+        engine.getxattr(f, b"user.z").unwrap_err().errno(),
+        libc::ENODATA
+    );
+    assert_eq!(errno(engine.removexattr(f, b"user.z", sync)), libc::ENODATA);
+    assert_eq!(
+        errno(engine.setxattr(f, b"os2.x", b"x", none, sync)),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(
+        errno(engine.setxattr(f, b"user.", b"x", none, sync)),
+        libc::EOPNOTSUPP
+    );
+    let long = [b"user.".to_vec(), vec![b'n'; 251]].concat();
+    assert_eq!(
+        errno(engine.setxattr(f, &long, b"x", none, sync)),
+        libc::ERANGE
+    );
+    let big = vec![7u8; 64 * 1024 + 1];
+    assert_eq!(
+        errno(engine.setxattr(f, b"user.big", &big, none, sync)),
+        libc::E2BIG
+    );
+    // 32 KiB of room per inode: two values of 15 KiB fit, a third does not.
+    let piece = vec![9u8; 15 * 1024];
+    engine.setxattr(f, b"user.p1", &piece, none, sync).unwrap();
+    engine.setxattr(f, b"user.p2", &piece, none, sync).unwrap();
+    assert_eq!(
+        errno(engine.setxattr(f, b"user.p3", &piece, none, sync)),
+        libc::ENOSPC
+    );
+    // Replacing a value counts its new size only.
+    engine
+        .setxattr(f, b"user.p2", &piece, replace, sync)
+        .unwrap();
+    engine.removexattr(f, b"user.b", sync).unwrap();
+    let fifo = engine
+        .mknod(ROOT_INO, b"p", FileKind::Fifo, FILE, sync)
+        .unwrap()
+        .ino;
+    assert_eq!(
+        errno(engine.setxattr(fifo, b"user.a", b"x", none, sync)),
+        libc::EPERM
+    );
+    engine
+        .setxattr(fifo, b"security.s", b"label", none, sync)
+        .unwrap();
+
+    drop(engine);
+    let engine = reopen(&device, test_options());
+    assert_eq!(engine.getxattr(f, b"user.a").unwrap(), b"one");
+    assert_eq!(engine.getxattr(f, b"user.p2").unwrap(), piece);
+    assert_eq!(
+        engine.getxattr(f, b"user.b").unwrap_err().errno(),
+        libc::ENODATA
+    );
+    assert_eq!(engine.getxattr(fifo, b"security.s").unwrap(), b"label");
+    let names = engine.listxattr(f).unwrap();
+    assert_eq!(
+        names,
+        [&b"trusted.t"[..], b"user.a", b"user.p1", b"user.p2"]
+    );
+    // A checkpoint carries them in the image.
+    engine.checkpoint().unwrap();
+    drop(engine);
+    let engine = reopen(&device, test_options());
+    assert_eq!(engine.getxattr(f, b"user.a").unwrap(), b"one");
+    // They go with the inode.
+    engine.unlink(ROOT_INO, b"f", sync).unwrap();
+    let g = engine.create(ROOT_INO, b"f", FILE, sync).unwrap().ino;
+    assert!(engine.listxattr(g).unwrap().is_empty());
+    assert!(engine.fsck().is_clean());
+}

@@ -19,8 +19,8 @@ use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags,
     RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    Session, SessionACL, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, Session, SessionACL, TimeOrNow, WriteFlags,
 };
 use nix::sys::signal::{SigSet, Signal};
 use smlog::constants::{NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX};
@@ -28,7 +28,7 @@ use smlog::io::Device;
 use smlog::serve::{st_blocks, system_time, time_of, DirStream, STAT_BLOCK_SIZE_BYTES};
 use smlog::{
     Durability, Engine, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat, Time,
-    TxnOptions,
+    TxnOptions, XattrFlags,
 };
 use smlog_cluster::served::ChangeError;
 use smlog_recovery::OpenOptions;
@@ -105,6 +105,14 @@ pub trait Backend: Send + Sync + 'static {
     fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], attrs: NewAttrs) -> Changed<Stat>;
     /// [`Engine::mknod`].
     fn mknod(&self, parent: Ino, name: &[u8], kind: FileKind, attrs: NewAttrs) -> Changed<Stat>;
+    /// [`Engine::setxattr`] (a value) or [`Engine::removexattr`] (`None`).
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &[u8],
+        value: Option<&[u8]>,
+        flags: XattrFlags,
+    ) -> Changed<()>;
     /// [`Engine::link`].
     fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat>;
     /// [`Engine::unlink`].
@@ -161,6 +169,22 @@ impl<D: Device + 'static> Backend for LocalVolume<D> {
 
     fn mknod(&self, parent: Ino, name: &[u8], kind: FileKind, attrs: NewAttrs) -> Changed<Stat> {
         Ok(self.engine.mknod(parent, name, kind, attrs, self.options)?)
+    }
+
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &[u8],
+        value: Option<&[u8]>,
+        flags: XattrFlags,
+    ) -> Changed<()> {
+        match value {
+            Some(value) => self
+                .engine
+                .setxattr(ino, name, value, flags, self.options)?,
+            None => self.engine.removexattr(ino, name, self.options)?,
+        }
+        Ok(())
     }
 
     fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat> {
@@ -749,6 +773,58 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         }
     }
 
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if position != 0 || flags & !(libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
+            return reply.error(Errno::EINVAL);
+        }
+        let flags = XattrFlags {
+            create: flags & libc::XATTR_CREATE != 0,
+            replace: flags & libc::XATTR_REPLACE != 0,
+        };
+        let result = self
+            .backend
+            .setxattr(Ino(ino.0), name.as_bytes(), Some(value), flags);
+        self.reply_empty(result, reply);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.backend.engine().getxattr(Ino(ino.0), name.as_bytes()) {
+            Ok(value) => reply_xattr(&value, size, reply),
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.backend.engine().listxattr(Ino(ino.0)) {
+            Ok(names) => {
+                let mut list = Vec::new();
+                for name in names {
+                    list.extend_from_slice(&name);
+                    list.push(0);
+                }
+                reply_xattr(&list, size, reply);
+            }
+            Err(e) => reply.error(self.errno(e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let flags = XattrFlags::default();
+        let result = self
+            .backend
+            .setxattr(Ino(ino.0), name.as_bytes(), None, flags);
+        self.reply_empty(result, reply);
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // The kernel checks permissions (default_permissions).
         reply.ok();
@@ -782,6 +858,18 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
             ),
             Err(e) => reply.error(self.errno(e)),
         }
+    }
+}
+
+/// Answers a getxattr or listxattr of `size` bytes: the length when asked for it (0),
+/// ERANGE when `bytes` do not fit, else the bytes.
+fn reply_xattr(bytes: &[u8], size: u32, reply: ReplyXattr) {
+    if size == 0 {
+        reply.size(bytes.len() as u32);
+    } else if bytes.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(bytes);
     }
 }
 

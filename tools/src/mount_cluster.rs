@@ -25,7 +25,9 @@ use std::sync::{mpsc, Arc};
 use fuser::{INodeNo, Notifier};
 use nix::sys::signal::SigSet;
 use smlog::io::Device;
-use smlog::{Engine, EngineOptions, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat};
+use smlog::{
+    Engine, EngineOptions, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat, XattrFlags,
+};
 use smlog_cluster::node_dir::NodeDir;
 use smlog_cluster::served::{self, Pages, ServedVolume, VolumeChange};
 use smlog_cluster::server::Server;
@@ -81,6 +83,17 @@ impl<D: Device + 'static> Backend for ClusterVolume<D> {
     fn mknod(&self, parent: Ino, name: &[u8], kind: FileKind, attrs: NewAttrs) -> Changed<Stat> {
         self.runtime
             .block_on(self.served.mknod(parent, name, kind, attrs))
+    }
+
+    fn setxattr(
+        &self,
+        ino: Ino,
+        name: &[u8],
+        value: Option<&[u8]>,
+        flags: XattrFlags,
+    ) -> Changed<()> {
+        self.runtime
+            .block_on(self.served.setxattr(ino, name, value, flags))
     }
 
     fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat> {

@@ -155,6 +155,38 @@ fn mounts_on_two_nodes_read_their_writes_see_each_others_and_ride_out_a_leader_k
             .then_some(())
             .ok_or("different".into())
     });
+    // An extended attribute set on node 2 reads the same on node 3.
+    let (target, name) = (
+        std::ffi::CString::new(a.join("target").into_os_string().into_vec()).unwrap(),
+        std::ffi::CString::new("user.origin").unwrap(),
+    );
+    // SAFETY: valid NUL-terminated strings, and a buffer of 6 bytes.
+    let set = unsafe {
+        libc::setxattr(
+            target.as_ptr(),
+            name.as_ptr(),
+            b"node-2".as_ptr().cast(),
+            6,
+            0,
+        )
+    };
+    assert_eq!(set, 0, "setxattr: {}", std::io::Error::last_os_error());
+    let on_b = std::ffi::CString::new(b.join("target").into_os_string().into_vec()).unwrap();
+    eventually("node 3 reads user.origin", || {
+        let mut buf = [0u8; 16];
+        // SAFETY: valid NUL-terminated strings, and a buffer of 16 bytes.
+        let len = unsafe {
+            libc::getxattr(
+                on_b.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        (len == 6 && &buf[..6] == b"node-2")
+            .then_some(())
+            .ok_or(format!("{len} bytes"))
+    });
     // A FIFO and a device made on node 2 are the same on node 3.
     for (name, mode, rdev) in [
         ("fifo", libc::S_IFIFO | 0o640, 0),

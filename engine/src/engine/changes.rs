@@ -7,8 +7,8 @@ use crate::error::FsError;
 use crate::io::Device;
 use crate::store::{FileKind, Ino, Name, Stat, TxnResult};
 use crate::txn::machines::{
-    Create, CreateState, Link, NewAttrs, Reclaim, SetAttr, SetAttrState, Unlink, UnlinkState,
-    Write, WriteState,
+    check_xattr_name, Create, CreateState, Link, NewAttrs, Reclaim, SetAttr, SetAttrState,
+    SetXattr, Unlink, UnlinkState, Write, WriteState, XattrFlags,
 };
 use crate::txn::{FileTxn, NewNode, RenameFlags, SetAttrChanges};
 
@@ -101,6 +101,58 @@ impl<D: Device> Engine<D> {
                 "the request key names an earlier request of another kind",
             )),
         }
+    }
+
+    /// Sets extended attribute `name` (`user.`, `trusted.` or `security.`) of `ino` to
+    /// `value`, as `setxattr(2)` with `flags`; the inode's ctime changes.
+    pub fn setxattr(
+        &self,
+        ino: Ino,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        options: impl Into<TxnOptions>,
+    ) -> Result<(), FsError> {
+        self.change_xattr(ino, name, Some(value.to_vec()), flags, options.into())
+    }
+
+    /// Removes extended attribute `name` of `ino` (ENODATA when it has none).
+    pub fn removexattr(
+        &self,
+        ino: Ino,
+        name: &[u8],
+        options: impl Into<TxnOptions>,
+    ) -> Result<(), FsError> {
+        let flags = XattrFlags::default();
+        self.change_xattr(ino, name, None, flags, options.into())
+    }
+
+    fn change_xattr(
+        &self,
+        ino: Ino,
+        name: &[u8],
+        value: Option<Vec<u8>>,
+        flags: XattrFlags,
+        options: TxnOptions,
+    ) -> Result<(), FsError> {
+        // Bounded before it is logged.
+        check_xattr_name(name)?;
+        if let Some(value) = &value {
+            if value.len() > crate::constants::XATTR_VALUE_BYTES_MAX {
+                return Err(FsError::XattrTooBig {
+                    len_bytes: value.len(),
+                });
+            }
+        }
+        let machine = FileTxn::SetXattr(SetXattr {
+            ino,
+            name: name.to_vec(),
+            value,
+            flags,
+            now: self.now(&options),
+            done: false,
+        });
+        self.run(machine, options).map(drop)
     }
 
     /// Adds the name `name` in `parent` for inode `ino`.

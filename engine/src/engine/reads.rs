@@ -81,6 +81,21 @@ impl<D: Device> Engine<D> {
         Ok(inode.target.clone())
     }
 
+    /// The value of extended attribute `name` of `ino` (ENODATA when it has none).
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        crate::txn::machines::check_xattr_name(name)?;
+        let inner = self.lock();
+        let inode = inner.store.meta.inode(ino)?;
+        inode.xattrs.get(name).cloned().ok_or(FsError::NoXattr)
+    }
+
+    /// The names of the extended attributes of `ino`, in byte order.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<Vec<u8>>, FsError> {
+        let inner = self.lock();
+        let inode = inner.store.meta.inode(ino)?;
+        Ok(inode.xattrs.keys().cloned().collect())
+    }
+
     /// What became of request `key`: committed (with its result) or rolled back; `None`
     /// when it is not remembered (never seen, or older than the window).
     pub fn outcome(&self, key: RequestKey) -> Option<Outcome> {

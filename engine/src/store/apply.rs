@@ -74,6 +74,7 @@ impl<D: Device> Store<D> {
                     target: target.clone(),
                     blocks: BlockMap::default(),
                     lsn: Lsn(0),
+                    xattrs: Default::default(),
                 };
                 self.meta.inodes.insert(*ino, inode);
                 if *kind == FileKind::Dir {
@@ -110,6 +111,17 @@ impl<D: Device> Store<D> {
             } => self.map_blocks(*ino, *first_block, runs, crcs)?,
             Op::WriteInline { ino, offset, bytes } => self.write_inline(*ino, *offset, bytes)?,
             Op::TruncateData { ino, size } => self.truncate_data(*ino, *size)?,
+            Op::SetXattr { ino, name, value } => {
+                let xattrs = &mut self.inode_mut(*ino)?.xattrs;
+                match value {
+                    Some(value) => {
+                        xattrs.insert(name.clone(), value.clone());
+                    }
+                    None => {
+                        xattrs.remove(name);
+                    }
+                }
+            }
         }
         Ok(())
     }

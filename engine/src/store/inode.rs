@@ -160,7 +160,12 @@ pub struct Inode {
     pub blocks: BlockMap,
     /// The LSN of the last record that changed it (redo skips records at or below it).
     pub lsn: Lsn,
+    /// Its extended attributes: name -> value (store 4).
+    pub xattrs: Xattrs,
 }
+
+/// An inode's extended attributes: full name (namespace included) -> value.
+pub type Xattrs = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Where a file block's data is: its data block, and the CRC-32C of the block's 4096 bytes,
 /// computed when they were written and checked on every read.

@@ -60,6 +60,7 @@ impl FsMeta {
             target: Vec::new(),
             blocks: BlockMap::default(),
             lsn: Lsn(0),
+            xattrs: Default::default(),
         };
         FsMeta {
             applied_lsn: Lsn(0),

@@ -103,6 +103,15 @@ pub enum Op {
         /// The new size.
         size: u64,
     },
+    /// Extended attribute `name` of `ino` is `value`, or is removed (`None`).
+    SetXattr {
+        /// The inode.
+        ino: Ino,
+        /// The attribute's full name.
+        name: Vec<u8>,
+        /// Its value, or `None`: removed.
+        value: Option<Vec<u8>>,
+    },
 }
 
 /// The object an op changes, whose LSN decides whether redo applies it.
@@ -121,7 +130,8 @@ impl Op {
             | Op::SetParent { ino, .. }
             | Op::MapBlocks { ino, .. }
             | Op::WriteInline { ino, .. }
-            | Op::TruncateData { ino, .. } => Object::Inode(*ino),
+            | Op::TruncateData { ino, .. }
+            | Op::SetXattr { ino, .. } => Object::Inode(*ino),
             Op::DirInsert { dir, .. } | Op::DirRemove { dir, .. } | Op::DirSet { dir, .. } => {
                 Object::Inode(*dir)
             }

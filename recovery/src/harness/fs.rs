@@ -8,7 +8,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use smlog::io::Device;
 use smlog::{
-    Engine, FileKind, FsError, Ino, NewAttrs, RenameFlags, SetAttrChanges, TxnOptions, ROOT_INO,
+    Engine, FileKind, FsError, Ino, NewAttrs, RenameFlags, SetAttrChanges, TxnOptions, XattrFlags,
+    ROOT_INO,
 };
 
 use super::{Scenario, SimEngine};
@@ -51,6 +52,8 @@ pub enum View {
         /// Links.
         nlink: u32,
     },
+    /// An extended attribute's value, at `path NUL name` (a path holds no NUL).
+    Xattr(Vec<u8>),
 }
 
 /// Path -> node, for every name reachable from the root.
@@ -60,6 +63,8 @@ pub type Tree = BTreeMap<Vec<u8>, View>;
 #[derive(Clone, Debug)]
 pub struct Model {
     nodes: BTreeMap<u64, MNode>,
+    /// Extended attributes by inode.
+    xattrs: BTreeMap<u64, BTreeMap<Vec<u8>, Vec<u8>>>,
     next: u64,
 }
 
@@ -111,6 +116,9 @@ pub enum FsOp {
     Chmod(Vec<u8>, u32),
     /// mknod(directory, name, kind): a FIFO, socket or device.
     Mknod(Vec<u8>, Vec<u8>, FileKind),
+    /// setxattr(path, name, value: its length and seed ([`data_for`]), create, replace), or
+    /// removexattr(path, name) without a value.
+    Xattr(Vec<u8>, Vec<u8>, Option<(usize, u64)>, bool, bool),
 }
 
 /// `dir/name` ("" is the root).
@@ -155,7 +163,11 @@ impl Model {
                 mode: 0o755,
             },
         );
-        Model { nodes, next: 2 }
+        Model {
+            nodes,
+            xattrs: BTreeMap::new(),
+            next: 2,
+        }
     }
 
     fn resolve(&self, path: &[u8]) -> Result<u64, Errno> {
@@ -219,6 +231,7 @@ impl Model {
         };
         if gone {
             self.nodes.remove(&ino);
+            self.xattrs.remove(&ino);
         }
     }
 
@@ -340,6 +353,42 @@ impl Model {
                     _ => Err(libc::EINVAL),
                 }
             }
+            FsOp::Xattr(path, name, value, create, replace) => {
+                let ino = self.resolve(path)?;
+                let known = [&b"user."[..], b"trusted.", b"security."];
+                if name.is_empty() || name.len() > 255 {
+                    return Err(libc::ERANGE);
+                }
+                if !known
+                    .iter()
+                    .any(|ns| name.starts_with(ns) && name.len() > ns.len())
+                {
+                    return Err(libc::EOPNOTSUPP);
+                }
+                let file_or_dir =
+                    matches!(self.nodes[&ino], MNode::File { .. } | MNode::Dir { .. });
+                if name.starts_with(b"user.") && !file_or_dir {
+                    return Err(libc::EPERM);
+                }
+                let attrs = self.xattrs.entry(ino).or_default();
+                let exists = attrs.contains_key(name);
+                match value {
+                    Some((len, seed)) => {
+                        if *create && exists {
+                            return Err(libc::EEXIST);
+                        }
+                        if *replace && !exists {
+                            return Err(libc::ENODATA);
+                        }
+                        attrs.insert(name.clone(), data_for(*seed, *len));
+                    }
+                    None if !exists => return Err(libc::ENODATA),
+                    None => {
+                        attrs.remove(name);
+                    }
+                }
+                Ok(())
+            }
             FsOp::Chmod(path, new_mode) => {
                 let ino = self.resolve(path)?;
                 match self.nodes.get_mut(&ino) {
@@ -448,6 +497,10 @@ impl Model {
             };
             let is_dir = matches!(view, View::Dir { .. });
             tree.insert(child.clone(), view);
+            for (name, value) in self.xattrs.get(&ino).into_iter().flatten() {
+                let at = [&child[..], b"\0", name].concat();
+                tree.insert(at, View::Xattr(value.clone()));
+            }
             if is_dir {
                 self.walk(ino, &child, tree);
             }
@@ -498,6 +551,10 @@ fn walk_engine<D: Device>(
                 },
             };
             tree.insert(child.clone(), view);
+            for name in engine.listxattr(entry.ino)? {
+                let value = engine.getxattr(entry.ino, &name)?;
+                tree.insert([&child[..], b"\0", &name].concat(), View::Xattr(value));
+            }
             if attr.kind == FileKind::Dir {
                 walk_engine(engine, entry.ino, &child, tree)?;
             }
@@ -570,6 +627,19 @@ pub fn run_op<D: Device>(
         FsOp::Mknod(dir, name, kind) => engine
             .mknod(resolve(engine, dir)?, name, *kind, file, options)
             .map(drop),
+        FsOp::Xattr(path, name, value, create, replace) => {
+            let ino = resolve(engine, path)?;
+            match value {
+                Some((len, seed)) => {
+                    let flags = XattrFlags {
+                        create: *create,
+                        replace: *replace,
+                    };
+                    engine.setxattr(ino, name, &data_for(*seed, *len), flags, options)
+                }
+                None => engine.removexattr(ino, name, options),
+            }
+        }
         FsOp::Chmod(path, mode) => {
             let changes = SetAttrChanges {
                 mode: Some(*mode),
@@ -622,7 +692,15 @@ pub fn random_op<R: Rng>(rng: &mut R, seed: u64, dirs: &[&[u8]], names: &[&[u8]]
             )
         }
         86..=94 => FsOp::Truncate(path(rng), rng.gen_range(0..120_000)),
-        95..=97 => FsOp::Chmod(path(rng), rng.gen_range(0..0o10000)),
+        95 => FsOp::Chmod(path(rng), rng.gen_range(0..0o10000)),
+        96..=97 => {
+            let names: [&[u8]; 5] = [b"user.a", b"user.b", b"trusted.t", b"security.s", b"os2.x"];
+            let name = names[rng.gen_range(0..names.len())].to_vec();
+            let value = rng
+                .gen_bool(0.75)
+                .then(|| (rng.gen_range(0..200), seed ^ rng.gen::<u64>()));
+            FsOp::Xattr(path(rng), name, value, rng.gen_bool(0.2), rng.gen_bool(0.2))
+        }
         _ => {
             let kind = match rng.gen_range(0..4) {
                 0 => FileKind::Fifo,

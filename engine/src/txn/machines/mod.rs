@@ -10,6 +10,7 @@ mod rename;
 mod setattr;
 mod unlink;
 mod write;
+mod xattr;
 
 pub use create::{Create, CreateState};
 pub use link::Link;
@@ -18,6 +19,7 @@ pub use rename::{Rename, RenameState};
 pub use setattr::{SetAttr, SetAttrState};
 pub use unlink::{Unlink, UnlinkState};
 pub use write::{Write, WriteState};
+pub use xattr::{check_xattr_name, SetXattr, XattrFlags};
 
 use serde::{Deserialize, Serialize};
 
@@ -206,6 +208,8 @@ pub enum FileTxn {
     SetAttr(SetAttr),
     /// Dropping an orphan: an inode that lost its last name while open.
     Reclaim(Reclaim),
+    /// setxattr, removexattr.
+    SetXattr(SetXattr),
 }
 
 fn step<M>(next: M, redo: Vec<Op>, undo: Vec<Op>, result: Option<TxnResult>) -> Transition<M> {
@@ -227,6 +231,7 @@ impl Machine for FileTxn {
             FileTxn::Write(m) => m.next(meta, context),
             FileTxn::SetAttr(m) => m.next(meta),
             FileTxn::Reclaim(m) => m.next(meta),
+            FileTxn::SetXattr(m) => m.next(meta),
         }
     }
 
@@ -242,6 +247,7 @@ impl Machine for FileTxn {
             FileTxn::Write(m) => matches!(m.state, WriteState::Linked),
             FileTxn::SetAttr(m) => !matches!(m.state, SetAttrState::Start),
             FileTxn::Reclaim(m) => m.freed,
+            FileTxn::SetXattr(m) => m.done,
         }
     }
 
@@ -265,6 +271,13 @@ impl Machine for FileTxn {
             FileTxn::Write(_) => "write",
             FileTxn::SetAttr(_) => "setattr",
             FileTxn::Reclaim(_) => "reclaim",
+            FileTxn::SetXattr(m) => {
+                if m.value.is_some() {
+                    "setxattr"
+                } else {
+                    "removexattr"
+                }
+            }
         }
     }
 
@@ -314,6 +327,13 @@ impl Machine for FileTxn {
                     "Start"
                 }
             }
+            FileTxn::SetXattr(m) => {
+                if m.done {
+                    "Done"
+                } else {
+                    "Start"
+                }
+            }
         }
     }
 
@@ -338,6 +358,12 @@ impl Machine for FileTxn {
             FileTxn::Write(m) => format!("write {} bytes at {} of {}", m.len, m.offset, m.ino),
             FileTxn::SetAttr(m) => format!("setattr {} {:?}", m.ino, m.changes),
             FileTxn::Reclaim(m) => format!("reclaim orphan {}", m.ino),
+            FileTxn::SetXattr(m) => format!(
+                "{} {} of {}",
+                self.op_name(),
+                String::from_utf8_lossy(&m.name),
+                m.ino
+            ),
         }
     }
 }
