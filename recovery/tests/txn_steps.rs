@@ -109,3 +109,42 @@ fn truncate_resumes_releasing_the_data_after_the_size_step() {
     check("link", FsOp::Link(v("a"), v("d"), v("l")), false, false);
     check("chmod", FsOp::Chmod(v("a"), 0o600), false, false);
 }
+
+#[test]
+fn mknod_and_extended_attributes_are_whole_or_absent_after_a_crash_at_every_step() {
+    use smlog::FileKind;
+    check(
+        "mknod of a device",
+        FsOp::Mknod(v("d"), v("dev"), FileKind::CharDevice { rdev: 0x0103 }),
+        false,
+        true,
+    );
+    check(
+        "mknod of a FIFO",
+        FsOp::Mknod(v(""), v("p"), FileKind::Fifo),
+        false,
+        true,
+    );
+    // One step each: a crash before it leaves the attribute as it was (nothing to roll
+    // back), a crash after it keeps the change.
+    let stats = crash_at_every_step(
+        &[
+            setup(),
+            vec![FsOp::Xattr(
+                v("a"),
+                v("user.k"),
+                Some((300, 9)),
+                false,
+                false,
+            )],
+        ]
+        .concat(),
+        &[
+            FsOp::Xattr(v("a"), v("user.k"), Some((40, 10)), false, true),
+            FsOp::Xattr(v("d"), v("trusted.t"), Some((5, 11)), true, false),
+            FsOp::Xattr(v("a"), v("user.k"), None, false, false),
+        ],
+        "set, replace, remove",
+    );
+    assert!(stats.runs >= 3, "{stats:?}");
+}
