@@ -377,9 +377,9 @@ impl<D: Device> ServedVolume<D> {
         }
     }
 
-    /// The attributes on this node of the inode a change made or named.
-    fn stat_of(&self, result: TxnResult) -> Result<Stat, ChangeError> {
-        match result {
+    /// Makes `op` and answers the attributes, on this node, of the inode it made or named.
+    async fn make(&self, op: FileOp) -> Result<Stat, ChangeError> {
+        match self.change(op).await? {
             TxnResult::Ino(ino) => Ok(self.engine().getattr(ino)?),
             TxnResult::Done | TxnResult::Bytes(_) => {
                 Err(FsError::Invalid("a change answered without its inode").into())
@@ -395,14 +395,12 @@ impl<D: Device> ServedVolume<D> {
         attrs: NewAttrs,
     ) -> Result<Stat, ChangeError> {
         let name = name.to_vec();
-        let made = self
-            .change(FileOp::Create {
-                parent,
-                name,
-                attrs,
-            })
-            .await?;
-        self.stat_of(made)
+        self.make(FileOp::Create {
+            parent,
+            name,
+            attrs,
+        })
+        .await
     }
 
     /// [`Engine::mkdir`] on the volume.
@@ -413,14 +411,12 @@ impl<D: Device> ServedVolume<D> {
         attrs: NewAttrs,
     ) -> Result<Stat, ChangeError> {
         let name = name.to_vec();
-        let made = self
-            .change(FileOp::Mkdir {
-                parent,
-                name,
-                attrs,
-            })
-            .await?;
-        self.stat_of(made)
+        self.make(FileOp::Mkdir {
+            parent,
+            name,
+            attrs,
+        })
+        .await
     }
 
     /// [`Engine::symlink`] on the volume.
@@ -437,8 +433,7 @@ impl<D: Device> ServedVolume<D> {
             target: target.to_vec(),
             attrs,
         };
-        let made = self.change(op).await?;
-        self.stat_of(made)
+        self.make(op).await
     }
 
     /// [`Engine::mknod`] on the volume.
@@ -455,8 +450,7 @@ impl<D: Device> ServedVolume<D> {
             kind,
             attrs,
         };
-        let made = self.change(op).await?;
-        self.stat_of(made)
+        self.make(op).await
     }
 
     /// [`Engine::setxattr`] (a value) or [`Engine::removexattr`] (`None`) on the volume.
@@ -480,8 +474,7 @@ impl<D: Device> ServedVolume<D> {
     /// [`Engine::link`] on the volume.
     pub async fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Stat, ChangeError> {
         let name = name.to_vec();
-        let linked = self.change(FileOp::Link { ino, parent, name }).await?;
-        self.stat_of(linked)
+        self.make(FileOp::Link { ino, parent, name }).await
     }
 
     /// [`Engine::unlink`] on the volume.

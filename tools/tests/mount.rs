@@ -789,75 +789,40 @@ fn extended_attributes_match_ext4() {
         fs::write(at("f"), b"data").unwrap();
         fs::create_dir(at("d")).unwrap();
         symlink("f", at("l")).unwrap();
-        let mut answers: Vec<String> = Vec::new();
-        let mut say = |what: &str, answer: String| answers.push(format!("{what}: {answer}"));
-        say(
-            "set f user.a",
-            format!("{:?}", lsetxattr(&at("f"), "user.a", b"1", 0)),
-        );
-        say(
-            "set f user.b",
-            format!("{:?}", lsetxattr(&at("f"), "user.b", b"", 0)),
-        );
-        say(
-            "create f user.a",
-            format!("{:?}", lsetxattr(&at("f"), "user.a", b"x", create)),
-        );
-        say(
-            "replace f user.z",
-            format!("{:?}", lsetxattr(&at("f"), "user.z", b"x", replace)),
-        );
-        say(
-            "replace f user.a",
-            format!("{:?}", lsetxattr(&at("f"), "user.a", b"one", replace)),
-        );
-        say(
-            "set d user.dir",
-            format!("{:?}", lsetxattr(&at("d"), "user.dir", &[0, 1, 2], 0)),
-        );
-        say(
-            "set f trusted.t",
-            format!("{:?}", lsetxattr(&at("f"), "trusted.t", b"t", 0)),
-        );
-        say(
-            "set f os2.x",
-            format!("{:?}", lsetxattr(&at("f"), "os2.x", b"x", 0)),
-        );
-        say(
-            "set l user.a",
-            format!("{:?}", lsetxattr(&at("l"), "user.a", b"x", 0)),
-        );
-        say(
-            "get f user.a",
-            format!("{:?}", lgetxattr(&at("f"), "user.a", 64)),
-        );
-        say(
-            "get f user.a in 2",
-            format!("{:?}", lgetxattr(&at("f"), "user.a", 2)),
-        );
-        say(
-            "get f user.b",
-            format!("{:?}", lgetxattr(&at("f"), "user.b", 64)),
-        );
-        say(
-            "get f user.z",
-            format!("{:?}", lgetxattr(&at("f"), "user.z", 64)),
-        );
-        say(
-            "get d user.dir",
-            format!("{:?}", lgetxattr(&at("d"), "user.dir", 64)),
-        );
-        say(
-            "remove f user.b",
-            format!("{:?}", lremovexattr(&at("f"), "user.b")),
-        );
-        say(
-            "remove f user.b again",
-            format!("{:?}", lremovexattr(&at("f"), "user.b")),
-        );
-        say("list f", format!("{:?}", llistxattr(&at("f"))));
-        say("list d", format!("{:?}", llistxattr(&at("d"))));
-        answers
+        // (call, file, attribute, value or buffer size, flags)
+        let calls: [(&str, &str, &str, &[u8], i32); 18] = [
+            ("set", "f", "user.a", b"1", 0),
+            ("set", "f", "user.b", b"", 0),
+            ("set", "f", "user.a", b"x", create),
+            ("set", "f", "user.z", b"x", replace),
+            ("set", "f", "user.a", b"one", replace),
+            ("set", "d", "user.dir", &[0, 1, 2], 0),
+            ("set", "f", "trusted.t", b"t", 0),
+            ("set", "f", "os2.x", b"x", 0),
+            ("set", "l", "user.a", b"x", 0),
+            ("get", "f", "user.a", b"", 64),
+            ("get", "f", "user.a", b"", 2),
+            ("get", "f", "user.b", b"", 64),
+            ("get", "f", "user.z", b"", 64),
+            ("get", "d", "user.dir", b"", 64),
+            ("remove", "f", "user.b", b"", 0),
+            ("remove", "f", "user.b", b"", 0),
+            ("list", "f", "", b"", 0),
+            ("list", "d", "", b"", 0),
+        ];
+        calls
+            .iter()
+            .map(|&(call, file, name, value, flags)| {
+                let path = at(file);
+                let answer = match call {
+                    "set" => format!("{:?}", lsetxattr(&path, name, value, flags)),
+                    "get" => format!("{:?}", lgetxattr(&path, name, flags as usize)),
+                    "remove" => format!("{:?}", lremovexattr(&path, name)),
+                    _ => format!("{:?}", llistxattr(&path)),
+                };
+                format!("{call} {file} {name} {flags}: {answer}")
+            })
+            .collect::<Vec<String>>()
     };
     let want = calls(&host);
     let got = calls(&mnt);
