@@ -5,6 +5,7 @@
 //! entry that is not valid is dropped, and nothing it sent is applied.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use smlog::io::Device;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::auth::{self, AuthError, ClusterKey, Peer, COMMAND_NODE_ID};
+use crate::command::{Command, Reply};
 use crate::node::{Node, WriteError};
 use crate::raft::{
     address_of, admits, append_outcome_wire, append_request_of, append_request_wire,
@@ -510,7 +512,7 @@ async fn learn_incarnation(
 /// is returned. When that fails too, the answer names the leader, for the client to go.
 async fn write<D: Device>(
     node: &Node<D>,
-    command: crate::command::Command,
+    command: Command,
     forward_with: Option<(&ClusterKey, Peer)>,
 ) -> Result<Written, WriteRefusal> {
     let refusal = match node.write(command.clone()).await {
@@ -572,4 +574,73 @@ impl Client {
 /// Binds `addr` (a loopback address in tests).
 pub async fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// How long a [`Writer`] keeps trying a command before it gives up.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client of the cluster (a command, not a node) that sends commands to the leader on one
+/// connection, which it opens again (on the leader a refusal names, or on the next node)
+/// when it fails, for up to [`WRITE_TIMEOUT`]. Give each command a request key: a retry
+/// after a lost answer then never takes effect twice.
+pub struct Writer {
+    addrs: Vec<String>,
+    key: ClusterKey,
+    target: usize,
+    client: Option<Client>,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("addrs", &self.addrs)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// A writer reaching the cluster through the nodes at `addrs`, on the cluster `key`.
+    pub fn new(addrs: Vec<String>, key: ClusterKey) -> Writer {
+        Writer {
+            addrs,
+            key,
+            target: 0,
+            client: None,
+        }
+    }
+
+    /// Sends `command` until a node applies it, following "not the leader" answers.
+    pub async fn write(&mut self, command: &Command) -> Result<Reply, String> {
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        while tokio::time::Instant::now() < deadline && !self.addrs.is_empty() {
+            if self.client.is_none() {
+                let addr = &self.addrs[self.target % self.addrs.len()];
+                self.client = Client::connect(addr, &self.key).await.ok();
+            }
+            if let Some(client) = &mut self.client {
+                match client.call(&Request::Write(command.clone())).await {
+                    Ok(Response::Write(Ok(written))) => return Ok(written.reply),
+                    Ok(Response::Write(Err(WriteRefusal::NotLeader {
+                        addr: Some(leader),
+                        ..
+                    }))) => {
+                        if let Some(i) = self.addrs.iter().position(|a| *a == leader) {
+                            self.target = i;
+                        }
+                        self.client = None;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            // No leader known yet, or that node is gone: the next one.
+            self.client = None;
+            self.target += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!(
+            "no node applied {command} within {WRITE_TIMEOUT:?}"
+        ))
+    }
 }

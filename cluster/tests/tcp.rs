@@ -14,10 +14,8 @@ use smlog_cluster::auth::{self, ClusterKey, Peer};
 use smlog_cluster::log_store::records::{LogIdRecord, VoteRecord};
 use smlog_cluster::node::raft_config;
 use smlog_cluster::raft::{NodeInfo, SnapshotPolicy};
-use smlog_cluster::tcp::{serve, Client, TcpNetwork};
-use smlog_cluster::wire::{
-    read_frame, write_frame, Request, Response, WriteRefusal, Written, FRAME_BYTES_MAX,
-};
+use smlog_cluster::tcp::{serve, Client, TcpNetwork, Writer};
+use smlog_cluster::wire::{read_frame, write_frame, Request, Response, Written, FRAME_BYTES_MAX};
 use smlog_cluster::{Command, FileOp, Node, Reply};
 use smlog_recovery::harness::fs::tree_of;
 use smlog_recovery::OpenOptions;
@@ -139,31 +137,11 @@ fn create(name: &str, request_id: u64) -> Command {
 
 /// Sends `command` to any node, following "not the leader" answers to the leader.
 async fn write(key: &ClusterKey, nodes: &BTreeMap<u64, Running>, command: &Command) -> Reply {
-    let mut addr = nodes.values().next().unwrap().addr.clone();
-    for _ in 0..200 {
-        if let Ok(mut client) = Client::connect(&addr, key).await {
-            match client.call(&Request::Write(command.clone())).await {
-                Ok(Response::Write(Ok(written))) => return written.reply,
-                Ok(Response::Write(Err(WriteRefusal::NotLeader {
-                    addr: Some(leader), ..
-                }))) => {
-                    addr = leader;
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        // No leader known yet, or that node is gone: try another.
-        let live: Vec<&Running> = nodes.values().filter(|r| !r.server.is_finished()).collect();
-        addr = live[rand_index(live.len())].addr.clone();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no node took the write");
-}
-
-fn rand_index(len: usize) -> usize {
-    use rand::Rng;
-    rand::rngs::OsRng.gen_range(0..len)
+    let addrs = nodes.values().map(|r| r.addr.clone()).collect();
+    Writer::new(addrs, key.clone())
+        .write(command)
+        .await
+        .unwrap_or_else(|why| panic!("{why}"))
 }
 
 async fn status(key: &ClusterKey, addr: &str) -> smlog_cluster::wire::StatusReport {

@@ -10,14 +10,10 @@ use std::time::{Duration, Instant};
 
 use smlog_cluster::auth::ClusterKey;
 use smlog_cluster::node_dir::{read_key, NodeDir};
-use smlog_cluster::tcp::Client;
-use smlog_cluster::wire::{Request, Response, StatusReport, WriteRefusal};
-use smlog_cluster::{Command, Reply};
+pub use smlog_cluster::tcp::Writer;
+use smlog_cluster::wire::StatusReport;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-/// How long a write keeps trying before it gives up.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Node processes serving one volume, stopped (SIGKILL) when dropped.
 pub struct LocalCluster {
@@ -187,12 +183,7 @@ impl LocalCluster {
 
     /// A writer reaching the cluster through its nodes.
     pub fn writer(&self) -> Writer {
-        Writer {
-            addrs: self.addrs.clone(),
-            key: self.key.clone(),
-            target: 0,
-            client: None,
-        }
+        Writer::new(self.addrs.clone(), self.key.clone())
     }
 }
 
@@ -201,60 +192,5 @@ impl Drop for LocalCluster {
         for i in 0..self.children.len() {
             self.kill(i);
         }
-    }
-}
-
-/// Sends commands to the cluster's leader on one connection, which it opens again (on
-/// the leader a refusal names, or the next node) when it fails.
-pub struct Writer {
-    addrs: Vec<String>,
-    key: ClusterKey,
-    target: usize,
-    client: Option<(String, Client)>,
-}
-
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer")
-            .field("target", &self.target)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Writer {
-    /// Sends `command` until a node applies it. Give it a request key: a retry after a
-    /// lost answer then never takes effect twice.
-    pub async fn write(&mut self, command: &Command) -> std::result::Result<Reply, String> {
-        let deadline = Instant::now() + WRITE_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.client.is_none() {
-                let addr = self.addrs[self.target % self.addrs.len()].clone();
-                if let Ok(client) = Client::connect(&addr, &self.key).await {
-                    self.client = Some((addr, client));
-                }
-            }
-            if let Some((_, client)) = &mut self.client {
-                match client.call(&Request::Write(command.clone())).await {
-                    Ok(Response::Write(Ok(written))) => return Ok(written.reply),
-                    Ok(Response::Write(Err(WriteRefusal::NotLeader {
-                        addr: Some(leader),
-                        ..
-                    }))) => {
-                        if let Some(i) = self.addrs.iter().position(|a| *a == leader) {
-                            self.target = i;
-                        }
-                        self.client = None;
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            self.client = None;
-            self.target += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(format!(
-            "no node applied {command} within {WRITE_TIMEOUT:?}"
-        ))
     }
 }

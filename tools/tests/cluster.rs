@@ -13,35 +13,17 @@ use cluster_common::{leader, smlog, status, volume, Nodes};
 
 use smlog::{Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult, ROOT_INO};
 use smlog_cluster::auth::ClusterKey;
-use smlog_cluster::tcp::Client;
-use smlog_cluster::wire::{Request, Response, WriteRefusal};
+use smlog_cluster::tcp::Writer;
 use smlog_cluster::{Command, FileOp, Reply};
 use smlog_recovery::harness::fs::tree_of;
 
 /// Sends `command` until a node applies it, following "not the leader" answers; a retry
 /// carries the same request key, so it never takes effect twice.
 async fn write(nodes: &[String], key: &ClusterKey, command: &Command) -> Reply {
-    let mut addr = nodes[0].clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut turn = 0;
-    while Instant::now() < deadline {
-        if let Ok(mut client) = Client::connect(&addr, key).await {
-            match client.call(&Request::Write(command.clone())).await {
-                Ok(Response::Write(Ok(written))) => return written.reply,
-                Ok(Response::Write(Err(WriteRefusal::NotLeader {
-                    addr: Some(leader), ..
-                }))) => {
-                    addr = leader;
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        turn += 1;
-        addr = nodes[turn % nodes.len()].clone();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no node applied {command} within 60 s");
+    Writer::new(nodes.to_vec(), key.clone())
+        .write(command)
+        .await
+        .unwrap_or_else(|why| panic!("{why}"))
 }
 
 fn content(i: u64) -> Vec<u8> {
