@@ -322,20 +322,31 @@ impl<D: Device> ServedVolume<D> {
 
     /// One attempt: here when this node leads, else on a connection to the leader.
     async fn attempt(&self, command: &Command) -> Attempt {
-        let here = tokio::time::timeout(ATTEMPT_TIMEOUT, self.node.write(command.clone())).await;
-        let leader = match here {
-            Err(_) => return Attempt::Retry("no answer from Raft here".into()),
-            Ok(Ok(written)) => return Attempt::Done(written),
-            Ok(Err(WriteError::Stopped(why))) => return Attempt::Stopped(why),
-            Ok(Err(WriteError::Unknown)) => return Attempt::Retry("leadership changed".into()),
-            Ok(Err(WriteError::NotLeader { leader: None })) => {
-                return Attempt::Retry("no leader known".into())
+        let metrics = self.node.metrics();
+        // A follower forwards at once: no copy of the command for a write Raft here would
+        // refuse.
+        let leader = match metrics.current_leader {
+            Some(leader) if leader != self.node.id() => leader,
+            _ => {
+                let here =
+                    tokio::time::timeout(ATTEMPT_TIMEOUT, self.node.write(command.clone())).await;
+                match here {
+                    Err(_) => return Attempt::Retry("no answer from Raft here".into()),
+                    Ok(Ok(written)) => return Attempt::Done(written),
+                    Ok(Err(WriteError::Stopped(why))) => return Attempt::Stopped(why),
+                    Ok(Err(WriteError::Unknown)) => {
+                        return Attempt::Retry("leadership changed".into())
+                    }
+                    Ok(Err(WriteError::NotLeader { leader: None })) => {
+                        return Attempt::Retry("no leader known".into())
+                    }
+                    Ok(Err(WriteError::NotLeader {
+                        leader: Some(leader),
+                    })) => leader,
+                }
             }
-            Ok(Err(WriteError::NotLeader {
-                leader: Some(leader),
-            })) => leader,
         };
-        let Some(addr) = address_of(&self.node.metrics(), leader) else {
+        let Some(addr) = address_of(&metrics, leader) else {
             return Attempt::Retry(format!("no address known for leader {leader}"));
         };
         let mut link = match self.idle_link(&addr) {

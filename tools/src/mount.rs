@@ -712,9 +712,10 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     ) {
         match self.read_stream(fh, offset, 64) {
             Ok(entries) => {
+                let engine = self.backend.engine();
                 for entry in entries {
                     // Removed since the stream read it: skip rather than fail the batch.
-                    let Ok(attr) = self.backend.engine().getattr(entry.ino) else {
+                    let Ok(attr) = engine.getattr(entry.ino) else {
                         continue;
                     };
                     let name = OsStr::from_bytes(&entry.name);
