@@ -10,7 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 use smlog::{
-    FileKind, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult, XattrFlags,
+    FallocMode, FileKind, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, TxnResult,
+    XattrFlags,
 };
 
 /// The most bytes one replicated write carries: a command must fit one log record
@@ -135,6 +136,17 @@ pub enum FileOp {
         /// `XATTR_CREATE` / `XATTR_REPLACE`.
         flags: XattrFlags,
     },
+    /// [`smlog::Engine::fallocate`].
+    Fallocate {
+        /// The file.
+        ino: Ino,
+        /// Byte offset.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+        /// What to do.
+        mode: FallocMode,
+    },
 }
 
 impl FileOp {
@@ -153,6 +165,7 @@ impl FileOp {
             FileOp::Mknod { .. } => "mknod",
             FileOp::SetXattr { value: Some(_), .. } => "setxattr",
             FileOp::SetXattr { value: None, .. } => "removexattr",
+            FileOp::Fallocate { .. } => "fallocate",
         }
     }
 }

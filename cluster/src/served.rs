@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use smlog::io::Device;
 use smlog::TxnResult;
 use smlog::{
-    Engine, FileKind, FsError, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Stat, Time,
-    XattrFlags,
+    Engine, FallocMode, FileKind, FsError, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges,
+    Stat, Time, XattrFlags,
 };
 
 use crate::auth::{ClusterKey, Peer};
@@ -162,6 +162,18 @@ pub fn touched(op: &FileOp) -> Touched {
                 Pages::Range {
                     offset: *offset,
                     len: data.len() as u64,
+                },
+            )],
+            names: Vec::new(),
+        },
+        FileOp::Fallocate {
+            ino, offset, len, ..
+        } => Touched {
+            inodes: vec![(
+                *ino,
+                Pages::Range {
+                    offset: *offset,
+                    len: *len,
                 },
             )],
             names: Vec::new(),
@@ -477,6 +489,24 @@ impl<D: Device> ServedVolume<D> {
             name: name.to_vec(),
             value: value.map(<[u8]>::to_vec),
             flags,
+        };
+        self.change(op).await?;
+        Ok(())
+    }
+
+    /// [`Engine::fallocate`] on the volume.
+    pub async fn fallocate(
+        &self,
+        ino: Ino,
+        offset: u64,
+        len: u64,
+        mode: FallocMode,
+    ) -> Result<(), ChangeError> {
+        let op = FileOp::Fallocate {
+            ino,
+            offset,
+            len,
+            mode,
         };
         self.change(op).await?;
         Ok(())

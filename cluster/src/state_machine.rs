@@ -346,6 +346,14 @@ pub fn apply_command<D: Device>(
         } => engine
             .removexattr(*ino, name, options)
             .map(|()| TxnResult::Done),
+        FileOp::Fallocate {
+            ino,
+            offset,
+            len,
+            mode,
+        } => engine
+            .fallocate(*ino, *offset, *len, *mode, options)
+            .map(|()| TxnResult::Done),
     };
     match result {
         Ok(result) => Ok(Reply(Ok(result))),

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use smlog::TxnResult;
-use smlog::{FileKind, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, XattrFlags};
+use smlog::{
+    FallocMode, FileKind, Ino, NewAttrs, RenameFlags, RequestKey, SetAttrChanges, Time, XattrFlags,
+};
 use smlog_cluster::auth::{Challenge, Hello, Proof};
 use smlog_cluster::log_store::records::{
     EntryRecord, LogIdRecord, MembershipRecord, PayloadRecord, RaftRecord, StateRecord, VoteRecord,
@@ -104,6 +106,12 @@ fn ops() -> Vec<FileOp> {
                 create: false,
                 replace: true,
             },
+        },
+        FileOp::Fallocate {
+            ino: Ino(42),
+            offset: 4095,
+            len: 70000,
+            mode: FallocMode::ZeroRange { keep_size: true },
         },
     ]
 }
@@ -385,6 +393,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("FileOp::SetAttr", "082a00000001050000"),
     ("FileOp::Mknod", "0901016606811080030006"),
     ("FileOp::SetXattr", "0a2a06757365722e6b0101760001"),
+    ("FileOp::Fallocate", "0b2aff1ff0a2040201"),
     ("Request::Append", "000203010102f0a2040102f0a2040000"),
     ("Request::Vote", "0102030100"),
     ("Request::Write", "020080c49fd50c0505010164"),

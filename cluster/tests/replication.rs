@@ -252,6 +252,12 @@ fn command_for(engine: &Engine<SimDevice>, op: &FsOp, n: u64) -> Option<Command>
                 replace: *replace,
             },
         },
+        FsOp::Fallocate(path, offset, len, mode) => FileOp::Fallocate {
+            ino: resolve(engine, path)?,
+            offset: *offset,
+            len: *len,
+            mode: *mode,
+        },
         FsOp::Mknod(dir, name, kind) => FileOp::Mknod {
             parent: resolve(engine, dir)?,
             name: name.clone(),

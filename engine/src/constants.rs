@@ -168,7 +168,7 @@ pub const DATA_BLOCKS_MAX: u64 = 1 << 36;
 pub const IMAGE_CHUNK_SIZE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Version of the superblock and image format (docs/FORMAT.md, "The store").
-pub const STORE_FORMAT_VERSION: u32 = 4;
+pub const STORE_FORMAT_VERSION: u32 = 5;
 
 /// Written blocks a checkpoint maps into the live store per hold of the engine lock, so
 /// that commits wait for at most this many map updates.

@@ -127,6 +127,10 @@ pub enum FsError {
         /// Its length.
         len_bytes: usize,
     },
+    /// No data (or no hole) at or after the offset asked: at or past the end of the file
+    /// (ENXIO, for `lseek` with `SEEK_DATA` / `SEEK_HOLE`).
+    #[error("no data at or after the offset")]
+    NoSuchOffset,
     /// The log failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -227,6 +231,7 @@ impl FsError {
             FsError::NameTooLong { .. } => libc::ENAMETOOLONG,
             FsError::Invalid(_) | FsError::NotSymlink => libc::EINVAL,
             FsError::NoXattr => libc::ENODATA,
+            FsError::NoSuchOffset => libc::ENXIO,
             FsError::XattrNotSupported => libc::EOPNOTSUPP,
             FsError::XattrNameRange { .. } => libc::ERANGE,
             FsError::XattrTooBig { .. } => libc::E2BIG,
@@ -276,6 +281,7 @@ mod tests {
             (FsError::NoSpace("x"), libc::ENOSPC),
             (FsError::FileTooBig, libc::EFBIG),
             (FsError::TooManyLinks, libc::EMLINK),
+            (FsError::NoSuchOffset, libc::ENXIO),
             (FsError::Stopped("x".into()), libc::EIO),
         ];
         for (error, errno) in cases {

@@ -59,7 +59,7 @@ pub use ids::{Ino, Lsn, SegmentSeq, TxnId, ROOT_INO};
 pub use log::{Log, LogError, LogReader, NewRecord, Record, RecoveryMode, ScanItem};
 pub use store::fsck::FsckReport;
 pub use store::{EntryId, FileKind, Outcome, RequestKey, Stat, Time, TxnResult};
-pub use txn::machines::{NewAttrs, XattrFlags};
+pub use txn::machines::{FallocMode, NewAttrs, XattrFlags};
 pub use txn::{RenameFlags, SetAttrChanges};
 
 /// The engine's insides that `smlog-recovery`, the `smlog` tool and the tests need: the

@@ -34,13 +34,16 @@ pub fn st_mode(attr: &Stat) -> u32 {
     type_bits(attr.kind) | (attr.mode & 0o7777)
 }
 
-/// `st_blocks` (512-byte units). Written data may still sit in the engine's cache (it
-/// reaches the data file at the next checkpoint), so this counts every block up to the
-/// size: tools that take `st_blocks` below the size for a sparse file must not skip data.
+/// `st_blocks` (512-byte units), as ext4 counts them: a file's blocks held (written data,
+/// cached or in the data file, and preallocated blocks); a directory one block; a symbolic
+/// link none when its target is shorter than 60 bytes (ext4 keeps it in the inode), else
+/// one block.
 pub fn st_blocks(attr: &Stat) -> u64 {
     match attr.kind {
-        FileKind::File => attr.size.div_ceil(4096) * 8,
-        FileKind::Dir | FileKind::Symlink => 8,
+        FileKind::File => attr.blocks * 8,
+        FileKind::Dir => 8,
+        FileKind::Symlink if attr.size < 60 => 0,
+        FileKind::Symlink => 8,
         // No block of their own, as on ext4.
         _ => 0,
     }
@@ -213,11 +216,17 @@ mod tests {
             blocks: 0,
         };
         assert_eq!(st_mode(&attr), libc::S_IFLNK | 0o4777);
+        // A sparse file: the blocks it holds, not its size.
         let file = Stat {
             kind: FileKind::File,
-            size: 4097,
+            size: 1 << 20,
+            blocks: 2,
             ..attr
         };
         assert_eq!(st_blocks(&file), 16);
+        // ext4 keeps a target shorter than 60 bytes in the inode.
+        assert_eq!(st_blocks(&attr), 0);
+        let long = Stat { size: 60, ..attr };
+        assert_eq!(st_blocks(&long), 8);
     }
 }

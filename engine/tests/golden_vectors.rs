@@ -14,8 +14,9 @@
 use std::collections::BTreeMap;
 
 use smlog::internals::machines::{
-    Create, CreateState, Link, NewAttrs, NewNode, Reclaim, Rename, RenameState, SetAttr,
-    SetAttrState, SetXattr, Unlink, UnlinkState, Write, WriteState, XattrFlags,
+    Create, CreateState, FallocMode, Fallocate, Link, NewAttrs, NewNode, Reclaim, Rename,
+    RenameState, SetAttr, SetAttrState, SetXattr, Unlink, UnlinkState, Write, WriteState,
+    XattrFlags,
 };
 use smlog::internals::{Attrs, FsMeta, Name, Op, Run};
 use smlog::internals::{FileTxn, StepRecord, TxnRecord};
@@ -117,6 +118,8 @@ fn op_variant(op: &Op) -> &'static str {
         Op::WriteInline { .. } => "WriteInline",
         Op::TruncateData { .. } => "TruncateData",
         Op::SetXattr { .. } => "SetXattr",
+        Op::ZeroBlocks { .. } => "ZeroBlocks",
+        Op::PunchData { .. } => "PunchData",
     }
 }
 
@@ -130,6 +133,7 @@ fn file_txn_variant(txn: &FileTxn) -> &'static str {
         FileTxn::SetAttr(_) => "SetAttr",
         FileTxn::Reclaim(_) => "Reclaim",
         FileTxn::SetXattr(_) => "SetXattr",
+        FileTxn::Fallocate(_) => "Fallocate",
     }
 }
 
@@ -184,6 +188,14 @@ fn set_attr_state_variant(state: SetAttrState) -> &'static str {
         SetAttrState::Start => "Start",
         SetAttrState::Set { .. } => "Set",
         SetAttrState::Truncated => "Truncated",
+    }
+}
+
+fn falloc_mode_variant(mode: FallocMode) -> &'static str {
+    match mode {
+        FallocMode::Allocate { .. } => "Allocate",
+        FallocMode::PunchHole => "PunchHole",
+        FallocMode::ZeroRange { .. } => "ZeroRange",
     }
 }
 
@@ -244,6 +256,16 @@ fn ops() -> Vec<Op> {
             ino: Ino(42),
             name: b"user.k".to_vec(),
             value: Some(b"v".to_vec()),
+        },
+        Op::ZeroBlocks {
+            ino: Ino(42),
+            first_block: 2,
+            count: 300,
+        },
+        Op::PunchData {
+            ino: Ino(42),
+            offset: 4095,
+            len: 8194,
         },
     ]
 }
@@ -433,6 +455,21 @@ fn machines() -> Vec<(FileTxn, Vec<(&'static str, &'static str)>)> {
             vec![],
         ));
     }
+    for (mode, done) in [
+        (FallocMode::Allocate { keep_size: true }, false),
+        (FallocMode::PunchHole, true),
+        (FallocMode::ZeroRange { keep_size: false }, false),
+    ] {
+        let txn = FileTxn::Fallocate(Fallocate {
+            ino: Ino(42),
+            offset: 4095,
+            len: 70000,
+            mode,
+            now: NOW,
+            done,
+        });
+        all.push((txn, vec![("FallocMode", falloc_mode_variant(mode))]));
+    }
     all
 }
 
@@ -451,6 +488,7 @@ fn inner_offset(txn: &FileTxn, enum_name: &str) -> usize {
         (FileTxn::Rename(r), "RenameState") => encode(&r.state),
         (FileTxn::Write(w), "WriteState") => encode(&w.state),
         (FileTxn::SetAttr(s), "SetAttrState") => encode(&s.state),
+        (FileTxn::Fallocate(f), "FallocMode") => encode(&(f.mode, f.now, f.done)),
         _ => panic!("no {enum_name} in {txn:?}"),
     };
     assert!(bytes.ends_with(&tail), "{txn:?}");
@@ -602,6 +640,8 @@ const GOLDEN: &[(&str, &str)] = &[
     ("Op::WriteInline", "0a2aff1f0378797a"),
     ("Op::TruncateData", "0b2a01"),
     ("Op::SetXattr", "0c2a06757365722e6b010176"),
+    ("Op::ZeroBlocks", "0d2a02ac02"),
+    ("Op::PunchData", "0e2aff1f8240"),
     ("FileTxn::Create #0 NewNode::File CreateState::Start", "0001016600a403e8076480c49fd50c959aef3a00"),
     ("FileTxn::Create #1 NewNode::File CreateState::Allocated", "0001016600a403e8076480c49fd50c959aef3a012a"),
     ("FileTxn::Create #2 NewNode::File CreateState::Linked", "0001016600a403e8076480c49fd50c959aef3a022a"),
@@ -631,6 +671,9 @@ const GOLDEN: &[(&str, &str)] = &[
     ("FileTxn::Reclaim #26", "062a01"),
     ("FileTxn::SetXattr #27", "072a06757365722e6b010176010080c49fd50c959aef3a00"),
     ("FileTxn::SetXattr #28", "072a06757365722e6b00010080c49fd50c959aef3a01"),
+    ("FileTxn::Fallocate #29 FallocMode::Allocate", "082aff1ff0a204000180c49fd50c959aef3a00"),
+    ("FileTxn::Fallocate #30 FallocMode::PunchHole", "082aff1ff0a2040180c49fd50c959aef3a01"),
+    ("FileTxn::Fallocate #31 FallocMode::ZeroRange", "082aff1ff0a204020080c49fd50c959aef3a00"),
     ("TxnRecord::Step", "00020101660080c49fd50c959aef3a012a000107ac020102f0a204010501016601040101662a"),
     ("TxnRecord::Commit", "010107ac020102f0a2040203"),
     ("TxnRecord::Compensation", "02e80701012a00"),

@@ -148,3 +148,36 @@ fn mknod_and_extended_attributes_are_whole_or_absent_after_a_crash_at_every_step
     );
     assert!(stats.runs >= 3, "{stats:?}");
 }
+
+#[test]
+fn fallocate_is_whole_or_absent_after_a_crash_at_every_step() {
+    use smlog::FallocMode;
+    // One step each: allocate past the end, punch through data, zero a range growing the
+    // file, allocate keeping the size: a crash leaves each before or after, never between.
+    let stats = crash_at_every_step(
+        &setup(),
+        &[
+            FsOp::Fallocate(
+                v("a"),
+                69_000,
+                20_000,
+                FallocMode::Allocate { keep_size: false },
+            ),
+            FsOp::Fallocate(v("a"), 1000, 30_000, FallocMode::PunchHole),
+            FsOp::Fallocate(
+                v("d/b"),
+                50,
+                9000,
+                FallocMode::ZeroRange { keep_size: false },
+            ),
+            FsOp::Fallocate(
+                v("d/b"),
+                0,
+                90_000,
+                FallocMode::Allocate { keep_size: true },
+            ),
+        ],
+        "allocate, punch, zero, allocate keeping the size",
+    );
+    assert!(stats.runs >= 4, "{stats:?}");
+}

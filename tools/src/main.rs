@@ -16,6 +16,7 @@ mod inspect;
 mod local_cluster;
 mod mount;
 mod mount_cluster;
+mod posix;
 mod torture;
 mod torture_cluster;
 mod txn;
@@ -72,6 +73,10 @@ enum Command {
     /// one, show the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// A differential POSIX tester: random sequences of system calls on the host's ext4
+    /// and on an smlog mount, compared answer for answer and tree for tree.
+    #[command(subcommand)]
+    Posix(posix::PosixCommand),
 }
 
 /// Commands that print reports die quietly when the reader of their output goes away
@@ -138,6 +143,7 @@ fn main() -> ExitCode {
         Command::Checkpoint(args) => txn::checkpoint(args),
         Command::Fsck(args) => txn::fsck(args),
         Command::Cluster(command) => cluster::run(command),
+        Command::Posix(command) => posix::run(command),
     };
     match result {
         Ok(code) => code,

@@ -19,16 +19,16 @@ use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags,
     RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, Session, SessionACL, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, Session, SessionACL, TimeOrNow, WriteFlags,
 };
 use nix::sys::signal::{SigSet, Signal};
 use smlog::constants::{NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX};
 use smlog::io::Device;
 use smlog::serve::{st_blocks, system_time, time_of, DirStream, STAT_BLOCK_SIZE_BYTES};
 use smlog::{
-    Durability, Engine, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat, Time,
-    TxnOptions, XattrFlags,
+    Durability, Engine, FallocMode, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat,
+    Time, TxnOptions, XattrFlags,
 };
 use smlog_cluster::served::ChangeError;
 use smlog_recovery::OpenOptions;
@@ -113,6 +113,8 @@ pub trait Backend: Send + Sync + 'static {
         value: Option<&[u8]>,
         flags: XattrFlags,
     ) -> Changed<()>;
+    /// [`Engine::fallocate`].
+    fn fallocate(&self, ino: Ino, offset: u64, len: u64, mode: FallocMode) -> Changed<()>;
     /// [`Engine::link`].
     fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat>;
     /// [`Engine::unlink`].
@@ -185,6 +187,12 @@ impl<D: Device + 'static> Backend for LocalVolume<D> {
             None => self.engine.removexattr(ino, name, self.options)?,
         }
         Ok(())
+    }
+
+    fn fallocate(&self, ino: Ino, offset: u64, len: u64, mode: FallocMode) -> Changed<()> {
+        Ok(self
+            .engine
+            .fallocate(ino, offset, len, mode, self.options)?)
     }
 
     fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat> {
@@ -669,6 +677,11 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.backend.engine().getattr(Ino(ino.0)) {
             Ok(attr) if attr.kind == FileKind::Dir => {
+                // Held open: removed meanwhile, it stays (empty, as an orphan) until
+                // released, so fstat of the handle still answers.
+                if let Err(e) = self.backend.engine().open(Ino(ino.0)) {
+                    return reply.error(self.errno(e));
+                }
                 let fh = self.stream_fh();
                 let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
                 streams.insert(fh, DirStream::new(Ino(ino.0)));
@@ -734,14 +747,15 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     fn releasedir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams.remove(&fh.0);
-        reply.ok();
+        drop(streams);
+        self.reply_empty(self.backend.engine().release(Ino(ino.0)), reply);
     }
 
     fn fsyncdir(
@@ -753,6 +767,52 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         reply: ReplyEmpty,
     ) {
         self.reply_empty(self.backend.sync(), reply);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+        let mode = match mode & !libc::FALLOC_FL_KEEP_SIZE {
+            0 => FallocMode::Allocate { keep_size },
+            libc::FALLOC_FL_PUNCH_HOLE if keep_size => FallocMode::PunchHole,
+            libc::FALLOC_FL_ZERO_RANGE => FallocMode::ZeroRange { keep_size },
+            // COLLAPSE_RANGE and INSERT_RANGE: the kernel passes neither to FUSE.
+            _ => return reply.error(Errno::EOPNOTSUPP),
+        };
+        let result = self.backend.fallocate(Ino(ino.0), offset, length, mode);
+        self.reply_empty(result, reply);
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            // The kernel answers SEEK_SET, SEEK_CUR and SEEK_END itself.
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(Errno::ENXIO);
+        };
+        match self.backend.engine().seek(Ino(ino.0), offset, data) {
+            Ok(at) => reply.offset(at as i64),
+            Err(e) => reply.error(self.errno(e)),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -804,11 +864,16 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         match self.backend.engine().listxattr(Ino(ino.0)) {
             Ok(names) => {
                 let mut list = Vec::new();
-                for name in names {
+                // As ext4: trusted attributes are listed to the privileged only (here:
+                // root; FUSE does not pass the caller's capabilities).
+                for name in names
+                    .into_iter()
+                    .filter(|n| req.uid() == 0 || !n.starts_with(b"trusted."))
+                {
                     list.extend_from_slice(&name);
                     list.push(0);
                 }
@@ -892,6 +957,8 @@ fn config(options: &[String], dir: &Path, threads: usize) -> Result<Config> {
             "noatime" => config.mount_options.push(MountOption::NoAtime),
             "nosuid" => config.mount_options.push(MountOption::NoSuid),
             "nodev" => config.mount_options.push(MountOption::NoDev),
+            "dev" => config.mount_options.push(MountOption::Dev),
+            "suid" => config.mount_options.push(MountOption::Suid),
             "noexec" => config.mount_options.push(MountOption::NoExec),
             other => config.mount_options.push(MountOption::CUSTOM(other.into())),
         }

@@ -26,7 +26,8 @@ use fuser::{INodeNo, Notifier};
 use nix::sys::signal::SigSet;
 use smlog::io::Device;
 use smlog::{
-    Engine, EngineOptions, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat, XattrFlags,
+    Engine, EngineOptions, FallocMode, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat,
+    XattrFlags,
 };
 use smlog_cluster::node_dir::NodeDir;
 use smlog_cluster::served::{self, Pages, ServedVolume, VolumeChange};
@@ -94,6 +95,11 @@ impl<D: Device + 'static> Backend for ClusterVolume<D> {
     ) -> Changed<()> {
         self.runtime
             .block_on(self.served.setxattr(ino, name, value, flags))
+    }
+
+    fn fallocate(&self, ino: Ino, offset: u64, len: u64, mode: FallocMode) -> Changed<()> {
+        self.runtime
+            .block_on(self.served.fallocate(ino, offset, len, mode))
     }
 
     fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Changed<Stat> {

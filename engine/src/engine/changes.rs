@@ -7,8 +7,8 @@ use crate::error::FsError;
 use crate::io::Device;
 use crate::store::{FileKind, Ino, Name, Stat, TxnResult};
 use crate::txn::machines::{
-    check_xattr_name, Create, CreateState, Link, NewAttrs, Reclaim, SetAttr, SetAttrState,
-    SetXattr, Unlink, UnlinkState, Write, WriteState, XattrFlags,
+    check_xattr_name, Create, CreateState, FallocMode, Fallocate, Link, NewAttrs, Reclaim, SetAttr,
+    SetAttrState, SetXattr, Unlink, UnlinkState, Write, WriteState, XattrFlags,
 };
 use crate::txn::{FileTxn, NewNode, RenameFlags, SetAttrChanges};
 
@@ -276,6 +276,28 @@ impl<D: Device> Engine<D> {
         self.setattr(ino, changes, options)
     }
 
+    /// fallocate(2) on file `ino`: allocates, punches or zeroes `len` bytes at `offset`
+    /// ([`FallocMode`]), one transaction.
+    pub fn fallocate(
+        &self,
+        ino: Ino,
+        offset: u64,
+        len: u64,
+        mode: FallocMode,
+        options: impl Into<TxnOptions>,
+    ) -> Result<(), FsError> {
+        let options = options.into();
+        let machine = FileTxn::Fallocate(Fallocate {
+            ino,
+            offset,
+            len,
+            mode,
+            now: self.now(&options),
+            done: false,
+        });
+        self.run(machine, options).map(|_| ())
+    }
+
     /// Changes attributes of `ino`.
     pub fn setattr(
         &self,
@@ -309,7 +331,7 @@ impl<D: Device> Engine<D> {
     pub fn open(&self, ino: Ino) -> Result<Stat, FsError> {
         // Not a change: a stopped (read-only) engine still opens files to read.
         let mut inner = self.lock();
-        let attr = inner.store.meta.inode(ino)?.attr();
+        let attr = inner.store.attr(ino)?;
         *inner.open.entry(ino).or_insert(0) += 1;
         Ok(attr)
     }
@@ -334,7 +356,7 @@ impl<D: Device> Engine<D> {
             .meta
             .inodes
             .get(&ino)
-            .is_some_and(|inode| inode.attrs.nlink == 0 && inode.kind != FileKind::Dir);
+            .is_some_and(|inode| inode.attrs.nlink == 0);
         drop(inner);
         if orphan {
             self.reclaim(ino, Durability::Async.into())?;

@@ -6,7 +6,7 @@
 //! those blocks. Its log positions are zero: the image belongs to no log, and the store it
 //! is imported into starts a log of its own. docs/FORMAT.md, "An exported file system".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -130,7 +130,7 @@ impl<D: Device> Engine<D> {
                 ));
             }
             // Newer than what a checkpoint is writing back: the dirty blocks win.
-            let mut cached: HashMap<(Ino, u64), Arc<Block>> = inner.store.cache.flushing.clone();
+            let mut cached: BTreeMap<(Ino, u64), Arc<Block>> = inner.store.cache.flushing.clone();
             for (key, block) in &inner.store.cache.dirty {
                 cached.insert(*key, Arc::clone(block));
             }
@@ -202,7 +202,7 @@ impl<D: Device> Engine<D> {
 /// The export of `meta` and the `cached` blocks: every file's blocks numbered in order.
 fn renumber<D: Device>(
     mut meta: FsMeta,
-    cached: HashMap<(Ino, u64), Arc<Block>>,
+    cached: BTreeMap<(Ino, u64), Arc<Block>>,
     mut export: Export<D>,
 ) -> Result<Export<D>, FsError> {
     let mut cached_by_ino: BTreeMap<Ino, BTreeMap<u64, Arc<Block>>> = BTreeMap::new();

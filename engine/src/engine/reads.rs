@@ -12,7 +12,7 @@ use super::{DirEntry, Engine, StatFs};
 impl<D: Device> Engine<D> {
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: Ino) -> Result<Stat, FsError> {
-        Ok(self.lock().store.meta.inode(ino)?.attr())
+        self.lock().store.attr(ino)
     }
 
     /// The directory holding directory `ino` (the root's is itself).
@@ -30,7 +30,7 @@ impl<D: Device> Engine<D> {
         let name = Name::new(name)?;
         let inner = self.lock();
         let ino = inner.store.meta.lookup(parent, &name)?;
-        Ok(inner.store.meta.inode(ino)?.attr())
+        inner.store.attr(ino)
     }
 
     /// Up to `limit` entries of directory `ino` in name order, after `after` (exclusive;
@@ -69,6 +69,12 @@ impl<D: Device> Engine<D> {
     pub fn read(&self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
         let len = len.min(crate::constants::WRITE_SIZE_BYTES_MAX * 16);
         self.lock().store.read(ino, offset, len)
+    }
+
+    /// `lseek` with `SEEK_DATA` (`data`) or `SEEK_HOLE` from `offset` of file `ino`
+    /// ([`crate::store::Store::seek`]).
+    pub fn seek(&self, ino: Ino, offset: u64, data: bool) -> Result<u64, FsError> {
+        self.lock().store.seek(ino, offset, data)
     }
 
     /// The target of symbolic link `ino`.

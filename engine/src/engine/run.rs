@@ -195,6 +195,7 @@ impl<D: Device> Engine<D> {
             let context = Context {
                 reserved_blocks: inner.store.cache.dirty.len() as u64,
                 open: Some(&inner.open),
+                cache: Some(&inner.store.cache),
             };
             let transition = match running.machine.next(&inner.store.meta, &context) {
                 Ok(t) => t,

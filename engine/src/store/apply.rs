@@ -11,6 +11,7 @@ use crate::io::Device;
 use super::op::Object;
 use crate::constants::BLOCK_SIZE_BYTES;
 
+use super::cache::zero_block;
 use super::{runs_of, Block, BlockMap, FileKind, Ino, Inode, Mapped, Name, Op, Run, Store, BLOCK};
 
 impl<D: Device> Store<D> {
@@ -111,6 +112,12 @@ impl<D: Device> Store<D> {
             } => self.map_blocks(*ino, *first_block, runs, crcs)?,
             Op::WriteInline { ino, offset, bytes } => self.write_inline(*ino, *offset, bytes)?,
             Op::TruncateData { ino, size } => self.truncate_data(*ino, *size)?,
+            Op::ZeroBlocks {
+                ino,
+                first_block,
+                count,
+            } => self.zero_blocks(*ino, *first_block, *count)?,
+            Op::PunchData { ino, offset, len } => self.punch_data(*ino, *offset, *len)?,
             Op::SetXattr { ino, name, value } => {
                 let xattrs = &mut self.inode_mut(*ino)?.xattrs;
                 match value {
@@ -227,10 +234,90 @@ impl<D: Device> Store<D> {
         self.meta.space.release(&runs_of(gone.into_iter()))?;
         self.cache.drop_from(ino, keep);
         let within = (size % BLOCK) as usize;
-        if within != 0 && self.holds_block(ino, keep - 1) {
+        if within != 0 && self.holds_block(ino, keep - 1) && !self.unwritten(ino, keep - 1) {
             self.dirty_block(ino, keep - 1)?[within..].fill(0);
         }
         Ok(())
+    }
+
+    /// [`Op::ZeroBlocks`]: the holes in the range become cached blocks of zeros (one
+    /// shared block: a write copies it). Bounded before use: never more blocks than the
+    /// data file can hold, never past the largest file.
+    fn zero_blocks(&mut self, ino: Ino, first_block: u64, count: u64) -> Result<(), FsError> {
+        let end = first_block.saturating_add(count);
+        if count > self.meta.space.capacity_blocks
+            || end > crate::constants::FILE_SIZE_BYTES_MAX / BLOCK
+        {
+            return Err(FsError::corrupt(
+                CorruptKind::Redo,
+                format!("{count} blocks of zeros at block {first_block} of {ino}"),
+            ));
+        }
+        self.file_mut(ino)?;
+        let zeros = zero_block();
+        for block in first_block..end {
+            if !self.holds_block(ino, block) {
+                self.cache.dirty.insert((ino, block), Arc::clone(&zeros));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Op::PunchData`]: whole blocks in the range become holes; partial ones are zeroed
+    /// where they hold data.
+    fn punch_data(&mut self, ino: Ino, offset: u64, len: u64) -> Result<(), FsError> {
+        let end = offset.saturating_add(len);
+        if end > crate::constants::FILE_SIZE_BYTES_MAX {
+            return Err(FsError::corrupt(
+                CorruptKind::Redo,
+                format!("hole of {len} bytes at {offset} of {ino}, past the largest file"),
+            ));
+        }
+        let whole = offset.div_ceil(BLOCK)..end / BLOCK;
+        let inode = self.file_mut(ino)?;
+        if whole.start < whole.end {
+            let gone = inode.blocks.remove_range(whole.start, whole.end);
+            self.meta.space.release(&runs_of(gone.into_iter()))?;
+            self.cache.drop_range(ino, whole.start, whole.end);
+        }
+        // The partial blocks: the first and last, or one block holding the whole range.
+        let mut partial = Vec::new();
+        if len > 0 {
+            let (head, tail) = (offset / BLOCK, (end - 1) / BLOCK);
+            let (from, to) = (offset - head * BLOCK, end - tail * BLOCK);
+            if head == tail {
+                if from != 0 || to != BLOCK {
+                    partial.push((head, from, to));
+                }
+            } else {
+                if from != 0 {
+                    partial.push((head, from, BLOCK));
+                }
+                if to != BLOCK {
+                    partial.push((tail, 0, to));
+                }
+            }
+        }
+        for (block, from, to) in partial {
+            // A block preallocated and never written reads zeros already, and stays
+            // unwritten (a hole to SEEK_DATA).
+            if self.holds_block(ino, block) && !self.unwritten(ino, block) {
+                self.dirty_block(ino, block)?[from as usize..to as usize].fill(0);
+            }
+        }
+        Ok(())
+    }
+
+    /// A regular file, for an op on its data.
+    fn file_mut(&mut self, ino: Ino) -> Result<&mut Inode, FsError> {
+        let inode = self.inode_mut(ino)?;
+        if inode.kind != FileKind::File {
+            return Err(FsError::corrupt(
+                CorruptKind::Redo,
+                format!("an op on data names {ino}, which is not a regular file"),
+            ));
+        }
+        Ok(inode)
     }
 
     fn dir_mut(&mut self, dir: Ino) -> Result<&mut OrdMap<Name, Ino>, FsError> {
@@ -243,7 +330,7 @@ impl<D: Device> Store<D> {
     }
 
     /// Whether file block `block` of `ino` has data (cached or in the data file).
-    fn holds_block(&self, ino: Ino, block: u64) -> bool {
+    pub(crate) fn holds_block(&self, ino: Ino, block: u64) -> bool {
         self.cache.dirty.contains_key(&(ino, block))
             || self.cache.flushing.contains_key(&(ino, block))
             || self

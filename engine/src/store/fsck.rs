@@ -147,6 +147,14 @@ fn check_links(
 ) {
     let named = names.links.get(&ino).copied().unwrap_or(0);
     match inode.kind {
+        FileKind::Dir if ino != ROOT_INO && named == 0 && inode.attrs.nlink == 0 => {
+            // Removed while a file server held it open: an orphan, empty.
+            report.dir_count += 1;
+            report.orphan_count += 1;
+            if meta.dirs.get(&ino).is_none_or(|d| !d.is_empty()) {
+                problems.push(format!("orphan directory {ino} has entries or no table"));
+            }
+        }
         FileKind::Dir => {
             report.dir_count += 1;
             if !meta.dirs.contains_key(&ino) {
@@ -235,7 +243,8 @@ fn check_blocks<D: Device>(
                 ));
             }
         }
-        if file_block >= blocks_in_size {
+        // Past the end only blocks preallocated (fallocate with KEEP_SIZE): zeros.
+        if file_block >= blocks_in_size && mapped.crc != super::zero_block_crc() {
             problems.push(format!(
                 "inode {ino} maps block {file_block} past its size {}",
                 inode.attrs.size
@@ -283,7 +292,10 @@ fn check_space<D: Device>(
             Some(inode) if inode.kind == FileKind::File => {
                 let size = inode.attrs.size;
                 if block >= size.div_ceil(BLOCK) {
-                    problems.push(format!("cached block {block} of {ino} is past its size"));
+                    // Preallocated past the end: zeros only.
+                    if store.cache.dirty[&(ino, block)].iter().any(|&b| b != 0) {
+                        problems.push(format!("cached block {block} of {ino} is past its size"));
+                    }
                 } else if block == size / BLOCK {
                     let tail = &store.cache.dirty[&(ino, block)][(size % BLOCK) as usize..];
                     if tail.iter().any(|&b| b != 0) {

@@ -177,6 +177,13 @@ pub struct Mapped {
     pub crc: u32,
 }
 
+/// The CRC-32C of a block of zeros: what a block preallocated past a file's end carries.
+pub fn zero_block_crc() -> u32 {
+    static CRC: std::sync::LazyLock<u32> =
+        std::sync::LazyLock::new(|| block_crc(&[0u8; BLOCK_SIZE_BYTES]));
+    *CRC
+}
+
 /// The CRC-32C a mapped block carries.
 pub fn block_crc(bytes: &[u8]) -> u32 {
     debug_assert_eq!(bytes.len(), BLOCK_SIZE_BYTES);
@@ -222,11 +229,16 @@ impl BlockMap {
 
     /// Unmaps every file block from `first`; returns the data blocks, in file order.
     pub fn remove_from(&mut self, first: u64) -> Vec<u64> {
+        self.remove_range(first, u64::MAX)
+    }
+
+    /// Unmaps file blocks `first..end`; returns the data blocks, in file order.
+    pub fn remove_range(&mut self, first: u64, end: u64) -> Vec<u64> {
         let Some(map) = self.0.as_mut() else {
             return Vec::new();
         };
         let gone: Vec<(u64, u64)> = map
-            .range(first..)
+            .range(first..end)
             .map(|(f, m)| (*f, m.data_block))
             .collect();
         for (file_block, _) in &gone {
@@ -241,6 +253,14 @@ impl BlockMap {
     /// (file block, where it is) pairs in file order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, Mapped)> + '_ {
         self.0.iter().flat_map(|m| m.iter()).map(|(f, m)| (*f, *m))
+    }
+
+    /// The mapped file blocks in `first..end`, in order.
+    pub fn blocks_in(&self, first: u64, end: u64) -> impl Iterator<Item = u64> + '_ {
+        self.0
+            .iter()
+            .flat_map(move |m| m.range(first..end))
+            .map(|(f, _)| *f)
     }
 
     /// The data blocks, in file order.

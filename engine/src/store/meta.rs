@@ -90,7 +90,7 @@ impl FsMeta {
     pub fn orphans(&self) -> Vec<Ino> {
         self.inodes
             .values()
-            .filter(|inode| inode.attrs.nlink == 0 && inode.kind != FileKind::Dir)
+            .filter(|inode| inode.attrs.nlink == 0 && inode.ino != super::ROOT_INO)
             .map(|inode| inode.ino)
             .collect()
     }

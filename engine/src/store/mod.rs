@@ -33,7 +33,9 @@ pub mod space;
 
 pub use cache::{Block, Cache};
 pub use data::DataFile;
-pub use inode::{block_crc, Attrs, BlockMap, FileKind, Inode, Mapped, Name, Stat, Time};
+pub use inode::{
+    block_crc, zero_block_crc, Attrs, BlockMap, FileKind, Inode, Mapped, Name, Stat, Time,
+};
 pub use meta::FsMeta;
 pub use op::Op;
 pub use requests::{EntryId, Outcome, RequestKey, RequestTable, TxnResult};
@@ -122,6 +124,93 @@ impl<D: Device> Store<D> {
             cache: Cache::default(),
             data,
         }
+    }
+
+    /// What a file server sees of `ino`, with the blocks it holds: those in the data
+    /// file and those cached, preallocated ones included (`st_blocks`).
+    pub fn attr(&self, ino: Ino) -> Result<Stat, FsError> {
+        let inode = self.meta.inode(ino)?;
+        let mut stat = inode.attr();
+        if inode.kind == FileKind::File {
+            let mut cached: Vec<u64> = self.cache.blocks_of(ino).collect();
+            cached.sort_unstable();
+            cached.dedup();
+            let unmapped = cached
+                .iter()
+                .filter(|b| !inode.blocks.contains_key(b))
+                .count();
+            stat.blocks += unmapped as u64;
+        }
+        Ok(stat)
+    }
+
+    /// Whether file block `block` of `ino` reads as data for `SEEK_DATA` / `SEEK_HOLE`:
+    /// held, and not known to be only zeros (a block preallocated and never written, or
+    /// mapped with the checksum of zeros, is a hole to them, as an unwritten extent is to
+    /// ext4).
+    fn seeks_as_data(&self, inode: &Inode, block: u64) -> bool {
+        let key = (inode.ino, block);
+        let cached = self.cache.dirty.get(&key).or(self.cache.flushing.get(&key));
+        match cached {
+            Some(cached) => !Arc::ptr_eq(cached, &cache::zero_block()),
+            None => inode
+                .blocks
+                .get(&block)
+                .is_some_and(|m| m.crc != zero_block_crc()),
+        }
+    }
+
+    /// Whether file block `block` of `ino` is held but known to be only zeros, never
+    /// written since it was preallocated (see [`Store::seek`]).
+    pub(crate) fn unwritten(&self, ino: Ino, block: u64) -> bool {
+        self.meta
+            .inodes
+            .get(&ino)
+            .is_some_and(|inode| self.holds_block(ino, block) && !self.seeks_as_data(inode, block))
+    }
+
+    /// `lseek(SEEK_DATA)` (`data`) or `lseek(SEEK_HOLE)` from `offset` of file `ino`: the
+    /// first offset at or after it in data (or in a hole; the end of the file is one).
+    /// [`FsError::NoSuchOffset`] (ENXIO) at or past the end, or when no data follows.
+    pub fn seek(&self, ino: Ino, offset: u64, data: bool) -> Result<u64, FsError> {
+        let inode = self.meta.inode(ino)?;
+        match inode.kind {
+            FileKind::File => {}
+            FileKind::Dir => return Err(FsError::IsDir),
+            _ => return Err(FsError::Invalid("seeking data in a file that holds none")),
+        }
+        let size = inode.attrs.size;
+        if offset >= size {
+            return Err(FsError::NoSuchOffset);
+        }
+        let end_block = size.div_ceil(BLOCK);
+        let first = offset / BLOCK;
+        // Candidates: the blocks held from `first`, in order (few next to the file).
+        let mut held: Vec<u64> = self
+            .cache
+            .blocks_of(ino)
+            .filter(|b| (first..end_block).contains(b))
+            .chain(inode.blocks.blocks_in(first, end_block))
+            .collect();
+        held.sort_unstable();
+        held.dedup();
+        let found = if data {
+            held.into_iter()
+                .find(|&b| self.seeks_as_data(inode, b))
+                .map(|b| (b * BLOCK).max(offset))
+        } else {
+            // The first block from `first` that is not data: a gap among the held blocks,
+            // or a held block of zeros, or the end of the file.
+            let mut next = first;
+            for b in held {
+                if b != next || !self.seeks_as_data(inode, b) {
+                    break;
+                }
+                next = b + 1;
+            }
+            Some((next * BLOCK).max(offset).min(size))
+        };
+        found.ok_or(FsError::NoSuchOffset)
     }
 
     /// Reads file block `block` of `ino`: cached, in the data file, or a hole (zeros).

@@ -112,6 +112,28 @@ pub enum Op {
         /// Its value, or `None`: removed.
         value: Option<Vec<u8>>,
     },
+    /// Every hole among file blocks `first_block..first_block + count` becomes a block of
+    /// zeros (cached, written back like any): space allocated, reads zero (fallocate).
+    /// Blocks holding data keep it.
+    ZeroBlocks {
+        /// The file.
+        ino: Ino,
+        /// First file block.
+        first_block: u64,
+        /// Blocks.
+        count: u64,
+    },
+    /// Bytes `offset..offset + len` read as zeros: the whole blocks among them become
+    /// holes (released), the partial first and last blocks are zeroed where they hold
+    /// data (fallocate's punch hole; the size does not change).
+    PunchData {
+        /// The file.
+        ino: Ino,
+        /// Byte offset.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
 }
 
 /// The object an op changes, whose LSN decides whether redo applies it.
@@ -131,7 +153,9 @@ impl Op {
             | Op::MapBlocks { ino, .. }
             | Op::WriteInline { ino, .. }
             | Op::TruncateData { ino, .. }
-            | Op::SetXattr { ino, .. } => Object::Inode(*ino),
+            | Op::SetXattr { ino, .. }
+            | Op::ZeroBlocks { ino, .. }
+            | Op::PunchData { ino, .. } => Object::Inode(*ino),
             Op::DirInsert { dir, .. } | Op::DirRemove { dir, .. } | Op::DirSet { dir, .. } => {
                 Object::Inode(*dir)
             }

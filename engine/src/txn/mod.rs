@@ -210,6 +210,9 @@ pub struct Context<'a> {
     /// name while open stays, with no name and no link, as an orphan until its last
     /// handle is released. Recovery runs with none open.
     pub open: Option<&'a HashMap<Ino, u32>>,
+    /// The data cached (blocks held but not yet in the data file). Recovery runs with
+    /// none.
+    pub cache: Option<&'a crate::store::Cache>,
 }
 
 impl Context<'_> {

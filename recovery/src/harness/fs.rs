@@ -8,8 +8,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use smlog::io::Device;
 use smlog::{
-    Engine, FileKind, FsError, Ino, NewAttrs, RenameFlags, SetAttrChanges, TxnOptions, XattrFlags,
-    ROOT_INO,
+    Engine, FallocMode, FileKind, FsError, Ino, NewAttrs, RenameFlags, SetAttrChanges, TxnOptions,
+    XattrFlags, ROOT_INO,
 };
 
 use super::{Scenario, SimEngine};
@@ -119,6 +119,8 @@ pub enum FsOp {
     /// setxattr(path, name, value: its length and seed ([`data_for`]), create, replace), or
     /// removexattr(path, name) without a value.
     Xattr(Vec<u8>, Vec<u8>, Option<(usize, u64)>, bool, bool),
+    /// fallocate(path, offset, length, mode).
+    Fallocate(Vec<u8>, u64, u64, FallocMode),
 }
 
 /// `dir/name` ("" is the root).
@@ -353,16 +355,41 @@ impl Model {
                     _ => Err(libc::EINVAL),
                 }
             }
+            FsOp::Fallocate(path, offset, len, mode) => {
+                let ino = self.resolve(path)?;
+                let data = match self.nodes.get_mut(&ino) {
+                    Some(MNode::File { data, .. }) => data,
+                    Some(MNode::Dir { .. }) => return Err(libc::EISDIR),
+                    _ => return Err(libc::EINVAL),
+                };
+                if *len == 0 {
+                    return Err(libc::EINVAL);
+                }
+                let end = (offset + len) as usize;
+                let (zero, keep_size) = match mode {
+                    FallocMode::Allocate { keep_size } => (false, *keep_size),
+                    FallocMode::PunchHole => (true, true),
+                    FallocMode::ZeroRange { keep_size } => (true, *keep_size),
+                };
+                if zero {
+                    let (from, to) = ((*offset as usize).min(data.len()), end.min(data.len()));
+                    data[from..to].fill(0);
+                }
+                if !keep_size && data.len() < end {
+                    data.resize(end, 0);
+                }
+                Ok(())
+            }
             FsOp::Xattr(path, name, value, create, replace) => {
                 let ino = self.resolve(path)?;
                 let known = [&b"user."[..], b"trusted.", b"security."];
                 if name.is_empty() || name.len() > 255 {
                     return Err(libc::ERANGE);
                 }
-                if !known
-                    .iter()
-                    .any(|ns| name.starts_with(ns) && name.len() > ns.len())
-                {
+                if known.contains(&&name[..]) {
+                    return Err(libc::EINVAL);
+                }
+                if !known.iter().any(|ns| name.starts_with(ns)) {
                     return Err(libc::EOPNOTSUPP);
                 }
                 let file_or_dir =
@@ -624,6 +651,9 @@ pub fn run_op<D: Device>(
         FsOp::Truncate(path, size) => engine
             .truncate(resolve(engine, path)?, *size, options)
             .map(drop),
+        FsOp::Fallocate(path, offset, len, mode) => {
+            engine.fallocate(resolve(engine, path)?, *offset, *len, *mode, options)
+        }
         FsOp::Mknod(dir, name, kind) => engine
             .mknod(resolve(engine, dir)?, name, *kind, file, options)
             .map(drop),
@@ -691,7 +721,18 @@ pub fn random_op<R: Rng>(rng: &mut R, seed: u64, dirs: &[&[u8]], names: &[&[u8]]
                 seed ^ rng.gen::<u64>(),
             )
         }
-        86..=94 => FsOp::Truncate(path(rng), rng.gen_range(0..120_000)),
+        86..=91 => FsOp::Truncate(path(rng), rng.gen_range(0..120_000)),
+        92..=94 => {
+            let mode = match rng.gen_range(0..5) {
+                0 => FallocMode::Allocate { keep_size: false },
+                1 => FallocMode::Allocate { keep_size: true },
+                2 => FallocMode::ZeroRange { keep_size: false },
+                3 => FallocMode::ZeroRange { keep_size: true },
+                _ => FallocMode::PunchHole,
+            };
+            let offset = rng.gen_range(0..150_000);
+            FsOp::Fallocate(path(rng), offset, rng.gen_range(1..40_000), mode)
+        }
         95 => FsOp::Chmod(path(rng), rng.gen_range(0..0o10000)),
         96..=97 => {
             let names: [&[u8]; 5] = [b"user.a", b"user.b", b"trusted.t", b"security.s", b"os2.x"];

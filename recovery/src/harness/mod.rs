@@ -720,6 +720,17 @@ fn run_inner<S: Scenario, C: Choices<S>>(
                 scenario.difference(&recovered, &states[durable])
             )));
         };
+        if config.faults.damage {
+            // Damage to data blocks no read of the model's state reaches (blocks
+            // preallocated past a file's end): fsck finds it by the blocks' checksums, as
+            // it must, and finds nothing else.
+            let report = recovered.fsck();
+            if report.bad_blocks > 0 && report.problems.len() as u64 == report.bad_blocks {
+                run.stats.refused += 1;
+                run.count_faults();
+                return Ok(run.stats);
+            }
+        }
         scenario.check(&recovered).map_err(|e| run.fail(e))?;
         // A second recovery changes nothing.
         drop(recovered);

@@ -6,7 +6,7 @@ use crate::constants::LINK_COUNT_MAX;
 use crate::error::FsError;
 use crate::store::{check_symlink_target, Attrs, FileKind, FsMeta, Ino, Name, Op, Time, TxnResult};
 
-use super::{step, touch, Edits, FileTxn, NewAttrs, NewNode};
+use super::{check_linked, step, touch, Edits, FileTxn, NewAttrs, NewNode};
 
 /// The setgid bit of a mode.
 const SETGID: u32 = 0o2000;
@@ -62,6 +62,7 @@ impl Create {
                 if entries.contains_key(&self.name) {
                     return Err(FsError::Exists);
                 }
+                check_linked(meta, self.parent)?;
                 let parent_attrs = meta.inode(self.parent)?.attrs;
                 let (kind, size, nlink, target) = match &self.node {
                     NewNode::File => (FileKind::File, 0, 1, Vec::new()),

@@ -6,7 +6,7 @@ use crate::constants::LINK_COUNT_MAX;
 use crate::error::FsError;
 use crate::store::{FileKind, FsMeta, Ino, Name, Time, TxnResult};
 
-use super::{step, touch, Edits, FileTxn};
+use super::{check_linked, step, touch, Edits, FileTxn};
 use crate::txn::Transition;
 
 /// Add a hard link: one step (`Linked`, the point of no return).
@@ -45,6 +45,7 @@ impl Link {
         if meta.dir(self.parent)?.contains_key(&self.name) {
             return Err(FsError::Exists);
         }
+        check_linked(meta, self.parent)?;
         let mut edits = Edits::new(meta);
         edits.edit(self.ino, |a| {
             a.nlink += 1;

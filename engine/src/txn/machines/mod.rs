@@ -4,6 +4,7 @@
 //! [`FileTxn`] (the family), attribute edits, and the dispatch of [`Machine`].
 
 mod create;
+mod fallocate;
 mod link;
 mod reclaim;
 mod rename;
@@ -13,6 +14,7 @@ mod write;
 mod xattr;
 
 pub use create::{Create, CreateState};
+pub use fallocate::{FallocMode, Fallocate};
 pub use link::Link;
 pub use reclaim::Reclaim;
 pub use rename::{Rename, RenameState};
@@ -171,7 +173,12 @@ impl<'a> Edits<'a> {
 /// `..` in it) is removed. The count comes from the store, which came from disk: a zero here
 /// is metadata that contradicts itself, a typed error and never an underflow or a panic.
 fn check_linked(meta: &FsMeta, ino: Ino) -> Result<(), FsError> {
-    if meta.inode(ino)?.attrs.nlink == 0 {
+    let inode = meta.inode(ino)?;
+    // A directory removed while a file server held it open: nothing is made in it.
+    if inode.attrs.nlink == 0 && inode.kind == FileKind::Dir {
+        return Err(FsError::NotFound);
+    }
+    if inode.attrs.nlink == 0 {
         return Err(FsError::corrupt(
             CorruptKind::Metadata,
             format!("inode {ino} is named but counts no link"),
@@ -210,6 +217,8 @@ pub enum FileTxn {
     Reclaim(Reclaim),
     /// setxattr, removexattr.
     SetXattr(SetXattr),
+    /// fallocate.
+    Fallocate(Fallocate),
 }
 
 fn step<M>(next: M, redo: Vec<Op>, undo: Vec<Op>, result: Option<TxnResult>) -> Transition<M> {
@@ -229,9 +238,10 @@ impl Machine for FileTxn {
             FileTxn::Unlink(m) => m.next(meta, context),
             FileTxn::Rename(m) => m.next(meta, context),
             FileTxn::Write(m) => m.next(meta, context),
-            FileTxn::SetAttr(m) => m.next(meta),
+            FileTxn::SetAttr(m) => m.next(meta, context),
             FileTxn::Reclaim(m) => m.next(meta),
             FileTxn::SetXattr(m) => m.next(meta),
+            FileTxn::Fallocate(m) => m.next(meta, context),
         }
     }
 
@@ -248,6 +258,7 @@ impl Machine for FileTxn {
             FileTxn::SetAttr(m) => !matches!(m.state, SetAttrState::Start),
             FileTxn::Reclaim(m) => m.freed,
             FileTxn::SetXattr(m) => m.done,
+            FileTxn::Fallocate(m) => m.done,
         }
     }
 
@@ -278,6 +289,7 @@ impl Machine for FileTxn {
                     "removexattr"
                 }
             }
+            FileTxn::Fallocate(_) => "fallocate",
         }
     }
 
@@ -334,6 +346,13 @@ impl Machine for FileTxn {
                     "Start"
                 }
             }
+            FileTxn::Fallocate(m) => {
+                if m.done {
+                    "Done"
+                } else {
+                    "Start"
+                }
+            }
         }
     }
 
@@ -363,6 +382,10 @@ impl Machine for FileTxn {
                 self.op_name(),
                 String::from_utf8_lossy(&m.name),
                 m.ino
+            ),
+            FileTxn::Fallocate(m) => format!(
+                "fallocate {:?} of {} bytes at {} of {}",
+                m.mode, m.len, m.offset, m.ino
             ),
         }
     }

@@ -25,8 +25,12 @@ impl Reclaim {
             return Ok(Transition::Done(TxnResult::Done));
         }
         let inode = meta.inode(self.ino)?;
-        if inode.attrs.nlink != 0 || inode.kind == FileKind::Dir {
+        if inode.attrs.nlink != 0 {
             return Err(FsError::Invalid("only an orphan is reclaimed"));
+        }
+        // A directory removed while open is empty: nothing can be made in it.
+        if inode.kind == FileKind::Dir && !meta.dir(self.ino)?.is_empty() {
+            return Err(FsError::NotEmpty);
         }
         Ok(step(
             FileTxn::Reclaim(Reclaim {

@@ -114,6 +114,7 @@ impl Rename {
         }
         let src = meta.lookup(self.from_parent, &self.from_name)?;
         meta.dir(self.to_parent)?;
+        check_linked(meta, self.to_parent)?;
         let dst = meta.dir(self.to_parent)?.get(&self.to_name).copied();
         let src_inode = meta.inode(src)?;
         let src_is_dir = src_inode.kind == FileKind::Dir;

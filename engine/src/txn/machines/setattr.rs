@@ -6,8 +6,8 @@ use crate::constants::FILE_SIZE_BYTES_MAX;
 use crate::error::FsError;
 use crate::store::{FileKind, FsMeta, Ino, Op, Time, TxnResult};
 
-use super::{step, Edits, FileTxn, SetAttrChanges};
-use crate::txn::Transition;
+use super::{step, Edits, FileTxn, SetAttrChanges, BLOCK};
+use crate::txn::{Context, Transition};
 
 /// Change attributes: step 1 sets them (`Set`, the point of no return); a truncation to a
 /// smaller size then releases the data past the new end (`Truncated`).
@@ -38,7 +38,11 @@ pub enum SetAttrState {
 }
 
 impl SetAttr {
-    pub(super) fn next(&self, meta: &FsMeta) -> Result<Transition<FileTxn>, FsError> {
+    pub(super) fn next(
+        &self,
+        meta: &FsMeta,
+        context: &Context<'_>,
+    ) -> Result<Transition<FileTxn>, FsError> {
         let with = |state| {
             FileTxn::SetAttr(SetAttr {
                 state,
@@ -88,7 +92,16 @@ impl SetAttr {
                     }
                     a.ctime = self.now;
                 })?;
-                let shrink = changes.size.is_some_and(|s| s < old_size);
+                // A truncation to the same size still releases blocks preallocated past the
+                // end (as ext4 does).
+                let shrink = changes.size.is_some_and(|s| {
+                    let end = s.div_ceil(BLOCK);
+                    let held_past_end = inode.blocks.blocks_in(end, u64::MAX).next().is_some()
+                        || context
+                            .cache
+                            .is_some_and(|c| c.blocks_of(self.ino).any(|b| b >= end));
+                    s < old_size || s == old_size && held_past_end
+                });
                 let (redo, undo) = edits.ops();
                 let result = (!shrink).then_some(TxnResult::Done);
                 Ok(step(with(SetAttrState::Set { shrink }), redo, undo, result))

@@ -28,10 +28,13 @@ pub fn check_xattr_name(name: &[u8]) -> Result<(), FsError> {
             len_bytes: name.len(),
         });
     }
-    if !NAMESPACES
-        .iter()
-        .any(|ns| name.starts_with(ns) && name.len() > ns.len())
-    {
+    // A namespace with nothing after it is invalid (EINVAL, as Linux answers).
+    if NAMESPACES.contains(&name) {
+        return Err(FsError::Invalid(
+            "an extended attribute name that is only a namespace",
+        ));
+    }
+    if !NAMESPACES.iter().any(|ns| name.starts_with(ns)) {
         return Err(FsError::XattrNotSupported);
     }
     Ok(())
