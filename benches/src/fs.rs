@@ -118,6 +118,7 @@ const ATTRS: NewAttrs = NewAttrs {
     mode: 0o644,
     uid: 0,
     gid: 0,
+    umask: 0,
 };
 
 struct EngineDir {

@@ -494,6 +494,7 @@ fn random_op(rng: &mut ChaCha8Rng, files: &[Ino], n: u64) -> FileOp {
         mode,
         uid: 0,
         gid: 0,
+        umask: 0,
     };
     let parent = ROOT_INO;
     match rng.gen_range(0..100) {

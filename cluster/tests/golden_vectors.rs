@@ -32,6 +32,7 @@ const ATTRS: NewAttrs = NewAttrs {
     mode: 0o644,
     uid: 1000,
     gid: 100,
+    umask: 0o022,
 };
 
 fn ops() -> Vec<FileOp> {
@@ -96,6 +97,7 @@ fn ops() -> Vec<FileOp> {
                 mode: 0o600,
                 uid: 0,
                 gid: 6,
+                umask: 0,
             },
         },
         FileOp::SetXattr {
@@ -382,16 +384,16 @@ const GOLDEN: &[(&str, &str)] = &[
     ("PayloadRecord::Blank", "00"),
     ("PayloadRecord::Normal", "010107ac0280c49fd50c0504010166"),
     ("PayloadRecord::Membership", "02010301020303010e3132372e302e302e313a37303031b424020e3132372e302e302e313a3730303200030e3132372e302e302e313a3730303301"),
-    ("FileOp::Create", "00010166a403e80764"),
-    ("FileOp::Mkdir", "01010166a403e80764"),
-    ("FileOp::Symlink", "020101660174a403e80764"),
+    ("FileOp::Create", "00010166a403e8076412"),
+    ("FileOp::Mkdir", "01010166a403e8076412"),
+    ("FileOp::Symlink", "020101660174a403e8076412"),
     ("FileOp::Link", "032a010166"),
     ("FileOp::Unlink", "04010166"),
     ("FileOp::Rmdir", "05010166"),
     ("FileOp::Rename", "060101660201670100"),
     ("FileOp::Write", "072a80200378797a"),
     ("FileOp::SetAttr", "082a00000001050000"),
-    ("FileOp::Mknod", "0901016606811080030006"),
+    ("FileOp::Mknod", "090101660681108003000600"),
     ("FileOp::SetXattr", "0a2a06757365722e6b0101760001"),
     ("FileOp::Fallocate", "0b2aff1ff0a2040201"),
     ("Request::Append", "000203010102f0a2040102f0a2040000"),

@@ -28,11 +28,13 @@ const FILE: NewAttrs = NewAttrs {
     mode: 0o644,
     uid: 1000,
     gid: 1000,
+    umask: 0,
 };
 const DIR: NewAttrs = NewAttrs {
     mode: 0o755,
     uid: 1000,
     gid: 1000,
+    umask: 0,
 };
 
 /// One node's devices, which outlive its process.

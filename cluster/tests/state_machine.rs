@@ -30,6 +30,7 @@ fn create(index: u64) -> Entry {
                     mode: 0o644,
                     uid: 0,
                     gid: 0,
+                    umask: 0,
                 },
             },
         }),

@@ -130,6 +130,7 @@ fn create(name: &str, request_id: u64) -> Command {
                 mode: 0o644,
                 uid: 0,
                 gid: 0,
+                umask: 0,
             },
         },
     }

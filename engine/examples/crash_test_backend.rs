@@ -39,6 +39,7 @@ const ATTRS: NewAttrs = NewAttrs {
     mode: 0o600,
     uid: 8,
     gid: 8,
+    umask: 0,
 };
 
 struct MailStore;

@@ -108,6 +108,9 @@ pub enum FsError {
     /// Not a symbolic link (EINVAL for readlink).
     #[error("not a symbolic link")]
     NotSymlink,
+    /// Access denied (EACCES): a default ACL on what is not a directory.
+    #[error("permission denied: {0}")]
+    Denied(&'static str),
     /// No such extended attribute (ENODATA).
     #[error("no such extended attribute")]
     NoXattr,
@@ -231,6 +234,7 @@ impl FsError {
             FsError::NameTooLong { .. } => libc::ENAMETOOLONG,
             FsError::Invalid(_) | FsError::NotSymlink => libc::EINVAL,
             FsError::NoXattr => libc::ENODATA,
+            FsError::Denied(_) => libc::EACCES,
             FsError::NoSuchOffset => libc::ENXIO,
             FsError::XattrNotSupported => libc::EOPNOTSUPP,
             FsError::XattrNameRange { .. } => libc::ERANGE,
@@ -282,6 +286,7 @@ mod tests {
             (FsError::FileTooBig, libc::EFBIG),
             (FsError::TooManyLinks, libc::EMLINK),
             (FsError::NoSuchOffset, libc::ENXIO),
+            (FsError::Denied("x"), libc::EACCES),
             (FsError::Stopped("x".into()), libc::EIO),
         ];
         for (error, errno) in cases {

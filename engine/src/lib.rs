@@ -13,7 +13,7 @@
 //! let options = OpenOptions { create: true, ..OpenOptions::default() };
 //! let (engine, report) = smlog_recovery::open("/var/tmp/myfs".as_ref(), options)?;
 //! println!("{} transactions were in flight", report.in_flight.len());
-//! let attrs = NewAttrs { mode: 0o644, uid: 0, gid: 0 };
+//! let attrs = NewAttrs { mode: 0o644, uid: 0, gid: 0, umask: 0 };
 //! let file = engine.create(ROOT_INO, b"hello", attrs, Durability::Sync)?;
 //! engine.write(file.ino, 0, b"world", Durability::Sync)?;
 //! engine.shutdown()?;

@@ -15,6 +15,7 @@ const FILE: NewAttrs = NewAttrs {
     mode: 0o644,
     uid: 0,
     gid: 0,
+    umask: 0,
 };
 
 #[test]

@@ -19,6 +19,7 @@ const FILE: NewAttrs = NewAttrs {
     mode: 0o644,
     uid: 1,
     gid: 1,
+    umask: 0,
 };
 
 fn reopen(device: &Arc<SimDevice>, options: smlog_recovery::OpenOptions) -> SimEngine {
@@ -587,6 +588,7 @@ fn special_files_and_setgid_directories() {
                 mode: 0o2775,
                 uid: 0,
                 gid: 77,
+                umask: 0,
             },
             sync,
         )
@@ -882,5 +884,136 @@ fn fallocate_punch_and_zero_ranges_and_seek_data() {
         .unwrap();
     engine.truncate(f, 15 * B, sync).unwrap();
     assert_eq!(engine.getattr(f).unwrap().blocks, 10);
+    assert!(engine.fsck().is_clean());
+}
+
+/// POSIX ACLs as ext4 keeps them: an access ACL sets the permission bits (a minimal one is
+/// not kept), a chmod rewrites it, a default ACL is inherited instead of the umask (a new
+/// directory takes it as its default too), a default ACL on a file is EACCES, a malformed
+/// one EINVAL; each change one step, all of it across a power loss.
+#[test]
+fn posix_acls_set_the_mode_and_are_inherited() {
+    use smlog::XattrFlags;
+    const ACCESS: &[u8] = b"system.posix_acl_access";
+    const DEFAULT: &[u8] = b"system.posix_acl_default";
+    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut out = 2u32.to_le_bytes().to_vec();
+        for &(tag, perm, id) in entries {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&perm.to_le_bytes());
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        out
+    }
+    const NONE: u32 = u32::MAX;
+    let device = Arc::new(SimDevice::new(6));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    let sync = Durability::Sync;
+    let flags = XattrFlags::default();
+    let f = engine.create(ROOT_INO, b"f", FILE, sync).unwrap().ino;
+    // user::rw- user:1000:r-- group::r-- mask::rw- other::---
+    let full = acl(&[
+        (1, 6, NONE),
+        (2, 4, 1000),
+        (4, 4, NONE),
+        (0x10, 6, NONE),
+        (0x20, 0, NONE),
+    ]);
+    engine.setxattr(f, ACCESS, &full, flags, sync).unwrap();
+    assert_eq!(engine.getattr(f).unwrap().mode, 0o660);
+    assert_eq!(engine.getxattr(f, ACCESS).unwrap(), full);
+    // chmod 0o640: owner rw, mask r, other none; the named entry stays.
+    let changes = smlog::SetAttrChanges {
+        mode: Some(0o640),
+        ..Default::default()
+    };
+    engine.setattr(f, changes, sync).unwrap();
+    let after = acl(&[
+        (1, 6, NONE),
+        (2, 4, 1000),
+        (4, 4, NONE),
+        (0x10, 4, NONE),
+        (0x20, 0, NONE),
+    ]);
+    assert_eq!(engine.getxattr(f, ACCESS).unwrap(), after);
+    // A minimal ACL is the mode alone: not kept.
+    let minimal = acl(&[(1, 7, NONE), (4, 5, NONE), (0x20, 1, NONE)]);
+    engine.setxattr(f, ACCESS, &minimal, flags, sync).unwrap();
+    assert_eq!(engine.getattr(f).unwrap().mode, 0o751);
+    assert_eq!(
+        engine.getxattr(f, ACCESS).unwrap_err().errno(),
+        libc::ENODATA
+    );
+    let errno = |r: Result<(), FsError>| r.unwrap_err().errno();
+    let no_mask = acl(&[(1, 6, NONE), (2, 4, 1000), (4, 4, NONE), (0x20, 0, NONE)]);
+    assert_eq!(
+        errno(engine.setxattr(f, ACCESS, &no_mask, flags, sync)),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(engine.setxattr(f, DEFAULT, &full, flags, sync)),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno(engine.setxattr(f, b"system.other", b"x", flags, sync)),
+        libc::EOPNOTSUPP
+    );
+    // A directory with a default ACL: new inodes take it, not the umask.
+    let d = engine.mkdir(ROOT_INO, b"d", FILE, sync).unwrap().ino;
+    let default = acl(&[
+        (1, 7, NONE),
+        (2, 7, 1000),
+        (4, 5, NONE),
+        (0x10, 5, NONE),
+        (0x20, 0, NONE),
+    ]);
+    engine.setxattr(d, DEFAULT, &default, flags, sync).unwrap();
+    let asked = NewAttrs {
+        mode: 0o666,
+        uid: 1,
+        gid: 1,
+        umask: 0o077,
+    };
+    let g = engine.create(d, b"g", asked, sync).unwrap();
+    // 0o666 masked by the default ACL (owner rwx, mask r-x, other ---): 0o640.
+    assert_eq!(g.mode, 0o640);
+    let inherited = acl(&[
+        (1, 6, NONE),
+        (2, 7, 1000),
+        (4, 5, NONE),
+        (0x10, 4, NONE),
+        (0x20, 0, NONE),
+    ]);
+    assert_eq!(engine.getxattr(g.ino, ACCESS).unwrap(), inherited);
+    let sub = engine
+        .mkdir(
+            d,
+            b"sub",
+            NewAttrs {
+                mode: 0o777,
+                ..asked
+            },
+            sync,
+        )
+        .unwrap();
+    assert_eq!(sub.mode, 0o750);
+    assert_eq!(engine.getxattr(sub.ino, DEFAULT).unwrap(), default);
+    // Without a default ACL the umask applies.
+    let h = engine.create(ROOT_INO, b"h", asked, sync).unwrap();
+    assert_eq!(h.mode, 0o600);
+    assert!(engine.listxattr(h.ino).unwrap().is_empty());
+    // Removing the default ACL; removing it again is no error (as Linux).
+    engine.removexattr(sub.ino, DEFAULT, sync).unwrap();
+    engine.removexattr(sub.ino, DEFAULT, sync).unwrap();
+
+    drop(engine);
+    let engine = reopen(&device, test_options());
+    assert_eq!(engine.getattr(f).unwrap().mode, 0o751);
+    assert_eq!(engine.getxattr(g.ino, ACCESS).unwrap(), inherited);
+    assert_eq!(engine.getxattr(d, DEFAULT).unwrap(), default);
+    assert_eq!(
+        engine.getxattr(sub.ino, DEFAULT).unwrap_err().errno(),
+        libc::ENODATA
+    );
     assert!(engine.fsck().is_clean());
 }

@@ -14,6 +14,7 @@ const FILE: NewAttrs = NewAttrs {
     mode: 0o644,
     uid: 1,
     gid: 1,
+    umask: 0,
 };
 
 const ASYNC: Durability = Durability::Async;

@@ -67,6 +67,7 @@ fn the_readme_engine_example_runs() -> Result<(), Box<dyn std::error::Error>> {
         mode: 0o644,
         uid: 1000,
         gid: 1000,
+        umask: 0,
     };
     let dir = engine.mkdir(ROOT_INO, b"docs", attrs, Durability::Sync)?;
     let file = engine.create(dir.ino, b"draft", attrs, Durability::Sync)?;

@@ -170,6 +170,7 @@ fn a_replica_stamps_its_leaders_time() {
         mode: 0o600,
         uid: 5,
         gid: 6,
+        umask: 0,
     };
     let stat = engine
         .create(ROOT_INO, b"f", attrs, entry_options(1, true))

@@ -14,6 +14,7 @@ const FILE: NewAttrs = NewAttrs {
     mode: 0o644,
     uid: 0,
     gid: 0,
+    umask: 0,
 };
 
 fn names(entries: &[smlog::serve::StreamEntry]) -> Vec<String> {

@@ -25,6 +25,7 @@ const ATTRS: NewAttrs = NewAttrs {
     mode: 0o644,
     uid: 0,
     gid: 0,
+    umask: 0,
 };
 
 /// What is measured.

@@ -27,6 +27,7 @@ const FILE: NewAttrs = NewAttrs {
     mode: 0o644,
     uid: 0,
     gid: 0,
+    umask: 0,
 };
 
 /// The bytes of file `n` of thread `t` in round `round`: a function of the three.

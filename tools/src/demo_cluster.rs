@@ -58,6 +58,7 @@ pub async fn publish(writer: &mut Writer, n: u64) -> Result<()> {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            umask: 0,
         },
     };
     let ino = match writer.write(&command(n, 0, create)).await? {

@@ -362,11 +362,14 @@ impl<B: Backend> SmlogFs<B> {
             .map_err(|e| self.errno(e))
     }
 
+    /// The kernel passes the mode unmasked (FUSE_DONT_MASK) and the umask: the engine
+    /// applies it, or the directory's default ACL instead.
     fn new_attrs(req: &Request, mode: u32, umask: u32) -> NewAttrs {
         NewAttrs {
-            mode: mode & !umask & 0o7777,
+            mode: mode & 0o7777,
             uid: req.uid(),
             gid: req.gid(),
+            umask,
         }
     }
 
@@ -416,6 +419,16 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         let _ = config.set_max_write(max_write as u32);
         if self.shared {
             let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        }
+        // POSIX ACLs: the kernel enforces them (with default_permissions) from the
+        // system.posix_acl_* attributes; the engine keeps the mode in step and applies
+        // default ACLs, so the kernel must leave the umask to it. Without both, ACLs are
+        // refused (EOPNOTSUPP) and the kernel applies the umask.
+        if config
+            .add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
+            .is_err()
+        {
+            eprintln!("smlog mount: this kernel offers no POSIX ACLs through FUSE");
         }
         // Each is optional: a kernel without one serves without it.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
@@ -540,6 +553,7 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
             mode: 0o777,
             uid: req.uid(),
             gid: req.gid(),
+            umask: 0,
         };
         let result = self.backend.symlink(
             Ino(parent.0),
@@ -789,6 +803,66 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         };
         let result = self.backend.fallocate(Ino(ino.0), offset, length, mode);
         self.reply_empty(result, reply);
+    }
+
+    /// copy_file_range: the engine reads and writes the bytes itself (no round trip of
+    /// them through the kernel), a write (one transaction) per chunk of at most a write's
+    /// size, as the kernel's own copy is not atomic either. The kernel checked the
+    /// descriptors, the ranges and the flags.
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        if flags.bits() != 0 {
+            return reply.error(Errno::EINVAL);
+        }
+        let chunk = if self.shared {
+            smlog_cluster::command::WRITE_BYTES_MAX
+        } else {
+            WRITE_SIZE_BYTES_MAX
+        } as u64;
+        // The answer's count is 32 bits.
+        let len = len.min(u64::from(u32::MAX) & !(chunk - 1));
+        let mut done = 0u64;
+        let mut failed = None;
+        while done < len {
+            let want = chunk.min(len - done);
+            let read = self
+                .backend
+                .engine()
+                .read(Ino(ino_in.0), offset_in + done, want as usize);
+            let data = match read {
+                Ok(data) if data.is_empty() => break,
+                Ok(data) => data,
+                Err(e) => {
+                    failed = Some(self.errno(e));
+                    break;
+                }
+            };
+            match self.backend.write(Ino(ino_out.0), offset_out + done, &data) {
+                Ok(n) => done += n,
+                Err(e) => {
+                    failed = Some(self.errno(e));
+                    break;
+                }
+            }
+            if (data.len() as u64) < want {
+                break;
+            }
+        }
+        match failed {
+            Some(errno) if done == 0 => reply.error(errno),
+            _ => reply.written(done as u32),
+        }
     }
 
     fn lseek(

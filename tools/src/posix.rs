@@ -67,6 +67,10 @@ pub struct DiffArgs {
     /// `setpriv`; the sequence's directory is theirs.
     #[arg(long)]
     pub uid: Option<u32>,
+    /// With --uid: the first this many calls of each sequence run as root, making files,
+    /// owners and ACLs the user then meets.
+    #[arg(long, default_value_t = 0)]
+    pub root_calls: usize,
     /// Seconds spent shrinking a sequence that differs.
     #[arg(long, default_value_t = 60)]
     pub shrink_seconds: u64,
@@ -123,6 +127,8 @@ pub enum Call {
     Write(usize, u64, usize, u64),
     /// pread(slot, len, offset).
     Read(usize, usize, u64),
+    /// copy_file_range(slot in, offset in, slot out, offset out, len).
+    CopyRange(usize, u64, usize, u64, usize),
     /// ftruncate(slot, size).
     Ftruncate(usize, u64),
     /// fallocate(slot, mode, offset, len).
@@ -163,6 +169,9 @@ pub enum Call {
     RemoveXattr(String, String),
     /// lstat(path).
     Stat(String),
+    /// lsetxattr(path, system.posix_acl_access or _default (`true`), the ACL of these
+    /// (tag, perm, id) entries in Linux's encoding), as setfacl does.
+    SetAcl(String, bool, Vec<(u16, u16, u32)>),
 }
 
 /// The bytes a write or an attribute carries: a function of its seed, never zero (so a
@@ -253,7 +262,12 @@ fn random_call(rng: &mut ChaCha8Rng) -> Call {
             };
             Call::Write(slot, rng.gen(), len, offset(rng))
         }
-        30..=33 => Call::Read(slot, rng.gen_range(0..10_000), offset(rng)),
+        30..=31 => Call::Read(slot, rng.gen_range(0..10_000), offset(rng)),
+        32..=33 => {
+            let to = rng.gen_range(0..SLOTS);
+            let len = rng.gen_range(0..20_000);
+            Call::CopyRange(slot, offset(rng), to, offset(rng), len)
+        }
         34..=36 => Call::Ftruncate(slot, offset(rng)),
         37..=42 => {
             let modes = [
@@ -310,6 +324,24 @@ fn random_call(rng: &mut ChaCha8Rng) -> Call {
             let time = rng.gen_bool(0.5).then(|| rng.gen_range(0..2_000_000_000));
             Call::Utimens(random_path(rng), time, rng.gen_bool(0.3))
         }
+        96..=99 => {
+            // owner, named users, owning group, named groups, mask, other; now and then
+            // one that is not valid (a named entry without a mask).
+            let mut entries = vec![(0x01, rng.gen_range(0..8), u32::MAX)];
+            let named = rng.gen_range(0..3);
+            for id in [1000, 1001].iter().take(named) {
+                entries.push((0x02, rng.gen_range(0..8), *id));
+            }
+            entries.push((0x04, rng.gen_range(0..8), u32::MAX));
+            if rng.gen_bool(0.3) {
+                entries.push((0x08, rng.gen_range(0..8), 1000));
+            }
+            if named > 0 && rng.gen_bool(0.95) || rng.gen_bool(0.3) {
+                entries.push((0x10, rng.gen_range(0..8), u32::MAX));
+            }
+            entries.push((0x20, rng.gen_range(0..8), u32::MAX));
+            Call::SetAcl(random_path(rng), rng.gen_bool(0.4), entries)
+        }
         85..=89 => {
             const NAMES: [&str; 6] = [
                 "user.a",
@@ -330,16 +362,41 @@ fn random_call(rng: &mut ChaCha8Rng) -> Call {
             )
         }
         90..=91 => {
-            let name = ["user.a", "user.b", "trusted.t"][rng.gen_range(0..3)].to_string();
+            let name = [
+                "user.a",
+                "user.b",
+                "trusted.t",
+                "system.posix_acl_access",
+                "system.posix_acl_default",
+            ][rng.gen_range(0..5)]
+            .to_string();
             Call::GetXattr(random_path(rng), name, [0, 4, 512][rng.gen_range(0..3)])
         }
         92 => Call::ListXattr(random_path(rng)),
         93..=94 => {
-            let name = ["user.a", "user.b", "trusted.t"][rng.gen_range(0..3)].to_string();
+            let name = [
+                "user.a",
+                "user.b",
+                "trusted.t",
+                "system.posix_acl_access",
+                "system.posix_acl_default",
+            ][rng.gen_range(0..5)]
+            .to_string();
             Call::RemoveXattr(random_path(rng), name)
         }
         _ => Call::Stat(random_path(rng)),
     }
+}
+
+/// Linux's encoding of a POSIX ACL (version 2, then tag u16, perm u16, id u32 each).
+fn acl_bytes(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out
 }
 
 // --- Running calls (the child) ---
@@ -438,6 +495,18 @@ impl Runner {
                         *offset as i64,
                     );
                     answer(ret as i64).map(|n| format!("{n} {:x}", digest(&buf[..n as usize])))
+                }
+                Call::CopyRange(from, offset_in, to, offset_out, len) => {
+                    let (mut off_in, mut off_out) = (*offset_in as i64, *offset_out as i64);
+                    answer(libc::copy_file_range(
+                        self.fds[*from],
+                        &mut off_in,
+                        self.fds[*to],
+                        &mut off_out,
+                        *len,
+                        0,
+                    ) as i64)
+                    .map(|n| n.to_string())
                 }
                 Call::Ftruncate(slot, size) => {
                     answer(libc::ftruncate(self.fds[*slot], *size as i64) as i64)
@@ -563,6 +632,22 @@ impl Runner {
                     answer(libc::lremovexattr(c_path(path).as_ptr(), c_path(name).as_ptr()) as i64)
                         .map(|_| String::new())
                 }
+                Call::SetAcl(path, default, entries) => {
+                    let value = acl_bytes(entries);
+                    let name = if *default {
+                        "system.posix_acl_default"
+                    } else {
+                        "system.posix_acl_access"
+                    };
+                    answer(libc::lsetxattr(
+                        c_path(path).as_ptr(),
+                        c_path(name).as_ptr(),
+                        value.as_ptr().cast(),
+                        value.len(),
+                        0,
+                    ) as i64)
+                    .map(|_| String::new())
+                }
                 Call::Stat(path) => std::fs::symlink_metadata(path)
                     .map(|m| stat_line(&m))
                     .map_err(|e| errno_name(e.raw_os_error().unwrap_or(0))),
@@ -624,8 +709,13 @@ pub fn run_calls(args: RunArgs) -> Result<ExitCode> {
         .map(serde_json::from_str)
         .collect::<std::result::Result<_, _>>()?;
     std::env::set_current_dir(&args.root)?;
-    // SAFETY: umask has no memory effects.
-    unsafe { libc::umask(0o022) };
+    // SAFETY: umask has no memory effects; ignoring SIGPIPE, before any thread starts,
+    // has no handler to race with (a write to a FIFO whose reader closed is then EPIPE,
+    // an answer like any other).
+    unsafe {
+        libc::umask(0o022);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     let mut runner = Runner { fds: [-1; SLOTS] };
     let mut out = std::io::stdout().lock();
     for call in &calls {
@@ -697,6 +787,7 @@ fn agree(reference: &str, subject: &str) -> bool {
     }
     r.iter().zip(&s).all(|(a, b)| {
         a == b
+            || sgid_kept_by_fuse(a, b)
             || match (a.strip_prefix("blocks="), b.strip_prefix("blocks=")) {
                 (Some(a), Some(b)) => match (a.parse::<u64>(), b.parse::<u64>()) {
                     (Ok(a), Ok(b)) => a == b + 8 || a == b + 16,
@@ -705,6 +796,22 @@ fn agree(reference: &str, subject: &str) -> bool {
                 _ => false,
             }
     })
+}
+
+/// Whether `mode=` fields differ only by a setgid bit the subject kept on a file without
+/// group execute: on a write or truncation by a user outside the file's group the VFS
+/// clears it (Linux 6.2 on), while FUSE's kernel code still clears it only with group
+/// execute; not the file system's to decide.
+fn sgid_kept_by_fuse(reference: &str, subject: &str) -> bool {
+    let mode = |field: &str| {
+        field
+            .strip_prefix("mode=")
+            .and_then(|m| u32::from_str_radix(m, 8).ok())
+    };
+    matches!(
+        (mode(reference), mode(subject)),
+        (Some(r), Some(s)) if s & 0o2010 == 0o2000 && r == s & !0o2000
+    )
 }
 
 /// What one side of a run gave: each call's answer, then the tree.
@@ -743,6 +850,7 @@ fn difference(reference: &Outcome, subject: &Outcome) -> Option<(String, String,
 struct Driver {
     exe: PathBuf,
     uid: Option<u32>,
+    root_calls: usize,
     reference: PathBuf,
     subject: PathBuf,
     runs: u64,
@@ -757,6 +865,25 @@ impl Driver {
         if let Some(uid) = self.uid {
             std::os::unix::fs::chown(&dir, Some(uid), Some(uid))?;
         }
+        // The first `root_calls` as root (making what the user then meets), the rest as
+        // the user.
+        let split = if self.uid.is_some() {
+            self.root_calls.min(calls.len())
+        } else {
+            0
+        };
+        let mut answers = self.run_child(&dir, &calls[..split], None)?;
+        answers.extend(self.run_child(&dir, &calls[split..], self.uid)?);
+        let tree = tree(&dir);
+        std::fs::remove_dir_all(&dir)?;
+        Ok(Outcome { answers, tree })
+    }
+
+    /// Runs `calls` in `dir` in a child process, as `uid` (through setpriv) or root.
+    fn run_child(&mut self, dir: &Path, calls: &[Call], uid: Option<u32>) -> Result<Vec<String>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
         let calls_file = std::env::temp_dir().join(format!(
             "smlog-posix-{}-{}.json",
             std::process::id(),
@@ -768,7 +895,7 @@ impl Driver {
             text.push('\n');
         }
         std::fs::write(&calls_file, text)?;
-        let mut command = match self.uid {
+        let mut command = match uid {
             Some(uid) => {
                 let mut c = Command::new("setpriv");
                 c.args([
@@ -784,7 +911,7 @@ impl Driver {
         };
         command
             .args(["posix", "run", "--root"])
-            .arg(&dir)
+            .arg(dir)
             .arg("--calls")
             .arg(&calls_file)
             .stdin(Stdio::null());
@@ -798,13 +925,10 @@ impl Driver {
             )
             .into());
         }
-        let answers = String::from_utf8_lossy(&output.stdout)
+        Ok(String::from_utf8_lossy(&output.stdout)
             .lines()
             .map(str::to_string)
-            .collect();
-        let tree = tree(&dir);
-        std::fs::remove_dir_all(&dir)?;
-        Ok(Outcome { answers, tree })
+            .collect())
     }
 
     fn compare(&mut self, calls: &[Call]) -> Result<(Outcome, Outcome)> {
@@ -861,6 +985,7 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode> {
     let mut driver = Driver {
         exe: std::env::current_exe()?,
         uid: args.uid,
+        root_calls: args.root_calls,
         reference: args.reference.clone(),
         subject: args.subject.clone(),
         runs: 0,
@@ -869,7 +994,13 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode> {
     let mut errnos: BTreeMap<String, u64> = BTreeMap::new();
     let mut calls_run = 0u64;
     let mut differing = 0u64;
-    let user = args.uid.map_or("root".to_string(), |u| format!("uid {u}"));
+    let user = match args.uid {
+        None => "root".to_string(),
+        Some(u) if args.root_calls > 0 => {
+            format!("root for {} calls, then uid {u}", args.root_calls)
+        }
+        Some(u) => format!("uid {u}"),
+    };
     for seed in args.first_seed..args.first_seed + args.sequences {
         let calls = sequence(seed, args.calls);
         let (r, s) = driver.compare(&calls)?;
@@ -912,7 +1043,10 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode> {
             "replay: smlog posix diff --reference R --subject S --first-seed {seed} \
              --sequences 1 --calls {}{}",
             args.calls,
-            args.uid.map_or(String::new(), |u| format!(" --uid {u}"))
+            args.uid.map_or(String::new(), |u| format!(
+                " --uid {u} --root-calls {}",
+                args.root_calls
+            ))
         );
     }
     let errno_list: Vec<String> = errnos.iter().map(|(e, n)| format!("{e} {n}")).collect();
@@ -1046,6 +1180,7 @@ pub fn crash(args: CrashArgs) -> Result<ExitCode> {
     let mut driver = Driver {
         exe: exe.clone(),
         uid: None,
+        root_calls: 0,
         reference: args.reference.clone(),
         subject: args.mountpoint.clone(),
         runs: 0,
@@ -1207,6 +1342,14 @@ mod tests {
         assert!(agree(&line(32), &line(16)));
         assert!(!agree(&line(40), &line(16)));
         assert!(!agree(&line(20), &line(16)));
+        let sgid =
+            |mode: &str| format!("a file mode={mode} nlink=1 uid=0 gid=0 size=9 blocks=8 rdev=0");
+        assert!(agree(&sgid("262"), &sgid("2262")));
+        assert!(
+            !agree(&sgid("272"), &sgid("2272")),
+            "with group execute FUSE clears it too"
+        );
+        assert!(!agree(&sgid("2262"), &sgid("262")));
         let dir = "a dir mode=755 nlink=2 uid=0 gid=0 size=- blocks=- rdev=0";
         assert!(!agree(dir, &line(16)));
     }

@@ -51,6 +51,7 @@ async fn publish(nodes: &[String], key: &ClusterKey, i: u64) {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            umask: 0,
         },
     };
     let Reply(Ok(TxnResult::Ino(ino))) = write(nodes, key, &command(0, create)).await else {

@@ -20,7 +20,13 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 /// Runs `smlog posix diff` and returns its report; fails the test on any difference.
-fn diff(reference: &Path, subject: &Path, first_seed: u64, uid: Option<u32>) -> String {
+fn diff(
+    reference: &Path,
+    subject: &Path,
+    first_seed: u64,
+    uid: Option<u32>,
+    root_calls: usize,
+) -> String {
     let sequences = env_or("SMLOG_POSIX_SEQUENCES", 500);
     let calls = env_or("SMLOG_POSIX_CALLS", 50);
     let mut command = Command::new(env!("CARGO_BIN_EXE_smlog"));
@@ -35,6 +41,7 @@ fn diff(reference: &Path, subject: &Path, first_seed: u64, uid: Option<u32>) -> 
         .args(["--shrink-seconds", "60"]);
     if let Some(uid) = uid {
         command.args(["--uid", &uid.to_string()]);
+        command.args(["--root-calls", &root_calls.to_string()]);
     }
     let output = run_output(&mut command);
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -67,7 +74,7 @@ fn random_system_calls_answer_as_on_the_host_file_system() {
             return;
         }
     };
-    let report = diff(&host, &mnt, 1, None);
+    let report = diff(&host, &mnt, 1, None, 0);
     // The sequences reach the errors they are for.
     for errno in [
         "ENOENT",
@@ -81,9 +88,11 @@ fn random_system_calls_answer_as_on_the_host_file_system() {
         assert!(report.contains(errno), "no {errno} answered: {report}");
     }
     if program_exists("setpriv") {
-        let report = diff(&host, &mnt, 100_000, Some(1000));
-        for errno in ["EACCES", "EPERM"] {
-            assert!(report.contains(errno), "no {errno} answered: {report}");
+        for (seed, root_calls) in [(100_000, 0), (200_000, 25)] {
+            let report = diff(&host, &mnt, seed, Some(1000), root_calls);
+            for errno in ["EACCES", "EPERM"] {
+                assert!(report.contains(errno), "no {errno} answered: {report}");
+            }
         }
     } else {
         eprintln!("skipped the run as uid 1000: setpriv is missing (util-linux)");

@@ -52,6 +52,7 @@ const ATTRS: NewAttrs = NewAttrs {
     mode: 0o644,
     uid: 0,
     gid: 0,
+    umask: 0,
 };
 
 /// A store with a checkpoint, data blocks in DATA, and a log of several segments after the

@@ -611,11 +611,13 @@ pub fn run_op<D: Device>(
         mode: 0o644,
         uid: 1000,
         gid: 1000,
+        umask: 0,
     };
     let dir_attrs = NewAttrs {
         mode: 0o755,
         uid: 1000,
         gid: 1000,
+        umask: 0,
     };
     match op {
         FsOp::Create(dir, name) => engine

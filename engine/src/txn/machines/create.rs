@@ -6,6 +6,7 @@ use crate::constants::LINK_COUNT_MAX;
 use crate::error::FsError;
 use crate::store::{check_symlink_target, Attrs, FileKind, FsMeta, Ino, Name, Op, Time, TxnResult};
 
+use super::acl::{Acl, ACL_ACCESS, ACL_DEFAULT};
 use super::{check_linked, step, touch, Edits, FileTxn, NewAttrs, NewNode};
 
 /// The setgid bit of a mode.
@@ -90,6 +91,25 @@ impl Create {
                         mode |= SETGID;
                     }
                 }
+                // The directory's default ACL masks the mode instead of the umask, and is
+                // inherited (a directory takes it as its own default too); a symbolic
+                // link takes neither.
+                let mut acls = Vec::new();
+                let default = meta.inode(self.parent)?.xattrs.get(ACL_DEFAULT);
+                match default {
+                    _ if kind == FileKind::Symlink => {}
+                    Some(default) => {
+                        let (inherited, access) = Acl::parse(default)?.inherit(mode);
+                        mode = inherited;
+                        if let Some(access) = access {
+                            acls.push((ACL_ACCESS, access.encode()));
+                        }
+                        if kind == FileKind::Dir {
+                            acls.push((ACL_DEFAULT, default.clone()));
+                        }
+                    }
+                    None => mode &= !(self.attrs.umask & 0o777),
+                }
                 let ino = meta.next_ino;
                 let attrs = Attrs {
                     mode,
@@ -106,13 +126,18 @@ impl Create {
                 } else {
                     Ino(0)
                 };
-                let redo = vec![Op::PutInode {
+                let mut redo = vec![Op::PutInode {
                     ino,
                     kind,
                     attrs,
                     parent,
                     target,
                 }];
+                redo.extend(acls.into_iter().map(|(name, value)| Op::SetXattr {
+                    ino,
+                    name: name.to_vec(),
+                    value: Some(value),
+                }));
                 let undo = vec![Op::DropInode { ino }];
                 Ok(step(with(CreateState::Allocated { ino }), redo, undo, None))
             }

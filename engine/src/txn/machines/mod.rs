@@ -3,6 +3,7 @@
 //! its point of no return. This file holds what they share: the parameters callers pass,
 //! [`FileTxn`] (the family), attribute edits, and the dispatch of [`Machine`].
 
+pub mod acl;
 mod create;
 mod fallocate;
 mod link;
@@ -49,12 +50,15 @@ pub enum NewNode {
 /// Owner and permissions of a new inode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewAttrs {
-    /// Permission bits (masked with 0o7777).
+    /// Permission bits (masked with 0o7777), as asked: before the umask.
     pub mode: u32,
     /// Owner.
     pub uid: u32,
     /// Group.
     pub gid: u32,
+    /// The caller's umask (store 5): cleared from `mode` unless the directory holding
+    /// the new inode has a default ACL, which then masks it instead (POSIX.1e).
+    pub umask: u32,
 }
 
 /// How a rename treats an existing target.

@@ -6,6 +6,7 @@ use crate::constants::FILE_SIZE_BYTES_MAX;
 use crate::error::FsError;
 use crate::store::{FileKind, FsMeta, Ino, Op, Time, TxnResult};
 
+use super::acl::{Acl, ACL_ACCESS};
 use super::{step, Edits, FileTxn, SetAttrChanges, BLOCK};
 use crate::txn::{Context, Transition};
 
@@ -102,7 +103,22 @@ impl SetAttr {
                             .is_some_and(|c| c.blocks_of(self.ino).any(|b| b >= end));
                     s < old_size || s == old_size && held_past_end
                 });
-                let (redo, undo) = edits.ops();
+                let (mut redo, mut undo) = edits.ops();
+                // A chmod rewrites the access ACL's owner, mask (or group) and other
+                // entries, in the same step (as ext4's posix_acl_chmod).
+                if let (Some(mode), Some(old)) = (changes.mode, inode.xattrs.get(ACL_ACCESS)) {
+                    let acl = Acl::parse(old)?.chmod(mode & 0o7777);
+                    redo.push(Op::SetXattr {
+                        ino: self.ino,
+                        name: ACL_ACCESS.to_vec(),
+                        value: Some(acl.encode()),
+                    });
+                    undo.push(Op::SetXattr {
+                        ino: self.ino,
+                        name: ACL_ACCESS.to_vec(),
+                        value: Some(old.clone()),
+                    });
+                }
                 let result = (!shrink).then_some(TxnResult::Done);
                 Ok(step(with(SetAttrState::Set { shrink }), redo, undo, result))
             }

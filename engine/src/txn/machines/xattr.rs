@@ -9,7 +9,9 @@ use crate::store::{FileKind, FsMeta, Ino, Op, Time, TxnResult};
 use super::{step, Edits, FileTxn};
 use crate::txn::Transition;
 
-/// The namespaces stored (`system.` is not: no POSIX ACLs yet).
+use super::acl::{Acl, ACL_ACCESS, ACL_DEFAULT};
+
+/// The namespaces stored; of `system.`, only the two POSIX ACLs.
 const NAMESPACES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
 
 /// How a set treats the name's presence (`XATTR_CREATE`, `XATTR_REPLACE`).
@@ -34,7 +36,10 @@ pub fn check_xattr_name(name: &[u8]) -> Result<(), FsError> {
             "an extended attribute name that is only a namespace",
         ));
     }
-    if !NAMESPACES.iter().any(|ns| name.starts_with(ns)) {
+    if !NAMESPACES.iter().any(|ns| name.starts_with(ns))
+        && name != ACL_ACCESS
+        && name != ACL_DEFAULT
+    {
         return Err(FsError::XattrNotSupported);
     }
     Ok(())
@@ -72,6 +77,9 @@ impl SetXattr {
             return Ok(Transition::Done(TxnResult::Done));
         }
         check_xattr_name(&self.name)?;
+        if self.name == ACL_ACCESS || self.name == ACL_DEFAULT {
+            return self.set_acl(meta);
+        }
         let inode = meta.inode(self.ino)?;
         // As Linux: user attributes only on regular files and directories.
         if self.name.starts_with(b"user.") && !matches!(inode.kind, FileKind::File | FileKind::Dir)
@@ -111,6 +119,65 @@ impl SetXattr {
                 ino: self.ino,
                 name: self.name.clone(),
                 value: self.value.clone(),
+            },
+        );
+        undo.push(Op::SetXattr {
+            ino: self.ino,
+            name: self.name.clone(),
+            value: old,
+        });
+        let next = FileTxn::SetXattr(SetXattr {
+            done: true,
+            ..self.clone()
+        });
+        Ok(step(next, redo, undo, Some(TxnResult::Done)))
+    }
+
+    /// A POSIX ACL set or removed (the flags do not apply, as on Linux): an access ACL
+    /// sets the permission bits, and one that says no more than they do is not kept; a
+    /// default ACL only on a directory (EACCES); removing one that is absent is no error.
+    fn set_acl(&self, meta: &FsMeta) -> Result<Transition<FileTxn>, FsError> {
+        let inode = meta.inode(self.ino)?;
+        if inode.kind == FileKind::Symlink {
+            return Err(FsError::XattrNotSupported);
+        }
+        let access = self.name == ACL_ACCESS;
+        let old = inode.xattrs.get(&self.name).cloned();
+        let mut mode = inode.attrs.mode;
+        let value = match &self.value {
+            Some(bytes) => {
+                let acl = Acl::parse(bytes)?;
+                if !access && inode.kind != FileKind::Dir {
+                    return Err(FsError::Denied("a default ACL on what is not a directory"));
+                }
+                if access {
+                    mode = acl.mode(mode);
+                }
+                (!(access && acl.is_minimal())).then(|| acl.encode())
+            }
+            None => None,
+        };
+        if value.is_none() && old.is_none() && mode == inode.attrs.mode {
+            return Ok(Transition::Done(TxnResult::Done));
+        }
+        if let Some(value) = &value {
+            let others = inode.xattrs.iter().filter(|(name, _)| **name != self.name);
+            if room(others) + room(std::iter::once((&self.name, value))) > XATTRS_BYTES_MAX {
+                return Err(FsError::NoSpace("an inode's extended attributes are full"));
+            }
+        }
+        let mut edits = Edits::new(meta);
+        edits.edit(self.ino, |a| {
+            a.mode = mode;
+            a.ctime = self.now;
+        })?;
+        let (mut redo, mut undo) = edits.ops();
+        redo.insert(
+            0,
+            Op::SetXattr {
+                ino: self.ino,
+                name: self.name.clone(),
+                value,
             },
         );
         undo.push(Op::SetXattr {
