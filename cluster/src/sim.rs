@@ -286,8 +286,15 @@ impl Sim {
         if let Some(node) = node {
             node.shutdown().await;
         }
-        log.restart(plan);
-        volume.restart(plan);
+        // New devices for the next incarnation: a thread of this one that outlives its
+        // shutdown (a segment preparer) keeps failing as crashed instead of writing, or
+        // making a name durable, on the devices the next one recovers from.
+        let log = Arc::new(log.power_cycle(plan));
+        let volume = Arc::new(volume.power_cycle(plan));
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let host = hosts.get_mut(&id).expect("a host");
+        host.log = log;
+        host.volume = volume;
     }
 
     /// Samples every node's view: at most one leader per term.

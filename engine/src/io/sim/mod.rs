@@ -189,46 +189,71 @@ impl SimDevice {
     /// forgets open files, and clears the running faults.
     pub fn restart(&self, plan: &CrashPlan) {
         let mut guard = self.lock();
-        let state = &mut *guard;
-        state.crashed = false;
-        state.faults = FaultConfig::default();
-        state.open.clear();
-        if let Some((inode, file, offset, data)) = state.in_flight.take() {
-            state.fault_log.push(FaultEvent::InFlight { file, offset });
-            state.inodes[inode].pending.push(Pending::Write {
-                offset,
-                data,
-                lost: false,
-            });
-        }
-        let names: BTreeMap<usize, String> =
-            state.names.iter().map(|(n, i)| (*i, n.clone())).collect();
-        for (index, inode) in state.inodes.iter_mut().enumerate() {
-            let file = names.get(&index).cloned().unwrap_or_default();
-            let mut pending = std::mem::take(&mut inode.pending);
-            if plan.reorder && pending.len() > 1 {
-                for i in (1..pending.len()).rev() {
-                    let j = state.rng.gen_range(0..=i);
-                    pending.swap(i, j);
-                }
-                state.fault_log.push(FaultEvent::Reordered);
-            }
-            for op in pending {
-                apply_at_crash(&mut state.rng, plan, &file, inode, op, &mut state.fault_log);
-            }
-            inode.live = inode.durable.clone();
-        }
-        for (name, inode) in &state.names {
-            if state.durable_names.get(name) != Some(inode) {
-                state
-                    .fault_log
-                    .push(FaultEvent::NameLost { name: name.clone() });
-            }
-        }
-        state.names = state.durable_names.clone();
-        damage_durable(state, plan);
+        restart_state(&mut guard, plan);
     }
 
+    /// Powers this device off for good and returns a new one holding what survived, as
+    /// [`SimDevice::restart`] leaves it. Every later call on this one fails as crashed: a
+    /// thread of the old incarnation still holding it (a segment preparer, a flusher) can
+    /// no longer reach the files the next incarnation recovers from, as after a real power
+    /// loss none runs.
+    pub fn power_cycle(&self, plan: &CrashPlan) -> SimDevice {
+        let mut guard = self.lock();
+        let empty = SimDevice::new(0)
+            .state
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut state = std::mem::replace(&mut *guard, empty);
+        guard.crashed = true;
+        drop(guard);
+        restart_state(&mut state, plan);
+        SimDevice {
+            state: Mutex::new(state),
+        }
+    }
+}
+
+/// [`SimDevice::restart`] on the device's state.
+fn restart_state(state: &mut State, plan: &CrashPlan) {
+    state.crashed = false;
+    state.faults = FaultConfig::default();
+    state.open.clear();
+    if let Some((inode, file, offset, data)) = state.in_flight.take() {
+        state.fault_log.push(FaultEvent::InFlight { file, offset });
+        state.inodes[inode].pending.push(Pending::Write {
+            offset,
+            data,
+            lost: false,
+        });
+    }
+    let names: BTreeMap<usize, String> = state.names.iter().map(|(n, i)| (*i, n.clone())).collect();
+    for (index, inode) in state.inodes.iter_mut().enumerate() {
+        let file = names.get(&index).cloned().unwrap_or_default();
+        let mut pending = std::mem::take(&mut inode.pending);
+        if plan.reorder && pending.len() > 1 {
+            for i in (1..pending.len()).rev() {
+                let j = state.rng.gen_range(0..=i);
+                pending.swap(i, j);
+            }
+            state.fault_log.push(FaultEvent::Reordered);
+        }
+        for op in pending {
+            apply_at_crash(&mut state.rng, plan, &file, inode, op, &mut state.fault_log);
+        }
+        inode.live = inode.durable.clone();
+    }
+    for (name, inode) in &state.names {
+        if state.durable_names.get(name) != Some(inode) {
+            state
+                .fault_log
+                .push(FaultEvent::NameLost { name: name.clone() });
+        }
+    }
+    state.names = state.durable_names.clone();
+    damage_durable(state, plan);
+}
+
+impl SimDevice {
     /// Every fault applied so far.
     pub fn fault_log(&self) -> Vec<FaultEvent> {
         self.lock().fault_log.clone()
@@ -645,6 +670,20 @@ mod tests {
         device.crash();
         device.restart(&CrashPlan::power_loss());
         assert_eq!(device.list().unwrap(), vec!["f".to_owned()]);
+    }
+
+    #[test]
+    fn a_power_cycle_leaves_the_old_device_dead_for_good() {
+        let (device, file) = setup(3);
+        device.open("new", true).unwrap();
+        device.crash();
+        let fresh = device.power_cycle(&CrashPlan::power_loss());
+        assert_eq!(fresh.list().unwrap(), vec!["f".to_owned()]);
+        // A thread of the old incarnation can neither make a name durable nor write.
+        assert!(device.sync_dir().is_err());
+        assert!(device.write_at(file, 0, &block(7)).is_err());
+        assert!(device.rename("f", "g").is_err());
+        assert_eq!(fresh.list().unwrap(), vec!["f".to_owned()]);
     }
 
     #[test]
