@@ -17,7 +17,7 @@ use crate::log_store::records::{EntryRecord, LogIdRecord, VoteRecord};
 use crate::snapshot::SnapshotMetaRecord;
 
 /// The protocol version a [`crate::auth::Hello`] names; another is refused.
-pub const WIRE_VERSION: u32 = 3;
+pub const WIRE_VERSION: u32 = 4;
 /// The largest frame after authentication (32 MiB: a batch of at most
 /// [`crate::node::ENTRIES_PER_APPEND_MAX`] entries of at most 64 KiB of data each, with room).
 pub const FRAME_BYTES_MAX: u32 = 32 << 20;

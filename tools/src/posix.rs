@@ -1,8 +1,8 @@
 //! `smlog posix diff`: a differential POSIX tester. Seeded random sequences of system calls
 //! run on a reference directory (the host's ext4) and on a directory under test (an smlog
 //! mount), each in a child process (as root, or as another user through `setpriv`); every
-//! call's answer (return value or errno) and, afterwards, `lstat` of every name, the bytes
-//! of every file and its extended attributes are compared. A sequence that differs is
+//! call's answer (return value or errno) and, afterwards, `lstat` of every name (not its
+//! times), the bytes of every file and its extended attributes are compared. A sequence that differs is
 //! shrunk to the fewest calls that still differ, and printed with its seed.
 //!
 //! Differences that are right (each in the README): `st_blocks` of a regular file on ext4
@@ -747,8 +747,13 @@ fn walk(root: &Path, rel: &Path, lines: &mut Vec<String>) {
     for name in names {
         let path = rel.join(&name);
         let full = root.join(&path);
-        let Ok(m) = std::fs::symlink_metadata(&full) else {
-            continue;
+        let m = match std::fs::symlink_metadata(&full) {
+            Ok(m) => m,
+            Err(e) => {
+                // Named but not there: recorded, never skipped.
+                lines.push(format!("{}: lstat failed: {e}", path.display()));
+                continue;
+            }
         };
         let mut line = format!("{} {}", path.display(), stat_line(&m));
         if m.file_type().is_file() {
@@ -760,10 +765,16 @@ fn walk(root: &Path, rel: &Path, lines: &mut Vec<String>) {
             let target = std::fs::read_link(&full).unwrap_or_default();
             line.push_str(&format!(" target={}", target.display()));
         }
-        let names = listxattr(&full).unwrap_or_default();
-        for name in names {
-            let value = lgetxattr(&full, &name).unwrap_or_default();
-            line.push_str(&format!(" {name}={:x}", digest(&value)));
+        match listxattr(&full) {
+            Ok(names) => {
+                for name in names {
+                    match lgetxattr(&full, &name) {
+                        Some(value) => line.push_str(&format!(" {name}={:x}", digest(&value))),
+                        None => line.push_str(&format!(" {name}=unreadable")),
+                    }
+                }
+            }
+            Err(errno) => line.push_str(&format!(" xattrs={errno}")),
         }
         lines.push(line);
         if m.file_type().is_dir() {

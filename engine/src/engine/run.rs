@@ -316,6 +316,10 @@ impl<D: Device> Engine<D> {
                     (offset + bytes.len() as u64).div_ceil(block) - offset / block
                 }
                 Op::AllocBlocks { runs } => runs.iter().map(|r| r.len).sum(),
+                // At most every block of the range becomes a dirty block of zeros.
+                Op::ZeroBlocks { count, .. } => *count,
+                // The partial first and last blocks may become dirty.
+                Op::PunchData { .. } | Op::TruncateData { .. } => 2,
                 _ => 0,
             })
             .sum();

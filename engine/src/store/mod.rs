@@ -146,27 +146,33 @@ impl<D: Device> Store<D> {
 
     /// Whether file block `block` of `ino` reads as data for `SEEK_DATA` / `SEEK_HOLE`:
     /// held, and not known to be only zeros (a block preallocated and never written, or
-    /// mapped with the checksum of zeros, is a hole to them, as an unwritten extent is to
-    /// ext4).
+    /// in the data file holding only zeros, is a hole to them, as an unwritten extent is
+    /// to ext4). A mapped block with the checksum of zeros is read to be sure: a checksum
+    /// proves nothing about bytes; one that cannot be read counts as data.
     fn seeks_as_data(&self, inode: &Inode, block: u64) -> bool {
         let key = (inode.ino, block);
         let cached = self.cache.dirty.get(&key).or(self.cache.flushing.get(&key));
         match cached {
             Some(cached) => !Arc::ptr_eq(cached, &cache::zero_block()),
-            None => inode
-                .blocks
-                .get(&block)
-                .is_some_and(|m| m.crc != zero_block_crc()),
+            None => match inode.blocks.get(&block) {
+                None => false,
+                Some(m) if m.crc != zero_block_crc() => true,
+                Some(_) => {
+                    let mut bytes = [0u8; BLOCK_SIZE_BYTES];
+                    self.read_block(inode.ino, block, &mut bytes).is_err()
+                        || bytes.iter().any(|&b| b != 0)
+                }
+            },
         }
     }
 
-    /// Whether file block `block` of `ino` is held but known to be only zeros, never
-    /// written since it was preallocated (see [`Store::seek`]).
+    /// Whether file block `block` of `ino` is a cached block preallocated and never
+    /// written since (the shared block of zeros): zeroing it again changes nothing.
     pub(crate) fn unwritten(&self, ino: Ino, block: u64) -> bool {
-        self.meta
-            .inodes
-            .get(&ino)
-            .is_some_and(|inode| self.holds_block(ino, block) && !self.seeks_as_data(inode, block))
+        let zeros = cache::zero_block();
+        let key = (ino, block);
+        let cached = self.cache.dirty.get(&key).or(self.cache.flushing.get(&key));
+        cached.is_some_and(|c| Arc::ptr_eq(c, &zeros))
     }
 
     /// `lseek(SEEK_DATA)` (`data`) or `lseek(SEEK_HOLE)` from `offset` of file `ino`: the

@@ -118,7 +118,9 @@ impl Fallocate {
                         len: punch_end - self.offset,
                     });
                 }
-                (None, 0)
+                // Its partial first and last blocks may become dirty: each needs a block
+                // at the next checkpoint (blocks are never overwritten in place).
+                (None, 2)
             }
             FallocMode::ZeroRange { keep_size } => {
                 redo.push(Op::PunchData {
@@ -131,15 +133,10 @@ impl Fallocate {
                     first_block: touched.0,
                     count: touched.1 - touched.0,
                 });
-                // Every block but the partial first and last ones that hold data gets a
-                // new block (the old ones are free only after the next checkpoint).
-                let whole = (self.offset.div_ceil(BLOCK), end / BLOCK);
-                let partial_held =
-                    held_in(touched.0, touched.1) - held_in(whole.0, whole.1.max(whole.0));
-                (
-                    (!keep_size).then_some(end),
-                    touched.1 - touched.0 - partial_held,
-                )
+                // Every block it touches becomes dirty (a block of zeros, or a partial
+                // one zeroed): each needs a block at the next checkpoint, as the old ones
+                // are free only after it.
+                ((!keep_size).then_some(end), touched.1 - touched.0)
             }
         };
         if needed > 0 && meta.space.available_blocks() < needed + context.reserved_blocks {
