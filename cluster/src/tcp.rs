@@ -519,7 +519,10 @@ async fn write<D: Device>(
         Ok(written) => return Ok(written),
         Err(WriteError::NotLeader { leader }) => WriteRefusal::NotLeader {
             leader,
-            addr: leader.and_then(|id| address_of(&node.metrics(), id)),
+            addr: match leader {
+                Some(id) => leader_address(node, id).await,
+                None => None,
+            },
         },
         Err(WriteError::Unknown) => return Err(WriteRefusal::Unknown),
         Err(WriteError::Stopped(why)) => return Err(WriteRefusal::Stopped(why)),
@@ -541,6 +544,22 @@ async fn write<D: Device>(
         }
     };
     forwarded.await.unwrap_or(Err(refusal))
+}
+
+/// The address of leader `id` from this node's membership. A node that has heard from
+/// its leader may not yet hold the membership entry naming it (a learner just added):
+/// it waits up to 2 s for it rather than answer with a leader and no address.
+async fn leader_address<D: Device>(node: &Node<D>, id: NodeId) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        if let Some(addr) = address_of(&node.metrics(), id) {
+            return Some(addr);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A `smlog cluster` command's connection to a node.
