@@ -224,8 +224,9 @@ fn check_blocks<D: Device>(
         report.mapped_blocks += 1;
         // Every mapped block is read back and checked against its checksum.
         let mut bytes = [0u8; BLOCK_SIZE_BYTES];
+        let mut intact = false;
         match store.data.read_block(data_block, &mut bytes) {
-            Ok(()) if super::block_crc(&bytes) == mapped.crc => {}
+            Ok(()) if super::block_crc(&bytes) == mapped.crc => intact = true,
             Ok(()) => {
                 report.bad_blocks += 1;
                 problems.push(format!(
@@ -244,8 +245,9 @@ fn check_blocks<D: Device>(
             }
         }
         // Past the end only blocks preallocated (fallocate with KEEP_SIZE): zeros (the
-        // bytes read above; a checksum proves nothing about them).
-        if file_block >= blocks_in_size && bytes.iter().any(|&b| b != 0) {
+        // bytes read above, when they are the block's; a checksum of zeros proves nothing
+        // about them). A damaged block is reported once, above.
+        if file_block >= blocks_in_size && intact && bytes.iter().any(|&b| b != 0) {
             problems.push(format!(
                 "inode {ino} maps block {file_block} past its size {}",
                 inode.attrs.size
