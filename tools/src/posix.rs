@@ -225,6 +225,15 @@ fn random_id(rng: &mut ChaCha8Rng) -> u32 {
     [u32::MAX, 0, 1000, 1001][rng.gen_range(0..4)]
 }
 
+/// The attributes gets and removals name (ACLs included).
+const XATTR_NAMES: [&str; 5] = [
+    "user.a",
+    "user.b",
+    "trusted.t",
+    "system.posix_acl_access",
+    "system.posix_acl_default",
+];
+
 fn random_call(rng: &mut ChaCha8Rng) -> Call {
     let slot = rng.gen_range(0..SLOTS);
     let offset = |rng: &mut ChaCha8Rng| {
@@ -362,26 +371,12 @@ fn random_call(rng: &mut ChaCha8Rng) -> Call {
             )
         }
         90..=91 => {
-            let name = [
-                "user.a",
-                "user.b",
-                "trusted.t",
-                "system.posix_acl_access",
-                "system.posix_acl_default",
-            ][rng.gen_range(0..5)]
-            .to_string();
+            let name = XATTR_NAMES[rng.gen_range(0..XATTR_NAMES.len())].to_string();
             Call::GetXattr(random_path(rng), name, [0, 4, 512][rng.gen_range(0..3)])
         }
         92 => Call::ListXattr(random_path(rng)),
         93..=94 => {
-            let name = [
-                "user.a",
-                "user.b",
-                "trusted.t",
-                "system.posix_acl_access",
-                "system.posix_acl_default",
-            ][rng.gen_range(0..5)]
-            .to_string();
+            let name = XATTR_NAMES[rng.gen_range(0..XATTR_NAMES.len())].to_string();
             Call::RemoveXattr(random_path(rng), name)
         }
         _ => Call::Stat(random_path(rng)),

@@ -112,7 +112,7 @@ impl SetXattr {
         }
         let mut edits = Edits::new(meta);
         edits.edit(self.ino, |a| a.ctime = self.now)?;
-        let (mut redo, mut undo) = edits.ops();
+        let (mut redo, undo) = edits.ops();
         redo.insert(
             0,
             Op::SetXattr {
@@ -121,16 +121,7 @@ impl SetXattr {
                 value: self.value.clone(),
             },
         );
-        undo.push(Op::SetXattr {
-            ino: self.ino,
-            name: self.name.clone(),
-            value: old,
-        });
-        let next = FileTxn::SetXattr(SetXattr {
-            done: true,
-            ..self.clone()
-        });
-        Ok(step(next, redo, undo, Some(TxnResult::Done)))
+        Ok(self.step(redo, undo, old))
     }
 
     /// A POSIX ACL set or removed (the flags do not apply, as on Linux): an access ACL
@@ -171,7 +162,7 @@ impl SetXattr {
             a.mode = mode;
             a.ctime = self.now;
         })?;
-        let (mut redo, mut undo) = edits.ops();
+        let (mut redo, undo) = edits.ops();
         redo.insert(
             0,
             Op::SetXattr {
@@ -180,6 +171,11 @@ impl SetXattr {
                 value,
             },
         );
+        Ok(self.step(redo, undo, old))
+    }
+
+    /// The one step: `redo` (the set first), and `undo` with the attribute's old value.
+    fn step(&self, redo: Vec<Op>, mut undo: Vec<Op>, old: Option<Vec<u8>>) -> Transition<FileTxn> {
         undo.push(Op::SetXattr {
             ino: self.ino,
             name: self.name.clone(),
@@ -189,6 +185,6 @@ impl SetXattr {
             done: true,
             ..self.clone()
         });
-        Ok(step(next, redo, undo, Some(TxnResult::Done)))
+        step(next, redo, undo, Some(TxnResult::Done))
     }
 }
