@@ -81,7 +81,32 @@ pub fn kernel_lock_holder(dir: &Path) -> Option<u32> {
         libc::minor(dev),
         metadata.ino()
     );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // `/proc/locks` is a sequence file: a read that ends between two records resumes at a
+    // record number, so a lock released meanwhile by another thread shifts the rest and a
+    // record can be skipped. Reads are large (one read holds several pages of records) and
+    // a miss is read again before it is believed.
+    (0..3).find_map(|_| holder_in(&read_proc_locks()?, &wanted))
+}
+
+/// `/proc/locks`, read with large reads.
+fn read_proc_locks() -> Option<String> {
+    use std::io::Read;
+    let mut file = File::open("/proc/locks").ok()?;
+    let mut text = Vec::new();
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(text).ok()
+}
+
+/// The holder's pid in one reading of `/proc/locks` of the file named `wanted`.
+fn holder_in(locks: &str, wanted: &str) -> Option<u32> {
     locks.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // Blocked waiters are listed as "1: -> FLOCK ..."; only the holder counts.
@@ -89,7 +114,7 @@ pub fn kernel_lock_holder(dir: &Path) -> Option<u32> {
         if at.checked_sub(1).and_then(|i| fields.get(i)) == Some(&"->") {
             return None;
         }
-        (fields.get(at + 4)? == &wanted.as_str())
+        (fields.get(at + 4)? == &wanted)
             .then(|| fields.get(at + 3)?.parse().ok())
             .flatten()
     })
@@ -394,6 +419,47 @@ mod tests {
         let error = DirLock::acquire(dir.path()).unwrap_err();
         let expected = shown.or(Some(1));
         assert_eq!(error.kind, IoErrorKind::Locked { pid: expected });
+    }
+
+    #[test]
+    fn the_holder_is_found_while_other_locks_come_and_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = DirLock::acquire(dir.path()).unwrap();
+        let Some(first) = kernel_lock_holder(dir.path()) else {
+            println!("skipped: /proc/locks does not show this process's lock here");
+            return;
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let misses = std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let others: Vec<_> = (0..16).map(|_| tempfile::tempdir().unwrap()).collect();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let held: Vec<_> = others
+                            .iter()
+                            .map(|d| DirLock::acquire(d.path()).unwrap())
+                            .collect();
+                        drop(held);
+                    }
+                });
+            }
+            let misses = (0..300)
+                .filter(|_| kernel_lock_holder(dir.path()) != Some(first))
+                .count();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            misses
+        });
+        assert_eq!(misses, 0, "lookups of 300 that missed the holder");
+    }
+
+    #[test]
+    fn waiters_are_not_holders() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 5509 08:01:1234 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 7777 08:01:99 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 6000 08:01:99 0 EOF\n";
+        assert_eq!(holder_in(locks, "08:01:1234"), Some(5509));
+        assert_eq!(holder_in(locks, "08:01:99"), Some(6000));
+        assert_eq!(holder_in(locks, "08:01:12"), None);
     }
 
     #[test]
