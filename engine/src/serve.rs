@@ -76,6 +76,63 @@ pub fn time_of(time: SystemTime) -> Time {
     }
 }
 
+/// Read permission, in the `rwx` bits a permission check asks for.
+pub const MAY_READ: u32 = 4;
+/// Write permission.
+pub const MAY_WRITE: u32 = 2;
+/// Execute permission (search, for a directory).
+pub const MAY_EXEC: u32 = 1;
+
+/// Who asks, as a file server that checks permissions itself (NFS) knows the caller: user,
+/// group and supplementary groups, after the server's own mapping (root squash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary group ids.
+    pub groups: Vec<u32>,
+}
+
+impl Caller {
+    /// The superuser.
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Whether the caller is in group `gid` (primary or supplementary).
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// Whether `caller` may do all of `want` ([`MAY_READ`] | [`MAY_WRITE`] | [`MAY_EXEC`]) to
+/// the inode `attr`, whose access ACL (`system.posix_acl_access`, if any) is `acl`, as
+/// Linux's `generic_permission` decides: the owner gets the owner bits; anyone else the
+/// ACL's answer, or the group bits when in the owning group, else the other bits. Root may
+/// read and write anything, and execute what any execute bit (or being a directory)
+/// allows. An ACL that does not parse is ignored (the bits decide).
+pub fn permitted(attr: &Stat, acl: Option<&[u8]>, caller: &Caller, want: u32) -> bool {
+    let want = want & 7;
+    if caller.is_root() {
+        return want & MAY_EXEC == 0 || attr.kind == FileKind::Dir || attr.mode & 0o111 != 0;
+    }
+    let bits = if caller.uid == attr.uid {
+        attr.mode >> 6 & 7
+    } else if let Some(acl) = acl
+        .filter(|_| attr.mode & 0o070 != 0)
+        .and_then(|bytes| crate::txn::machines::acl::Acl::parse(bytes).ok())
+    {
+        return acl.permits(caller.uid, attr.gid, |g| caller.in_group(g), want);
+    } else if caller.in_group(attr.gid) {
+        attr.mode >> 3 & 7
+    } else {
+        attr.mode & 7
+    };
+    bits & want == want
+}
+
 /// One entry of a directory stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamEntry {
@@ -198,6 +255,67 @@ mod tests {
             }
         );
         assert_eq!(system_time(Time { secs: -6, nanos: 0 }), UNIX_EPOCH);
+    }
+
+    #[test]
+    fn permission_is_decided_as_linux_decides_it() {
+        let attr = |kind, mode| Stat {
+            ino: Ino(5),
+            kind,
+            mode,
+            uid: 1000,
+            gid: 100,
+            size: 0,
+            nlink: 1,
+            atime: Time::default(),
+            mtime: Time::default(),
+            ctime: Time::default(),
+            blocks: 0,
+        };
+        let caller = |uid, gid, groups: &[u32]| Caller {
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        };
+        let file = attr(FileKind::File, 0o640);
+        let owner = caller(1000, 1, &[]);
+        let member = caller(2000, 1, &[100]);
+        let stranger = caller(2000, 1, &[]);
+        let root = caller(0, 0, &[]);
+        assert!(permitted(&file, None, &owner, MAY_READ | MAY_WRITE));
+        assert!(!permitted(&file, None, &owner, MAY_EXEC));
+        assert!(permitted(&file, None, &member, MAY_READ));
+        assert!(!permitted(&file, None, &member, MAY_WRITE));
+        assert!(!permitted(&file, None, &stranger, MAY_READ));
+        // Root reads and writes anything; executes only what some x bit allows.
+        assert!(permitted(&file, None, &root, MAY_READ | MAY_WRITE));
+        assert!(!permitted(&file, None, &root, MAY_EXEC));
+        assert!(permitted(
+            &attr(FileKind::File, 0o001),
+            None,
+            &root,
+            MAY_EXEC
+        ));
+        assert!(permitted(&attr(FileKind::Dir, 0), None, &root, MAY_EXEC));
+        // An owner gets the owner bits even where the group or other bits give more.
+        let odd = attr(FileKind::File, 0o077);
+        assert!(!permitted(&odd, None, &owner, MAY_READ));
+        // A named user in an ACL.
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01u16, 6u16, u32::MAX),
+            (0x02, 6, 2000),
+            (0x04, 4, u32::MAX),
+            (0x10, 6, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
+            acl.extend_from_slice(&tag.to_le_bytes());
+            acl.extend_from_slice(&perm.to_le_bytes());
+            acl.extend_from_slice(&id.to_le_bytes());
+        }
+        let with_acl = attr(FileKind::File, 0o660);
+        assert!(permitted(&with_acl, Some(&acl), &stranger, MAY_WRITE));
+        assert!(!permitted(&with_acl, None, &stranger, MAY_WRITE));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod inspect;
 mod local_cluster;
 mod mount;
 mod mount_cluster;
+mod nfs;
 mod posix;
 mod torture;
 mod torture_cluster;
@@ -45,6 +46,11 @@ enum Command {
     /// never formatted over. With --node, DIR is a cluster node's directory: the mount
     /// runs the node and serves the replicated volume.
     Mount(mount::MountArgs),
+    /// Serve the engine in DIR over NFSv3 (MOUNT on the same port: no portmapper): recovers
+    /// DIR, serves until SIGINT or SIGTERM (then sync, checkpoint). Writes are durable at
+    /// COMMIT (or at once when the client asks, or with --sync); a retransmitted request,
+    /// even after a crash, gets its first outcome.
+    Nfs(nfs::NfsArgs),
     /// Create a new, empty file system in DIR (made when missing; it must be empty).
     Format(txn::FormatArgs),
     /// Append from several threads in a child process, SIGKILL it mid-flight, recover, and
@@ -88,6 +94,7 @@ fn quiet_on_closed_pipe(command: &Command) {
     if matches!(
         command,
         Command::Mount(_)
+            | Command::Nfs(_)
             | Command::Demo(_)
             | Command::DemoChild(_)
             | Command::Cluster(_)
@@ -134,6 +141,7 @@ fn main() -> ExitCode {
         Command::Log(command) => inspect::run(command),
         Command::Recover(args) => txn::recover(args),
         Command::Mount(args) => mount::run(args),
+        Command::Nfs(args) => nfs::run(args),
         Command::Format(args) => txn::format(args),
         Command::Demo(args) => demo::run(args),
         Command::DemoChild(args) => demo::child(args),

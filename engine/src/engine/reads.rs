@@ -114,6 +114,13 @@ impl<D: Device> Engine<D> {
         self.lock().store.meta.applied_entry
     }
 
+    /// The volume's identity: random, chosen when the file system was made (the log's id),
+    /// the same across restarts. A file server puts it in its file handles, so a handle of
+    /// another volume is known as such.
+    pub fn volume_id(&self) -> u64 {
+        self.shared.log.meta().log_id
+    }
+
     /// Space and inode counts.
     ///
     /// The truth, whichever is less: the engine's own capacity, or what the host file

@@ -55,6 +55,13 @@ impl<D: Device> Engine<D> {
         let mut inner = self.lock_usable()?;
         if let Some(key) = options.key {
             if let Some(Outcome::Committed(result)) = inner.store.meta.keys.get(&key) {
+                // A retransmission is answered once the first is durable, as the first
+                // would have been: it may arrive while the first still waits.
+                if options.durability == Durability::Sync {
+                    let lsn = inner.store.meta.applied_lsn;
+                    drop(inner);
+                    self.wait_durable(lsn)?;
+                }
                 return Ok(result);
             }
         }

@@ -1,0 +1,281 @@
+//! `smlog nfs DIR --listen ADDR`: the engine served over NFSv3 (RFC 1813), with the MOUNT
+//! protocol on the same port, so a client needs no portmapper.
+//!
+//! The RPC layer is ours on `nfs3_types`' wire types ([`xdr`]): the request's xid and
+//! credentials reach the engine, which the crate's own server does not allow. One TCP
+//! connection carries many calls at once; each runs on a blocking thread ([`Server::call`])
+//! and its reply goes back when it is ready, in whatever order they finish.
+
+// XDR is big-endian by definition (RFC 4506); the workspace's guard against big-endian
+// bytes is for smlog's own disk formats.
+#![allow(clippy::big_endian_bytes)]
+
+mod handle;
+mod server;
+mod xdr;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use smlog::io::Device;
+use smlog_recovery::OpenOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+
+pub use server::{Config, Server};
+
+use crate::OpenArgs;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+/// A connection's errors cross threads.
+type NetResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Calls one connection may have in flight; past it, reading the connection waits.
+const CALLS_IN_FLIGHT_MAX: usize = 64;
+
+/// `smlog nfs`.
+#[derive(Debug, clap::Args)]
+pub struct NfsArgs {
+    /// The engine's directory: a new file system is made in it when it is empty.
+    pub dir: PathBuf,
+    /// Create DIR, with a new file system, when it does not exist.
+    #[arg(long)]
+    pub create: bool,
+    /// Largest data file (bytes, or with K, M, G).
+    #[arg(long = "capacity", value_parser = crate::cli::parse_bytes)]
+    pub capacity_bytes: Option<u64>,
+    /// Address to serve NFS and MOUNT on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:2049")]
+    pub listen: SocketAddr,
+    /// Make every write durable before it returns, whatever the client asks.
+    #[arg(long)]
+    pub sync: bool,
+    /// Networks allowed to connect (ADDR/BITS, repeatable).
+    #[arg(long = "allow", default_value = "127.0.0.1/32", value_parser = parse_net)]
+    pub allow: Vec<(std::net::IpAddr, u8)>,
+    /// Serve uid 0 as uid 0 (by default it is mapped to the anonymous user).
+    #[arg(long)]
+    pub no_root_squash: bool,
+    /// Take calls with no credential (AUTH_NONE), as the anonymous user.
+    #[arg(long)]
+    pub auth_none: bool,
+    /// The anonymous user, for squashed root and AUTH_NONE: UID:GID.
+    #[arg(long, default_value = "65534:65534", value_parser = parse_ids)]
+    pub anon: (u32, u32),
+    /// Print a line per call on stderr (xid, program, procedure, how it was answered).
+    #[arg(long)]
+    pub trace: bool,
+    /// The export's path, as clients mount it.
+    #[arg(long, default_value = "/")]
+    pub export: String,
+    #[command(flatten)]
+    pub open: OpenArgs,
+}
+
+fn parse_net(text: &str) -> std::result::Result<(std::net::IpAddr, u8), String> {
+    xdr::parse_net(text)
+}
+
+fn parse_ids(text: &str) -> std::result::Result<(u32, u32), String> {
+    let (uid, gid) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text}: UID:GID"))?;
+    let id = |s: &str| s.parse::<u32>().map_err(|e| format!("{s}: {e}"));
+    Ok((id(uid)?, id(gid)?))
+}
+
+/// `smlog nfs`: recover, serve until SIGINT or SIGTERM, then sync and checkpoint.
+pub fn run(args: NfsArgs) -> Result<ExitCode> {
+    let mut options = OpenOptions {
+        device: args.open.device_options(args.create),
+        create: true,
+        ..OpenOptions::default()
+    };
+    if let Some(bytes) = args.capacity_bytes {
+        options.engine.data_capacity_bytes = bytes;
+    }
+    if !args.create && !args.dir.exists() {
+        return Err(format!(
+            "{}: no such directory (--create makes it, with a new file system)",
+            args.dir.display()
+        )
+        .into());
+    }
+    let (engine, report) = smlog_recovery::open(&args.dir, options)?;
+    if report.created {
+        eprintln!(
+            "smlog nfs: created a new file system in {}",
+            args.dir.display()
+        );
+    } else {
+        eprintln!(
+            "smlog nfs: recovered {}: {} records scanned, {} transactions in flight \
+             finished, {} orphans reclaimed",
+            args.dir.display(),
+            report.scanned_records,
+            report.in_flight.len(),
+            report.orphans_reclaimed
+        );
+    }
+    let config = Config {
+        export: args.export.clone().into_bytes(),
+        sync: args.sync,
+        root_squash: !args.no_root_squash,
+        auth_none: args.auth_none,
+        anon: args.anon,
+        allow: args.allow.clone(),
+        trace: args.trace,
+    };
+    let server = Arc::new(Server::new(Arc::new(engine), config));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(CALLS_IN_FLIGHT_MAX * 2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(Arc::clone(&server), args.listen))?;
+    // Every call answered is done; nothing more arrives.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    let engine = server.engine();
+    let finish = engine
+        .sync()
+        .and_then(|()| engine.checkpoint())
+        .and_then(|stats| engine.shutdown().map(|()| stats));
+    match finish {
+        Ok(stats) => {
+            eprintln!(
+                "smlog nfs: stopped; checkpoint {} written ({} data blocks)",
+                stats.seq, stats.written_blocks
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("smlog nfs: closing the engine failed: {e}; recovery will finish it");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Accepts connections on `listen` until SIGINT or SIGTERM.
+async fn serve<D: Device + 'static>(server: Arc<Server<D>>, listen: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    // The line a script (or a test) waits for: the port is known and calls are answered.
+    println!("smlog nfs: serving on {}", listener.local_addr()?);
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        eprintln!("smlog nfs: accept: {e}");
+                        continue;
+                    }
+                };
+                if !server.admits(peer.ip()) {
+                    eprintln!("smlog nfs: {peer} is not in --allow: connection closed");
+                    continue;
+                }
+                let server = Arc::clone(&server);
+                tokio::spawn(async move {
+                    if let Err(e) = connection(server, stream, peer).await {
+                        log::debug!("smlog nfs: {peer}: {e}");
+                    }
+                });
+            }
+        }
+    }
+    eprintln!("smlog nfs: stopping");
+    Ok(())
+}
+
+/// Serves one connection: reads records (each bounded), answers each call on a blocking
+/// thread, writes replies as they are ready.
+async fn connection<D: Device + 'static>(
+    server: Arc<Server<D>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> NetResult<()> {
+    stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.into_split();
+    let (replies, mut outgoing) = mpsc::channel::<Vec<u8>>(CALLS_IN_FLIGHT_MAX);
+    let write_task = tokio::spawn(async move {
+        while let Some(reply) = outgoing.recv().await {
+            // One fragment, the last, per reply.
+            let header = (reply.len() as u32 | 0x8000_0000).to_be_bytes();
+            if writer.write_all(&header).await.is_err() || writer.write_all(&reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    let slots = Arc::new(Semaphore::new(CALLS_IN_FLIGHT_MAX));
+    let result = loop {
+        let record = match read_record(&mut reader).await {
+            Ok(Some(record)) => record,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        // What is no call at all (garbage, a reply) ends the connection: nothing in it
+        // can be trusted to be framed right.
+        if let Err(e) = xdr::Call::parse(&record) {
+            break Err(e.into());
+        }
+        let permit = Arc::clone(&slots).acquire_owned().await?;
+        let server = Arc::clone(&server);
+        let replies = replies.clone();
+        tokio::spawn(async move {
+            let reply = tokio::task::spawn_blocking(move || server.call(&record, peer.ip())).await;
+            drop(permit);
+            match reply {
+                Ok(Some(reply)) => {
+                    let _ = replies.send(reply).await;
+                }
+                // Not a call: nothing to answer.
+                Ok(None) => {}
+                Err(e) => eprintln!("smlog nfs: {peer}: a call failed: {e}"),
+            }
+        });
+    };
+    drop(replies);
+    let _ = write_task.await;
+    result
+}
+
+/// Reads one RPC record (its fragments joined); `None` at a clean end of the stream. A
+/// record longer than [`xdr::RECORD_SIZE_BYTES_MAX`] is an error, found from the fragment
+/// headers before its bytes are read.
+async fn read_record(reader: &mut (impl AsyncReadExt + Unpin)) -> NetResult<Option<Vec<u8>>> {
+    let mut record = Vec::new();
+    loop {
+        let mut header = [0u8; 4];
+        match reader.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && record.is_empty() => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let header = u32::from_be_bytes(header);
+        let last = header & 0x8000_0000 != 0;
+        let len = (header & 0x7fff_ffff) as usize;
+        if record.len() + len > xdr::RECORD_SIZE_BYTES_MAX {
+            return Err(format!(
+                "a record of more than {} bytes: connection closed",
+                xdr::RECORD_SIZE_BYTES_MAX
+            )
+            .into());
+        }
+        let start = record.len();
+        record.resize(start + len, 0);
+        reader.read_exact(&mut record[start..]).await?;
+        if last {
+            return Ok(Some(record));
+        }
+    }
+}

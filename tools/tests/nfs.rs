@@ -1,0 +1,1046 @@
+//! `smlog nfs` driven by NFS clients: `nfs3_client` for each procedure, and raw RPC
+//! records for what no client sends on purpose (a retransmission with the same xid,
+//! garbage, a wrong program). The server is the real binary on a loopback port, SIGKILLed
+//! and restarted where a test says so.
+
+// XDR is big-endian by definition (RFC 4506).
+#![allow(clippy::big_endian_bytes)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nfs3_client::nfs3_types::nfs3::*;
+use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
+use nfs3_client::nfs3_types::xdr_codec::{Opaque, Pack, Unpack};
+use nfs3_client::tokio::TokioConnector;
+use nfs3_client::Nfs3ConnectionBuilder;
+
+/// A running `smlog nfs` on a loopback port.
+struct NfsServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl NfsServer {
+    fn start(dir: &Path, extra: &[&str]) -> NfsServer {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, port) = spawn(dir, &extra, 0);
+        NfsServer {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            extra,
+        }
+    }
+
+    /// SIGKILL, then start again on the same port.
+    fn crash_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let (child, port) = spawn(&self.dir, &self.extra, self.port);
+        self.child = child;
+        assert_eq!(port, self.port);
+    }
+}
+
+impl Drop for NfsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(dir: &Path, extra: &[String], port: u16) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smlog"))
+        .arg("nfs")
+        .arg(dir)
+        .args(["--create", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("smlog nfs: serving on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+    (child, port)
+}
+
+fn scratch(name: &str) -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(base)
+        .unwrap()
+}
+
+fn cred(uid: u32, gid: u32) -> opaque_auth<'static> {
+    opaque_auth::auth_unix(&auth_unix {
+        stamp: 1,
+        machinename: Opaque::owned(b"test".to_vec()),
+        uid,
+        gid,
+        gids: vec![],
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+type Client = nfs3_client::Nfs3Connection<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>>;
+
+async fn connect(port: u16, uid: u32, gid: u32) -> Client {
+    Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
+        .mount_port(port)
+        .nfs3_port(port)
+        .connect_from_privileged_port(false)
+        .credential(cred(uid, gid))
+        .mount()
+        .await
+        .unwrap()
+}
+
+fn dirop(dir: &nfs_fh3, name: &str) -> diropargs3<'static> {
+    diropargs3 {
+        dir: dir.clone(),
+        name: filename3(Opaque::owned(name.as_bytes().to_vec())),
+    }
+}
+
+fn status<T, E>(res: &Nfs3Result<T, E>) -> nfsstat3 {
+    match res {
+        Nfs3Result::Ok(_) => nfsstat3::NFS3_OK,
+        Nfs3Result::Err((s, _)) => *s,
+    }
+}
+
+fn mode(mode: u32) -> sattr3 {
+    sattr3 {
+        mode: Nfs3Option::Some(mode),
+        ..sattr3::default()
+    }
+}
+
+async fn lookup(c: &mut Client, dir: &nfs_fh3, name: &str) -> Result<(nfs_fh3, fattr3), nfsstat3> {
+    match c
+        .lookup(&LOOKUP3args {
+            what: dirop(dir, name),
+        })
+        .await
+        .unwrap()
+    {
+        Nfs3Result::Ok(ok) => match ok.obj_attributes {
+            Nfs3Option::Some(attr) => Ok((ok.object, attr)),
+            Nfs3Option::None => panic!("no attributes"),
+        },
+        Nfs3Result::Err((s, _)) => Err(s),
+    }
+}
+
+async fn names(c: &mut Client, dir: &nfs_fh3) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cookie = 0;
+    let mut verf = cookieverf3::default();
+    loop {
+        let args = READDIR3args {
+            dir: dir.clone(),
+            cookie,
+            cookieverf: verf,
+            count: 300,
+        };
+        let ok = c.readdir(&args).await.unwrap().unwrap();
+        verf = ok.cookieverf;
+        for e in &ok.reply.entries.0 {
+            out.push(String::from_utf8(e.name.0.to_vec()).unwrap());
+            cookie = e.cookie;
+        }
+        if ok.reply.eof {
+            break;
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_procedure_answers_as_rfc_1813_says() {
+    let dir = scratch("nfs-procs");
+    let server = NfsServer::start(&dir.path().join("fs"), &["--no-root-squash"]);
+    runtime().block_on(async {
+        let mut c = connect(server.port, 0, 0).await;
+        let root = c.root_nfs_fh3();
+        c.null().await.unwrap();
+        let info = c
+            .fsinfo(&FSINFO3args {
+                fsroot: root.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.wtmax, 1 << 20);
+
+        // CREATE: guarded, then guarded again (EXIST), then unchecked over it with a size.
+        let create = |name: &str, how| CREATE3args {
+            where_: dirop(&root, name),
+            how,
+        };
+        let a = c
+            .create(&create("a", createhow3::GUARDED(mode(0o640))))
+            .await
+            .unwrap()
+            .unwrap();
+        let Nfs3Option::Some(a_fh) = a.obj else {
+            panic!("no handle")
+        };
+        let again = c
+            .create(&create("a", createhow3::GUARDED(mode(0o640))))
+            .await
+            .unwrap();
+        assert_eq!(status(&again), nfsstat3::NFS3ERR_EXIST);
+
+        // WRITE unstable, COMMIT, READ.
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let w = c
+            .write(&WRITE3args {
+                file: a_fh.clone(),
+                offset: 0,
+                count: data.len() as u32,
+                stable: stable_how::UNSTABLE,
+                data: Opaque::borrowed(&data),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.count, data.len() as u32);
+        assert_eq!(w.committed, stable_how::UNSTABLE);
+        let commit = c
+            .commit(&COMMIT3args {
+                file: a_fh.clone(),
+                offset: 0,
+                count: 0,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(commit.verf, w.verf);
+        let r = c
+            .read(&READ3args {
+                file: a_fh.clone(),
+                offset: 0,
+                count: 1 << 20,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r.eof);
+        assert_eq!(&r.data[..], &data[..]);
+        let unchecked = c
+            .create(&create(
+                "a",
+                createhow3::UNCHECKED(sattr3 {
+                    size: Nfs3Option::Some(10),
+                    ..sattr3::default()
+                }),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(status(&unchecked), nfsstat3::NFS3_OK);
+        let (_, attr) = lookup(&mut c, &root, "a").await.unwrap();
+        assert_eq!(
+            (attr.size, attr.mode, attr.type_),
+            (10, 0o640, ftype3::NF3REG)
+        );
+
+        // EXCLUSIVE: the same verifier again is the same file; another is EXIST.
+        let verf = createverf3(*b"\x01\x02\x03\x04\x05\x06\x07\x08");
+        let x1 = c
+            .create(&create("x", createhow3::EXCLUSIVE(verf)))
+            .await
+            .unwrap()
+            .unwrap();
+        let x2 = c
+            .create(&create("x", createhow3::EXCLUSIVE(verf)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(x1.obj, x2.obj);
+        let other = createverf3(*b"zzzzzzzz");
+        let x3 = c
+            .create(&create("x", createhow3::EXCLUSIVE(other)))
+            .await
+            .unwrap();
+        assert_eq!(status(&x3), nfsstat3::NFS3ERR_EXIST);
+
+        // SETATTR with a guard: the wrong ctime is NOT_SYNC, the right one applies.
+        let stale_guard = SETATTR3args {
+            object: a_fh.clone(),
+            new_attributes: mode(0o600),
+            guard: Nfs3Option::Some(nfstime3 {
+                seconds: 1,
+                nseconds: 0,
+            }),
+        };
+        assert_eq!(
+            status(&c.setattr(&stale_guard).await.unwrap()),
+            nfsstat3::NFS3ERR_NOT_SYNC
+        );
+        let good_guard = SETATTR3args {
+            guard: Nfs3Option::Some(attr.ctime),
+            ..stale_guard
+        };
+        assert_eq!(
+            status(&c.setattr(&good_guard).await.unwrap()),
+            nfsstat3::NFS3_OK
+        );
+        assert_eq!(lookup(&mut c, &root, "a").await.unwrap().1.mode, 0o600);
+
+        // MKDIR, SYMLINK + READLINK, MKNOD (a FIFO, a device, a bad type), LINK.
+        let d = c
+            .mkdir(&MKDIR3args {
+                where_: dirop(&root, "d"),
+                attributes: mode(0o755),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let Nfs3Option::Some(d_fh) = d.obj else {
+            panic!("no handle")
+        };
+        let s = c
+            .symlink(&SYMLINK3args {
+                where_: dirop(&d_fh, "s"),
+                symlink: symlinkdata3 {
+                    symlink_attributes: sattr3::default(),
+                    symlink_data: nfspath3(Opaque::borrowed(b"../a")),
+                },
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let Nfs3Option::Some(s_fh) = s.obj else {
+            panic!("no handle")
+        };
+        let target = c
+            .readlink(&READLINK3args { symlink: s_fh })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&target.data.0[..], b"../a");
+        let fifo = c
+            .mknod(&MKNOD3args {
+                where_: dirop(&d_fh, "p"),
+                what: mknoddata3::NF3FIFO(mode(0o600)),
+            })
+            .await
+            .unwrap();
+        assert_eq!(status(&fifo), nfsstat3::NFS3_OK);
+        let dev = c
+            .mknod(&MKNOD3args {
+                where_: dirop(&d_fh, "c"),
+                what: mknoddata3::NF3CHR(devicedata3 {
+                    dev_attributes: mode(0o600),
+                    spec: specdata3 {
+                        specdata1: 1,
+                        specdata2: 3,
+                    },
+                }),
+            })
+            .await
+            .unwrap();
+        assert_eq!(status(&dev), nfsstat3::NFS3_OK);
+        let (_, c_attr) = lookup(&mut c, &d_fh, "c").await.unwrap();
+        assert_eq!(
+            (c_attr.type_, c_attr.rdev.specdata1, c_attr.rdev.specdata2),
+            (ftype3::NF3CHR, 1, 3)
+        );
+        let link = c
+            .link(&LINK3args {
+                file: a_fh.clone(),
+                link: dirop(&d_fh, "hard"),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let Nfs3Option::Some(linked) = link.file_attributes else {
+            panic!("no attributes")
+        };
+        assert_eq!(linked.nlink, 2);
+        assert_eq!(
+            names(&mut c, &d_fh).await,
+            [".", "..", "c", "hard", "p", "s"]
+        );
+
+        // READDIRPLUS gives a handle and attributes per name.
+        let plus = c
+            .readdirplus(&READDIRPLUS3args {
+                dir: d_fh.clone(),
+                cookie: 0,
+                cookieverf: cookieverf3::default(),
+                dircount: 4096,
+                maxcount: 64 * 1024,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(plus.reply.eof);
+        let hard = plus
+            .reply
+            .entries
+            .0
+            .iter()
+            .find(|e| e.name.0.as_ref() == b"hard")
+            .unwrap();
+        assert_eq!(hard.name_handle, Nfs3Option::Some(a_fh.clone()));
+
+        // RENAME, REMOVE, RMDIR (not empty, then empty).
+        let rename = c
+            .rename(&RENAME3args {
+                from: dirop(&d_fh, "hard"),
+                to: dirop(&root, "b"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(status(&rename), nfsstat3::NFS3_OK);
+        assert_eq!(
+            status(
+                &c.rmdir(&RMDIR3args {
+                    object: dirop(&root, "d")
+                })
+                .await
+                .unwrap()
+            ),
+            nfsstat3::NFS3ERR_NOTEMPTY
+        );
+        for name in ["c", "p", "s"] {
+            let removed = c
+                .remove(&REMOVE3args {
+                    object: dirop(&d_fh, name),
+                })
+                .await
+                .unwrap();
+            assert_eq!(status(&removed), nfsstat3::NFS3_OK);
+        }
+        assert_eq!(
+            status(
+                &c.rmdir(&RMDIR3args {
+                    object: dirop(&root, "d")
+                })
+                .await
+                .unwrap()
+            ),
+            nfsstat3::NFS3_OK
+        );
+        // The removed directory's handle is stale; a damaged handle is no handle.
+        let gone = c
+            .getattr(&GETATTR3args {
+                object: d_fh.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(status(&gone), nfsstat3::NFS3ERR_STALE);
+        let mut bytes = d_fh.data.to_vec();
+        bytes.truncate(10);
+        let bad = c
+            .getattr(&GETATTR3args {
+                object: nfs_fh3 {
+                    data: Opaque::owned(bytes),
+                },
+            })
+            .await
+            .unwrap();
+        assert_eq!(status(&bad), nfsstat3::NFS3ERR_BADHANDLE);
+        assert_eq!(
+            lookup(&mut c, &root, "nothing").await.unwrap_err(),
+            nfsstat3::NFS3ERR_NOENT
+        );
+        let long = "n".repeat(256);
+        assert_eq!(
+            lookup(&mut c, &root, &long).await.unwrap_err(),
+            nfsstat3::NFS3ERR_NAMETOOLONG
+        );
+
+        // ACCESS, FSSTAT, PATHCONF.
+        let access = c
+            .access(&ACCESS3args {
+                object: root.clone(),
+                access: 0x3f,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            access.access,
+            ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE
+        );
+        let stat = c
+            .fsstat(&FSSTAT3args {
+                fsroot: root.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stat.tbytes >= stat.fbytes && stat.fbytes > 0);
+        let conf = c
+            .pathconf(&PATHCONF3args {
+                object: root.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(conf.name_max, 255);
+        assert_eq!(names(&mut c, &root).await, [".", "..", "a", "b", "x"]);
+    });
+}
+
+#[test]
+fn credentials_are_checked_and_root_is_squashed() {
+    let dir = scratch("nfs-auth");
+    let server = NfsServer::start(&dir.path().join("fs"), &[]);
+    runtime().block_on(async {
+        // Root is squashed to 65534: what it makes is nobody's, and a directory of
+        // nobody's 0755 is not writable by uid 1000.
+        let mut root_client = connect(server.port, 0, 0).await;
+        let root = root_client.root_nfs_fh3();
+        // The root directory is root's 0755: the squashed root may not write in it.
+        let refused = root_client
+            .mkdir(&MKDIR3args {
+                where_: dirop(&root, "r"),
+                attributes: mode(0o755),
+            })
+            .await
+            .unwrap();
+        assert_eq!(status(&refused), nfsstat3::NFS3ERR_ACCES);
+        let mut user = connect(server.port, 1000, 1000).await;
+        let refused = user
+            .create(&CREATE3args {
+                where_: dirop(&root, "f"),
+                how: createhow3::GUARDED(mode(0o644)),
+            })
+            .await
+            .unwrap();
+        assert_eq!(status(&refused), nfsstat3::NFS3ERR_ACCES);
+        let access = user
+            .access(&ACCESS3args {
+                object: root.clone(),
+                access: ACCESS3_READ | ACCESS3_MODIFY,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(access.access, ACCESS3_READ);
+    });
+    drop(server);
+    // Without root squash, root makes a directory for uid 1000; uid 1000 works in it and
+    // uid 1001 may not read a 0600 file of 1000's.
+    let server = NfsServer::start(&dir.path().join("fs"), &["--no-root-squash"]);
+    runtime().block_on(async {
+        let mut root_client = connect(server.port, 0, 0).await;
+        let root = root_client.root_nfs_fh3();
+        let home = root_client
+            .mkdir(&MKDIR3args {
+                where_: dirop(&root, "home"),
+                attributes: sattr3 {
+                    mode: Nfs3Option::Some(0o755),
+                    uid: Nfs3Option::Some(1000),
+                    gid: Nfs3Option::Some(1000),
+                    ..sattr3::default()
+                },
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let Nfs3Option::Some(home) = home.obj else {
+            panic!("no handle")
+        };
+        let mut user = connect(server.port, 1000, 1000).await;
+        let f = user
+            .create(&CREATE3args {
+                where_: dirop(&home, "secret"),
+                how: createhow3::GUARDED(mode(0o600)),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let Nfs3Option::Some(f) = f.obj else {
+            panic!("no handle")
+        };
+        let (_, attr) = lookup(&mut user, &home, "secret").await.unwrap();
+        assert_eq!((attr.uid, attr.gid), (1000, 1000));
+        let mut other = connect(server.port, 1001, 1001).await;
+        let read = other
+            .read(&READ3args {
+                file: f.clone(),
+                offset: 0,
+                count: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(status(&read), nfsstat3::NFS3ERR_ACCES);
+        // Only root gives a file away.
+        let chown = user
+            .setattr(&SETATTR3args {
+                object: f.clone(),
+                new_attributes: sattr3 {
+                    uid: Nfs3Option::Some(1001),
+                    ..sattr3::default()
+                },
+                guard: Nfs3Option::None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(status(&chown), nfsstat3::NFS3ERR_PERM);
+    });
+}
+
+// ---- raw RPC ----
+
+/// One call's record: header (AUTH_SYS as uid 0), then `args`.
+fn call_record(xid: u32, prog: u32, vers: u32, proc: u32, args: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for word in [xid, 0, 2, prog, vers, proc] {
+        out.extend(word.to_be_bytes());
+    }
+    cred(0, 0).pack(&mut out).unwrap();
+    opaque_auth::default().pack(&mut out).unwrap();
+    out.extend(args);
+    out
+}
+
+fn send(stream: &mut TcpStream, record: &[u8]) {
+    stream
+        .write_all(&(record.len() as u32 | 0x8000_0000).to_be_bytes())
+        .unwrap();
+    stream.write_all(record).unwrap();
+}
+
+/// The next reply record, or `None` when the server closed the connection.
+fn receive(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).ok()?;
+    let len = (u32::from_be_bytes(header) & 0x7fff_ffff) as usize;
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// A reply's xid, and its accept status and results (`None` for a denied call).
+fn accepted(reply: &[u8]) -> (u32, Option<(u32, Vec<u8>)>) {
+    let word = |at: usize| u32::from_be_bytes(reply[at..at + 4].try_into().unwrap());
+    assert_eq!(word(4), 1, "a reply");
+    if word(8) != 0 {
+        return (word(0), None);
+    }
+    let verf_len = word(16) as usize;
+    let at = 20 + verf_len.next_multiple_of(4);
+    (word(0), Some((word(at), reply[at + 4..].to_vec())))
+}
+
+fn connect_raw(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
+fn root_handle(port: u16) -> nfs_fh3 {
+    let mut s = connect_raw(port);
+    let mut path = Vec::new();
+    nfs3_client::nfs3_types::mount::dirpath(Opaque::borrowed(b"/"))
+        .pack(&mut path)
+        .unwrap();
+    send(&mut s, &call_record(1, 100_005, 3, 1, &path));
+    let (_, answer) = accepted(&receive(&mut s).unwrap());
+    let (stat, results) = answer.unwrap();
+    assert_eq!(stat, 0);
+    let (res, _) = nfs3_client::nfs3_types::mount::mountres3::unpack(&mut &results[..]).unwrap();
+    match res {
+        nfs3_client::nfs3_types::mount::mountres3::Ok(ok) => nfs_fh3 { data: ok.fhandle.0 },
+        nfs3_client::nfs3_types::mount::mountres3::Err(e) => panic!("MNT: {e:?}"),
+    }
+}
+
+fn packed(value: &impl Pack) -> Vec<u8> {
+    let mut out = Vec::new();
+    value.pack(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_retransmission_gets_the_first_outcome_even_after_a_crash() {
+    let dir = scratch("nfs-retransmit");
+    let mut server = NfsServer::start(&dir.path().join("fs"), &["--no-root-squash"]);
+    let root = root_handle(server.port);
+    let create = packed(&CREATE3args {
+        where_: dirop(&root, "once"),
+        how: createhow3::GUARDED(mode(0o644)),
+    });
+    let record = call_record(0x5151, 100_003, 3, 8, &create);
+    let created = |reply: &[u8]| {
+        let (xid, answer) = accepted(reply);
+        assert_eq!(xid, 0x5151);
+        let (stat, results) = answer.unwrap();
+        assert_eq!(stat, 0);
+        match CREATE3res::unpack(&mut &results[..]).unwrap().0 {
+            Nfs3Result::Ok(ok) => match ok.obj {
+                Nfs3Option::Some(fh) => fh,
+                Nfs3Option::None => panic!("no handle"),
+            },
+            Nfs3Result::Err((s, _)) => panic!("the retransmission answered {s:?}"),
+        }
+    };
+    let mut s = connect_raw(server.port);
+    send(&mut s, &record);
+    let first = created(&receive(&mut s).unwrap());
+    send(&mut s, &record);
+    assert_eq!(created(&receive(&mut s).unwrap()), first);
+    // The same call under another xid is a new request: EXIST.
+    send(&mut s, &call_record(0x5152, 100_003, 3, 8, &create));
+    let (_, answer) = accepted(&receive(&mut s).unwrap());
+    let results = answer.unwrap().1;
+    assert_eq!(
+        status(&CREATE3res::unpack(&mut &results[..]).unwrap().0),
+        nfsstat3::NFS3ERR_EXIST
+    );
+
+    // A REMOVE, answered; the server crashes; the client resends both on a new
+    // connection: the first outcomes, not EXIST and NOENT.
+    let remove = call_record(
+        0x6161,
+        100_003,
+        3,
+        12,
+        &packed(&REMOVE3args {
+            object: dirop(&root, "once"),
+        }),
+    );
+    send(&mut s, &remove);
+    let (_, answer) = accepted(&receive(&mut s).unwrap());
+    let results = answer.unwrap().1;
+    assert_eq!(
+        status(&REMOVE3res::unpack(&mut &results[..]).unwrap().0),
+        nfsstat3::NFS3_OK
+    );
+    drop(s);
+    server.crash_and_restart();
+    let mut s = connect_raw(server.port);
+    send(&mut s, &record);
+    assert_eq!(created(&receive(&mut s).unwrap()), first);
+    send(&mut s, &remove);
+    let (_, answer) = accepted(&receive(&mut s).unwrap());
+    let results = answer.unwrap().1;
+    assert_eq!(
+        status(&REMOVE3res::unpack(&mut &results[..]).unwrap().0),
+        nfsstat3::NFS3_OK
+    );
+    // One effect: created once, removed once.
+    runtime().block_on(async {
+        let mut c = connect(server.port, 0, 0).await;
+        let root = c.root_nfs_fh3();
+        assert_eq!(names(&mut c, &root).await, [".", ".."]);
+    });
+}
+
+#[test]
+fn committed_writes_survive_a_crash_and_the_verifier_tells_the_client() {
+    let dir = scratch("nfs-commit");
+    let mut server = NfsServer::start(&dir.path().join("fs"), &["--no-root-squash"]);
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let (fh, verifier) = runtime().block_on(async {
+        let mut c = connect(server.port, 0, 0).await;
+        let root = c.root_nfs_fh3();
+        let f = c
+            .create(&CREATE3args {
+                where_: dirop(&root, "big"),
+                how: createhow3::GUARDED(mode(0o644)),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let Nfs3Option::Some(fh) = f.obj else {
+            panic!("no handle")
+        };
+        for (i, chunk) in data.chunks(1 << 20).enumerate() {
+            let w = c
+                .write(&WRITE3args {
+                    file: fh.clone(),
+                    offset: (i << 20) as u64,
+                    count: chunk.len() as u32,
+                    stable: stable_how::UNSTABLE,
+                    data: Opaque::borrowed(chunk),
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(w.count as usize, chunk.len());
+        }
+        let commit = c
+            .commit(&COMMIT3args {
+                file: fh.clone(),
+                offset: 0,
+                count: 0,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        (fh, commit.verf)
+    });
+    server.crash_and_restart();
+    runtime().block_on(async {
+        let mut c = connect(server.port, 0, 0).await;
+        let commit = c
+            .commit(&COMMIT3args {
+                file: fh.clone(),
+                offset: 0,
+                count: 0,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            commit.verf, verifier,
+            "a restarted server must change its write verifier"
+        );
+        let mut back = Vec::new();
+        while back.len() < data.len() {
+            let r = c
+                .read(&READ3args {
+                    file: fh.clone(),
+                    offset: back.len() as u64,
+                    count: 1 << 20,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            back.extend_from_slice(&r.data);
+            if r.eof {
+                break;
+            }
+        }
+        assert!(back == data, "committed bytes differ after the crash");
+    });
+}
+
+#[test]
+fn bad_input_gets_an_rpc_error_or_a_closed_connection_and_changes_nothing() {
+    let dir = scratch("nfs-garbage");
+    let server = NfsServer::start(&dir.path().join("fs"), &["--no-root-squash"]);
+    let root = root_handle(server.port);
+    let mut s = connect_raw(server.port);
+    let accept = |s: &mut TcpStream| accepted(&receive(s).unwrap()).1.map(|a| a.0);
+    // A wrong program, a wrong version, an unknown procedure.
+    send(&mut s, &call_record(1, 200_000, 1, 0, &[]));
+    assert_eq!(accept(&mut s), Some(1), "PROG_UNAVAIL");
+    send(&mut s, &call_record(2, 100_003, 4, 0, &[]));
+    assert_eq!(accept(&mut s), Some(2), "PROG_MISMATCH");
+    send(&mut s, &call_record(3, 100_003, 3, 99, &[]));
+    assert_eq!(accept(&mut s), Some(3), "PROC_UNAVAIL");
+    // Arguments cut short, a name claiming 4 GiB, bytes left over: GARBAGE_ARGS.
+    let create = packed(&CREATE3args {
+        where_: dirop(&root, "g"),
+        how: createhow3::GUARDED(mode(0o644)),
+    });
+    send(
+        &mut s,
+        &call_record(4, 100_003, 3, 8, &create[..create.len() - 3]),
+    );
+    assert_eq!(accept(&mut s), Some(4));
+    let mut huge = packed(&root);
+    huge.extend(u32::MAX.to_be_bytes());
+    huge.extend(b"abcd");
+    send(&mut s, &call_record(5, 100_003, 3, 3, &huge));
+    assert_eq!(accept(&mut s), Some(4));
+    let mut trailing = create.clone();
+    trailing.extend([0; 8]);
+    send(&mut s, &call_record(6, 100_003, 3, 8, &trailing));
+    assert_eq!(accept(&mut s), Some(4));
+    // AUTH_NONE is refused (denied, AUTH_ERROR) except for NULL.
+    let mut none = Vec::new();
+    for word in [7u32, 0, 2, 100_003, 3, 1, 0, 0, 0, 0] {
+        none.extend(word.to_be_bytes());
+    }
+    none.extend(packed(&root));
+    send(&mut s, &none);
+    assert_eq!(accepted(&receive(&mut s).unwrap()), (7, None));
+    // RPC version 3: denied.
+    let mut v3 = call_record(8, 100_003, 3, 0, &[]);
+    v3[8..12].copy_from_slice(&3u32.to_be_bytes());
+    send(&mut s, &v3);
+    assert_eq!(accepted(&receive(&mut s).unwrap()), (8, None));
+    // The connection still serves.
+    send(&mut s, &call_record(9, 100_003, 3, 0, &[]));
+    assert_eq!(accept(&mut s), Some(0));
+
+    // A fragment header claiming 2 GiB: the connection is closed, nothing read.
+    let mut s = connect_raw(server.port);
+    s.write_all(&0xffff_ffffu32.to_be_bytes()).unwrap();
+    assert_eq!(receive(&mut s), None);
+    // Garbage that is no RPC message: closed.
+    let mut s = connect_raw(server.port);
+    send(&mut s, b"GET / HTTP/1.1\r\n\r\n");
+    let mut s2 = connect_raw(server.port);
+    send(&mut s2, &[1, 2]);
+    assert_eq!(receive(&mut s2), None);
+    drop(s);
+    // Nothing was made, and the server answers a real client.
+    runtime().block_on(async {
+        let mut c = connect(server.port, 0, 0).await;
+        let root = c.root_nfs_fh3();
+        assert_eq!(names(&mut c, &root).await, [".", ".."]);
+    });
+}
+
+// ---- a real client: libnfs's command-line tools ----
+
+/// Whether libnfs's tools are here; as root with apt-get they are installed first.
+fn libnfs_tools() -> bool {
+    let have = || {
+        Command::new("sh")
+            .args([
+                "-c",
+                "command -v nfs-cp && command -v nfs-ls && command -v nfs-cat",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if have() {
+        return true;
+    }
+    // SAFETY: getuid has no preconditions.
+    let root = unsafe { libc::getuid() } == 0;
+    if root {
+        let install = "export DEBIAN_FRONTEND=noninteractive; \
+            apt-get install -y -q libnfs-utils >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libnfs-utils >/dev/null 2>&1; }";
+        let _ = Command::new("sh").args(["-c", install]).status();
+    }
+    have()
+}
+
+/// A libnfs URL of `path` (absolute) in the export `/`: libnfs takes what precedes the
+/// last `/` as the export to mount, so the export's own `/` is written out.
+fn url(port: u16, path: &str) -> String {
+    format!("nfs://127.0.0.1/{path}?nfsport={port}&mountport={port}&version=3")
+}
+
+fn run_ok(program: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn libnfs_copies_a_tree_in_and_out_byte_for_byte() {
+    if !libnfs_tools() {
+        eprintln!("skipped: libnfs-utils is missing (apt-get install -y libnfs-utils)");
+        return;
+    }
+    let dir = scratch("nfs-libnfs");
+    // libnfs calls as the user running it (root here): not squashed, so it may write.
+    let server = NfsServer::start(&dir.path().join("fs"), &["--no-root-squash"]);
+    let local = dir.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    // Many small files in a few directories, and one large one.
+    let big_mb: usize = std::env::var("SMLOG_NFS_BIG_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut seed = 0x2545_f491_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for d in 0..4 {
+        for f in 0..40 {
+            let len = (next() % 20_000) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            files.push((format!("/d{d}/f{f}"), bytes));
+        }
+    }
+    let big: Vec<u8> = (0..big_mb << 20)
+        .map(|i| ((i as u64 * 2_654_435_761) >> 13) as u8)
+        .collect();
+    files.push(("/big".to_owned(), big));
+    runtime().block_on(async {
+        let mut c = connect(server.port, 0, 0).await;
+        let root = c.root_nfs_fh3();
+        for d in 0..4 {
+            let made = c
+                .mkdir(&MKDIR3args {
+                    where_: dirop(&root, &format!("d{d}")),
+                    attributes: mode(0o755),
+                })
+                .await
+                .unwrap();
+            assert_eq!(status(&made), nfsstat3::NFS3_OK);
+        }
+    });
+    for (path, bytes) in &files {
+        let source = local.join(path.trim_start_matches('/').replace('/', "_"));
+        std::fs::write(&source, bytes).unwrap();
+        run_ok(
+            "nfs-cp",
+            &[source.to_str().unwrap(), &url(server.port, path)],
+        );
+    }
+    // Listed: every name, recursively.
+    let listing = String::from_utf8(run_ok("nfs-ls", &["-R", &url(server.port, "/")])).unwrap();
+    for (path, _) in &files {
+        let name = path.rsplit('/').next().unwrap();
+        assert!(
+            listing.contains(name),
+            "nfs-ls -R does not list {path}:\n{listing}"
+        );
+    }
+    // Read back through the client, byte for byte: copies out, and a small one by cat.
+    let back = dir.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    for (path, bytes) in &files {
+        let target = back.join(path.trim_start_matches('/').replace('/', "_"));
+        run_ok(
+            "nfs-cp",
+            &[&url(server.port, path), target.to_str().unwrap()],
+        );
+        assert!(
+            std::fs::read(&target).unwrap() == *bytes,
+            "{path} differs after a round trip"
+        );
+    }
+    let (path, bytes) = &files[3];
+    assert!(run_ok("nfs-cat", &[&url(server.port, path)]) == *bytes);
+    // nfs-cp makes its target with an exclusive create: an existing file is refused.
+    let again = Command::new("nfs-cp")
+        .args([
+            local.join("big").to_str().unwrap(),
+            &url(server.port, "/big"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "nfs-cp over an existing file succeeded"
+    );
+}
