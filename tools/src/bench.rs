@@ -67,6 +67,29 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// `smlog nfs` against NFS-Ganesha (VFS, on the host file system) through the same
+    /// NFSv3 client, interleaved (medians): sequential write and read MB/s, small-file
+    /// creates/s, metadata ops/s. Needs `nfs-ganesha` and `nfs-ganesha-vfs`.
+    Nfs {
+        /// Megabytes written, then read, sequentially.
+        #[arg(long, default_value_t = 512)]
+        megabytes: usize,
+        /// Concurrent clients for creates and metadata.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Seconds per rate.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Runs of each server (interleaved); the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Directory on the host file system (both servers' files).
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// A replicated volume (three node processes on loopback) against one node's engine,
     /// in the same run: durable creates/s and 4 KiB writes/s, failover time over leader
     /// SIGKILLs, and a stopped follower's catch-up rate.
@@ -193,6 +216,24 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
             dir,
             json,
         } => mount(seconds, clients, runs, sync, writeback_cache, &dir, json),
+        BenchCommand::Nfs {
+            megabytes,
+            clients,
+            seconds,
+            runs,
+            dir,
+            json,
+        } => crate::bench_nfs::run(
+            crate::bench_nfs::NfsBenchOptions {
+                megabytes,
+                clients,
+                seconds,
+                runs,
+            },
+            &dir,
+            json,
+        )
+        .map_err(|e| -> Box<dyn std::error::Error> { e }),
         BenchCommand::Scale {
             files,
             threads,

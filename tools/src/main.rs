@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_cluster;
+mod bench_nfs;
 mod cli;
 mod cluster;
 mod demo;

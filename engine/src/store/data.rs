@@ -67,6 +67,24 @@ impl<D: Device> DataFile<D> {
         Ok(())
     }
 
+    /// Reads the consecutive data blocks from `start` into `buf` (a whole number of
+    /// blocks): one device call for the run.
+    pub fn read_run(&self, start: u64, buf: &mut AlignedBuf) -> Result<(), FsError> {
+        let len_blocks = self.len_blocks.load(Ordering::Acquire);
+        let count = (buf.len() / BLOCK_SIZE_BYTES) as u64;
+        if start.saturating_add(count) > len_blocks {
+            return Err(FsError::corrupt(
+                CorruptKind::DataFile,
+                format!(
+                    "data blocks {start}..{} are past the data file's {len_blocks} blocks",
+                    start.saturating_add(count)
+                ),
+            ));
+        }
+        self.device.read_at(self.file, start * BLOCK, buf)?;
+        Ok(())
+    }
+
     /// Makes the file at least `blocks` long (growing in steps of [`DATA_GROW_BLOCKS`]).
     /// Callers hold the engine lock, so two never grow it at once.
     pub fn ensure_len(&self, blocks: u64) -> Result<(), FsError> {

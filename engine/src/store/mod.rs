@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::constants::{BLOCK_SIZE_BYTES, SYMLINK_TARGET_SIZE_BYTES_MAX};
 use crate::error::FsError;
-use crate::io::Device;
+use crate::io::{AlignedBuf, Device};
 
 mod apply;
 mod cache;
@@ -267,19 +267,79 @@ impl<D: Device> Store<D> {
         }
         let end = size.min(offset.saturating_add(len as u64));
         let mut out = Vec::with_capacity((end - offset) as usize);
+        // The part of block `block` the read wants.
+        let wanted = |block: u64| {
+            let from = offset.max(block * BLOCK) - block * BLOCK;
+            let to = end.min((block + 1) * BLOCK) - block * BLOCK;
+            from as usize..to as usize
+        };
+        let last = (end - 1) / BLOCK;
         let mut block_buf = [0u8; BLOCK_SIZE_BYTES];
-        let mut at = offset;
-        while at < end {
-            let block = at / BLOCK;
-            let within = (at % BLOCK) as usize;
-            let take = ((BLOCK - within as u64).min(end - at)) as usize;
-            self.read_block(ino, block, &mut block_buf)?;
-            out.extend_from_slice(&block_buf[within..within + take]);
-            at += take as u64;
+        let mut block = offset / BLOCK;
+        while block <= last {
+            let run = self.mapped_run(ino, block, last);
+            if run.len() < 2 {
+                self.read_block(ino, block, &mut block_buf)?;
+                out.extend_from_slice(&block_buf[wanted(block)]);
+                block += 1;
+                continue;
+            }
+            // Consecutive blocks of the data file, none cached: one read for all, each
+            // block still checked against its own CRC.
+            let mut buf = AlignedBuf::new_zeroed(run.len() * BLOCK_SIZE_BYTES);
+            self.data.read_run(run[0].data_block, &mut buf)?;
+            for (i, mapped) in run.iter().enumerate() {
+                let bytes = &buf[i * BLOCK_SIZE_BYTES..(i + 1) * BLOCK_SIZE_BYTES];
+                let crc = block_crc(bytes);
+                if crc != mapped.crc {
+                    let error = FsError::Checksum {
+                        ino,
+                        offset: (block + i as u64) * BLOCK,
+                        data_block: mapped.data_block,
+                        stored_crc: mapped.crc,
+                        read_crc: crc,
+                    };
+                    log::error!("{error}");
+                    return Err(error);
+                }
+                out.extend_from_slice(&bytes[wanted(block + i as u64)]);
+            }
+            block += run.len() as u64;
         }
         Ok(out)
     }
+
+    /// The blocks of `ino` from `first` (to `last` at most, and at most
+    /// [`READ_RUN_BLOCKS_MAX`]) that are in the data file, not cached, and in consecutive
+    /// data blocks: what one device read can fetch.
+    fn mapped_run(&self, ino: Ino, first: u64, last: u64) -> Vec<Mapped> {
+        let Some(inode) = self.meta.inodes.get(&ino) else {
+            return Vec::new();
+        };
+        let mut run: Vec<Mapped> = Vec::new();
+        for block in first..=last.min(first + READ_RUN_BLOCKS_MAX - 1) {
+            if self.cache.dirty.contains_key(&(ino, block))
+                || self.cache.flushing.contains_key(&(ino, block))
+            {
+                break;
+            }
+            let Some(mapped) = inode.blocks.get(&block) else {
+                break;
+            };
+            if run
+                .last()
+                .is_some_and(|prev| prev.data_block + 1 != mapped.data_block)
+            {
+                break;
+            }
+            run.push(mapped);
+        }
+        run
+    }
 }
+
+/// The most blocks one read of a file fetches with one device call (1 MiB).
+const READ_RUN_BLOCKS_MAX: u64 = 256;
 
 /// Groups data blocks into runs of consecutive blocks, in the order given.
 pub fn runs_of(blocks: impl Iterator<Item = u64>) -> Vec<Run> {
