@@ -254,8 +254,10 @@ fn every_procedure_answers_as_rfc_1813_says() {
         let unchecked = c
             .create(&create(
                 "a",
+                // The mode asked is for a new file: an existing one keeps its own.
                 createhow3::UNCHECKED(sattr3 {
                     size: Nfs3Option::Some(10),
+                    mode: Nfs3Option::Some(0o600),
                     ..sattr3::default()
                 }),
             ))
@@ -593,6 +595,33 @@ fn credentials_are_checked_and_root_is_squashed() {
             .await
             .unwrap();
         assert_eq!(status(&read), nfsstat3::NFS3ERR_ACCES);
+        // In a setgid directory of a group the caller is not in, a new file takes the
+        // directory's group but not the setgid bit it asked for.
+        let sg = root_client
+            .mkdir(&MKDIR3args {
+                where_: dirop(&root, "sg"),
+                attributes: sattr3 {
+                    mode: Nfs3Option::Some(0o2777),
+                    gid: Nfs3Option::Some(50),
+                    ..sattr3::default()
+                },
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let Nfs3Option::Some(sg) = sg.obj else {
+            panic!("no handle")
+        };
+        let made = user
+            .create(&CREATE3args {
+                where_: dirop(&sg, "x"),
+                how: createhow3::GUARDED(mode(0o2755)),
+            })
+            .await
+            .unwrap();
+        assert_eq!(status(&made), nfsstat3::NFS3_OK);
+        let (_, x) = lookup(&mut user, &sg, "x").await.unwrap();
+        assert_eq!((x.gid, x.mode), (50, 0o755));
         // Only root gives a file away.
         let chown = user
             .setattr(&SETATTR3args {

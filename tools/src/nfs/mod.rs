@@ -231,15 +231,18 @@ async fn connection<D: Device + 'static>(
         let replies = replies.clone();
         tokio::spawn(async move {
             let reply = tokio::task::spawn_blocking(move || server.call(&record, peer.ip())).await;
-            drop(permit);
             match reply {
                 Ok(Some(reply)) => {
+                    // The slot is held until the reply is handed to the writer: a client
+                    // that does not read its replies stops being read, rather than making
+                    // the server hold them all.
                     let _ = replies.send(reply).await;
                 }
                 // Not a call: nothing to answer.
                 Ok(None) => {}
                 Err(e) => eprintln!("smlog nfs: {peer}: a call failed: {e}"),
             }
+            drop(permit);
         });
     };
     drop(replies);
@@ -271,9 +274,15 @@ async fn read_record(reader: &mut (impl AsyncReadExt + Unpin)) -> NetResult<Opti
             )
             .into());
         }
+        // Memory grows with the bytes that arrive, not with what the header claims.
         let start = record.len();
-        record.resize(start + len, 0);
-        reader.read_exact(&mut record[start..]).await?;
+        (&mut *reader)
+            .take(len as u64)
+            .read_to_end(&mut record)
+            .await?;
+        if record.len() - start != len {
+            return Err("the connection ended inside a record".into());
+        }
         if last {
             return Ok(Some(record));
         }

@@ -151,8 +151,16 @@ impl<D: Device> Server<D> {
                     gid: sys.gid,
                     groups: sys.gids.clone(),
                 };
-                if caller.uid == 0 && self.config.root_squash {
-                    caller = self.anon();
+                if self.config.root_squash {
+                    // As knfsd: root's uid, and group 0 wherever it appears, are squashed.
+                    if caller.uid == 0 {
+                        caller = self.anon();
+                    } else {
+                        if caller.gid == 0 {
+                            caller.gid = self.config.anon.1;
+                        }
+                        caller.groups.retain(|&g| g != 0);
+                    }
                 }
                 caller
             }
@@ -791,9 +799,20 @@ impl<D: Device> Server<D> {
 
     /// A new inode's owner: the caller (the engine gives it the directory's group when
     /// that is setgid).
-    fn new_attrs(&self, caller: &Caller, mode: u32) -> NewAttrs {
+    /// In a setgid directory the new inode takes the directory's group; a caller outside
+    /// that group gets no setgid file (`inode_init_owner`: the bit is cleared for a
+    /// non-directory).
+    fn new_attrs(&self, dir: &Stat, caller: &Caller, mode: u32, is_dir: bool) -> NewAttrs {
+        let mut mode = mode & 0o7777;
+        if !is_dir
+            && dir.mode & libc::S_ISGID != 0
+            && !caller.is_root()
+            && !caller.in_group(dir.gid)
+        {
+            mode &= !libc::S_ISGID;
+        }
         NewAttrs {
-            mode: mode & 0o7777,
+            mode,
             uid: caller.uid,
             gid: caller.gid,
             // The client applied its umask to the mode it sent.
@@ -840,10 +859,7 @@ impl<D: Device> Server<D> {
         }
         let options = TxnOptions {
             durability: Durability::Sync,
-            key: Some(RequestKey {
-                client_id: request.key.client_id ^ 0x5e7a_77e5,
-                ..request.key
-            }),
+            key: Some(derived_key(request.key)),
             ..TxnOptions::default()
         };
         self.engine
@@ -879,10 +895,12 @@ impl<D: Device> Server<D> {
                         Nfs3Option::Some(mode) => mode,
                         Nfs3Option::None => 0o644,
                     };
-                    match self
-                        .engine
-                        .create(dir.ino, name, self.new_attrs(caller, mode), options)
-                    {
+                    match self.engine.create(
+                        dir.ino,
+                        name,
+                        self.new_attrs(&dir, caller, mode, false),
+                        options,
+                    ) {
                         Ok(created) => self
                             .finish_create(&created, sattr, caller, request)
                             .map(|()| created.ino),
@@ -890,8 +908,19 @@ impl<D: Device> Server<D> {
                         // are set on it, as RFC 1813 says.
                         Err(FsError::Exists) if !guarded => match self.engine.lookup(dir.ino, name)
                         {
+                            // Only the size, as knfsd: the mode and owner asked were for
+                            // a new file. Under a key of its own (the create's records
+                            // its refusal), so a retransmission does the same again.
                             Ok(existing) if existing.kind == FileKind::File => {
-                                let changes = self.changes(&existing, sattr, caller);
+                                let size_only = sattr3 {
+                                    size: sattr.size,
+                                    ..sattr3::default()
+                                };
+                                let changes = self.changes(&existing, &size_only, caller);
+                                let options = TxnOptions {
+                                    key: Some(derived_key(request.key)),
+                                    ..options
+                                };
                                 changes.and_then(|changes| {
                                     self.engine
                                         .setattr(existing.ino, changes, options)
@@ -943,22 +972,23 @@ impl<D: Device> Server<D> {
         };
         let matches = |attr: &Stat| attr.atime == atime && attr.mtime == mtime;
         let options = self.keyed(request, Durability::Sync);
-        let created =
-            match self
-                .engine
-                .create(dir.ino, name, self.new_attrs(caller, 0o600), options)
-            {
-                Ok(created) => created,
-                Err(FsError::Exists) => {
-                    return match self.engine.lookup(dir.ino, name) {
-                        Ok(existing) if existing.kind == FileKind::File && matches(&existing) => {
-                            Ok(existing.ino)
-                        }
-                        _ => Err(nfsstat3::NFS3ERR_EXIST),
-                    };
-                }
-                Err(e) => return Err(status(&e)),
-            };
+        let created = match self.engine.create(
+            dir.ino,
+            name,
+            self.new_attrs(dir, caller, 0o600, false),
+            options,
+        ) {
+            Ok(created) => created,
+            Err(FsError::Exists) => {
+                return match self.engine.lookup(dir.ino, name) {
+                    Ok(existing) if existing.kind == FileKind::File && matches(&existing) => {
+                        Ok(existing.ino)
+                    }
+                    _ => Err(nfsstat3::NFS3ERR_EXIST),
+                };
+            }
+            Err(e) => return Err(status(&e)),
+        };
         if matches(&created) {
             return Ok(created.ino);
         }
@@ -990,7 +1020,7 @@ impl<D: Device> Server<D> {
                 .mkdir(
                     dir.ino,
                     name,
-                    self.new_attrs(caller, mode),
+                    self.new_attrs(&dir, caller, mode, true),
                     self.keyed(request, Durability::Sync),
                 )
                 .map_err(|e| status(&e))
@@ -1026,7 +1056,7 @@ impl<D: Device> Server<D> {
                     dir.ino,
                     name,
                     &args.symlink.symlink_data.0,
-                    self.new_attrs(caller, 0o777),
+                    self.new_attrs(&dir, caller, 0o777, false),
                     self.keyed(request, Durability::Sync),
                 )
                 .map(|made| made.ino)
@@ -1089,7 +1119,7 @@ impl<D: Device> Server<D> {
                     dir.ino,
                     name,
                     kind,
-                    self.new_attrs(caller, mode),
+                    self.new_attrs(&dir, caller, mode, false),
                     self.keyed(request, Durability::Sync),
                 )
                 .map_err(|e| status(&e))
@@ -1191,7 +1221,17 @@ impl<D: Device> Server<D> {
                     return Ok(());
                 }
                 self.may_unlink(&from, from_name, caller)?;
-                self.may_unlink(&to, to_name, caller)
+                self.may_unlink(&to, to_name, caller)?;
+                // A directory moved to another parent has its `..` rewritten: it must be
+                // writable too (as Linux's rename asks).
+                if from.ino != to.ino {
+                    if let Ok(moved) = self.engine.lookup(from.ino, from_name) {
+                        if moved.kind == FileKind::Dir && !self.may(&moved, caller, MAY_WRITE) {
+                            return Err(nfsstat3::NFS3ERR_ACCES);
+                        }
+                    }
+                }
+                Ok(())
             });
         let result = checked.and_then(|()| {
             self.engine
@@ -1337,7 +1377,10 @@ impl<D: Device> Server<D> {
             Ok(dir) => dir,
             Err((s, attr)) => return fail(s, attr),
         };
-        let budget = (args.count as usize).saturating_sub(READDIR_OVERHEAD_BYTES);
+        // Clamped as knfsd clamps it: a reply is at most what a READ may carry.
+        let budget = (args.count as usize)
+            .min(WRITE_SIZE_BYTES_MAX)
+            .saturating_sub(READDIR_OVERHEAD_BYTES);
         let cost = |name: &[u8]| 4 + 8 + 4 + name.len().next_multiple_of(4) + 8;
         match self.entries(&dir, args.cookie, args.cookieverf.0, budget, cost) {
             Ok((entries, eof)) => Nfs3Result::Ok(READDIR3resok {
@@ -1374,7 +1417,12 @@ impl<D: Device> Server<D> {
             Ok(dir) => dir,
             Err((s, attr)) => return fail(s, attr),
         };
-        let budget = (args.maxcount as usize).saturating_sub(READDIR_OVERHEAD_BYTES);
+        let budget = (args.maxcount as usize)
+            .min(WRITE_SIZE_BYTES_MAX)
+            .saturating_sub(READDIR_OVERHEAD_BYTES);
+        // Handles and attributes of the entries only for a caller who may search the
+        // directory (as knfsd): read permission alone lists names.
+        let searchable = self.may(&dir, &request.caller, MAY_EXEC);
         let cost =
             |name: &[u8]| 4 + 8 + 4 + name.len().next_multiple_of(4) + 8 + 4 + 84 + 4 + 4 + 28;
         match self.entries(&dir, args.cookie, args.cookieverf.0, budget, cost) {
@@ -1382,7 +1430,7 @@ impl<D: Device> Server<D> {
                 let entries = entries
                     .into_iter()
                     .map(|e| {
-                        let attr = self.engine.getattr(e.ino).ok();
+                        let attr = self.engine.getattr(e.ino).ok().filter(|_| searchable);
                         entryplus3 {
                             fileid: e.ino.0,
                             name: filename3(Opaque::owned(e.name)),
@@ -1514,6 +1562,16 @@ impl<D: Device> Server<D> {
 struct Request {
     caller: Caller,
     key: RequestKey,
+}
+
+/// The key of the second transaction a request may run (the attributes after a create,
+/// the size of an existing file an unchecked create met): the request's, with its client
+/// id changed, so each has an outcome of its own.
+fn derived_key(key: RequestKey) -> RequestKey {
+    RequestKey {
+        client_id: key.client_id ^ 0x5e7a_77e5_0000_0001,
+        ..key
+    }
 }
 
 /// The argument layout of NFSv3 procedure `proc`.
