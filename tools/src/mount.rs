@@ -1085,38 +1085,13 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
         return crate::mount_cluster::run(args, signals);
     }
 
-    let options = OpenOptions {
-        device: args.open.device_options(args.create),
-        create: true,
-        ..OpenOptions::default()
-    };
-    let mut options = options;
-    if let Some(bytes) = args.capacity_bytes {
-        options.engine.data_capacity_bytes = bytes;
-    }
-    if !args.create && !args.dir.exists() {
-        return Err(format!(
-            "{}: no such directory (--create makes it, with a new file system; or smlog format)",
-            args.dir.display()
-        )
-        .into());
-    }
-    let (engine, report) = smlog_recovery::open(&args.dir, options)?;
-    if report.created {
-        eprintln!(
-            "smlog mount: created a new file system in {}",
-            args.dir.display()
-        );
-    } else {
-        eprintln!(
-            "smlog mount: recovered {}: {} records scanned, {} transactions in flight \
-             finished, {} orphans reclaimed",
-            args.dir.display(),
-            report.scanned_records,
-            report.in_flight.len(),
-            report.orphans_reclaimed
-        );
-    }
+    let engine = open_local(
+        "mount",
+        &args.dir,
+        args.create,
+        args.capacity_bytes,
+        args.open,
+    )?;
     let durability = if args.sync {
         Durability::Sync
     } else {
@@ -1154,6 +1129,49 @@ pub fn run(args: MountArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Recovers the engine in `dir` for a file server (`tool`: `mount`, `nfs`), making a new
+/// file system when `create` allows or the directory is empty, and says what it found.
+pub(crate) fn open_local(
+    tool: &str,
+    dir: &Path,
+    create: bool,
+    capacity_bytes: Option<u64>,
+    open: OpenArgs,
+) -> Result<Engine<Box<dyn Device>>> {
+    let mut options = OpenOptions {
+        device: open.device_options(create),
+        create: true,
+        ..OpenOptions::default()
+    };
+    if let Some(bytes) = capacity_bytes {
+        options.engine.data_capacity_bytes = bytes;
+    }
+    if !create && !dir.exists() {
+        return Err(format!(
+            "{}: no such directory (--create makes it, with a new file system; or smlog format)",
+            dir.display()
+        )
+        .into());
+    }
+    let (engine, report) = smlog_recovery::open(dir, options)?;
+    if report.created {
+        eprintln!(
+            "smlog {tool}: created a new file system in {}",
+            dir.display()
+        );
+    } else {
+        eprintln!(
+            "smlog {tool}: recovered {}: {} records scanned, {} transactions in flight \
+             finished, {} orphans reclaimed",
+            dir.display(),
+            report.scanned_records,
+            report.in_flight.len(),
+            report.orphans_reclaimed
+        );
+    }
+    Ok(engine)
 }
 
 /// Mounts `fs` on `args.mountpoint` and serves it until it is unmounted, or a signal in

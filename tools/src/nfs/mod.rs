@@ -20,7 +20,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use smlog::io::Device;
-use smlog_recovery::OpenOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -89,37 +88,13 @@ fn parse_ids(text: &str) -> std::result::Result<(u32, u32), String> {
 
 /// `smlog nfs`: recover, serve until SIGINT or SIGTERM, then sync and checkpoint.
 pub fn run(args: NfsArgs) -> Result<ExitCode> {
-    let mut options = OpenOptions {
-        device: args.open.device_options(args.create),
-        create: true,
-        ..OpenOptions::default()
-    };
-    if let Some(bytes) = args.capacity_bytes {
-        options.engine.data_capacity_bytes = bytes;
-    }
-    if !args.create && !args.dir.exists() {
-        return Err(format!(
-            "{}: no such directory (--create makes it, with a new file system)",
-            args.dir.display()
-        )
-        .into());
-    }
-    let (engine, report) = smlog_recovery::open(&args.dir, options)?;
-    if report.created {
-        eprintln!(
-            "smlog nfs: created a new file system in {}",
-            args.dir.display()
-        );
-    } else {
-        eprintln!(
-            "smlog nfs: recovered {}: {} records scanned, {} transactions in flight \
-             finished, {} orphans reclaimed",
-            args.dir.display(),
-            report.scanned_records,
-            report.in_flight.len(),
-            report.orphans_reclaimed
-        );
-    }
+    let engine = crate::mount::open_local(
+        "nfs",
+        &args.dir,
+        args.create,
+        args.capacity_bytes,
+        args.open,
+    )?;
     let config = Config {
         export: args.export.clone().into_bytes(),
         sync: args.sync,

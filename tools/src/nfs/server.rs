@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use smlog::constants::{
     FILE_SIZE_BYTES_MAX, LINK_COUNT_MAX, NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX,
 };
+use smlog::internals::machines::acl::ACL_ACCESS;
 use smlog::io::Device;
 use smlog::serve::{
     permitted, st_blocks, time_of, Caller, DirStream, MAY_EXEC, MAY_READ, MAY_WRITE,
@@ -38,8 +39,6 @@ use smlog::{
 use super::handle;
 use super::xdr::{self, Answer, Call, Credential, Shape};
 
-/// The access ACL's attribute name.
-const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
 /// Directories whose READDIR cookies are remembered at once; past it the least recently
 /// read is forgotten, and a cookie into it is answered NFS3ERR_BAD_COOKIE.
 const DIR_STREAMS_MAX: usize = 4096;
