@@ -291,8 +291,21 @@ impl<D: Device> ServedVolume<D> {
     /// Makes `op` on the volume: replicated, applied on a quorum's logs durably, and
     /// applied on this node, then answered with what applying it gave.
     pub async fn change(&self, op: FileOp) -> Result<TxnResult, ChangeError> {
+        self.change_keyed(op, self.next_key()).await
+    }
+
+    /// [`Self::change`] under the caller's request key `key` instead of one of this served
+    /// volume's: a file server whose client resends a request (an NFS call under the same
+    /// xid, to this node or, after a failover, to another) derives the same key from it, so
+    /// a resend of a change that committed gets the first outcome from the request table
+    /// instead of making it twice. Keys of different clients must differ.
+    pub async fn change_keyed(
+        &self,
+        op: FileOp,
+        key: RequestKey,
+    ) -> Result<TxnResult, ChangeError> {
         let command = Command {
-            key: Some(self.next_key()),
+            key: Some(key),
             now: Time::now(),
             op,
         };

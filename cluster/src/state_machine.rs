@@ -268,7 +268,21 @@ pub fn apply_command<D: Device>(
         now: Some(command.now),
         entry: Some(entry),
     };
-    let result = match &command.op {
+    match apply_op(engine, &command.op, options) {
+        Ok(result) => Ok(Reply(Ok(result))),
+        Err(error) if error.is_refusal() => Ok(Reply(Err(error.errno()))),
+        Err(error) => Err(fatal(error)),
+    }
+}
+
+/// Makes `op` on `engine` as one engine call with `options`: what a node applies for an
+/// entry, and what a file server on one engine (no cluster) does with the same change.
+pub fn apply_op<D: Device>(
+    engine: &Engine<D>,
+    op: &FileOp,
+    options: TxnOptions,
+) -> Result<TxnResult, FsError> {
+    match op {
         FileOp::Create {
             parent,
             name,
@@ -354,11 +368,6 @@ pub fn apply_command<D: Device>(
         } => engine
             .fallocate(*ino, *offset, *len, *mode, options)
             .map(|()| TxnResult::Done),
-    };
-    match result {
-        Ok(result) => Ok(Reply(Ok(result))),
-        Err(error) if error.is_refusal() => Ok(Reply(Err(error.errno()))),
-        Err(error) => Err(fatal(error)),
     }
 }
 

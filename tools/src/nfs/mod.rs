@@ -1,5 +1,8 @@
 //! `smlog nfs DIR --listen ADDR`: the engine served over NFSv3 (RFC 1813), with the MOUNT
-//! protocol on the same port, so a client needs no portmapper.
+//! protocol on the same port, so a client needs no portmapper. With `--node`, DIR is a
+//! cluster node's: the node runs in this process and its replicated volume is served
+//! ([`volume::Replicated`]); every node so served hands out the same file handles, so a
+//! client moves from one node's address to another's with the handles it has.
 //!
 //! The RPC layer is ours on `nfs3_types`' wire types ([`xdr`]): the request's xid and
 //! credentials reach the engine, which the crate's own server does not allow. One TCP
@@ -12,6 +15,7 @@
 
 mod handle;
 mod server;
+pub mod volume;
 mod xdr;
 
 use std::net::SocketAddr;
@@ -19,12 +23,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use smlog::io::Device;
+use smlog::EngineOptions;
+use smlog_cluster::node_dir::NodeDir;
+use smlog_cluster::served::ServedVolume;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
 pub use server::{Config, Server};
+use volume::{Local, Replicated, Volume};
 
 use crate::OpenArgs;
 
@@ -38,8 +45,15 @@ const CALLS_IN_FLIGHT_MAX: usize = 64;
 /// `smlog nfs`.
 #[derive(Debug, clap::Args)]
 pub struct NfsArgs {
-    /// The engine's directory: a new file system is made in it when it is empty.
+    /// The engine's directory: a new file system is made in it when it is empty (with
+    /// `--node`, a cluster node's directory).
     pub dir: PathBuf,
+    /// DIR is a cluster node's directory (`smlog cluster init`): run the node, as `smlog
+    /// cluster serve` would, and serve its replicated volume. Every change is durable on a
+    /// quorum before its reply (every write is FILE_SYNC); reads are this node's; handles
+    /// are the same on every node.
+    #[arg(long, conflicts_with = "create")]
+    pub node: bool,
     /// Create DIR, with a new file system, when it does not exist.
     #[arg(long)]
     pub create: bool,
@@ -86,8 +100,34 @@ fn parse_ids(text: &str) -> std::result::Result<(u32, u32), String> {
     Ok((id(uid)?, id(gid)?))
 }
 
-/// `smlog nfs`: recover, serve until SIGINT or SIGTERM, then sync and checkpoint.
+impl NfsArgs {
+    fn config(&self) -> Config {
+        Config {
+            export: self.export.clone().into_bytes(),
+            sync: self.sync,
+            root_squash: !self.no_root_squash,
+            auth_none: self.auth_none,
+            anon: self.anon,
+            allow: self.allow.clone(),
+            trace: self.trace,
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(CALLS_IN_FLIGHT_MAX * 2)
+        .enable_all()
+        .build()
+}
+
+/// `smlog nfs`: recover, serve until SIGINT or SIGTERM, then sync and checkpoint (or, with
+/// `--node`, stop the node).
 pub fn run(args: NfsArgs) -> Result<ExitCode> {
+    if args.node {
+        return run_node(args);
+    }
     let engine = crate::mount::open_local(
         "nfs",
         &args.dir,
@@ -95,25 +135,12 @@ pub fn run(args: NfsArgs) -> Result<ExitCode> {
         args.capacity_bytes,
         args.open,
     )?;
-    let config = Config {
-        export: args.export.clone().into_bytes(),
-        sync: args.sync,
-        root_squash: !args.no_root_squash,
-        auth_none: args.auth_none,
-        anon: args.anon,
-        allow: args.allow.clone(),
-        trace: args.trace,
-    };
-    let server = Arc::new(Server::new(Arc::new(engine), config));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(CALLS_IN_FLIGHT_MAX * 2)
-        .enable_all()
-        .build()?;
+    let server = Arc::new(Server::new(Local::new(Arc::new(engine)), args.config()));
+    let runtime = runtime()?;
     runtime.block_on(serve(Arc::clone(&server), args.listen))?;
     // Every call answered is done; nothing more arrives.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
-    let engine = server.engine();
+    let engine = server.volume().engine();
     let finish = engine
         .sync()
         .and_then(|()| engine.checkpoint())
@@ -133,8 +160,39 @@ pub fn run(args: NfsArgs) -> Result<ExitCode> {
     }
 }
 
+/// `smlog nfs --node`: the node started (its Raft, its peers' connections) and its volume
+/// served until SIGINT or SIGTERM; then the node stops as `smlog cluster serve` does.
+fn run_node(args: NfsArgs) -> Result<ExitCode> {
+    let dir = NodeDir::open(&args.dir)?;
+    let mut engine = EngineOptions::default();
+    if let Some(bytes) = args.capacity_bytes {
+        engine.data_capacity_bytes = bytes;
+    }
+    let runtime = runtime()?;
+    let devices = args.open.device_options(true);
+    let node = runtime.block_on(smlog_cluster::server::Server::start(&dir, devices, engine))?;
+    eprintln!(
+        "smlog nfs: node {} of cluster {:016x} serving its peers on {}",
+        dir.id, dir.key.cluster_id, node.addr
+    );
+    let served = Arc::new(ServedVolume::new(
+        Arc::clone(&node.node),
+        dir.key.clone(),
+        dir.peer(),
+    ));
+    let volume = Replicated::new(served, runtime.handle().clone(), dir.key.cluster_id);
+    let server = Arc::new(Server::new(volume, args.config()));
+    let served = runtime.block_on(serve(server, args.listen));
+    eprintln!("smlog nfs: node {} stopping", dir.id);
+    runtime.block_on(node.stop());
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    served?;
+    eprintln!("smlog nfs: node {} stopped", dir.id);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Accepts connections on `listen` until SIGINT or SIGTERM.
-async fn serve<D: Device + 'static>(server: Arc<Server<D>>, listen: SocketAddr) -> Result<()> {
+async fn serve<V: Volume>(server: Arc<Server<V>>, listen: SocketAddr) -> Result<()> {
     let listener = TcpListener::bind(listen).await?;
     // The line a script (or a test) waits for: the port is known and calls are answered.
     println!("smlog nfs: serving on {}", listener.local_addr()?);
@@ -172,8 +230,8 @@ async fn serve<D: Device + 'static>(server: Arc<Server<D>>, listen: SocketAddr) 
 
 /// Serves one connection: reads records (each bounded), answers each call on a blocking
 /// thread, writes replies as they are ready.
-async fn connection<D: Device + 'static>(
-    server: Arc<Server<D>>,
+async fn connection<V: Volume>(
+    server: Arc<Server<V>>,
     stream: TcpStream,
     peer: SocketAddr,
 ) -> NetResult<()> {
@@ -182,6 +240,12 @@ async fn connection<D: Device + 'static>(
     let (replies, mut outgoing) = mpsc::channel::<Vec<u8>>(CALLS_IN_FLIGHT_MAX);
     let write_task = tokio::spawn(async move {
         while let Some(reply) = outgoing.recv().await {
+            // A call left unanswered: the connection closes, and the client, reconnecting,
+            // resends what it has not had answered.
+            if reply.is_empty() {
+                let _ = writer.shutdown().await;
+                break;
+            }
             // One fragment, the last, per reply.
             let header = (reply.len() as u32 | 0x8000_0000).to_be_bytes();
             if writer.write_all(&header).await.is_err() || writer.write_all(&reply).await.is_err() {
@@ -213,8 +277,10 @@ async fn connection<D: Device + 'static>(
                     // the server hold them all.
                     let _ = replies.send(reply).await;
                 }
-                // Not a call: nothing to answer.
-                Ok(None) => {}
+                // Unanswered (its outcome is unknown): the connection is closed.
+                Ok(None) => {
+                    let _ = replies.send(Vec::new()).await;
+                }
                 Err(e) => eprintln!("smlog nfs: {peer}: a call failed: {e}"),
             }
             drop(permit);

@@ -12,6 +12,7 @@
 //! of the caller, the procedure, its arguments and the xid, so a retransmission — even to
 //! a server restarted after a crash — gets the first call's outcome, not a second effect.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::net::IpAddr;
@@ -27,16 +28,17 @@ use smlog::constants::{
     FILE_SIZE_BYTES_MAX, LINK_COUNT_MAX, NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX,
 };
 use smlog::internals::machines::acl::ACL_ACCESS;
-use smlog::io::Device;
 use smlog::serve::{
     permitted, st_blocks, time_of, Caller, DirStream, MAY_EXEC, MAY_READ, MAY_WRITE,
 };
 use smlog::{
     Durability, Engine, FileKind, FsError, Ino, NewAttrs, Outcome, RenameFlags, RequestKey,
-    SetAttrChanges, Stat, Time, TxnOptions, TxnResult, ROOT_INO,
+    SetAttrChanges, Stat, Time, TxnResult, ROOT_INO,
 };
+use smlog_cluster::command::FileOp;
 
 use super::handle;
+use super::volume::{Failure, Volume};
 use super::xdr::{self, Answer, Call, Credential, Shape};
 
 /// Directories whose READDIR cookies are remembered at once; past it the least recently
@@ -69,10 +71,11 @@ pub struct Config {
 
 /// A file system served over NFSv3.
 #[derive(Debug)]
-pub struct Server<D: Device> {
-    engine: Arc<Engine<D>>,
+pub struct Server<V: Volume> {
+    volume: V,
     config: Config,
-    volume: u64,
+    /// The volume's id, in handles.
+    id: u64,
     /// The write verifier: new at every start.
     verifier: [u8; 8],
     streams: Mutex<Streams>,
@@ -84,26 +87,31 @@ struct Streams {
     clock: u64,
 }
 
-impl<D: Device> Server<D> {
-    /// Serves `engine` as configured.
-    pub fn new(engine: Arc<Engine<D>>, config: Config) -> Server<D> {
-        let volume = engine.volume_id();
+impl<V: Volume> Server<V> {
+    /// Serves `volume` as configured.
+    pub fn new(volume: V, config: Config) -> Server<V> {
+        let id = volume.id();
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let verifier = (nanos ^ u64::from(std::process::id()).rotate_left(40)).to_be_bytes();
         Server {
-            engine,
-            config,
             volume,
+            config,
+            id,
             verifier,
             streams: Mutex::new(Streams::default()),
         }
     }
 
-    /// The engine served.
-    pub fn engine(&self) -> &Arc<Engine<D>> {
-        &self.engine
+    /// The volume served.
+    pub fn volume(&self) -> &V {
+        &self.volume
+    }
+
+    /// The engine reads come from now.
+    fn engine(&self) -> Arc<Engine<V::Device>> {
+        self.volume.engine()
     }
 
     /// Whether `ip` may connect.
@@ -112,7 +120,9 @@ impl<D: Device> Server<D> {
     }
 
     /// The reply to the RPC record `record` from `peer`; `None` when the record is not a
-    /// call at all (the connection is then closed).
+    /// call at all, or when the outcome of the change it asked is unknown (a cluster with
+    /// no leader): the connection is then closed unanswered, and a client resends the
+    /// call under the same xid, to this server or another.
     pub fn call(&self, record: &[u8], peer: IpAddr) -> Option<Vec<u8>> {
         let call = match Call::parse(record) {
             Ok(call) => call,
@@ -121,7 +131,13 @@ impl<D: Device> Server<D> {
                 return None;
             }
         };
-        let (answer, results) = self.answer(&call, peer);
+        let Some((answer, results)) = self.answer(&call, peer) else {
+            log::warn!(
+                "smlog nfs: {peer} xid {:#x}: the outcome is unknown; no reply",
+                call.xid
+            );
+            return None;
+        };
         if self.config.trace {
             // The status word leads an NFS or MNT result.
             let status = results
@@ -135,13 +151,14 @@ impl<D: Device> Server<D> {
         Some(xdr::reply(call.xid, answer, &results))
     }
 
-    fn answer(&self, call: &Call<'_>, peer: IpAddr) -> (Answer, Vec<u8>) {
-        let accepted = |data| (Answer::Accepted(data), Vec::new());
+    /// The answer to `call`, or `None` to leave it unanswered.
+    fn answer(&self, call: &Call<'_>, peer: IpAddr) -> Option<(Answer, Vec<u8>)> {
+        let accepted = |data| Some((Answer::Accepted(data), Vec::new()));
         if call.rpcvers != 2 {
-            return (
+            return Some((
                 Answer::Denied(rejected_reply::RPC_MISMATCH { low: 2, high: 2 }),
                 Vec::new(),
-            );
+            ));
         }
         let caller = match &call.cred {
             Credential::Sys(sys) => {
@@ -165,9 +182,11 @@ impl<D: Device> Server<D> {
             }
             // Every program's NULL is a ping, answered whoever asks.
             Credential::None if call.proc == 0 || self.config.auth_none => self.anon(),
-            Credential::None => return (xdr::auth_error(auth_stat::AUTH_TOOWEAK), Vec::new()),
+            Credential::None => {
+                return Some((xdr::auth_error(auth_stat::AUTH_TOOWEAK), Vec::new()))
+            }
             Credential::Other { .. } => {
-                return (xdr::auth_error(auth_stat::AUTH_BADCRED), Vec::new())
+                return Some((xdr::auth_error(auth_stat::AUTH_BADCRED), Vec::new()))
             }
         };
         let shape = match (call.prog, call.vers) {
@@ -188,14 +207,18 @@ impl<D: Device> Server<D> {
         let request = Request {
             caller,
             key: self.key(call, peer),
+            unanswered: Cell::new(false),
         };
         let results = if call.prog == mount::PROGRAM {
             self.mount_proc(call.proc, call.args)
         } else {
             self.nfs_proc(call.proc, call.args, &request)
         };
+        if request.unanswered.get() {
+            return None;
+        }
         match results {
-            Some(results) => (Answer::Accepted(accept_stat_data::SUCCESS), results),
+            Some(results) => Some((Answer::Accepted(accept_stat_data::SUCCESS), results)),
             // Arguments that walk but do not decode (a value out of an enum's range).
             None => accepted(accept_stat_data::GARBAGE_ARGS),
         }
@@ -256,7 +279,7 @@ impl<D: Device> Server<D> {
                             flavors.push(0);
                         }
                         mountres3::Ok(mountres3_ok {
-                            fhandle: fhandle3(handle::encode(self.volume, ino).data),
+                            fhandle: fhandle3(handle::encode(self.id, ino).data),
                             auth_flavors: flavors,
                         })
                     }
@@ -303,7 +326,7 @@ impl<D: Device> Server<D> {
         };
         let mut ino = ROOT_INO;
         for name in rest.split(|&b| b == b'/').filter(|n| !n.is_empty()) {
-            let found = self.engine.lookup(ino, name).map_err(|e| match e {
+            let found = self.engine().lookup(ino, name).map_err(|e| match e {
                 FsError::NameTooLong { .. } => mount::mountstat3::MNT3ERR_NAMETOOLONG,
                 _ => mount::mountstat3::MNT3ERR_NOENT,
             })?;
@@ -367,25 +390,25 @@ impl<D: Device> Server<D> {
             NFSPROC3_FSSTAT => xdr::pack(&self.fsstat(decode(args)?)),
             NFSPROC3_FSINFO => xdr::pack(&self.fsinfo(decode(args)?)),
             NFSPROC3_PATHCONF => xdr::pack(&self.pathconf(decode(args)?)),
-            NFSPROC3_COMMIT => xdr::pack(&self.commit(decode(args)?)),
+            NFSPROC3_COMMIT => xdr::pack(&self.commit(decode(args)?, request)),
         })
     }
 
     /// The inode a handle names, and its attributes (NFS3ERR_STALE when it is gone).
     fn stat_of(&self, fh: &nfs_fh3) -> Result<Stat, nfsstat3> {
-        let ino = handle::decode(self.volume, fh)?;
-        self.engine.getattr(ino).map_err(|e| match e {
+        let ino = handle::decode(self.id, fh)?;
+        self.engine().getattr(ino).map_err(|e| match e {
             FsError::NotFound => nfsstat3::NFS3ERR_STALE,
             e => status(&e),
         })
     }
 
     fn fattr(&self, attr: &Stat) -> fattr3 {
-        fattr(attr, self.volume)
+        fattr(attr, self.id)
     }
 
     fn post(&self, ino: Ino) -> post_op_attr {
-        match self.engine.getattr(ino) {
+        match self.engine().getattr(ino) {
             Ok(attr) => Nfs3Option::Some(self.fattr(&attr)),
             Err(_) => Nfs3Option::None,
         }
@@ -403,7 +426,7 @@ impl<D: Device> Server<D> {
     }
 
     fn acl(&self, ino: Ino) -> Option<Vec<u8>> {
-        self.engine.getxattr(ino, ACL_ACCESS).ok()
+        self.engine().getxattr(ino, ACL_ACCESS).ok()
     }
 
     fn may(&self, attr: &Stat, caller: &Caller, want: u32) -> bool {
@@ -432,24 +455,60 @@ impl<D: Device> Server<D> {
         if dir.mode & libc::S_ISVTX == 0 || caller.is_root() || caller.uid == dir.uid {
             return Ok(());
         }
-        match self.engine.lookup(dir.ino, name) {
+        match self.engine().lookup(dir.ino, name) {
             Ok(entry) if entry.uid != caller.uid => Err(nfsstat3::NFS3ERR_ACCES),
             _ => Ok(()),
         }
     }
 
-    fn keyed(&self, request: &Request, durability: Durability) -> TxnOptions {
-        TxnOptions {
-            durability,
-            key: Some(request.key),
-            ..TxnOptions::default()
+    /// Makes `op` under the request's key, durable before the reply (RFC 1813 asks it of
+    /// every change of metadata).
+    fn change(&self, op: FileOp, request: &Request) -> Result<TxnResult, nfsstat3> {
+        self.change_under(op, Some(request.key), request)
+    }
+
+    /// Makes `op` under `key` (`None`: an idempotent change), durable before the reply.
+    fn change_under(
+        &self,
+        op: FileOp,
+        key: Option<RequestKey>,
+        request: &Request,
+    ) -> Result<TxnResult, nfsstat3> {
+        self.volume
+            .change(op, key, Durability::Sync)
+            .map_err(|failure| self.failed(failure, request))
+    }
+
+    /// The status of a failed change; one whose outcome is unknown leaves the call
+    /// unanswered (the reply is dropped), so the client resends it under the same xid.
+    fn failed(&self, failure: Failure, request: &Request) -> nfsstat3 {
+        match failure {
+            Failure::Errno(errno) => status_of(errno),
+            Failure::Unknown => {
+                request.unanswered.set(true);
+                nfsstat3::NFS3ERR_IO
+            }
+        }
+    }
+
+    /// Makes `op`, a change that makes or names an inode, under `key`: the inode's
+    /// attributes after it.
+    fn make(
+        &self,
+        op: FileOp,
+        key: Option<RequestKey>,
+        request: &Request,
+    ) -> Result<Stat, nfsstat3> {
+        match self.change_under(op, key, request)? {
+            TxnResult::Ino(ino) => self.engine().getattr(ino).map_err(|e| status(&e)),
+            TxnResult::Done | TxnResult::Bytes(_) => Err(nfsstat3::NFS3ERR_SERVERFAULT),
         }
     }
 
     /// Whether this request already committed (a retransmission).
     fn done_before(&self, request: &Request) -> bool {
         matches!(
-            self.engine.outcome(request.key),
+            self.engine().outcome(request.key),
             Some(Outcome::Committed(_))
         )
     }
@@ -458,10 +517,13 @@ impl<D: Device> Server<D> {
     /// that committed: its first reply named that inode, whatever became of it since.
     /// Answered once the first is durable.
     fn replayed_create(&self, request: &Request) -> Option<Result<Ino, nfsstat3>> {
-        match self.engine.outcome(request.key)? {
-            Outcome::Committed(TxnResult::Ino(ino)) => {
-                Some(self.engine.sync().map(|()| ino).map_err(|e| status(&e)))
-            }
+        match self.engine().outcome(request.key)? {
+            Outcome::Committed(TxnResult::Ino(ino)) => Some(
+                self.volume
+                    .sync()
+                    .map(|()| ino)
+                    .map_err(|failure| self.failed(failure, request)),
+            ),
             _ => None,
         }
     }
@@ -492,14 +554,15 @@ impl<D: Device> Server<D> {
             Err(s) if !retransmitted => return fail(s, self.wcc(&attr)),
             Err(_) => SetAttrChanges::default(),
         };
-        match self
-            .engine
-            .setattr(attr.ino, changes, self.keyed(request, Durability::Sync))
-        {
+        let op = FileOp::SetAttr {
+            ino: attr.ino,
+            changes,
+        };
+        match self.change(op, request) {
             Ok(_) => Nfs3Result::Ok(SETATTR3resok {
                 obj_wcc: self.wcc(&attr),
             }),
-            Err(e) => fail(status(&e), self.wcc(&attr)),
+            Err(s) => fail(s, self.wcc(&attr)),
         }
     }
 
@@ -600,12 +663,12 @@ impl<D: Device> Server<D> {
         }
         check_name(name)?;
         let found = match name {
-            b"." => self.engine.getattr(dir.ino),
+            b"." => self.engine().getattr(dir.ino),
             b".." => self
-                .engine
+                .engine()
                 .parent(dir.ino)
-                .and_then(|p| self.engine.getattr(p)),
-            name => self.engine.lookup(dir.ino, name),
+                .and_then(|p| self.engine().getattr(p)),
+            name => self.engine().lookup(dir.ino, name),
         };
         found.map_err(|e| status(&e))
     }
@@ -624,7 +687,7 @@ impl<D: Device> Server<D> {
         };
         match self.lookup_in(&dir, &args.what.name.0, &request.caller) {
             Ok(found) => Nfs3Result::Ok(LOOKUP3resok {
-                object: handle::encode(self.volume, found.ino),
+                object: handle::encode(self.id, found.ino),
                 obj_attributes: Nfs3Option::Some(self.fattr(&found)),
                 dir_attributes: Nfs3Option::Some(self.fattr(&dir)),
             }),
@@ -689,7 +752,7 @@ impl<D: Device> Server<D> {
             Ok(attr) => attr,
             Err(s) => return fail(s, Nfs3Option::None),
         };
-        match self.engine.readlink(attr.ino) {
+        match self.engine().readlink(attr.ino) {
             Ok(target) => Nfs3Result::Ok(READLINK3resok {
                 symlink_attributes: Nfs3Option::Some(self.fattr(&attr)),
                 data: nfspath3(Opaque::owned(target)),
@@ -723,9 +786,9 @@ impl<D: Device> Server<D> {
             return fail(nfsstat3::NFS3ERR_ACCES, post);
         }
         let count = (args.count as usize).min(WRITE_SIZE_BYTES_MAX);
-        match self.engine.read(attr.ino, args.offset, count) {
+        match self.engine().read(attr.ino, args.offset, count) {
             Ok(data) => {
-                let attr = self.engine.getattr(attr.ino).unwrap_or(attr);
+                let attr = self.engine().getattr(attr.ino).unwrap_or(attr);
                 let eof = args.offset.saturating_add(data.len() as u64) >= attr.size;
                 Nfs3Result::Ok(READ3resok {
                     file_attributes: Nfs3Option::Some(self.fattr(&attr)),
@@ -756,7 +819,9 @@ impl<D: Device> Server<D> {
         if caller.uid != attr.uid && !self.may(&attr, caller, MAY_WRITE) {
             return fail(nfsstat3::NFS3ERR_ACCES, self.wcc(&attr));
         }
-        let stable = self.config.sync || args.stable != stable_how::UNSTABLE;
+        let stable = self.config.sync
+            || args.stable != stable_how::UNSTABLE
+            || self.volume.changes_are_durable();
         let durability = if stable {
             Durability::Sync
         } else {
@@ -764,7 +829,7 @@ impl<D: Device> Server<D> {
         };
         // A write repeated is the same write: it needs no request key.
         match self
-            .engine
+            .volume
             .write(attr.ino, args.offset, &args.data, durability)
         {
             Ok(written) => Nfs3Result::Ok(WRITE3resok {
@@ -777,22 +842,22 @@ impl<D: Device> Server<D> {
                 },
                 verf: writeverf3(self.verifier),
             }),
-            Err(e) => fail(status(&e), self.wcc(&attr)),
+            Err(failure) => fail(self.failed(failure, request), self.wcc(&attr)),
         }
     }
 
-    fn commit(&self, args: COMMIT3args) -> COMMIT3res {
+    fn commit(&self, args: COMMIT3args, request: &Request) -> COMMIT3res {
         let fail = |s, wcc| Nfs3Result::Err((s, COMMIT3resfail { file_wcc: wcc }));
         let attr = match self.stat_of(&args.file) {
             Ok(attr) => attr,
             Err(s) => return fail(s, wcc_data::default()),
         };
-        match self.engine.sync() {
+        match self.volume.sync() {
             Ok(()) => Nfs3Result::Ok(COMMIT3resok {
                 file_wcc: self.wcc(&attr),
                 verf: writeverf3(self.verifier),
             }),
-            Err(e) => fail(status(&e), self.wcc(&attr)),
+            Err(failure) => fail(self.failed(failure, request), self.wcc(&attr)),
         }
     }
 
@@ -856,20 +921,17 @@ impl<D: Device> Server<D> {
         if changes == SetAttrChanges::default() {
             return Ok(());
         }
-        let options = TxnOptions {
-            durability: Durability::Sync,
-            key: Some(derived_key(request.key)),
-            ..TxnOptions::default()
+        let op = FileOp::SetAttr {
+            ino: created.ino,
+            changes,
         };
-        self.engine
-            .setattr(created.ino, changes, options)
+        self.change_under(op, Some(derived_key(request.key)), request)
             .map(|_| ())
-            .map_err(|e| status(&e))
     }
 
     fn created(&self, ino: Ino, dir: &Stat) -> (post_op_fh3, post_op_attr, wcc_data) {
         (
-            Nfs3Option::Some(handle::encode(self.volume, ino)),
+            Nfs3Option::Some(handle::encode(self.id, ino)),
             self.post(ino),
             self.wcc(dir),
         )
@@ -883,7 +945,6 @@ impl<D: Device> Server<D> {
             Ok(dir) => dir,
             Err(e) => return fail(e),
         };
-        let options = self.keyed(request, Durability::Sync);
         let result = if let Some(replayed) = self.replayed_create(request) {
             replayed
         } else {
@@ -894,43 +955,42 @@ impl<D: Device> Server<D> {
                         Nfs3Option::Some(mode) => mode,
                         Nfs3Option::None => 0o644,
                     };
-                    match self.engine.create(
-                        dir.ino,
-                        name,
-                        self.new_attrs(&dir, caller, mode, false),
-                        options,
-                    ) {
+                    let op = FileOp::Create {
+                        parent: dir.ino,
+                        name: name.to_vec(),
+                        attrs: self.new_attrs(&dir, caller, mode, false),
+                    };
+                    match self.make(op, Some(request.key), request) {
                         Ok(created) => self
                             .finish_create(&created, sattr, caller, request)
                             .map(|()| created.ino),
                         // UNCHECKED over an existing file: the attributes (a size, usually)
                         // are set on it, as RFC 1813 says.
-                        Err(FsError::Exists) if !guarded => match self.engine.lookup(dir.ino, name)
-                        {
-                            // Only the size, as knfsd: the mode and owner asked were for
-                            // a new file. Under a key of its own (the create's records
-                            // its refusal), so a retransmission does the same again.
-                            Ok(existing) if existing.kind == FileKind::File => {
-                                let size_only = sattr3 {
-                                    size: sattr.size,
-                                    ..sattr3::default()
-                                };
-                                let changes = self.changes(&existing, &size_only, caller);
-                                let options = TxnOptions {
-                                    key: Some(derived_key(request.key)),
-                                    ..options
-                                };
-                                changes.and_then(|changes| {
-                                    self.engine
-                                        .setattr(existing.ino, changes, options)
-                                        .map(|s| s.ino)
-                                        .map_err(|e| status(&e))
-                                })
+                        Err(nfsstat3::NFS3ERR_EXIST) if !guarded => {
+                            match self.engine().lookup(dir.ino, name) {
+                                // Only the size, as knfsd: the mode and owner asked were for
+                                // a new file. Under a key of its own (the create's records
+                                // its refusal), so a retransmission does the same again.
+                                Ok(existing) if existing.kind == FileKind::File => {
+                                    let size_only = sattr3 {
+                                        size: sattr.size,
+                                        ..sattr3::default()
+                                    };
+                                    let changes = self.changes(&existing, &size_only, caller);
+                                    changes.and_then(|changes| {
+                                        let op = FileOp::SetAttr {
+                                            ino: existing.ino,
+                                            changes,
+                                        };
+                                        let key = Some(derived_key(request.key));
+                                        self.change_under(op, key, request).map(|_| existing.ino)
+                                    })
+                                }
+                                Ok(_) => Err(nfsstat3::NFS3ERR_EXIST),
+                                Err(e) => Err(status(&e)),
                             }
-                            Ok(_) => Err(nfsstat3::NFS3ERR_EXIST),
-                            Err(e) => Err(status(&e)),
-                        },
-                        Err(e) => Err(status(&e)),
+                        }
+                        Err(s) => Err(s),
                     }
                 }
                 createhow3::EXCLUSIVE(verf) => self.create_exclusive(&dir, name, verf, request),
@@ -970,23 +1030,22 @@ impl<D: Device> Server<D> {
             nanos: 0,
         };
         let matches = |attr: &Stat| attr.atime == atime && attr.mtime == mtime;
-        let options = self.keyed(request, Durability::Sync);
-        let created = match self.engine.create(
-            dir.ino,
-            name,
-            self.new_attrs(dir, caller, 0o600, false),
-            options,
-        ) {
+        let op = FileOp::Create {
+            parent: dir.ino,
+            name: name.to_vec(),
+            attrs: self.new_attrs(dir, caller, 0o600, false),
+        };
+        let created = match self.make(op, Some(request.key), request) {
             Ok(created) => created,
-            Err(FsError::Exists) => {
-                return match self.engine.lookup(dir.ino, name) {
+            Err(nfsstat3::NFS3ERR_EXIST) => {
+                return match self.engine().lookup(dir.ino, name) {
                     Ok(existing) if existing.kind == FileKind::File && matches(&existing) => {
                         Ok(existing.ino)
                     }
                     _ => Err(nfsstat3::NFS3ERR_EXIST),
                 };
             }
-            Err(e) => return Err(status(&e)),
+            Err(s) => return Err(s),
         };
         if matches(&created) {
             return Ok(created.ino);
@@ -996,10 +1055,12 @@ impl<D: Device> Server<D> {
             mtime: Some(mtime),
             ..SetAttrChanges::default()
         };
-        self.engine
-            .setattr(created.ino, changes, Durability::Sync)
-            .map(|s| s.ino)
-            .map_err(|e| status(&e))
+        // Setting the same times again is the same change: no key.
+        let op = FileOp::SetAttr {
+            ino: created.ino,
+            changes,
+        };
+        self.change_under(op, None, request).map(|_| created.ino)
     }
 
     fn mkdir(&self, args: MKDIR3args, request: &Request) -> MKDIR3res {
@@ -1015,18 +1076,15 @@ impl<D: Device> Server<D> {
             Nfs3Option::None => 0o755,
         };
         let made = self.replayed_create(request).unwrap_or_else(|| {
-            self.engine
-                .mkdir(
-                    dir.ino,
-                    name,
-                    self.new_attrs(&dir, caller, mode, true),
-                    self.keyed(request, Durability::Sync),
-                )
-                .map_err(|e| status(&e))
-                .and_then(|made| {
-                    self.finish_create(&made, &args.attributes, caller, request)
-                        .map(|()| made.ino)
-                })
+            let op = FileOp::Mkdir {
+                parent: dir.ino,
+                name: name.to_vec(),
+                attrs: self.new_attrs(&dir, caller, mode, true),
+            };
+            self.make(op, Some(request.key), request).and_then(|made| {
+                self.finish_create(&made, &args.attributes, caller, request)
+                    .map(|()| made.ino)
+            })
         });
         match made {
             Ok(ino) => {
@@ -1050,16 +1108,14 @@ impl<D: Device> Server<D> {
             Err(e) => return fail(e),
         };
         let made = self.replayed_create(request).unwrap_or_else(|| {
-            self.engine
-                .symlink(
-                    dir.ino,
-                    name,
-                    &args.symlink.symlink_data.0,
-                    self.new_attrs(&dir, caller, 0o777, false),
-                    self.keyed(request, Durability::Sync),
-                )
+            let op = FileOp::Symlink {
+                parent: dir.ino,
+                name: name.to_vec(),
+                target: args.symlink.symlink_data.0.to_vec(),
+                attrs: self.new_attrs(&dir, caller, 0o777, false),
+            };
+            self.make(op, Some(request.key), request)
                 .map(|made| made.ino)
-                .map_err(|e| status(&e))
         });
         match made {
             Ok(ino) => {
@@ -1113,19 +1169,16 @@ impl<D: Device> Server<D> {
             Nfs3Option::None => 0o644,
         };
         let made = self.replayed_create(request).unwrap_or_else(|| {
-            self.engine
-                .mknod(
-                    dir.ino,
-                    name,
-                    kind,
-                    self.new_attrs(&dir, caller, mode, false),
-                    self.keyed(request, Durability::Sync),
-                )
-                .map_err(|e| status(&e))
-                .and_then(|made| {
-                    self.finish_create(&made, sattr, caller, request)
-                        .map(|()| made.ino)
-                })
+            let op = FileOp::Mknod {
+                parent: dir.ino,
+                name: name.to_vec(),
+                kind,
+                attrs: self.new_attrs(&dir, caller, mode, false),
+            };
+            self.make(op, Some(request.key), request).and_then(|made| {
+                self.finish_create(&made, sattr, caller, request)
+                    .map(|()| made.ino)
+            })
         });
         match made {
             Ok(ino) => {
@@ -1167,17 +1220,17 @@ impl<D: Device> Server<D> {
         if let Err(s) = checked {
             return fail(s, self.wcc(&dir));
         }
-        let options = self.keyed(request, Durability::Sync);
-        let removed = if rmdir {
-            self.engine.rmdir(dir.ino, name, options)
+        let (parent, name) = (dir.ino, name.to_vec());
+        let op = if rmdir {
+            FileOp::Rmdir { parent, name }
         } else {
-            self.engine.unlink(dir.ino, name, options)
+            FileOp::Unlink { parent, name }
         };
-        match removed {
-            Ok(()) => Nfs3Result::Ok(REMOVE3resok {
+        match self.change(op, request) {
+            Ok(_) => Nfs3Result::Ok(REMOVE3resok {
                 dir_wcc: self.wcc(&dir),
             }),
-            Err(e) => fail(status(&e), self.wcc(&dir)),
+            Err(s) => fail(s, self.wcc(&dir)),
         }
     }
 
@@ -1224,7 +1277,7 @@ impl<D: Device> Server<D> {
                 // A directory moved to another parent has its `..` rewritten: it must be
                 // writable too (as Linux's rename asks).
                 if from.ino != to.ino {
-                    if let Ok(moved) = self.engine.lookup(from.ino, from_name) {
+                    if let Ok(moved) = self.engine().lookup(from.ino, from_name) {
                         if moved.kind == FileKind::Dir && !self.may(&moved, caller, MAY_WRITE) {
                             return Err(nfsstat3::NFS3ERR_ACCES);
                         }
@@ -1233,16 +1286,14 @@ impl<D: Device> Server<D> {
                 Ok(())
             });
         let result = checked.and_then(|()| {
-            self.engine
-                .rename(
-                    from.ino,
-                    from_name,
-                    to.ino,
-                    to_name,
-                    RenameFlags::default(),
-                    self.keyed(request, Durability::Sync),
-                )
-                .map_err(|e| status(&e))
+            let op = FileOp::Rename {
+                from_parent: from.ino,
+                from_name: from_name.to_vec(),
+                to_parent: to.ino,
+                to_name: to_name.to_vec(),
+                flags: RenameFlags::default(),
+            };
+            self.change(op, request).map(|_| ())
         });
         let fromdir_wcc = self.wcc(&from);
         let todir_wcc = self.wcc(&to);
@@ -1284,17 +1335,17 @@ impl<D: Device> Server<D> {
         if file.kind == FileKind::Dir {
             return fail(nfsstat3::NFS3ERR_ISDIR, self.post(file.ino), self.wcc(&dir));
         }
-        match self.engine.link(
-            file.ino,
-            dir.ino,
-            name,
-            self.keyed(request, Durability::Sync),
-        ) {
+        let op = FileOp::Link {
+            ino: file.ino,
+            parent: dir.ino,
+            name: name.to_vec(),
+        };
+        match self.change(op, request) {
             Ok(_) => Nfs3Result::Ok(LINK3resok {
                 file_attributes: self.post(file.ino),
                 linkdir_wcc: self.wcc(&dir),
             }),
-            Err(e) => fail(status(&e), self.post(file.ino), self.wcc(&dir)),
+            Err(s) => fail(s, self.post(file.ino), self.wcc(&dir)),
         }
     }
 
@@ -1339,12 +1390,13 @@ impl<D: Device> Server<D> {
         let mut spent = 0;
         let mut offset = cookie;
         loop {
-            let batch = stream
-                .read(&self.engine, offset, READDIR_BATCH)
-                .map_err(|e| match e {
-                    FsError::Invalid(_) => nfsstat3::NFS3ERR_BAD_COOKIE,
-                    e => status(&e),
-                })?;
+            let batch =
+                stream
+                    .read(&self.engine(), offset, READDIR_BATCH)
+                    .map_err(|e| match e {
+                        FsError::Invalid(_) => nfsstat3::NFS3ERR_BAD_COOKIE,
+                        e => status(&e),
+                    })?;
             if batch.is_empty() {
                 return Ok((out, true));
             }
@@ -1429,7 +1481,7 @@ impl<D: Device> Server<D> {
                 let entries = entries
                     .into_iter()
                     .map(|e| {
-                        let attr = self.engine.getattr(e.ino).ok().filter(|_| searchable);
+                        let attr = self.engine().getattr(e.ino).ok().filter(|_| searchable);
                         entryplus3 {
                             fileid: e.ino.0,
                             name: filename3(Opaque::owned(e.name)),
@@ -1439,7 +1491,7 @@ impl<D: Device> Server<D> {
                                 None => Nfs3Option::None,
                             },
                             name_handle: match attr {
-                                Some(_) => Nfs3Option::Some(handle::encode(self.volume, e.ino)),
+                                Some(_) => Nfs3Option::Some(handle::encode(self.id, e.ino)),
                                 None => Nfs3Option::None,
                             },
                         }
@@ -1486,7 +1538,7 @@ impl<D: Device> Server<D> {
             Ok(attr) => attr,
             Err(s) => return fail(s),
         };
-        match self.engine.statfs() {
+        match self.engine().statfs() {
             Ok(fs) => {
                 let files_free = u64::from(u32::MAX).saturating_sub(fs.inodes);
                 Nfs3Result::Ok(FSSTAT3resok {
@@ -1561,6 +1613,8 @@ impl<D: Device> Server<D> {
 struct Request {
     caller: Caller,
     key: RequestKey,
+    /// The call's outcome is unknown: it gets no reply.
+    unanswered: Cell<bool>,
 }
 
 /// The key of the second transaction a request may run (the attributes after a create,
@@ -1617,7 +1671,12 @@ fn check_name(name: &[u8]) -> Result<(), nfsstat3> {
 
 /// The NFS status of an engine error.
 pub fn status(e: &FsError) -> nfsstat3 {
-    match e.errno() {
+    status_of(e.errno())
+}
+
+/// The NFS status of an errno.
+pub fn status_of(errno: i32) -> nfsstat3 {
+    match errno {
         libc::ENOENT => nfsstat3::NFS3ERR_NOENT,
         libc::EEXIST => nfsstat3::NFS3ERR_EXIST,
         libc::ENOTDIR => nfsstat3::NFS3ERR_NOTDIR,
