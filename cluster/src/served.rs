@@ -37,7 +37,7 @@ use crate::tcp::Link;
 use crate::wire::{Request, Response, WriteRefusal, Written};
 
 /// How long a change keeps trying (leaders failing over, connections cut) before its
-/// outcome is reported unknown.
+/// outcome is reported unknown, unless [`ServedVolume::with_change_timeout`] says otherwise.
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one attempt (applied here, or forwarded) may take before it is tried again.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,7 +52,7 @@ pub enum ChangeError {
     /// The volume refused it with this errno (on every node alike: it is in the log).
     #[error("refused: errno {0}")]
     Refused(i32),
-    /// No leader took it within [`CHANGE_TIMEOUT`]: it may still take effect.
+    /// No leader took it within the change timeout: it may still take effect.
     #[error("no leader took the change within {0:?}; its outcome is unknown")]
     Unavailable(Duration),
     /// The node stopped (a storage failure or a shutdown).
@@ -230,6 +230,7 @@ pub struct ServedVolume<D: Device> {
     me: Peer,
     client_id: u64,
     next_request: AtomicU64,
+    change_timeout: Duration,
     /// Idle connections to the leader, by its address.
     links: Mutex<Vec<(String, Link)>>,
 }
@@ -260,8 +261,16 @@ impl<D: Device> ServedVolume<D> {
             me,
             client_id: rand::RngCore::next_u64(&mut rand::rngs::OsRng) | 1,
             next_request: AtomicU64::new(1),
+            change_timeout: CHANGE_TIMEOUT,
             links: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Changes keep trying for `timeout` (instead of [`CHANGE_TIMEOUT`]) before their
+    /// outcome is reported unknown.
+    pub fn with_change_timeout(mut self, timeout: Duration) -> ServedVolume<D> {
+        self.change_timeout = timeout;
+        self
     }
 
     /// The client id of this served volume's request keys (its own changes, heard back
@@ -309,7 +318,8 @@ impl<D: Device> ServedVolume<D> {
             now: Time::now(),
             op,
         };
-        let deadline = Instant::now() + CHANGE_TIMEOUT;
+        let timeout = self.change_timeout;
+        let deadline = Instant::now() + timeout;
         let written = loop {
             match self.attempt(&command).await {
                 Attempt::Done(written) => break written,
@@ -317,10 +327,10 @@ impl<D: Device> ServedVolume<D> {
                 Attempt::Retry(why) => {
                     if Instant::now() >= deadline {
                         log::warn!(
-                            "node {}: {command} not taken within {CHANGE_TIMEOUT:?}: {why}",
+                            "node {}: {command} not taken within {timeout:?}: {why}",
                             self.node.id()
                         );
-                        return Err(ChangeError::Unavailable(CHANGE_TIMEOUT));
+                        return Err(ChangeError::Unavailable(timeout));
                     }
                     log::debug!("node {}: {command} tried again: {why}", self.node.id());
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -340,7 +350,7 @@ impl<D: Device> ServedVolume<D> {
                     self.node.id(),
                     written.index
                 );
-                ChangeError::Unavailable(CHANGE_TIMEOUT)
+                ChangeError::Unavailable(timeout)
             })?;
         written.reply.0.map_err(ChangeError::Refused)
     }

@@ -56,10 +56,13 @@ impl Drop for NfsServer {
 }
 
 fn spawn(dir: &Path, extra: &[String], port: u16) -> (Child, u16) {
+    // A cluster node's directory is made by `smlog cluster init`, never by `smlog nfs`.
+    let create = !extra.iter().any(|a| a == "--node");
     let mut child = Command::new(env!("CARGO_BIN_EXE_smlog"))
         .arg("nfs")
         .arg(dir)
-        .args(["--create", "--listen", &format!("127.0.0.1:{port}")])
+        .args(create.then_some("--create"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -1234,4 +1237,270 @@ fn a_crash_under_load_keeps_every_committed_byte() {
         "{}",
         String::from_utf8_lossy(&fsck.stdout)
     );
+}
+
+// ---- a cluster ----
+
+mod cluster_common;
+
+/// `smlog nfs --node` on node `i`: the node runs in the server's process.
+fn serve_node(nodes: &cluster_common::Nodes, i: usize) -> NfsServer {
+    NfsServer::start(
+        &nodes.dirs[i],
+        &[
+            "--node",
+            "--no-root-squash",
+            "--change-timeout-seconds",
+            "3",
+        ],
+    )
+}
+
+/// Sends `record` on a new connection to `port`: the call's status and results, or
+/// `None` when the server closed the connection unanswered.
+fn call(port: u16, record: &[u8]) -> Option<(nfsstat3, Vec<u8>)> {
+    let mut s = connect_raw(port);
+    send(&mut s, record);
+    let reply = receive(&mut s)?;
+    let (_, answer) = accepted(&reply);
+    let (accept, results) = answer.expect("accepted");
+    assert_eq!(accept, 0, "accept status");
+    let stat = nfsstat3::unpack(&mut &results[..]).unwrap().0;
+    Some((stat, results))
+}
+
+/// [`call`], sent again (the same record, as a client resends) until it is answered.
+fn call_until_answered(port: u16, record: &[u8]) -> (nfsstat3, Vec<u8>) {
+    for _ in 0..10 {
+        if let Some(answer) = call(port, record) {
+            return answer;
+        }
+    }
+    panic!("no answer in 10 tries");
+}
+
+fn created_handle(results: &[u8]) -> nfs_fh3 {
+    match CREATE3res::unpack(&mut &results[..]).unwrap().0 {
+        Nfs3Result::Ok(ok) => match ok.obj {
+            Nfs3Option::Some(fh) => fh,
+            Nfs3Option::None => panic!("no handle"),
+        },
+        Nfs3Result::Err((s, _)) => panic!("CREATE answered {s:?}"),
+    }
+}
+
+/// The names in the root directory as the NFS server on `port` lists them (raw READDIR:
+/// one call, the directory is small).
+fn root_names(port: u16, root: &nfs_fh3) -> Vec<String> {
+    let args = READDIR3args {
+        dir: root.clone(),
+        cookie: 0,
+        cookieverf: cookieverf3::default(),
+        count: 64 * 1024,
+    };
+    let (stat, results) =
+        call_until_answered(port, &call_record(9, 100_003, 3, 16, &packed(&args)));
+    assert_eq!(stat, nfsstat3::NFS3_OK);
+    let ok = match READDIR3res::unpack(&mut &results[..]).unwrap().0 {
+        Nfs3Result::Ok(ok) => ok,
+        Nfs3Result::Err((s, _)) => panic!("READDIR answered {s:?}"),
+    };
+    assert!(ok.reply.eof);
+    let mut names: Vec<String> = ok
+        .reply
+        .entries
+        .0
+        .iter()
+        .map(|e| String::from_utf8(e.name.0.to_vec()).unwrap())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits up to 10 s for `check` to pass (a follower applies a change a little after its
+/// leader answered it).
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for _ in 0..200 {
+        match check() {
+            Ok(value) => return value,
+            Err(why) => last = why,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: {last}");
+}
+
+#[test]
+fn every_node_serves_the_volume_with_one_set_of_handles_and_a_resend_has_one_effect_across_failovers(
+) {
+    let tmp = scratch("nfs-cluster");
+    let nodes = cluster_common::Nodes::init(tmp.path(), 3);
+    let key = nodes.key.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut servers = vec![Some(serve_node(&nodes, 0))];
+    rt.block_on(cluster_common::leader(&nodes, &key));
+    servers.push(Some(serve_node(&nodes, 1)));
+    servers.push(Some(serve_node(&nodes, 2)));
+    nodes.add(1);
+    nodes.add(2);
+    let port = |servers: &[Option<NfsServer>], i: usize| servers[i].as_ref().unwrap().port;
+
+    // One volume, one set of handles: every node's root handle is the same.
+    let root = root_handle(port(&servers, 0));
+    for i in 1..3 {
+        assert_eq!(
+            root_handle(port(&servers, i)),
+            root,
+            "node {}'s root",
+            i + 1
+        );
+    }
+
+    // A file made and written through node 2; an UNSTABLE write comes back FILE_SYNC
+    // (durable on a quorum already).
+    let create = call_record(
+        0x7001,
+        100_003,
+        3,
+        8,
+        &packed(&CREATE3args {
+            where_: dirop(&root, "once"),
+            how: createhow3::GUARDED(mode(0o644)),
+        }),
+    );
+    let (stat, results) = call_until_answered(port(&servers, 1), &create);
+    assert_eq!(stat, nfsstat3::NFS3_OK);
+    let fh = created_handle(&results);
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let write = WRITE3args {
+        file: fh.clone(),
+        offset: 0,
+        count: data.len() as u32,
+        stable: stable_how::UNSTABLE,
+        data: Opaque::borrowed(&data),
+    };
+    let (stat, results) = call_until_answered(
+        port(&servers, 1),
+        &call_record(0x7002, 100_003, 3, 7, &packed(&write)),
+    );
+    assert_eq!(stat, nfsstat3::NFS3_OK);
+    match WRITE3res::unpack(&mut &results[..]).unwrap().0 {
+        Nfs3Result::Ok(ok) => {
+            assert_eq!(ok.count as usize, data.len());
+            assert_eq!(ok.committed, stable_how::FILE_SYNC);
+        }
+        Nfs3Result::Err((s, _)) => panic!("WRITE answered {s:?}"),
+    }
+
+    // The handle node 2 gave is good on nodes 1 and 3: they read the bytes.
+    let read = call_record(
+        0x7003,
+        100_003,
+        3,
+        6,
+        &packed(&READ3args {
+            file: fh.clone(),
+            offset: 0,
+            count: 1 << 20,
+        }),
+    );
+    for i in [0, 2] {
+        eventually(&format!("node {} reads what node 2 wrote", i + 1), || {
+            let (stat, results) = call_until_answered(port(&servers, i), &read);
+            match READ3res::unpack(&mut &results[..]).unwrap().0 {
+                Nfs3Result::Ok(ok) if *ok.data.0 == data[..] && ok.eof => Ok(()),
+                Nfs3Result::Ok(ok) => Err(format!("{} bytes read", ok.data.0.len())),
+                Nfs3Result::Err(_) => Err(format!("{stat:?}")),
+            }
+        });
+    }
+
+    // The leader is killed. The client resends the CREATE to another node: it gets the
+    // first reply (the same handle), not EXIST. A REMOVE answered by one survivor and
+    // resent to the other is answered OK, not NOENT.
+    let killed = rt.block_on(cluster_common::leader(&nodes, &key));
+    servers[killed] = None;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != killed).collect();
+    let (a, b) = (survivors[0], survivors[1]);
+    let (stat, results) = call_until_answered(port(&servers, a), &create);
+    assert_eq!(
+        stat,
+        nfsstat3::NFS3_OK,
+        "the CREATE resent to node {}",
+        a + 1
+    );
+    assert_eq!(created_handle(&results), fh);
+    let remove = call_record(
+        0x7004,
+        100_003,
+        3,
+        12,
+        &packed(&REMOVE3args {
+            object: dirop(&root, "once"),
+        }),
+    );
+    assert_eq!(
+        call_until_answered(port(&servers, a), &remove).0,
+        nfsstat3::NFS3_OK
+    );
+    assert_eq!(
+        call_until_answered(port(&servers, b), &remove).0,
+        nfsstat3::NFS3_OK,
+        "the REMOVE resent to node {}",
+        b + 1
+    );
+    for i in [a, b] {
+        eventually(&format!("node {} lists nothing", i + 1), || {
+            let names = root_names(port(&servers, i), &root);
+            names.is_empty().then_some(()).ok_or(format!("{names:?}"))
+        });
+    }
+
+    // A second node goes: no quorum. A CREATE through the last one cannot be known to
+    // take effect, so it is left unanswered (the connection closed). Once the node is back,
+    // the same call resent gets an answer, and the file is there once.
+    servers[a] = None;
+    let late = call_record(
+        0x7005,
+        100_003,
+        3,
+        8,
+        &packed(&CREATE3args {
+            where_: dirop(&root, "late"),
+            how: createhow3::GUARDED(mode(0o600)),
+        }),
+    );
+    assert!(
+        call(port(&servers, b), &late).is_none(),
+        "a CREATE without a quorum was answered"
+    );
+    servers[a] = Some(serve_node(&nodes, a));
+    let (stat, results) = call_until_answered(port(&servers, b), &late);
+    assert_eq!(
+        stat,
+        nfsstat3::NFS3_OK,
+        "the CREATE resent once a quorum is back"
+    );
+    let late_fh = created_handle(&results);
+    let (stat, results) = call_until_answered(port(&servers, a), &late);
+    assert_eq!(
+        stat,
+        nfsstat3::NFS3_OK,
+        "the CREATE resent to node {}",
+        a + 1
+    );
+    assert_eq!(created_handle(&results), late_fh);
+
+    // The killed leader comes back and catches up: every node lists the one file.
+    servers[killed] = Some(serve_node(&nodes, killed));
+    for i in 0..3 {
+        eventually(&format!("node {} lists late once", i + 1), || {
+            let names = root_names(port(&servers, i), &root);
+            (names == ["late"])
+                .then_some(())
+                .ok_or(format!("{names:?}"))
+        });
+    }
 }

@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use smlog::EngineOptions;
 use smlog_cluster::node_dir::NodeDir;
@@ -54,6 +55,10 @@ pub struct NfsArgs {
     /// are the same on every node.
     #[arg(long, conflicts_with = "create")]
     pub node: bool,
+    /// With `--node`: how long a change waits for a leader to take it before its call is
+    /// left unanswered (the connection closed, so the client resends it).
+    #[arg(long, default_value = "30", requires = "node")]
+    pub change_timeout_seconds: u64,
     /// Create DIR, with a new file system, when it does not exist.
     #[arg(long)]
     pub create: bool,
@@ -139,7 +144,7 @@ pub fn run(args: NfsArgs) -> Result<ExitCode> {
     let runtime = runtime()?;
     runtime.block_on(serve(Arc::clone(&server), args.listen))?;
     // Every call answered is done; nothing more arrives.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    runtime.shutdown_timeout(Duration::from_secs(5));
     let engine = server.volume().engine();
     let finish = engine
         .sync()
@@ -175,17 +180,16 @@ fn run_node(args: NfsArgs) -> Result<ExitCode> {
         "smlog nfs: node {} of cluster {:016x} serving its peers on {}",
         dir.id, dir.key.cluster_id, node.addr
     );
-    let served = Arc::new(ServedVolume::new(
-        Arc::clone(&node.node),
-        dir.key.clone(),
-        dir.peer(),
-    ));
+    let served = Arc::new(
+        ServedVolume::new(Arc::clone(&node.node), dir.key.clone(), dir.peer())
+            .with_change_timeout(Duration::from_secs(args.change_timeout_seconds)),
+    );
     let volume = Replicated::new(served, runtime.handle().clone(), dir.key.cluster_id);
     let server = Arc::new(Server::new(volume, args.config()));
     let served = runtime.block_on(serve(server, args.listen));
     eprintln!("smlog nfs: node {} stopping", dir.id);
     runtime.block_on(node.stop());
-    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    runtime.shutdown_timeout(Duration::from_secs(5));
     served?;
     eprintln!("smlog nfs: node {} stopped", dir.id);
     Ok(ExitCode::SUCCESS)
