@@ -638,6 +638,111 @@ fn credentials_are_checked_and_root_is_squashed() {
             .await
             .unwrap();
         assert_eq!(status(&chown), nfsstat3::NFS3ERR_PERM);
+        // Nor does anyone but the owner "change" the owner or group to what it is.
+        for (uid, gid) in [(Some(1000), None), (None, Some(1000))] {
+            let same = sattr3 {
+                uid: uid.map_or(Nfs3Option::None, Nfs3Option::Some),
+                gid: gid.map_or(Nfs3Option::None, Nfs3Option::Some),
+                ..sattr3::default()
+            };
+            let args = SETATTR3args {
+                object: f.clone(),
+                new_attributes: same,
+                guard: Nfs3Option::None,
+            };
+            let by_other = other.setattr(&args).await.unwrap();
+            assert_eq!(status(&by_other), nfsstat3::NFS3ERR_PERM, "{uid:?} {gid:?}");
+            let by_owner = user.setattr(&args).await.unwrap();
+            assert_eq!(status(&by_owner), nfsstat3::NFS3_OK, "{uid:?} {gid:?}");
+        }
+
+        // Setuid and setgid (with group execute) go at a write or a change of size by
+        // anyone but root, and at a chown by anyone; setgid without group execute stays.
+        let made = user
+            .create(&CREATE3args {
+                where_: dirop(&home, "prog"),
+                how: createhow3::GUARDED(mode(0o6755)),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let Nfs3Option::Some(prog) = made.obj else {
+            panic!("no handle")
+        };
+        async fn mode_of(c: &mut Client, fh: &nfs_fh3) -> u32 {
+            let attr = c
+                .getattr(&GETATTR3args { object: fh.clone() })
+                .await
+                .unwrap()
+                .unwrap();
+            attr.obj_attributes.mode
+        }
+        async fn set_mode(c: &mut Client, fh: &nfs_fh3, mode_bits: u32) {
+            let args = SETATTR3args {
+                object: fh.clone(),
+                new_attributes: mode(mode_bits),
+                guard: Nfs3Option::None,
+            };
+            assert_eq!(status(&c.setattr(&args).await.unwrap()), nfsstat3::NFS3_OK);
+        }
+        async fn write_one(c: &mut Client, fh: &nfs_fh3) {
+            let args = WRITE3args {
+                file: fh.clone(),
+                offset: 0,
+                count: 1,
+                stable: stable_how::FILE_SYNC,
+                data: Opaque::borrowed(b"x"),
+            };
+            assert_eq!(status(&c.write(&args).await.unwrap()), nfsstat3::NFS3_OK);
+        }
+        assert_eq!(mode_of(&mut user, &prog).await, 0o6755);
+        write_one(&mut user, &prog).await;
+        assert_eq!(
+            mode_of(&mut user, &prog).await,
+            0o755,
+            "after the owner's write"
+        );
+        set_mode(&mut user, &prog, 0o6755).await;
+        write_one(&mut root_client, &prog).await;
+        assert_eq!(
+            mode_of(&mut user, &prog).await,
+            0o6755,
+            "after root's write"
+        );
+        let truncate = SETATTR3args {
+            object: prog.clone(),
+            new_attributes: sattr3 {
+                size: Nfs3Option::Some(0),
+                ..sattr3::default()
+            },
+            guard: Nfs3Option::None,
+        };
+        assert_eq!(
+            status(&user.setattr(&truncate).await.unwrap()),
+            nfsstat3::NFS3_OK
+        );
+        assert_eq!(mode_of(&mut user, &prog).await, 0o755, "after a truncation");
+        set_mode(&mut user, &prog, 0o2745).await;
+        write_one(&mut user, &prog).await;
+        assert_eq!(
+            mode_of(&mut user, &prog).await,
+            0o2745,
+            "setgid without g+x"
+        );
+        set_mode(&mut user, &prog, 0o6755).await;
+        let give = SETATTR3args {
+            object: prog.clone(),
+            new_attributes: sattr3 {
+                uid: Nfs3Option::Some(1001),
+                ..sattr3::default()
+            },
+            guard: Nfs3Option::None,
+        };
+        assert_eq!(
+            status(&root_client.setattr(&give).await.unwrap()),
+            nfsstat3::NFS3_OK
+        );
+        assert_eq!(mode_of(&mut user, &prog).await, 0o755, "after root's chown");
     });
 }
 

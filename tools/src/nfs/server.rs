@@ -592,14 +592,17 @@ impl<V: Volume> Server<V> {
             }
             changes.size = Some(size);
         }
+        // As the kernel's `chown_ok` and `chgrp_ok`: root gives anything away; the owner
+        // may "change" its own uid to itself, and its group to one it is in.
+        let is_owner = caller.uid == attr.uid;
         if let Nfs3Option::Some(uid) = sattr.uid {
-            if uid != attr.uid && !caller.is_root() {
+            if !(caller.is_root() || is_owner && uid == attr.uid) {
                 return Err(nfsstat3::NFS3ERR_PERM);
             }
             changes.uid = Some(uid);
         }
         if let Nfs3Option::Some(gid) = sattr.gid {
-            if gid != attr.gid && !caller.is_root() && !(owner && caller.in_group(gid)) {
+            if !(caller.is_root() || is_owner && (gid == attr.gid || caller.in_group(gid))) {
                 return Err(nfsstat3::NFS3ERR_PERM);
             }
             changes.gid = Some(gid);
@@ -614,6 +617,19 @@ impl<V: Volume> Server<V> {
                 mode &= !libc::S_ISGID;
             }
             changes.mode = Some(mode);
+        }
+        // A chown of anything but a directory revokes setuid, and setgid where it means
+        // something (group execute), whoever makes it (knfsd's `nfsd_sanitize_attrs`); a
+        // change of size by anyone but root does too (`should_remove_suid`; a size set to
+        // what it is already changes nothing here).
+        let chown = changes.uid.is_some() || changes.gid.is_some();
+        let truncation = changes.size.is_some_and(|size| size != attr.size) && !caller.is_root();
+        if attr.kind != FileKind::Dir && (chown || truncation) {
+            let mode = changes.mode.unwrap_or(attr.mode & 0o7777);
+            let kept = mode & !privileges_to_drop(mode);
+            if kept != attr.mode & 0o7777 || changes.mode.is_some() {
+                changes.mode = Some(kept);
+            }
         }
         let now = || time_of(SystemTime::now());
         let set_time = |to_now: bool| -> Result<(), nfsstat3> {
@@ -818,6 +834,21 @@ impl<V: Volume> Server<V> {
         let caller = &request.caller;
         if caller.uid != attr.uid && !self.may(&attr, caller, MAY_WRITE) {
             return fail(nfsstat3::NFS3ERR_ACCES, self.wcc(&attr));
+        }
+        // A write by anyone but root revokes setuid and setgid first (the kernel's
+        // `file_remove_privs`). Setting the same mode again is the same change: no key.
+        let drop = privileges_to_drop(attr.mode);
+        if drop != 0 && !caller.is_root() {
+            let op = FileOp::SetAttr {
+                ino: attr.ino,
+                changes: SetAttrChanges {
+                    mode: Some(attr.mode & 0o7777 & !drop),
+                    ..SetAttrChanges::default()
+                },
+            };
+            if let Err(s) = self.change_under(op, None, request) {
+                return fail(s, self.wcc(&attr));
+            }
         }
         let stable = self.config.sync
             || args.stable != stable_how::UNSTABLE
@@ -1615,6 +1646,17 @@ struct Request {
     key: RequestKey,
     /// The call's outcome is unknown: it gets no reply.
     unanswered: Cell<bool>,
+}
+
+/// The setuid and setgid bits of `mode` a write, a truncation or a chown revokes: setuid,
+/// and setgid when group execute is set too (without it, setgid marks mandatory locking
+/// and stays).
+fn privileges_to_drop(mode: u32) -> u32 {
+    let mut drop = mode & libc::S_ISUID;
+    if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+        drop |= libc::S_ISGID;
+    }
+    drop
 }
 
 /// The key of the second transaction a request may run (the attributes after a create,
