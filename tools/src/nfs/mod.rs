@@ -42,6 +42,27 @@ type NetResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sy
 
 /// Calls one connection may have in flight; past it, reading the connection waits.
 const CALLS_IN_FLIGHT_MAX: usize = 64;
+/// How long a stop waits for the calls in flight to finish (a change in a cluster may wait
+/// for a leader that long) before the engine or the node is closed under them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// The calls running: each holds a read guard while it runs; a stop takes the write side,
+/// which waits for those running and lets no other start (tokio's lock is fair: a writer
+/// waiting holds back new readers).
+#[derive(Clone, Debug, Default)]
+struct Calls(Arc<tokio::sync::RwLock<()>>);
+
+impl Calls {
+    /// Waits until no call runs: while the guard it gives is held, none starts. `None`
+    /// when calls still ran after [`DRAIN_TIMEOUT`] (they are left to the close).
+    async fn drain(&self) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, Arc::clone(&self.0).write_owned()).await;
+        if drained.is_err() {
+            eprintln!("smlog nfs: calls still running after {DRAIN_TIMEOUT:?} are cut off");
+        }
+        drained.ok()
+    }
+}
 
 /// `smlog nfs`.
 #[derive(Debug, clap::Args)]
@@ -142,9 +163,11 @@ pub fn run(args: NfsArgs) -> Result<ExitCode> {
     )?;
     let server = Arc::new(Server::new(Local::new(Arc::new(engine)), args.config()));
     let runtime = runtime()?;
-    runtime.block_on(serve(Arc::clone(&server), args.listen))?;
-    // Every call answered is done; nothing more arrives.
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    let calls = Calls::default();
+    runtime.block_on(serve(Arc::clone(&server), args.listen, calls.clone()))?;
+    // Held to the end: no call starts on the engine being closed.
+    let _drained = runtime.block_on(calls.drain());
+    runtime.shutdown_timeout(Duration::from_secs(1));
     let engine = server.volume().engine();
     let finish = engine
         .sync()
@@ -186,17 +209,19 @@ fn run_node(args: NfsArgs) -> Result<ExitCode> {
     );
     let volume = Replicated::new(served, runtime.handle().clone(), dir.key.cluster_id);
     let server = Arc::new(Server::new(volume, args.config()));
-    let served = runtime.block_on(serve(server, args.listen));
+    let calls = Calls::default();
+    let served = runtime.block_on(serve(server, args.listen, calls.clone()));
     eprintln!("smlog nfs: node {} stopping", dir.id);
+    let _drained = runtime.block_on(calls.drain());
     runtime.block_on(node.stop());
-    runtime.shutdown_timeout(Duration::from_secs(5));
+    runtime.shutdown_timeout(Duration::from_secs(1));
     served?;
     eprintln!("smlog nfs: node {} stopped", dir.id);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Accepts connections on `listen` until SIGINT or SIGTERM.
-async fn serve<V: Volume>(server: Arc<Server<V>>, listen: SocketAddr) -> Result<()> {
+async fn serve<V: Volume>(server: Arc<Server<V>>, listen: SocketAddr, calls: Calls) -> Result<()> {
     let listener = TcpListener::bind(listen).await?;
     // The line a script (or a test) waits for: the port is known and calls are answered.
     println!("smlog nfs: serving on {}", listener.local_addr()?);
@@ -220,8 +245,9 @@ async fn serve<V: Volume>(server: Arc<Server<V>>, listen: SocketAddr) -> Result<
                     continue;
                 }
                 let server = Arc::clone(&server);
+                let calls = calls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(server, stream, peer).await {
+                    if let Err(e) = connection(server, stream, peer, calls).await {
                         log::debug!("smlog nfs: {peer}: {e}");
                     }
                 });
@@ -238,6 +264,7 @@ async fn connection<V: Volume>(
     server: Arc<Server<V>>,
     stream: TcpStream,
     peer: SocketAddr,
+    calls: Calls,
 ) -> NetResult<()> {
     stream.set_nodelay(true)?;
     let (mut reader, mut writer) = stream.into_split();
@@ -272,8 +299,12 @@ async fn connection<V: Volume>(
         let permit = Arc::clone(&slots).acquire_owned().await?;
         let server = Arc::clone(&server);
         let replies = replies.clone();
+        let calls = calls.clone();
         tokio::spawn(async move {
+            // After a stop began, this waits for good: the call never runs.
+            let running = Arc::clone(&calls.0).read_owned().await;
             let reply = tokio::task::spawn_blocking(move || server.call(&record, peer.ip())).await;
+            drop(running);
             match reply {
                 Ok(Some(reply)) => {
                     // The slot is held until the reply is handed to the writer: a client
