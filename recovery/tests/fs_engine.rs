@@ -1062,3 +1062,111 @@ fn a_long_read_fetches_runs_of_blocks_and_still_checks_each_one() {
     }
     assert!(engine.read(file.ino, 0, 20 * 4096).unwrap() == data[..20 * 4096]);
 }
+
+#[test]
+fn readers_beside_writers_and_checkpoints_see_only_whole_transactions() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let device = Arc::new(SimDevice::new(11));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    const FILES: usize = 3;
+    const SIZE: usize = 40 * 1024;
+    const VERSIONS: u8 = 200;
+    let async_ = || TxnOptions::from(Durability::Async);
+    let inos: Vec<Ino> = (0..FILES)
+        .map(|i| {
+            let ino = engine
+                .create(ROOT_INO, format!("f{i}").as_bytes(), FILE, async_())
+                .unwrap()
+                .ino;
+            engine.write(ino, 0, &[0; SIZE], Durability::Async).unwrap();
+            ino
+        })
+        .collect();
+    let writers_done = AtomicUsize::new(0);
+    let reads = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        // Each writer rewrites its file whole, one version after another, and replaces
+        // `n{i}` by a rename of a new `t{i}`.
+        for (i, &ino) in inos.iter().enumerate() {
+            let (engine, writers_done) = (&engine, &writers_done);
+            s.spawn(move || {
+                for v in 1..=VERSIONS {
+                    engine.write(ino, 0, &[v; SIZE], Durability::Async).unwrap();
+                    let tmp = format!("t{i}");
+                    engine
+                        .create(ROOT_INO, tmp.as_bytes(), FILE, async_())
+                        .unwrap();
+                    let to = format!("n{i}");
+                    let flags = RenameFlags::default();
+                    engine
+                        .rename(
+                            ROOT_INO,
+                            tmp.as_bytes(),
+                            ROOT_INO,
+                            to.as_bytes(),
+                            flags,
+                            async_(),
+                        )
+                        .unwrap();
+                }
+                writers_done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        // Checkpoints, one after another, while the others run.
+        {
+            let (engine, writers_done) = (&engine, &writers_done);
+            s.spawn(move || {
+                while writers_done.load(Ordering::SeqCst) < FILES {
+                    engine.checkpoint().unwrap();
+                }
+            });
+        }
+        // Readers: a file reads as one version whole, never older than one read before;
+        // once `n{i}` is listed it stays listed (a rename over it never leaves a gap).
+        for _ in 0..3 {
+            let (engine, inos, writers_done, reads) = (&engine, &inos, &writers_done, &reads);
+            s.spawn(move || {
+                let mut seen = [0u8; FILES];
+                let mut named = [false; FILES];
+                while writers_done.load(Ordering::SeqCst) < FILES {
+                    for (i, &ino) in inos.iter().enumerate() {
+                        let bytes = engine.read(ino, 0, SIZE).unwrap();
+                        assert_eq!(bytes.len(), SIZE);
+                        let v = bytes[0];
+                        assert!(bytes.iter().all(|&b| b == v), "file {i}: a torn version");
+                        assert!(v >= seen[i], "file {i}: version {v} after {}", seen[i]);
+                        seen[i] = v;
+                        assert_eq!(engine.getattr(ino).unwrap().size, SIZE as u64);
+                    }
+                    let names: Vec<Vec<u8>> = engine
+                        .readdir(ROOT_INO, None, 100)
+                        .unwrap()
+                        .into_iter()
+                        .map(|e| e.name)
+                        .collect();
+                    for (i, was_named) in named.iter_mut().enumerate() {
+                        let listed = names.contains(&format!("n{i}").into_bytes());
+                        assert!(
+                            listed || !*was_named,
+                            "n{i} vanished during a rename over it"
+                        );
+                        *was_named |= listed;
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    eprintln!("{} rounds of reads beside the writers", reads.load(Ordering::Relaxed));
+    for (i, &ino) in inos.iter().enumerate() {
+        assert_eq!(
+            engine.read(ino, 0, SIZE).unwrap(),
+            vec![VERSIONS; SIZE],
+            "file {i}"
+        );
+    }
+    let report = engine.fsck();
+    assert!(report.is_clean(), "{report:?}");
+}

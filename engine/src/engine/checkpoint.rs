@@ -297,7 +297,7 @@ pub(super) fn checkpointer<D: Device>(weak: Weak<Shared<D>>) {
             return;
         }
         let (log_bytes, dirty_bytes, stopped) = {
-            let inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let inner = shared.inner.read().unwrap_or_else(|e| e.into_inner());
             (
                 shared.log.stats().written_bytes - inner.log_bytes_at_checkpoint,
                 inner.store.cache.dirty_bytes(),

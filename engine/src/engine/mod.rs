@@ -23,7 +23,7 @@ mod types;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::FsError;
 use crate::format::LogMeta;
@@ -60,7 +60,9 @@ struct Inner<D: Device> {
 struct Shared<D: Device> {
     log: Log<D>,
     data: Arc<DataFile<D>>,
-    inner: Mutex<Inner<D>>,
+    /// The store and the transactions running: changes take it exclusively, reads shared
+    /// (a read's device calls for uncached blocks run beside other reads').
+    inner: RwLock<Inner<D>>,
     checkpoint_lock: Mutex<()>,
     options: EngineOptions,
     closing: AtomicBool,
@@ -84,7 +86,8 @@ impl<D: Device> Clone for Engine<D> {
     }
 }
 
-type Guard<'a, D> = MutexGuard<'a, Inner<D>>;
+type Guard<'a, D> = RwLockWriteGuard<'a, Inner<D>>;
+type View<'a, D> = RwLockReadGuard<'a, Inner<D>>;
 
 impl<D: Device> Engine<D> {
     /// Creates a new, empty file system on `device` (like mkfs), which must hold no log.
@@ -124,7 +127,7 @@ impl<D: Device> Engine<D> {
             shared: Arc::new(Shared {
                 log,
                 data,
-                inner: Mutex::new(Inner {
+                inner: RwLock::new(Inner {
                     store,
                     active: BTreeMap::new(),
                     stopped: None,
@@ -166,7 +169,12 @@ impl<D: Device> Engine<D> {
     }
 
     fn lock(&self) -> Guard<'_, D> {
-        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store, shared with other readers: for what changes nothing.
+    fn view(&self) -> View<'_, D> {
+        self.shared.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_usable(&self) -> Result<Guard<'_, D>, FsError> {

@@ -12,12 +12,12 @@ use super::{DirEntry, Engine, StatFs};
 impl<D: Device> Engine<D> {
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: Ino) -> Result<Stat, FsError> {
-        self.lock().store.attr(ino)
+        self.view().store.attr(ino)
     }
 
     /// The directory holding directory `ino` (the root's is itself).
     pub fn parent(&self, ino: Ino) -> Result<Ino, FsError> {
-        let inner = self.lock();
+        let inner = self.view();
         let inode = inner.store.meta.inode(ino)?;
         if inode.kind != FileKind::Dir {
             return Err(FsError::NotDir);
@@ -28,7 +28,7 @@ impl<D: Device> Engine<D> {
     /// Attributes of what `name` in directory `parent` names.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Stat, FsError> {
         let name = Name::new(name)?;
-        let inner = self.lock();
+        let inner = self.view();
         let ino = inner.store.meta.lookup(parent, &name)?;
         inner.store.attr(ino)
     }
@@ -41,7 +41,7 @@ impl<D: Device> Engine<D> {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<DirEntry>, FsError> {
-        let inner = self.lock();
+        let inner = self.view();
         let meta = &inner.store.meta;
         let entries = meta.dir(ino)?;
         let iter: Box<dyn Iterator<Item = (&Name, &Ino)>> = match after {
@@ -68,18 +68,18 @@ impl<D: Device> Engine<D> {
     /// its end).
     pub fn read(&self, ino: Ino, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
         let len = len.min(crate::constants::WRITE_SIZE_BYTES_MAX * 16);
-        self.lock().store.read(ino, offset, len)
+        self.view().store.read(ino, offset, len)
     }
 
     /// `lseek` with `SEEK_DATA` (`data`) or `SEEK_HOLE` from `offset` of file `ino`
     /// ([`crate::store::Store::seek`]).
     pub fn seek(&self, ino: Ino, offset: u64, data: bool) -> Result<u64, FsError> {
-        self.lock().store.seek(ino, offset, data)
+        self.view().store.seek(ino, offset, data)
     }
 
     /// The target of symbolic link `ino`.
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
-        let inner = self.lock();
+        let inner = self.view();
         let inode = inner.store.meta.inode(ino)?;
         if inode.kind != FileKind::Symlink {
             return Err(FsError::NotSymlink);
@@ -90,14 +90,14 @@ impl<D: Device> Engine<D> {
     /// The value of extended attribute `name` of `ino` (ENODATA when it has none).
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
         crate::txn::machines::check_xattr_name(name)?;
-        let inner = self.lock();
+        let inner = self.view();
         let inode = inner.store.meta.inode(ino)?;
         inode.xattrs.get(name).cloned().ok_or(FsError::NoXattr)
     }
 
     /// The names of the extended attributes of `ino`, in byte order.
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<Vec<u8>>, FsError> {
-        let inner = self.lock();
+        let inner = self.view();
         let inode = inner.store.meta.inode(ino)?;
         Ok(inode.xattrs.keys().cloned().collect())
     }
@@ -105,13 +105,13 @@ impl<D: Device> Engine<D> {
     /// What became of request `key`: committed (with its result) or rolled back; `None`
     /// when it is not remembered (never seen, or older than the window).
     pub fn outcome(&self, key: RequestKey) -> Option<Outcome> {
-        self.lock().store.meta.keys.get(&key)
+        self.view().store.meta.keys.get(&key)
     }
 
     /// The newest replicated-log entry this engine applied (see [`TxnOptions::entry`](super::TxnOptions::entry)):
     /// after a crash, what recovery found logged. `None` when it applied none.
     pub fn applied_entry(&self) -> Option<EntryId> {
-        self.lock().store.meta.applied_entry
+        self.view().store.meta.applied_entry
     }
 
     /// The volume's identity: random, chosen when the file system was made (the log's id),
@@ -132,7 +132,7 @@ impl<D: Device> Engine<D> {
             .device()
             .free_bytes()
             .map(|bytes| bytes / BLOCK_SIZE_BYTES as u64);
-        let inner = self.lock();
+        let inner = self.view();
         let space = &inner.store.meta.space;
         let engine_free = space
             .available_blocks()
@@ -156,7 +156,7 @@ impl<D: Device> Engine<D> {
 
     /// Checks the live store (namespace, link counts, data blocks, free space).
     pub fn fsck(&self) -> FsckReport {
-        let inner = self.lock();
+        let inner = self.view();
         let allocated: u64 = inner.active.values().map(|a| a.allocated_blocks).sum();
         fsck::check(&inner.store, allocated + inner.checkpoint_blocks)
     }
@@ -164,6 +164,6 @@ impl<D: Device> Engine<D> {
     /// A copy of the metadata (O(1)), for tools and tests.
     #[doc(hidden)]
     pub fn meta(&self) -> FsMeta {
-        self.lock().store.meta.clone()
+        self.view().store.meta.clone()
     }
 }
