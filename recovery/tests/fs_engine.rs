@@ -1159,7 +1159,10 @@ fn readers_beside_writers_and_checkpoints_see_only_whole_transactions() {
         }
     });
     assert!(reads.load(Ordering::Relaxed) > 0);
-    eprintln!("{} rounds of reads beside the writers", reads.load(Ordering::Relaxed));
+    eprintln!(
+        "{} rounds of reads beside the writers",
+        reads.load(Ordering::Relaxed)
+    );
     for (i, &ino) in inos.iter().enumerate() {
         assert_eq!(
             engine.read(ino, 0, SIZE).unwrap(),
