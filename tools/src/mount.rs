@@ -313,6 +313,25 @@ fn time_or_now(time: TimeOrNow) -> Time {
     }
 }
 
+/// The attributes of a negative entry: inode 0 tells the kernel the name is not there.
+const NEGATIVE_ENTRY: FileAttr = FileAttr {
+    ino: INodeNo(0),
+    size: 0,
+    blocks: 0,
+    atime: SystemTime::UNIX_EPOCH,
+    mtime: SystemTime::UNIX_EPOCH,
+    ctime: SystemTime::UNIX_EPOCH,
+    crtime: SystemTime::UNIX_EPOCH,
+    kind: FileType::RegularFile,
+    perm: 0,
+    nlink: 0,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: STAT_BLOCK_SIZE_BYTES,
+    flags: 0,
+};
+
 /// Inode numbers are never reused: one generation for all.
 const GENERATION: Generation = Generation(0);
 
@@ -451,10 +470,15 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(
-            self.backend.engine().lookup(Ino(parent.0), name.as_bytes()),
-            reply,
-        );
+        match self.backend.engine().lookup(Ino(parent.0), name.as_bytes()) {
+            // A name that is not there is remembered as such for the TTL (an entry of
+            // inode 0), where this mount is the only one changing the volume: whatever
+            // creates the name goes through this kernel, which drops the negative entry.
+            Err(smlog::FsError::NotFound) if !self.shared => {
+                reply.entry(&self.ttl, &NEGATIVE_ENTRY, GENERATION)
+            }
+            result => self.reply_entry(result, reply),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -660,8 +684,10 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // close() promises no durability on a local file system either.
-        reply.ok();
+        // close() promises no durability on a local file system either, and there is
+        // nothing else to do at a close: ENOSYS tells the kernel to send no more FLUSHes
+        // (one round trip less per close; it still writes back cached pages itself).
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -699,7 +725,16 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
                 let fh = self.stream_fh();
                 let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
                 streams.insert(fh, DirStream::new(Ino(ino.0)));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                // Where this mount alone changes the volume, the kernel may keep a listing
+                // and serve the next opens of the directory from it: it drops the listing
+                // itself when a change through it touches the directory (its version
+                // moves) or the directory's mtime is seen to change.
+                let flags = if self.shared {
+                    FopenFlags::empty()
+                } else {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                };
+                reply.opened(FileHandle(fh), flags);
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(self.errno(e)),

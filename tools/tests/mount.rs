@@ -849,3 +849,61 @@ fn extended_attributes_match_ext4() {
     m.unmount();
     assert_fsck_clean(&dir);
 }
+
+#[test]
+fn cached_listings_and_missing_names_follow_every_change_through_the_mount() {
+    skip_without_fuse!();
+    let tmp = test_dir("dircache");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    // Long TTLs: what the kernel caches is only dropped by the changes themselves.
+    let Some(m) = mount(&dir, &mnt, &["--cache-seconds", "600"]) else {
+        return;
+    };
+    let list = |d: &str| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(m.path(d))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    fs::create_dir(m.path("d")).unwrap();
+    fs::create_dir(m.path("e")).unwrap();
+    assert!(list("d").is_empty());
+    // A missing name, looked up (and remembered as missing), then made: it is there.
+    assert!(fs::metadata(m.path("d/a")).is_err());
+    fs::write(m.path("d/a"), b"a").unwrap();
+    assert_eq!(fs::read(m.path("d/a")).unwrap(), b"a");
+    assert_eq!(list("d"), ["a"]);
+    // Each change shows in the next listing of every directory it touched, although the
+    // listings before it were cached.
+    fs::write(m.path("d/b"), b"b").unwrap();
+    assert_eq!(list("d"), ["a", "b"]);
+    fs::rename(m.path("d/a"), m.path("e/a")).unwrap();
+    assert_eq!(
+        (list("d"), list("e")),
+        (vec!["b".to_string()], vec!["a".to_string()])
+    );
+    fs::remove_file(m.path("d/b")).unwrap();
+    assert!(list("d").is_empty());
+    assert!(fs::metadata(m.path("d/b")).is_err());
+    fs::create_dir(m.path("d/sub")).unwrap();
+    assert_eq!(list("d"), ["sub"]);
+    fs::remove_dir(m.path("d/sub")).unwrap();
+    assert!(list("d").is_empty());
+    std::os::unix::fs::symlink("../e/a", m.path("d/l")).unwrap();
+    fs::hard_link(m.path("e/a"), m.path("d/h")).unwrap();
+    assert_eq!(list("d"), ["h", "l"]);
+    assert_eq!(fs::read(m.path("d/l")).unwrap(), b"a");
+    assert_eq!(fs::read(m.path("d/h")).unwrap(), b"a");
+    // And after a remount, the same.
+    m.unmount();
+    let m = mount(&dir, &mnt, &[]).expect("mounted once already");
+    let mut names: Vec<String> = fs::read_dir(m.path("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["h", "l"]);
+}
