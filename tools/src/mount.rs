@@ -725,16 +725,12 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
                 let fh = self.stream_fh();
                 let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
                 streams.insert(fh, DirStream::new(Ino(ino.0)));
-                // Where this mount alone changes the volume, the kernel may keep a listing
-                // and serve the next opens of the directory from it: it drops the listing
-                // itself when a change through it touches the directory (its version
-                // moves) or the directory's mtime is seen to change.
-                let flags = if self.shared {
-                    FopenFlags::empty()
-                } else {
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-                };
-                reply.opened(FileHandle(fh), flags);
+                // Not FOPEN_CACHE_DIR: a listing the kernel keeps carries this handle's
+                // offsets, and when the kernel drops it under a reader that is part way
+                // through, it goes on with that reader's own handle from an offset the
+                // handle never gave (EINVAL). Offsets that mean the same on every handle
+                // (made of the names) would allow it.
+                reply.opened(FileHandle(fh), FopenFlags::empty());
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(self.errno(e)),

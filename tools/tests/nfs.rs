@@ -729,6 +729,31 @@ fn credentials_are_checked_and_root_is_squashed() {
             0o2745,
             "setgid without g+x"
         );
+        // ... unless the writer is outside the file's group (Linux 6.2 on).
+        let to_group_50 = SETATTR3args {
+            object: prog.clone(),
+            new_attributes: sattr3 {
+                gid: Nfs3Option::Some(50),
+                mode: Nfs3Option::Some(0o2745),
+                ..sattr3::default()
+            },
+            guard: Nfs3Option::None,
+        };
+        assert_eq!(
+            status(&root_client.setattr(&to_group_50).await.unwrap()),
+            nfsstat3::NFS3_OK
+        );
+        assert_eq!(
+            mode_of(&mut user, &prog).await,
+            0o2745,
+            "after root's chgrp"
+        );
+        write_one(&mut user, &prog).await;
+        assert_eq!(
+            mode_of(&mut user, &prog).await,
+            0o745,
+            "after a write by the owner outside the group"
+        );
         set_mode(&mut user, &prog, 0o6755).await;
         let give = SETATTR3args {
             object: prog.clone(),

@@ -42,23 +42,37 @@ type NetResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sy
 
 /// Calls one connection may have in flight; past it, reading the connection waits.
 const CALLS_IN_FLIGHT_MAX: usize = 64;
-/// How long a stop waits for the calls in flight to finish (a change in a cluster may wait
-/// for a leader that long) before the engine or the node is closed under them.
+/// Calls running at once, over all connections: each holds a blocking thread while it
+/// runs, and the runtime keeps as many again for the engine's and the node's own blocking
+/// work (a cluster change waits for the node's log and apply, which need threads too).
+const CALLS_RUNNING_MAX: usize = 64;
+/// How long a stop waits for the calls in flight to finish before the engine is closed
+/// under them (with `--node`: the change timeout and 10 s more).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// The calls running: each holds a read guard while it runs; a stop takes the write side,
 /// which waits for those running and lets no other start (tokio's lock is fair: a writer
-/// waiting holds back new readers).
-#[derive(Clone, Debug, Default)]
-struct Calls(Arc<tokio::sync::RwLock<()>>);
+/// waiting holds back new readers). At most [`CALLS_RUNNING_MAX`] run at once.
+#[derive(Clone, Debug)]
+struct Calls {
+    stop: Arc<tokio::sync::RwLock<()>>,
+    running: Arc<Semaphore>,
+}
 
 impl Calls {
+    fn new() -> Calls {
+        Calls {
+            stop: Arc::default(),
+            running: Arc::new(Semaphore::new(CALLS_RUNNING_MAX)),
+        }
+    }
+
     /// Waits until no call runs: while the guard it gives is held, none starts. `None`
-    /// when calls still ran after [`DRAIN_TIMEOUT`] (they are left to the close).
-    async fn drain(&self) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, Arc::clone(&self.0).write_owned()).await;
+    /// when calls still ran after `timeout` (they are left to the close).
+    async fn drain(&self, timeout: Duration) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        let drained = tokio::time::timeout(timeout, Arc::clone(&self.stop).write_owned()).await;
         if drained.is_err() {
-            eprintln!("smlog nfs: calls still running after {DRAIN_TIMEOUT:?} are cut off");
+            eprintln!("smlog nfs: calls still running after {timeout:?} are cut off");
         }
         drained.ok()
     }
@@ -143,7 +157,7 @@ impl NfsArgs {
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(CALLS_IN_FLIGHT_MAX * 2)
+        .max_blocking_threads(CALLS_RUNNING_MAX * 2)
         .enable_all()
         .build()
 }
@@ -163,10 +177,10 @@ pub fn run(args: NfsArgs) -> Result<ExitCode> {
     )?;
     let server = Arc::new(Server::new(Local::new(Arc::new(engine)), args.config()));
     let runtime = runtime()?;
-    let calls = Calls::default();
+    let calls = Calls::new();
     runtime.block_on(serve(Arc::clone(&server), args.listen, calls.clone()))?;
     // Held to the end: no call starts on the engine being closed.
-    let _drained = runtime.block_on(calls.drain());
+    let _drained = runtime.block_on(calls.drain(DRAIN_TIMEOUT));
     runtime.shutdown_timeout(Duration::from_secs(1));
     let engine = server.volume().engine();
     let finish = engine
@@ -209,10 +223,11 @@ fn run_node(args: NfsArgs) -> Result<ExitCode> {
     );
     let volume = Replicated::new(served, runtime.handle().clone(), dir.key.cluster_id);
     let server = Arc::new(Server::new(volume, args.config()));
-    let calls = Calls::default();
+    let calls = Calls::new();
     let served = runtime.block_on(serve(server, args.listen, calls.clone()));
     eprintln!("smlog nfs: node {} stopping", dir.id);
-    let _drained = runtime.block_on(calls.drain());
+    let drain = Duration::from_secs(args.change_timeout_seconds.saturating_add(10));
+    let _drained = runtime.block_on(calls.drain(drain));
     runtime.block_on(node.stop());
     runtime.shutdown_timeout(Duration::from_secs(1));
     served?;
@@ -302,9 +317,12 @@ async fn connection<V: Volume>(
         let calls = calls.clone();
         tokio::spawn(async move {
             // After a stop began, this waits for good: the call never runs.
-            let running = Arc::clone(&calls.0).read_owned().await;
+            let running = Arc::clone(&calls.stop).read_owned().await;
+            let Ok(thread) = Arc::clone(&calls.running).acquire_owned().await else {
+                return;
+            };
             let reply = tokio::task::spawn_blocking(move || server.call(&record, peer.ip())).await;
-            drop(running);
+            drop((thread, running));
             match reply {
                 Ok(Some(reply)) => {
                     // The slot is held until the reply is handed to the writer: a client

@@ -515,17 +515,29 @@ impl<V: Volume> Server<V> {
 
     /// The inode a create under this request made, when it is a retransmission of one
     /// that committed: its first reply named that inode, whatever became of it since.
-    /// Answered once the first is durable.
-    fn replayed_create(&self, request: &Request) -> Option<Result<Ino, nfsstat3>> {
-        match self.engine().outcome(request.key)? {
-            Outcome::Committed(TxnResult::Ino(ino)) => Some(
-                self.volume
-                    .sync()
-                    .map(|()| ino)
-                    .map_err(|failure| self.failed(failure, request)),
-            ),
-            _ => None,
-        }
+    /// Answered once the first is durable. `sattr`: the attributes the create set after
+    /// it, in a transaction of their own that may not have run (the first call's outcome
+    /// was unknown); they are set now, under that transaction's key, so at most once.
+    fn replayed_create(
+        &self,
+        request: &Request,
+        sattr: Option<&sattr3>,
+    ) -> Option<Result<Ino, nfsstat3>> {
+        let Outcome::Committed(TxnResult::Ino(ino)) = self.engine().outcome(request.key)? else {
+            return None;
+        };
+        let finished = self.volume.sync().map_err(|f| self.failed(f, request));
+        Some(finished.and_then(|()| {
+            if let (Some(sattr), Ok(made)) = (sattr, self.engine().getattr(ino)) {
+                match self.finish_create(&made, sattr, &request.caller, request) {
+                    // Refused now (the file changed owner since, say): the first call set
+                    // them, or the caller may not any more.
+                    Ok(()) | Err(nfsstat3::NFS3ERR_PERM | nfsstat3::NFS3ERR_ACCES) => {}
+                    Err(s) => return Err(s),
+                }
+            }
+            Ok(ino)
+        }))
     }
 
     fn getattr(&self, args: GETATTR3args) -> GETATTR3res {
@@ -626,7 +638,10 @@ impl<V: Volume> Server<V> {
         let truncation = changes.size.is_some_and(|size| size != attr.size) && !caller.is_root();
         if attr.kind != FileKind::Dir && (chown || truncation) {
             let mode = changes.mode.unwrap_or(attr.mode & 0o7777);
-            let kept = mode & !privileges_to_drop(mode);
+            // A truncation by a caller outside the file's group drops setgid even
+            // without group execute (`setattr_should_drop_sgid`, Linux 6.2 on).
+            let in_group = chown || caller.in_group(attr.gid);
+            let kept = mode & !privileges_to_drop(mode, in_group);
             if kept != attr.mode & 0o7777 || changes.mode.is_some() {
                 changes.mode = Some(kept);
             }
@@ -837,7 +852,7 @@ impl<V: Volume> Server<V> {
         }
         // A write by anyone but root revokes setuid and setgid first (the kernel's
         // `file_remove_privs`). Setting the same mode again is the same change: no key.
-        let drop = privileges_to_drop(attr.mode);
+        let drop = privileges_to_drop(attr.mode, caller.in_group(attr.gid));
         if drop != 0 && !caller.is_root() {
             let op = FileOp::SetAttr {
                 ino: attr.ino,
@@ -976,7 +991,11 @@ impl<V: Volume> Server<V> {
             Ok(dir) => dir,
             Err(e) => return fail(e),
         };
-        let result = if let Some(replayed) = self.replayed_create(request) {
+        let sattr = match &args.how {
+            createhow3::UNCHECKED(sattr) | createhow3::GUARDED(sattr) => Some(sattr),
+            createhow3::EXCLUSIVE(_) => None,
+        };
+        let result = if let Some(replayed) = self.replayed_create(request, sattr) {
             replayed
         } else {
             match &args.how {
@@ -1106,7 +1125,8 @@ impl<V: Volume> Server<V> {
             Nfs3Option::Some(mode) => mode,
             Nfs3Option::None => 0o755,
         };
-        let made = self.replayed_create(request).unwrap_or_else(|| {
+        let replayed = self.replayed_create(request, Some(&args.attributes));
+        let made = replayed.unwrap_or_else(|| {
             let op = FileOp::Mkdir {
                 parent: dir.ino,
                 name: name.to_vec(),
@@ -1138,7 +1158,7 @@ impl<V: Volume> Server<V> {
             Ok(dir) => dir,
             Err(e) => return fail(e),
         };
-        let made = self.replayed_create(request).unwrap_or_else(|| {
+        let made = self.replayed_create(request, None).unwrap_or_else(|| {
             let op = FileOp::Symlink {
                 parent: dir.ino,
                 name: name.to_vec(),
@@ -1199,18 +1219,20 @@ impl<V: Volume> Server<V> {
             Nfs3Option::Some(mode) => mode,
             Nfs3Option::None => 0o644,
         };
-        let made = self.replayed_create(request).unwrap_or_else(|| {
-            let op = FileOp::Mknod {
-                parent: dir.ino,
-                name: name.to_vec(),
-                kind,
-                attrs: self.new_attrs(&dir, caller, mode, false),
-            };
-            self.make(op, Some(request.key), request).and_then(|made| {
-                self.finish_create(&made, sattr, caller, request)
-                    .map(|()| made.ino)
-            })
-        });
+        let made = self
+            .replayed_create(request, Some(sattr))
+            .unwrap_or_else(|| {
+                let op = FileOp::Mknod {
+                    parent: dir.ino,
+                    name: name.to_vec(),
+                    kind,
+                    attrs: self.new_attrs(&dir, caller, mode, false),
+                };
+                self.make(op, Some(request.key), request).and_then(|made| {
+                    self.finish_create(&made, sattr, caller, request)
+                        .map(|()| made.ino)
+                })
+            });
         match made {
             Ok(ino) => {
                 let (obj, obj_attributes, dir_wcc) = self.created(ino, &dir);
@@ -1648,12 +1670,12 @@ struct Request {
     unanswered: Cell<bool>,
 }
 
-/// The setuid and setgid bits of `mode` a write, a truncation or a chown revokes: setuid,
-/// and setgid when group execute is set too (without it, setgid marks mandatory locking
-/// and stays).
-fn privileges_to_drop(mode: u32) -> u32 {
+/// The setuid and setgid bits of `mode` a write, a truncation or a chown revokes: setuid;
+/// setgid when group execute is set too, or when the one who writes is outside the file's
+/// group (`in_group` false; Linux's `setattr_should_drop_sgid`).
+fn privileges_to_drop(mode: u32, in_group: bool) -> u32 {
     let mut drop = mode & libc::S_ISUID;
-    if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !in_group) {
         drop |= libc::S_ISGID;
     }
     drop

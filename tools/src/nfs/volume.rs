@@ -16,8 +16,7 @@ use smlog_cluster::state_machine::apply_op;
 pub enum Failure {
     /// Refused (or failed) with this errno: the reply says so.
     Errno(i32),
-    /// Nobody knows whether it took effect (no leader answered in time, the node
-    /// stopped): no reply is sent, so the client sends the call again under the same xid,
+    /// Nobody knows whether it took effect (no leader answered in time): no reply is sent, so the client sends the call again under the same xid,
     /// and that resend gets the first attempt's outcome from the request table.
     Unknown,
 }
@@ -36,9 +35,15 @@ impl From<ChangeError> for Failure {
         match e {
             ChangeError::Refused(errno) => Failure::Errno(errno),
             ChangeError::Local(e) => e.into(),
-            ChangeError::Unavailable(_) | ChangeError::Stopped(_) => {
+            ChangeError::Unavailable(_) => {
                 log::warn!("smlog nfs: {e}");
                 Failure::Unknown
+            }
+            // This node will answer nothing any more: an error now, rather than a client
+            // hanging on resends it never gets answered.
+            ChangeError::Stopped(_) => {
+                log::warn!("smlog nfs: {e}");
+                Failure::Errno(libc::EIO)
             }
         }
     }
