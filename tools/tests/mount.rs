@@ -851,7 +851,7 @@ fn extended_attributes_match_ext4() {
 }
 
 #[test]
-fn cached_listings_and_missing_names_follow_every_change_through_the_mount() {
+fn listings_and_missing_names_follow_every_change_through_the_mount() {
     skip_without_fuse!();
     let tmp = test_dir("dircache");
     let dir = tmp.path().join("engine");

@@ -134,6 +134,14 @@ fn status<T, E>(res: &Nfs3Result<T, E>) -> nfsstat3 {
     }
 }
 
+/// The handle a create-like call answered (it must have answered one).
+fn handle_of(obj: post_op_fh3) -> nfs_fh3 {
+    match obj {
+        Nfs3Option::Some(fh) => fh,
+        Nfs3Option::None => panic!("no handle"),
+    }
+}
+
 fn mode(mode: u32) -> sattr3 {
     sattr3 {
         mode: Nfs3Option::Some(mode),
@@ -209,9 +217,7 @@ fn every_procedure_answers_as_rfc_1813_says() {
             .await
             .unwrap()
             .unwrap();
-        let Nfs3Option::Some(a_fh) = a.obj else {
-            panic!("no handle")
-        };
+        let a_fh = handle_of(a.obj);
         let again = c
             .create(&create("a", createhow3::GUARDED(mode(0o640))))
             .await
@@ -325,9 +331,7 @@ fn every_procedure_answers_as_rfc_1813_says() {
             .await
             .unwrap()
             .unwrap();
-        let Nfs3Option::Some(d_fh) = d.obj else {
-            panic!("no handle")
-        };
+        let d_fh = handle_of(d.obj);
         let s = c
             .symlink(&SYMLINK3args {
                 where_: dirop(&d_fh, "s"),
@@ -339,9 +343,7 @@ fn every_procedure_answers_as_rfc_1813_says() {
             .await
             .unwrap()
             .unwrap();
-        let Nfs3Option::Some(s_fh) = s.obj else {
-            panic!("no handle")
-        };
+        let s_fh = handle_of(s.obj);
         let target = c
             .readlink(&READLINK3args { symlink: s_fh })
             .await
@@ -571,9 +573,7 @@ fn credentials_are_checked_and_root_is_squashed() {
             .await
             .unwrap()
             .unwrap();
-        let Nfs3Option::Some(home) = home.obj else {
-            panic!("no handle")
-        };
+        let home = handle_of(home.obj);
         let mut user = connect(server.port, 1000, 1000).await;
         let f = user
             .create(&CREATE3args {
@@ -583,9 +583,7 @@ fn credentials_are_checked_and_root_is_squashed() {
             .await
             .unwrap()
             .unwrap();
-        let Nfs3Option::Some(f) = f.obj else {
-            panic!("no handle")
-        };
+        let f = handle_of(f.obj);
         let (_, attr) = lookup(&mut user, &home, "secret").await.unwrap();
         assert_eq!((attr.uid, attr.gid), (1000, 1000));
         let mut other = connect(server.port, 1001, 1001).await;
@@ -612,9 +610,7 @@ fn credentials_are_checked_and_root_is_squashed() {
             .await
             .unwrap()
             .unwrap();
-        let Nfs3Option::Some(sg) = sg.obj else {
-            panic!("no handle")
-        };
+        let sg = handle_of(sg.obj);
         let made = user
             .create(&CREATE3args {
                 where_: dirop(&sg, "x"),
@@ -666,9 +662,7 @@ fn credentials_are_checked_and_root_is_squashed() {
             .await
             .unwrap()
             .unwrap();
-        let Nfs3Option::Some(prog) = made.obj else {
-            panic!("no handle")
-        };
+        let prog = handle_of(made.obj);
         async fn mode_of(c: &mut Client, fh: &nfs_fh3) -> u32 {
             let attr = c
                 .getattr(&GETATTR3args { object: fh.clone() })
@@ -786,10 +780,13 @@ fn call_record(xid: u32, prog: u32, vers: u32, proc: u32, args: &[u8]) -> Vec<u8
 }
 
 fn send(stream: &mut TcpStream, record: &[u8]) {
-    stream
-        .write_all(&(record.len() as u32 | 0x8000_0000).to_be_bytes())
-        .unwrap();
-    stream.write_all(record).unwrap();
+    try_send(stream, record).unwrap();
+}
+
+/// `record` as one last fragment.
+fn try_send(stream: &mut TcpStream, record: &[u8]) -> std::io::Result<()> {
+    stream.write_all(&(record.len() as u32 | 0x8000_0000).to_be_bytes())?;
+    stream.write_all(record)
 }
 
 /// The next reply record, or `None` when the server closed the connection.
@@ -860,13 +857,7 @@ fn a_retransmission_gets_the_first_outcome_even_after_a_crash() {
         assert_eq!(xid, 0x5151);
         let (stat, results) = answer.unwrap();
         assert_eq!(stat, 0);
-        match CREATE3res::unpack(&mut &results[..]).unwrap().0 {
-            Nfs3Result::Ok(ok) => match ok.obj {
-                Nfs3Option::Some(fh) => fh,
-                Nfs3Option::None => panic!("no handle"),
-            },
-            Nfs3Result::Err((s, _)) => panic!("the retransmission answered {s:?}"),
-        }
+        created_handle(&results)
     };
     let mut s = connect_raw(server.port);
     send(&mut s, &record);
@@ -936,9 +927,7 @@ fn committed_writes_survive_a_crash_and_the_verifier_tells_the_client() {
             .await
             .unwrap()
             .unwrap();
-        let Nfs3Option::Some(fh) = f.obj else {
-            panic!("no handle")
-        };
+        let fh = handle_of(f.obj);
         for (i, chunk) in data.chunks(1 << 20).enumerate() {
             let w = c
                 .write(&WRITE3args {
@@ -1248,9 +1237,7 @@ fn a_crash_under_load_keeps_every_committed_byte() {
             .await
             .unwrap()
             .unwrap();
-        let Nfs3Option::Some(fh) = f.obj else {
-            panic!("no handle")
-        };
+        let fh = handle_of(f.obj);
         let (mut committed, mut verifier) = (0usize, None);
         let mut written = 0usize;
         'load: loop {
@@ -1411,10 +1398,7 @@ fn call_until_answered(port: u16, record: &[u8]) -> (nfsstat3, Vec<u8>) {
 
 fn created_handle(results: &[u8]) -> nfs_fh3 {
     match CREATE3res::unpack(&mut &results[..]).unwrap().0 {
-        Nfs3Result::Ok(ok) => match ok.obj {
-            Nfs3Option::Some(fh) => fh,
-            Nfs3Option::None => panic!("no handle"),
-        },
+        Nfs3Result::Ok(ok) => handle_of(ok.obj),
         Nfs3Result::Err((s, _)) => panic!("CREATE answered {s:?}"),
     }
 }
@@ -1680,14 +1664,8 @@ fn a_sigterm_under_load_stops_cleanly_and_keeps_every_acknowledged_write() {
                         data: Opaque::borrowed(&data),
                     };
                     let xid = 0x1000_0000 + (w as u32) * 0x10_0000 + acked as u32;
-                    if s.write_all(&{
-                        let record = call_record(xid, 100_003, 3, 7, &packed(&write));
-                        let mut framed = (record.len() as u32 | 0x8000_0000).to_be_bytes().to_vec();
-                        framed.extend(record);
-                        framed
-                    })
-                    .is_err()
-                    {
+                    let record = call_record(xid, 100_003, 3, 7, &packed(&write));
+                    if try_send(&mut s, &record).is_err() {
                         return acked;
                     }
                     let Some(reply) = receive(&mut s) else {

@@ -232,20 +232,7 @@ impl<D: Device> Store<D> {
             .and_then(|i| i.blocks.get(&block))
         {
             self.data.read_block(mapped.data_block, out)?;
-            let crc = block_crc(&out[..]);
-            if crc != mapped.crc {
-                let error = FsError::Checksum {
-                    ino,
-                    offset: block * BLOCK,
-                    data_block: mapped.data_block,
-                    stored_crc: mapped.crc,
-                    read_crc: crc,
-                };
-                // Wrong bytes are never returned; the operator hears of it once per read
-                // (the `log` facade: `smlog mount` prints it on stderr).
-                log::error!("{error}");
-                return Err(error);
-            }
+            check_block(ino, block, &mapped, &out[..])?;
         } else {
             out.fill(0);
         }
@@ -290,18 +277,7 @@ impl<D: Device> Store<D> {
             self.data.read_run(run[0].data_block, &mut buf)?;
             for (i, mapped) in run.iter().enumerate() {
                 let bytes = &buf[i * BLOCK_SIZE_BYTES..(i + 1) * BLOCK_SIZE_BYTES];
-                let crc = block_crc(bytes);
-                if crc != mapped.crc {
-                    let error = FsError::Checksum {
-                        ino,
-                        offset: (block + i as u64) * BLOCK,
-                        data_block: mapped.data_block,
-                        stored_crc: mapped.crc,
-                        read_crc: crc,
-                    };
-                    log::error!("{error}");
-                    return Err(error);
-                }
+                check_block(ino, block + i as u64, mapped, bytes)?;
                 out.extend_from_slice(&bytes[wanted(block + i as u64)]);
             }
             block += run.len() as u64;
@@ -340,6 +316,25 @@ impl<D: Device> Store<D> {
 
 /// The most blocks one read of a file fetches with one device call (1 MiB).
 const READ_RUN_BLOCKS_MAX: u64 = 256;
+
+/// Checks `bytes`, read for block `block` of `ino` from where `mapped` says, against the
+/// CRC kept for it. Wrong bytes are never returned; the operator hears of it once per read
+/// (the `log` facade: `smlog mount` prints it on stderr).
+fn check_block(ino: Ino, block: u64, mapped: &Mapped, bytes: &[u8]) -> Result<(), FsError> {
+    let crc = block_crc(bytes);
+    if crc == mapped.crc {
+        return Ok(());
+    }
+    let error = FsError::Checksum {
+        ino,
+        offset: block * BLOCK,
+        data_block: mapped.data_block,
+        stored_crc: mapped.crc,
+        read_crc: crc,
+    };
+    log::error!("{error}");
+    Err(error)
+}
 
 /// Groups data blocks into runs of consecutive blocks, in the order given.
 pub fn runs_of(blocks: impl Iterator<Item = u64>) -> Vec<Run> {

@@ -16,8 +16,9 @@ use smlog_cluster::state_machine::apply_op;
 pub enum Failure {
     /// Refused (or failed) with this errno: the reply says so.
     Errno(i32),
-    /// Nobody knows whether it took effect (no leader answered in time): no reply is sent, so the client sends the call again under the same xid,
-    /// and that resend gets the first attempt's outcome from the request table.
+    /// Nobody knows whether it took effect (no leader answered in time): no reply is
+    /// sent, so the client sends the call again under the same xid, and that resend gets
+    /// the first attempt's outcome from the request table.
     Unknown,
 }
 
