@@ -5,7 +5,6 @@
 //! Errors map with [`FsError::errno`]. Inode numbers are never reused, so a generation
 //! number of 0 keeps handles stable across restarts.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::engine::Engine;
@@ -146,36 +145,93 @@ pub struct StreamEntry {
     pub name: Vec<u8>,
 }
 
-/// An open directory: maps stream offsets to the engine's name cursors. Offsets 1 and 2
-/// follow `.` and `..`; offset `3 + i` follows the `i`-th name the stream has returned,
-/// and reading from it continues after that name in name order. So an entry added or
-/// removed while the directory is read never makes the stream skip or repeat another
-/// entry (POSIX leaves only the changed entry itself unspecified), and an offset stays
-/// valid for as long as the stream is open, whatever happens to the directory.
+/// The key of the hash that orders listings ([`DirStream`]): offsets made under one key mean
+/// the same on every stream of a directory, so a server keeps one key for as long as its
+/// clients may hold offsets (a mount: its life; NFS: the volume's, since cookies outlive a
+/// restart and move between a cluster's nodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListingKey(pub [u8; 16]);
+
+impl ListingKey {
+    /// The key of a volume whose id is `id` (the same on every server of it).
+    pub fn of_volume(id: u64) -> ListingKey {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&id.to_le_bytes());
+        key[8..].copy_from_slice(b"smlogdir");
+        ListingKey(key)
+    }
+
+    /// The position of `name` in listings: its hash, shifted to leave 8 bits for the rank of
+    /// names whose hashes are equal, and never below [`FIRST_NAME_OFFSET`].
+    fn hash(&self, name: &[u8]) -> u64 {
+        use std::hash::Hasher;
+        let mut hasher = siphasher::sip::SipHasher13::new_with_key(&self.0);
+        hasher.write(name);
+        ((hasher.finish() >> (64 - HASH_BITS)) + 1) << RANK_BITS
+    }
+}
+
+/// Bits of a name's hash in its offset.
+const HASH_BITS: u32 = 54;
+/// Bits below them: the rank among names of one directory with equal hashes.
+const RANK_BITS: u32 = 8;
+/// The lowest offset a name can have (0 is the start, 1 and 2 follow `.` and `..`).
+pub const FIRST_NAME_OFFSET: u64 = 1 << RANK_BITS;
+/// The highest.
+const LAST_NAME_OFFSET: u64 = ((1 << HASH_BITS) << RANK_BITS) | ((1 << RANK_BITS) - 1);
+
+/// An open directory. Offsets 1 and 2 follow `.` and `..`; a name's offset is a keyed hash of
+/// it ([`ListingKey`]), and a stream lists names in offset order. So an offset means the same
+/// on every stream of the directory under one key: a reader may go on with another stream
+/// (a kernel's cached listing dropped under it, an NFS client moved to another server) and
+/// neither skips nor repeats an entry that stayed. A pass (a read from offset 0) takes the
+/// directory's names once; an entry removed since is not returned, an entry added since is
+/// not (POSIX leaves both unspecified). A stream that starts past 0 takes them at its first
+/// read. Names whose hashes are equal (54 bits) are ranked by name; a pair of them, one
+/// removed between two passes, can shift the other's offset (a directory needs about 2^27
+/// names before two of them share a hash).
 #[derive(Debug)]
 pub struct DirStream {
     dir: Ino,
-    names: Vec<Vec<u8>>,
-    offsets: HashMap<Vec<u8>, u64>,
+    key: ListingKey,
+    /// This pass's names, in offset order (`None` before the first read).
+    names: Option<Vec<Listed>>,
+}
+
+#[derive(Debug)]
+struct Listed {
+    offset: u64,
+    name: Vec<u8>,
+    ino: Ino,
+    kind: FileKind,
 }
 
 impl DirStream {
-    /// A stream over directory `dir`.
-    pub fn new(dir: Ino) -> DirStream {
+    /// A stream over directory `dir` whose offsets are made under `key`.
+    pub fn new(dir: Ino, key: ListingKey) -> DirStream {
         DirStream {
             dir,
-            names: Vec::new(),
-            offsets: HashMap::new(),
+            key,
+            names: None,
         }
     }
 
-    /// Up to `limit` entries from `offset` (0: the start).
+    /// How many names the stream holds (its pass's).
+    pub fn names_held(&self) -> usize {
+        self.names.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Up to `limit` entries after `offset` (0: the start). An offset that no name can have
+    /// is [`FsError::Invalid`].
     pub fn read<D: Device>(
         &mut self,
         engine: &Engine<D>,
         offset: u64,
         limit: usize,
     ) -> Result<Vec<StreamEntry>, FsError> {
+        if (3..FIRST_NAME_OFFSET).contains(&offset) || offset > LAST_NAME_OFFSET {
+            return Err(FsError::Invalid("not an offset of a directory stream"));
+        }
         let mut out = Vec::new();
         if offset == 0 {
             out.push(StreamEntry {
@@ -194,46 +250,132 @@ impl DirStream {
                 name: b"..".to_vec(),
             });
         }
-        let after = match offset {
-            0..=2 => None,
-            n => {
-                let index = usize::try_from(n - 3).map_err(|_| FsError::Invalid("offset"))?;
-                let name = self
-                    .names
-                    .get(index)
-                    .ok_or(FsError::Invalid("not an offset of this directory stream"))?;
-                Some(name.clone())
-            }
-        };
-        let want = limit.saturating_sub(out.len());
-        if want == 0 {
-            out.truncate(limit);
-            return Ok(out);
+        if offset == 0 || self.names.is_none() {
+            self.names = Some(self.take_names(engine)?);
         }
-        for entry in engine.readdir(self.dir, after.as_deref(), want)? {
-            let offset = match self.offsets.get(&entry.name) {
-                Some(&offset) => offset,
-                None => {
-                    self.names.push(entry.name.clone());
-                    let offset = 2 + self.names.len() as u64;
-                    self.offsets.insert(entry.name.clone(), offset);
-                    offset
-                }
-            };
+        let names = self.names.as_deref().unwrap_or_default();
+        let first = names.partition_point(|listed| listed.offset <= offset);
+        for listed in &names[first..] {
+            if out.len() >= limit {
+                break;
+            }
+            // Removed since the pass began (or replaced): not returned.
+            match engine.lookup_ino(self.dir, &listed.name) {
+                Ok(ino) if ino == listed.ino => {}
+                Ok(_) | Err(FsError::NotFound) => continue,
+                Err(e) => return Err(e),
+            }
             out.push(StreamEntry {
-                offset,
-                ino: entry.ino,
-                kind: entry.kind,
-                name: entry.name,
+                offset: listed.offset,
+                ino: listed.ino,
+                kind: listed.kind,
+                name: listed.name.clone(),
             });
         }
+        out.truncate(limit);
         Ok(out)
     }
+
+    /// The directory's names, with their offsets, in offset order.
+    fn take_names<D: Device>(&self, engine: &Engine<D>) -> Result<Vec<Listed>, FsError> {
+        let mut names: Vec<Listed> = engine
+            .readdir(self.dir, None, usize::MAX)?
+            .into_iter()
+            .map(|entry| Listed {
+                offset: self.key.hash(&entry.name),
+                name: entry.name,
+                ino: entry.ino,
+                kind: entry.kind,
+            })
+            .collect();
+        rank_equal_hashes(&mut names)?;
+        Ok(names)
+    }
+}
+
+/// Sorts `names` (each offset a bare hash) by offset, and ranks names whose hashes are equal
+/// by name in the offset's low bits.
+fn rank_equal_hashes(names: &mut [Listed]) -> Result<(), FsError> {
+    names.sort_unstable_by(|a, b| (a.offset, &a.name).cmp(&(b.offset, &b.name)));
+    let mut rank = 0;
+    for i in 1..names.len() {
+        let hash = names[i].offset;
+        if hash == names[i - 1].offset & !(FIRST_NAME_OFFSET - 1) {
+            rank += 1;
+            if rank >= FIRST_NAME_OFFSET {
+                return Err(FsError::Invalid(
+                    "more than 256 names of one directory share a listing hash",
+                ));
+            }
+            names[i].offset = hash | rank;
+        } else {
+            rank = 0;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn listed(offset: u64, name: &str) -> Listed {
+        Listed {
+            offset,
+            name: name.as_bytes().to_vec(),
+            ino: Ino(9),
+            kind: FileKind::File,
+        }
+    }
+
+    #[test]
+    fn names_with_equal_hashes_are_ranked_by_name() {
+        let h = 5 * FIRST_NAME_OFFSET;
+        let mut names = vec![
+            listed(h, "c"),
+            listed(2 * h, "x"),
+            listed(h, "a"),
+            listed(h, "b"),
+            listed(FIRST_NAME_OFFSET, "z"),
+        ];
+        rank_equal_hashes(&mut names).unwrap();
+        let got: Vec<(u64, &[u8])> = names.iter().map(|l| (l.offset, &l.name[..])).collect();
+        let want: Vec<(u64, &[u8])> = vec![
+            (FIRST_NAME_OFFSET, b"z"),
+            (h, b"a"),
+            (h + 1, b"b"),
+            (h + 2, b"c"),
+            (2 * h, b"x"),
+        ];
+        assert_eq!(got, want);
+        // 256 names of one hash fit; the 257th is refused rather than given a wrong offset.
+        let mut many: Vec<Listed> = (0..256).map(|i| listed(h, &format!("{i:03}"))).collect();
+        rank_equal_hashes(&mut many).unwrap();
+        assert_eq!(many.last().unwrap().offset, h + 255);
+        let mut too_many: Vec<Listed> = (0..257).map(|i| listed(h, &format!("{i:03}"))).collect();
+        assert!(matches!(
+            rank_equal_hashes(&mut too_many),
+            Err(FsError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn name_offsets_stay_in_their_range_and_depend_on_the_key() {
+        let a = ListingKey::of_volume(1);
+        let b = ListingKey::of_volume(2);
+        let mut differ = 0;
+        for i in 0..1000 {
+            let name = format!("name{i}");
+            let offset = a.hash(name.as_bytes());
+            assert!((FIRST_NAME_OFFSET..=LAST_NAME_OFFSET).contains(&offset));
+            assert_eq!(offset % FIRST_NAME_OFFSET, 0);
+            assert!(offset <= i64::MAX as u64, "the kernel's offsets are signed");
+            differ += usize::from(offset != b.hash(name.as_bytes()));
+        }
+        assert!(differ > 990);
+        // Pinned: a volume's cookies must mean the same after an upgrade.
+        assert_eq!(a.hash(b"file"), 2_781_825_195_594_955_008);
+    }
 
     #[test]
     fn times_round_trip_on_both_sides_of_the_epoch() {

@@ -1,13 +1,18 @@
 //! `smlog::serve::DirStream`: a directory read while it changes never skips or repeats an
-//! entry that stays, and its offsets stay valid.
+//! entry that stays, and an offset means the same on every stream of the directory (a
+//! reader may go on with another stream: a kernel's dropped listing, an NFS client moved to
+//! another server).
 
 mod fs_common;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use fs_common::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use smlog::io::sim::SimDevice;
-use smlog::serve::DirStream;
+use smlog::serve::{DirStream, ListingKey, StreamEntry, FIRST_NAME_OFFSET};
 use smlog::{Durability, NewAttrs, ROOT_INO};
 
 const FILE: NewAttrs = NewAttrs {
@@ -17,11 +22,17 @@ const FILE: NewAttrs = NewAttrs {
     umask: 0,
 };
 
-fn names(entries: &[smlog::serve::StreamEntry]) -> Vec<String> {
+const KEY: ListingKey = ListingKey(*b"0123456789abcdef");
+
+fn names(entries: &[StreamEntry]) -> Vec<String> {
     entries
         .iter()
         .map(|e| String::from_utf8_lossy(&e.name).into_owned())
         .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
 }
 
 #[test]
@@ -37,42 +48,149 @@ fn a_directory_stream_survives_changes_between_reads() {
             .create(dir, name.as_bytes(), FILE, Durability::Async)
             .unwrap();
     }
-    let mut stream = DirStream::new(dir);
-    let first = stream.read(&engine, 0, 3).unwrap();
-    assert_eq!(names(&first), [".", "..", "b"]);
-    assert_eq!(first[0].ino, dir);
-    assert_eq!(first[1].ino, ROOT_INO);
-    let after_b = first[2].offset;
+    let mut stream = DirStream::new(dir, KEY);
+    let whole = stream.read(&engine, 0, 100).unwrap();
+    assert_eq!(names(&whole[..2]), [".", ".."]);
+    assert_eq!((whole[0].ino, whole[1].ino), (dir, ROOT_INO));
+    assert_eq!(
+        names(&whole[2..]).into_iter().collect::<BTreeSet<_>>(),
+        set(&["b", "d", "f", "h", "j"])
+    );
+    // Offsets rise along the stream, and the end of it is empty.
+    assert!(whole.windows(2).all(|w| w[0].offset < w[1].offset));
+    let end = whole.last().unwrap().offset;
+    assert!(stream.read(&engine, end, 100).unwrap().is_empty());
 
-    // Between reads: the entry the cursor names goes, one before it and one after it
-    // come, one not yet read goes.
-    engine.unlink(dir, b"b", Durability::Async).unwrap();
+    let first = stream.read(&engine, 0, 3).unwrap();
+    assert_eq!(first, whole[..3]);
+    let cursor = first[2].offset;
+    let (read, unread) = (names(&first[2..]), names(&whole[3..]));
+
+    // Between reads: the entry the cursor names goes, one not yet read goes, two come.
+    engine
+        .unlink(dir, read[0].as_bytes(), Durability::Async)
+        .unwrap();
+    engine
+        .unlink(dir, unread[1].as_bytes(), Durability::Async)
+        .unwrap();
     engine.create(dir, b"a", FILE, Durability::Async).unwrap();
     engine.create(dir, b"e", FILE, Durability::Async).unwrap();
-    engine.unlink(dir, b"f", Durability::Async).unwrap();
-    let rest = stream.read(&engine, after_b, 100).unwrap();
-    assert_eq!(names(&rest), ["d", "e", "h", "j"]);
+    let rest = stream.read(&engine, cursor, 100).unwrap();
+    let mut expected = unread.clone();
+    expected.remove(1);
+    assert_eq!(names(&rest), expected, "the pass's names, less the removed");
 
-    // An offset handed out earlier still works, and gives the same offsets again.
-    let again = stream.read(&engine, first[1].offset, 2).unwrap();
-    assert_eq!(names(&again), ["a", "d"]);
-    assert_eq!(again[1].offset, rest[0].offset);
-    let from_start = stream.read(&engine, 0, 100).unwrap();
-    assert_eq!(names(&from_start), [".", "..", "a", "d", "e", "h", "j"]);
-    // The end of the stream is empty, and an offset never handed out is refused.
-    let end = from_start.last().unwrap().offset;
-    assert!(stream.read(&engine, end, 100).unwrap().is_empty());
-    let bad = stream.read(&engine, end + 1000, 10).unwrap_err();
-    assert_eq!(bad.errno(), libc::EINVAL);
+    // A new stream of the directory, from the same cursor, gives what is after it now: the
+    // same stayed entries with the same offsets, and perhaps the new ones.
+    let mut other = DirStream::new(dir, KEY);
+    let elsewhere = other.read(&engine, cursor, 100).unwrap();
+    let stayed: Vec<&StreamEntry> = elsewhere
+        .iter()
+        .filter(|e| e.name != b"a" && e.name != b"e")
+        .collect();
+    assert_eq!(stayed.len(), rest.len());
+    for (a, b) in stayed.iter().zip(&rest) {
+        assert_eq!((&a.name, a.offset, a.ino), (&b.name, b.offset, b.ino));
+    }
+    // A pass from the start takes the names again: the new ones are in it.
+    let again = stream.read(&engine, 0, 100).unwrap();
+    let mut listed: Vec<String> = names(&again[2..]);
+    listed.sort();
+    let mut now = vec!["a", "e"];
+    now.extend(
+        ["b", "d", "f", "h", "j"]
+            .iter()
+            .filter(|n| **n != read[0] && **n != unread[1]),
+    );
+    now.sort();
+    assert_eq!(listed, now);
+
+    // Offsets no name can have are refused.
+    for bad in [3, FIRST_NAME_OFFSET - 1, u64::MAX] {
+        let error = stream.read(&engine, bad, 10).unwrap_err();
+        assert_eq!(error.errno(), libc::EINVAL, "offset {bad}");
+    }
     // A directory removed while open reads as gone.
-    for name in ["a", "d", "e", "h", "j"] {
-        engine
-            .unlink(dir, name.as_bytes(), Durability::Async)
-            .unwrap();
+    for entry in &again[2..] {
+        engine.unlink(dir, &entry.name, Durability::Async).unwrap();
     }
     engine.rmdir(ROOT_INO, b"d", Durability::Async).unwrap();
     assert_eq!(
         stream.read(&engine, 0, 10).unwrap_err().errno(),
         libc::ENOENT
     );
+}
+
+/// Readers that change streams at random points while names come and go: each pass returns
+/// every name that stayed through it exactly once, and nothing that was never there.
+#[test]
+fn readers_that_move_between_streams_neither_skip_nor_repeat_a_name_that_stayed() {
+    let device = Arc::new(SimDevice::new(2));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    let dir = engine
+        .mkdir(ROOT_INO, b"d", FILE, Durability::Async)
+        .unwrap()
+        .ino;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut present: BTreeSet<String> = BTreeSet::new();
+    let mut next = 0u32;
+    let mut add = |present: &mut BTreeSet<String>, rng: &mut ChaCha8Rng| {
+        let name = format!("n{next}-{}", rng.gen_range(0..1000));
+        next += 1;
+        engine
+            .create(dir, name.as_bytes(), FILE, Durability::Async)
+            .unwrap();
+        present.insert(name.clone());
+        name
+    };
+    for _ in 0..300 {
+        add(&mut present, &mut rng);
+    }
+    for pass in 0..40 {
+        let before = present.clone();
+        let mut ever = before.clone();
+        let mut seen: Vec<String> = Vec::new();
+        let mut stream = DirStream::new(dir, KEY);
+        let mut offset = 0;
+        loop {
+            let limit = rng.gen_range(1..40);
+            let batch = stream.read(&engine, offset, limit).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            offset = batch.last().unwrap().offset;
+            seen.extend(names(&batch).into_iter().filter(|n| n != "." && n != ".."));
+            // Changes between reads, and now and then the reader goes on with a new stream.
+            for _ in 0..rng.gen_range(0..4) {
+                if rng.gen_bool(0.5) || present.is_empty() {
+                    ever.insert(add(&mut present, &mut rng));
+                } else {
+                    let victim = present
+                        .iter()
+                        .nth(rng.gen_range(0..present.len()))
+                        .unwrap()
+                        .clone();
+                    engine
+                        .unlink(dir, victim.as_bytes(), Durability::Async)
+                        .unwrap();
+                    present.remove(&victim);
+                }
+            }
+            if rng.gen_bool(0.3) {
+                stream = DirStream::new(dir, KEY);
+            }
+        }
+        let stayed: BTreeSet<&String> = before.intersection(&present).collect();
+        let mut counts = std::collections::BTreeMap::new();
+        for name in &seen {
+            *counts.entry(name).or_insert(0) += 1;
+        }
+        for name in &stayed {
+            assert_eq!(counts.get(name), Some(&1), "pass {pass}: {name} stayed");
+        }
+        for (name, count) in &counts {
+            assert_eq!(*count, 1, "pass {pass}: {name} listed twice");
+            assert!(ever.contains(*name), "pass {pass}: {name} was never there");
+        }
+    }
 }

@@ -25,7 +25,7 @@ use fuser::{
 use nix::sys::signal::{SigSet, Signal};
 use smlog::constants::{NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX};
 use smlog::io::Device;
-use smlog::serve::{st_blocks, system_time, time_of, DirStream, STAT_BLOCK_SIZE_BYTES};
+use smlog::serve::{st_blocks, system_time, time_of, DirStream, ListingKey, STAT_BLOCK_SIZE_BYTES};
 use smlog::{
     Durability, Engine, FallocMode, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat,
     Time, TxnOptions, XattrFlags,
@@ -254,9 +254,25 @@ pub struct SmlogFs<B: Backend> {
     /// one replicated command.
     shared: bool,
     writeback_cache: bool,
-    streams: Mutex<HashMap<u64, DirStream>>,
+    /// Open directories by handle; each is read under its own lock.
+    streams: Mutex<HashMap<u64, Arc<Mutex<DirStream>>>>,
+    /// Orders every listing of this mount: offsets mean the same on every handle of a
+    /// directory, which a listing the kernel keeps needs. New at each mount (the kernel
+    /// keeps no listing across one), and secret, so nobody can choose names that collide.
+    listing_key: ListingKey,
     next_fh: AtomicU64,
     said_stopped: AtomicBool,
+}
+
+/// A listing key no one can guess: from the random keys the standard library seeds its
+/// hash maps with.
+fn random_listing_key() -> ListingKey {
+    use std::hash::BuildHasher;
+    let state = std::collections::hash_map::RandomState::new();
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&state.hash_one(1u8).to_le_bytes());
+    key[8..].copy_from_slice(&state.hash_one(2u8).to_le_bytes());
+    ListingKey(key)
 }
 
 fn file_type(kind: FileKind) -> FileType {
@@ -344,6 +360,7 @@ impl<B: Backend> SmlogFs<B> {
             shared,
             writeback_cache,
             streams: Mutex::new(HashMap::new()),
+            listing_key: random_listing_key(),
             next_fh: AtomicU64::new(1),
             said_stopped: AtomicBool::new(false),
         }
@@ -374,8 +391,10 @@ impl<B: Backend> SmlogFs<B> {
         offset: u64,
         limit: usize,
     ) -> std::result::Result<Vec<smlog::serve::StreamEntry>, Errno> {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let stream = streams.get_mut(&fh.0).ok_or(Errno::EBADF)?;
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = Arc::clone(streams.get(&fh.0).ok_or(Errno::EBADF)?);
+        drop(streams);
+        let mut stream = stream.lock().unwrap_or_else(|e| e.into_inner());
         stream
             .read(&self.backend.engine(), offset, limit)
             .map_err(|e| self.errno(e))
@@ -724,13 +743,21 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
                 }
                 let fh = self.stream_fh();
                 let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-                streams.insert(fh, DirStream::new(Ino(ino.0)));
-                // Not FOPEN_CACHE_DIR: a listing the kernel keeps carries this handle's
-                // offsets, and when the kernel drops it under a reader that is part way
-                // through, it goes on with that reader's own handle from an offset the
-                // handle never gave (EINVAL). Offsets that mean the same on every handle
-                // (made of the names) would allow it.
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                let stream = DirStream::new(Ino(ino.0), self.listing_key);
+                streams.insert(fh, Arc::new(Mutex::new(stream)));
+                drop(streams);
+                // Where this mount alone changes the volume, the kernel may keep a listing
+                // and serve the next opens of the directory from it: it drops the listing
+                // when a change through it touches the directory (its version moves) or
+                // the directory's mtime is seen to change. A reader part way through a
+                // dropped listing goes on with its own handle from the listing's offsets,
+                // which mean the same on every handle (`DirStream`).
+                let flags = if self.shared {
+                    FopenFlags::empty()
+                } else {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                };
+                reply.opened(FileHandle(fh), flags);
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(self.errno(e)),

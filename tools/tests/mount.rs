@@ -907,3 +907,115 @@ fn listings_and_missing_names_follow_every_change_through_the_mount() {
     names.sort();
     assert_eq!(names, ["h", "l"]);
 }
+
+/// The names one `getdents64` call gives, or the errno.
+fn getdents(fd: libc::c_int, buffer_bytes: usize) -> Result<Vec<String>, i32> {
+    let mut buf = vec![0u8; buffer_bytes];
+    // SAFETY: `buf` is writable for `buf.len()` bytes for the whole call.
+    let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < n as usize {
+        // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name NUL-ended
+        // (host order: little endian on every machine this runs on).
+        let reclen = u16::from_le_bytes([buf[at + 16], buf[at + 17]]) as usize;
+        let name = &buf[at + 19..at + reclen];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap()];
+        out.push(String::from_utf8(name.to_vec()).unwrap());
+        at += reclen;
+    }
+    Ok(out)
+}
+
+/// The kernel keeps listings (FOPEN_CACHE_DIR). A reader part way through a kept listing
+/// that another reader then drops and fills again (the directory changed) goes on from the
+/// offsets it holds, in the new listing or with its own handle: every name that stayed comes
+/// once, none that did not, and no error.
+#[test]
+fn a_reader_part_way_through_a_dropped_listing_neither_skips_nor_repeats() {
+    skip_without_fuse!();
+    let tmp = test_dir("droplisting");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    let Some(m) = mount(&dir, &mnt, &["--cache-seconds", "600"]) else {
+        return;
+    };
+    fs::create_dir(m.path("d")).unwrap();
+    let mut present: std::collections::BTreeSet<String> = (0..400)
+        .map(|i| format!("file-with-a-longish-name-{i:04}"))
+        .collect();
+    for name in &present {
+        fs::write(m.path(&format!("d/{name}")), b"").unwrap();
+    }
+    let list_all = || -> Vec<String> {
+        fs::read_dir(m.path("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
+    let path = std::ffi::CString::new(m.path("d").as_os_str().as_bytes()).unwrap();
+    for round in 0..6 {
+        // Fill the kernel's listing, then read part of it through a new handle.
+        assert_eq!(list_all().len(), present.len());
+        // SAFETY: `path` is a NUL-ended string that outlives the call.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+        assert!(fd >= 0);
+        let mut seen: Vec<String> = Vec::new();
+        while seen.len() < 60 {
+            let batch = getdents(fd, 1024).unwrap();
+            assert!(!batch.is_empty());
+            seen.extend(batch);
+        }
+        let before = present.clone();
+        // The change: the name at the reader's cursor goes (round 0, 2, 4: so its offset
+        // is in no listing), another goes, a name comes; then another reader drops the
+        // kept listing and fills it again.
+        if round % 2 == 0 {
+            let cursor = seen.last().unwrap().clone();
+            if cursor != "." && cursor != ".." {
+                fs::remove_file(m.path(&format!("d/{cursor}"))).unwrap();
+                present.remove(&cursor);
+            }
+        }
+        let victim = present
+            .iter()
+            .nth(round * 37 % present.len())
+            .unwrap()
+            .clone();
+        fs::remove_file(m.path(&format!("d/{victim}"))).unwrap();
+        present.remove(&victim);
+        let added = format!("added-{round}");
+        fs::write(m.path(&format!("d/{added}")), b"").unwrap();
+        present.insert(added.clone());
+        let mut again = list_all();
+        again.sort();
+        assert_eq!(again, present.iter().cloned().collect::<Vec<_>>());
+        // The first reader goes on to the end.
+        loop {
+            match getdents(fd, 1024) {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => seen.extend(batch),
+                Err(errno) => panic!("round {round}: getdents after the change: errno {errno}"),
+            }
+        }
+        // SAFETY: `fd` is open and closed once.
+        unsafe { libc::close(fd) };
+        let mut counts = std::collections::BTreeMap::new();
+        for name in seen.iter().filter(|n| *n != "." && *n != "..") {
+            *counts.entry(name.clone()).or_insert(0) += 1;
+        }
+        for name in before.intersection(&present) {
+            assert_eq!(counts.get(name), Some(&1), "round {round}: {name} stayed");
+        }
+        for (name, count) in &counts {
+            assert_eq!(*count, 1, "round {round}: {name} listed {count} times");
+            assert!(
+                before.contains(name) || *name == added,
+                "round {round}: {name} was never there"
+            );
+        }
+    }
+}

@@ -165,11 +165,17 @@ async fn lookup(c: &mut Client, dir: &nfs_fh3, name: &str) -> Result<(nfs_fh3, f
     }
 }
 
-async fn names(c: &mut Client, dir: &nfs_fh3) -> Vec<String> {
+/// The names of directory `dir` from `cookie` to its end (with `verf`, the cookie's
+/// verifier), in the server's order; and the last cookie and verifier.
+async fn names_from(
+    c: &mut Client,
+    dir: &nfs_fh3,
+    mut cookie: u64,
+    mut verf: cookieverf3,
+    pages: usize,
+) -> (Vec<String>, u64, cookieverf3) {
     let mut out = Vec::new();
-    let mut cookie = 0;
-    let mut verf = cookieverf3::default();
-    loop {
+    for _ in 0..pages {
         let args = READDIR3args {
             dir: dir.clone(),
             cookie,
@@ -186,6 +192,11 @@ async fn names(c: &mut Client, dir: &nfs_fh3) -> Vec<String> {
             break;
         }
     }
+    (out, cookie, verf)
+}
+
+async fn names(c: &mut Client, dir: &nfs_fh3) -> Vec<String> {
+    let (mut out, _, _) = names_from(c, dir, 0, cookieverf3::default(), usize::MAX).await;
     out.sort();
     out
 }
@@ -912,11 +923,11 @@ fn a_retransmission_gets_the_first_outcome_even_after_a_crash() {
 }
 
 #[test]
-fn committed_writes_survive_a_crash_and_the_verifier_tells_the_client() {
+fn committed_writes_and_readdir_cookies_survive_a_crash_and_the_verifier_tells_the_client() {
     let dir = scratch("nfs-commit");
     let mut server = NfsServer::start(&dir.path().join("fs"), &["--no-root-squash"]);
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
-    let (fh, verifier) = runtime().block_on(async {
+    let (fh, verifier, list, first) = runtime().block_on(async {
         let mut c = connect(server.port, 0, 0).await;
         let root = c.root_nfs_fh3();
         let f = c
@@ -928,6 +939,27 @@ fn committed_writes_survive_a_crash_and_the_verifier_tells_the_client() {
             .unwrap()
             .unwrap();
         let fh = handle_of(f.obj);
+        // A directory, listed part way before the crash and on after it.
+        let made = c
+            .mkdir(&MKDIR3args {
+                where_: dirop(&root, "list"),
+                attributes: mode(0o755),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let list = handle_of(made.obj);
+        for i in 0..60 {
+            let name = format!("entry-{i:02}");
+            c.create(&CREATE3args {
+                where_: dirop(&list, &name),
+                how: createhow3::GUARDED(mode(0o644)),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        }
+        let first = names_from(&mut c, &list, 0, cookieverf3::default(), 1).await;
         for (i, chunk) in data.chunks(1 << 20).enumerate() {
             let w = c
                 .write(&WRITE3args {
@@ -951,11 +983,21 @@ fn committed_writes_survive_a_crash_and_the_verifier_tells_the_client() {
             .await
             .unwrap()
             .unwrap();
-        (fh, commit.verf)
+        (fh, commit.verf, list, first)
     });
     server.crash_and_restart();
     runtime().block_on(async {
         let mut c = connect(server.port, 0, 0).await;
+        // A READDIR cookie outlives the server: the listing goes on where it stopped.
+        let (first_names, cookie, verf) = first;
+        assert!(first_names.len() > 2 && first_names.len() < 62);
+        let (rest, _, _) = names_from(&mut c, &list, cookie, verf, usize::MAX).await;
+        let mut all: Vec<String> = first_names.into_iter().chain(rest).collect();
+        all.sort();
+        let mut want: Vec<String> = (0..60).map(|i| format!("entry-{i:02}")).collect();
+        want.extend([".".to_string(), "..".to_string()]);
+        want.sort();
+        assert_eq!(all, want, "each name once across the restart");
         let commit = c
             .commit(&COMMIT3args {
                 file: fh.clone(),

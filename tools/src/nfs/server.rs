@@ -29,7 +29,7 @@ use smlog::constants::{
 };
 use smlog::internals::machines::acl::ACL_ACCESS;
 use smlog::serve::{
-    permitted, st_blocks, time_of, Caller, DirStream, MAY_EXEC, MAY_READ, MAY_WRITE,
+    permitted, st_blocks, time_of, Caller, DirStream, ListingKey, MAY_EXEC, MAY_READ, MAY_WRITE,
 };
 use smlog::{
     Durability, Engine, FileKind, FsError, Ino, NewAttrs, Outcome, RenameFlags, RequestKey,
@@ -41,9 +41,13 @@ use super::handle;
 use super::volume::{Failure, Volume};
 use super::xdr::{self, Answer, Call, Credential, Shape};
 
-/// Directories whose READDIR cookies are remembered at once; past it the least recently
-/// read is forgotten, and a cookie into it is answered NFS3ERR_BAD_COOKIE.
+/// Directories whose listings are kept at once (each the names of one pass); past it, or
+/// past [`LISTED_NAMES_MAX`] names in all, the least recently read is dropped, and its next
+/// READDIR takes the names again (its cookies stay good: they are positions in the
+/// volume's listing order).
 const DIR_STREAMS_MAX: usize = 4096;
+/// Names kept in all the listings at once.
+const LISTED_NAMES_MAX: usize = 1 << 20;
 /// Entries asked of the engine per round of a READDIR.
 const READDIR_BATCH: usize = 128;
 /// Bytes of a READDIR(PLUS) reply besides its entries: RPC header, status, directory
@@ -85,6 +89,26 @@ pub struct Server<V: Volume> {
 struct Streams {
     by_dir: HashMap<Ino, (u64, DirStream)>,
     clock: u64,
+}
+
+impl Streams {
+    /// Drops the least recently read listings (never `keep`'s) while more names than
+    /// [`LISTED_NAMES_MAX`] are kept.
+    fn trim(&mut self, keep: Ino) {
+        let mut held: usize = self.by_dir.values().map(|(_, s)| s.names_held()).sum();
+        while held > LISTED_NAMES_MAX {
+            let oldest = self
+                .by_dir
+                .iter()
+                .filter(|(ino, _)| **ino != keep)
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(ino, _)| *ino);
+            let Some(oldest) = oldest else { return };
+            if let Some((_, stream)) = self.by_dir.remove(&oldest) {
+                held -= stream.names_held();
+            }
+        }
+    }
 }
 
 impl<V: Volume> Server<V> {
@@ -1412,17 +1436,16 @@ impl<V: Volume> Server<V> {
         budget: usize,
         cost: impl Fn(&[u8]) -> usize,
     ) -> Result<(Vec<smlog::serve::StreamEntry>, bool), nfsstat3> {
-        if cookie != 0 && verf != self.verifier {
+        if cookie != 0 && verf != self.cookie_verifier() {
             return Err(nfsstat3::NFS3ERR_BAD_COOKIE);
         }
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams.clock += 1;
         let clock = streams.clock;
         if !streams.by_dir.contains_key(&dir.ino) {
-            if cookie > 2 {
-                // This directory's cookies were forgotten (or never given here).
-                return Err(nfsstat3::NFS3ERR_BAD_COOKIE);
-            }
+            // A cookie is a position in the volume's listing order, good on any stream of
+            // the directory (on any node, after any restart): a directory not read lately
+            // gets a new stream, whatever the cookie.
             if streams.by_dir.len() >= DIR_STREAMS_MAX {
                 let oldest = streams
                     .by_dir
@@ -1433,23 +1456,40 @@ impl<V: Volume> Server<V> {
                     streams.by_dir.remove(&oldest);
                 }
             }
-            streams
-                .by_dir
-                .insert(dir.ino, (clock, DirStream::new(dir.ino)));
+            let stream = DirStream::new(dir.ino, ListingKey::of_volume(self.id));
+            streams.by_dir.insert(dir.ino, (clock, stream));
         }
         let (used, stream) = streams.by_dir.get_mut(&dir.ino).expect("inserted above");
         *used = clock;
+        let result = Self::read_entries(&self.engine(), stream, cookie, budget, cost);
+        streams.trim(dir.ino);
+        result
+    }
+
+    /// The cookie verifier: the volume's id, so a cookie stays good across restarts and
+    /// nodes (cookies are positions in the volume's listing order, not per server).
+    fn cookie_verifier(&self) -> [u8; 8] {
+        self.id.to_be_bytes()
+    }
+
+    /// Up to `budget` bytes of `stream`'s entries after `cookie`.
+    fn read_entries(
+        engine: &Engine<V::Device>,
+        stream: &mut DirStream,
+        cookie: u64,
+        budget: usize,
+        cost: impl Fn(&[u8]) -> usize,
+    ) -> Result<(Vec<smlog::serve::StreamEntry>, bool), nfsstat3> {
         let mut out = Vec::new();
         let mut spent = 0;
         let mut offset = cookie;
         loop {
-            let batch =
-                stream
-                    .read(&self.engine(), offset, READDIR_BATCH)
-                    .map_err(|e| match e {
-                        FsError::Invalid(_) => nfsstat3::NFS3ERR_BAD_COOKIE,
-                        e => status(&e),
-                    })?;
+            let batch = stream
+                .read(engine, offset, READDIR_BATCH)
+                .map_err(|e| match e {
+                    FsError::Invalid(_) => nfsstat3::NFS3ERR_BAD_COOKIE,
+                    e => status(&e),
+                })?;
             if batch.is_empty() {
                 return Ok((out, true));
             }
@@ -1489,7 +1529,7 @@ impl<V: Volume> Server<V> {
         match self.entries(&dir, args.cookie, args.cookieverf.0, budget, cost) {
             Ok((entries, eof)) => Nfs3Result::Ok(READDIR3resok {
                 dir_attributes: Nfs3Option::Some(self.fattr(&dir)),
-                cookieverf: cookieverf3(self.verifier),
+                cookieverf: cookieverf3(self.cookie_verifier()),
                 reply: dirlist3 {
                     entries: List(
                         entries
@@ -1552,7 +1592,7 @@ impl<V: Volume> Server<V> {
                     .collect();
                 Nfs3Result::Ok(READDIRPLUS3resok {
                     dir_attributes: Nfs3Option::Some(self.fattr(&dir)),
-                    cookieverf: cookieverf3(self.verifier),
+                    cookieverf: cookieverf3(self.cookie_verifier()),
                     reply: dirlistplus3 {
                         entries: List(entries),
                         eof,
