@@ -5,6 +5,7 @@
 //! Errors map with [`FsError::errno`]. Inode numbers are never reused, so a generation
 //! number of 0 keeps handles stable across restarts.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::engine::Engine;
@@ -290,6 +291,84 @@ impl DirStream {
             .collect();
         rank_equal_hashes(&mut names)?;
         Ok(names)
+    }
+}
+
+/// One [`DirStream`] per directory, for a server whose reads carry no handle of their own
+/// (NFS READDIR; a mount the kernel sends no OPENDIR): every reader of a directory shares its
+/// stream, which is sound because offsets mean the same on every stream. At most `dirs_max`
+/// streams and about `names_max` names are kept; past either, the least recently read
+/// stream is dropped, and its next read takes the names again.
+#[derive(Debug)]
+pub struct DirStreams {
+    key: ListingKey,
+    by_dir: HashMap<Ino, (u64, DirStream)>,
+    clock: u64,
+    dirs_max: usize,
+    names_max: usize,
+}
+
+impl DirStreams {
+    /// No streams yet; each made under `key`.
+    pub fn new(key: ListingKey, dirs_max: usize, names_max: usize) -> DirStreams {
+        DirStreams {
+            key,
+            by_dir: HashMap::new(),
+            clock: 0,
+            dirs_max: dirs_max.max(1),
+            names_max,
+        }
+    }
+
+    /// Up to `limit` entries of directory `dir` after `offset` ([`DirStream::read`]).
+    pub fn read<D: Device>(
+        &mut self,
+        engine: &Engine<D>,
+        dir: Ino,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<StreamEntry>, FsError> {
+        let read = self.stream(dir).read(engine, offset, limit);
+        self.trim(dir);
+        read
+    }
+
+    /// Directory `dir`'s stream, made if there is none.
+    pub fn stream(&mut self, dir: Ino) -> &mut DirStream {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.by_dir.contains_key(&dir) && self.by_dir.len() >= self.dirs_max {
+            self.drop_oldest(dir);
+        }
+        let key = self.key;
+        let (used, stream) = self
+            .by_dir
+            .entry(dir)
+            .or_insert_with(|| (clock, DirStream::new(dir, key)));
+        *used = clock;
+        stream
+    }
+
+    /// Drops the least recently read streams (never `keep`'s) while more than `names_max`
+    /// names are held.
+    pub fn trim(&mut self, keep: Ino) {
+        let mut held: usize = self.by_dir.values().map(|(_, s)| s.names_held()).sum();
+        while held > self.names_max {
+            match self.drop_oldest(keep) {
+                Some(stream) => held -= stream.names_held(),
+                None => return,
+            }
+        }
+    }
+
+    fn drop_oldest(&mut self, keep: Ino) -> Option<DirStream> {
+        let oldest = self
+            .by_dir
+            .iter()
+            .filter(|(ino, _)| **ino != keep)
+            .min_by_key(|(_, (used, _))| *used)
+            .map(|(ino, _)| *ino)?;
+        self.by_dir.remove(&oldest).map(|(_, stream)| stream)
     }
 }
 

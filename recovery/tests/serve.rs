@@ -194,3 +194,51 @@ fn readers_that_move_between_streams_neither_skip_nor_repeat_a_name_that_stayed(
         }
     }
 }
+
+/// Shared streams, one per directory, bounded: a stream dropped for room is taken again at
+/// its next read, and a reader part way through goes on where it was.
+#[test]
+fn shared_streams_are_bounded_and_a_dropped_one_goes_on_where_it_was() {
+    let device = Arc::new(SimDevice::new(3));
+    let (engine, _) = open_sim(&device, test_options()).unwrap();
+    let mut dirs = Vec::new();
+    for d in 0..3 {
+        let dir = engine
+            .mkdir(
+                ROOT_INO,
+                format!("d{d}").as_bytes(),
+                FILE,
+                Durability::Async,
+            )
+            .unwrap()
+            .ino;
+        for i in 0..20 {
+            engine
+                .create(dir, format!("f{i}").as_bytes(), FILE, Durability::Async)
+                .unwrap();
+        }
+        dirs.push(dir);
+    }
+    // Two directories, or 30 names, at most.
+    let mut streams = smlog::serve::DirStreams::new(KEY, 2, 30);
+    let first = streams.read(&engine, dirs[0], 0, 7).unwrap();
+    assert_eq!(streams.stream(dirs[0]).names_held(), 20);
+    // Reading another drops the first (40 names > 30), and a third is over the count too.
+    streams.read(&engine, dirs[1], 0, 5).unwrap();
+    assert_eq!(
+        streams.stream(dirs[0]).names_held(),
+        0,
+        "dropped, made anew"
+    );
+    streams.read(&engine, dirs[2], 0, 5).unwrap();
+    // The first reader goes on from its offset in a new stream: the rest, once each.
+    let rest = streams
+        .read(&engine, dirs[0], first.last().unwrap().offset, 100)
+        .unwrap();
+    let mut all: Vec<String> = names(&first).into_iter().chain(names(&rest)).collect();
+    all.sort();
+    let mut want: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    want.extend([".".to_string(), "..".to_string()]);
+    want.sort();
+    assert_eq!(all, want);
+}

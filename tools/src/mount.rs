@@ -25,7 +25,9 @@ use fuser::{
 use nix::sys::signal::{SigSet, Signal};
 use smlog::constants::{NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX};
 use smlog::io::Device;
-use smlog::serve::{st_blocks, system_time, time_of, DirStream, ListingKey, STAT_BLOCK_SIZE_BYTES};
+use smlog::serve::{
+    st_blocks, system_time, time_of, DirStream, DirStreams, ListingKey, STAT_BLOCK_SIZE_BYTES,
+};
 use smlog::{
     Durability, Engine, FallocMode, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat,
     Time, TxnOptions, XattrFlags,
@@ -254,8 +256,15 @@ pub struct SmlogFs<B: Backend> {
     /// one replicated command.
     shared: bool,
     writeback_cache: bool,
-    /// Open directories by handle; each is read under its own lock.
+    /// Open directories by handle (a `shared` mount); each is read under its own lock.
     streams: Mutex<HashMap<u64, Arc<Mutex<DirStream>>>>,
+    /// Directories read without a handle (the kernel sends no OPENDIR where this mount alone
+    /// changes the volume: see `opendir`), one stream each.
+    dirs: Mutex<DirStreams>,
+    /// Directories removed (by rmdir or a rename over them) while the kernel may still hold
+    /// them, with their last attributes and no links, until the kernel forgets the inode:
+    /// `fstat` of a handle still open on one answers as on a local file system.
+    removed_dirs: Mutex<HashMap<u64, Stat>>,
     /// Orders every listing of this mount: offsets mean the same on every handle of a
     /// directory, which a listing the kernel keeps needs. New at each mount (the kernel
     /// keeps no listing across one), and secret, so nobody can choose names that collide.
@@ -351,16 +360,27 @@ const NEGATIVE_ENTRY: FileAttr = FileAttr {
 /// Inode numbers are never reused: one generation for all.
 const GENERATION: Generation = Generation(0);
 
+/// Directories whose listings the mount keeps at once (each the names of one pass); past
+/// it, or past [`LISTED_NAMES_MAX`] names in all, the least recently read is dropped.
+const DIR_STREAMS_MAX: usize = 1024;
+/// Names kept in all the listings at once.
+const LISTED_NAMES_MAX: usize = 1 << 20;
+/// Removed directories remembered for `fstat` of handles still open on them.
+const REMOVED_DIRS_MAX: usize = 4096;
+
 impl<B: Backend> SmlogFs<B> {
     /// Serves `backend`; the kernel caches attributes and names for `ttl`.
     pub fn new(backend: B, ttl: Duration, shared: bool, writeback_cache: bool) -> SmlogFs<B> {
+        let key = random_listing_key();
         SmlogFs {
             backend,
             ttl,
             shared,
             writeback_cache,
             streams: Mutex::new(HashMap::new()),
-            listing_key: random_listing_key(),
+            dirs: Mutex::new(DirStreams::new(key, DIR_STREAMS_MAX, LISTED_NAMES_MAX)),
+            removed_dirs: Mutex::new(HashMap::new()),
+            listing_key: key,
             next_fh: AtomicU64::new(1),
             said_stopped: AtomicBool::new(false),
         }
@@ -380,17 +400,54 @@ impl<B: Backend> SmlogFs<B> {
         Errno::from_i32(error.errno())
     }
 
+    /// The attributes of directory `name` in `parent`, which a change is about to remove,
+    /// where the kernel opens directories without OPENDIR (see `opendir`). This mount alone
+    /// changes the volume then, and the kernel holds both directories' locks across the
+    /// change, so what is read here is what the change removes.
+    fn dir_to_remove(&self, parent: Ino, name: &[u8]) -> Option<Stat> {
+        if self.shared {
+            return None;
+        }
+        match self.backend.engine().lookup(parent, name) {
+            Ok(attr) if attr.kind == FileKind::Dir => Some(attr),
+            _ => None,
+        }
+    }
+
+    /// Directory `gone` was removed: kept, with no links, for `fstat` of handles still open
+    /// on it until the kernel forgets it (at most [`REMOVED_DIRS_MAX`]; past it the oldest
+    /// inode goes, and an `fstat` of a handle on it answers ENOENT).
+    fn removed(&self, gone: Option<Stat>) {
+        let Some(mut attr) = gone else { return };
+        attr.nlink = 0;
+        let mut removed = self.removed_dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if removed.len() >= REMOVED_DIRS_MAX {
+            if let Some(&oldest) = removed.keys().min() {
+                removed.remove(&oldest);
+            }
+        }
+        removed.insert(attr.ino.get(), attr);
+    }
+
     fn stream_fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Up to `limit` entries of the directory stream `fh` from `offset`.
+    /// Up to `limit` entries of directory `ino` from `offset`: through handle `fh`, or
+    /// (handle 0: the kernel opened it without OPENDIR) the directory's own stream.
     fn read_stream(
         &self,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         limit: usize,
     ) -> std::result::Result<Vec<smlog::serve::StreamEntry>, Errno> {
+        if fh.0 == 0 {
+            let mut dirs = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+            return dirs
+                .read(&self.backend.engine(), Ino(ino.0), offset, limit)
+                .map_err(|e| self.errno(e));
+        }
         let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let stream = Arc::clone(streams.get(&fh.0).ok_or(Errno::EBADF)?);
         drop(streams);
@@ -501,7 +558,25 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.reply_attr(self.backend.engine().getattr(Ino(ino.0)), reply);
+        match self.backend.engine().getattr(Ino(ino.0)) {
+            Err(smlog::FsError::NotFound) if !self.shared => {
+                let removed = self.removed_dirs.lock().unwrap_or_else(|e| e.into_inner());
+                match removed.get(&ino.0) {
+                    Some(attr) => reply.attr(&self.ttl, &file_attr(attr)),
+                    None => reply.error(Errno::ENOENT),
+                }
+            }
+            result => self.reply_attr(result, reply),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        // The kernel holds the inode no more (FORGET comes once, with its whole lookup
+        // count): no handle is left on a removed directory.
+        let mut removed = self.removed_dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if !removed.is_empty() {
+            removed.remove(&ino.0);
+        }
     }
 
     fn setattr(
@@ -580,7 +655,11 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let gone = self.dir_to_remove(Ino(parent.0), name.as_bytes());
         let result = self.backend.rmdir(Ino(parent.0), name.as_bytes());
+        if result.is_ok() {
+            self.removed(gone);
+        }
         self.reply_empty(result, reply);
     }
 
@@ -625,11 +704,19 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
             no_replace: flags.contains(FuseRenameFlags::RENAME_NOREPLACE),
             exchange: flags.contains(FuseRenameFlags::RENAME_EXCHANGE),
         };
+        let gone = if flags.exchange {
+            None
+        } else {
+            self.dir_to_remove(Ino(newparent.0), newname.as_bytes())
+        };
         let result = self.backend.rename(
             (Ino(parent.0), name.as_bytes()),
             (Ino(newparent.0), newname.as_bytes()),
             flags,
         );
+        if result.is_ok() {
+            self.removed(gone);
+        }
         self.reply_empty(result, reply);
     }
 
@@ -734,6 +821,17 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if !self.shared {
+            // Where this mount alone changes the volume, no OPENDIR: ENOSYS tells the kernel
+            // to open directories itself from now on (no OPENDIR, no RELEASEDIR: two round
+            // trips less per open, a third of what dbench sends) and to keep their listings
+            // (FOPEN_CACHE_DIR), which it drops when a change through it touches the
+            // directory. Reads come with handle 0 and share the directory's stream; a reader
+            // part way through a dropped listing goes on from its offsets, which mean the
+            // same on every stream (`DirStream`). A directory removed while open is
+            // answered from `removed_dirs`.
+            return reply.error(Errno::ENOSYS);
+        }
         match self.backend.engine().getattr(Ino(ino.0)) {
             Ok(attr) if attr.kind == FileKind::Dir => {
                 // Held open: removed meanwhile, it stays (empty, as an orphan) until
@@ -746,18 +844,8 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
                 let stream = DirStream::new(Ino(ino.0), self.listing_key);
                 streams.insert(fh, Arc::new(Mutex::new(stream)));
                 drop(streams);
-                // Where this mount alone changes the volume, the kernel may keep a listing
-                // and serve the next opens of the directory from it: it drops the listing
-                // when a change through it touches the directory (its version moves) or
-                // the directory's mtime is seen to change. A reader part way through a
-                // dropped listing goes on with its own handle from the listing's offsets,
-                // which mean the same on every handle (`DirStream`).
-                let flags = if self.shared {
-                    FopenFlags::empty()
-                } else {
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-                };
-                reply.opened(FileHandle(fh), flags);
+                // Others change the volume: no listing kept by the kernel.
+                reply.opened(FileHandle(fh), FopenFlags::empty());
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(self.errno(e)),
@@ -767,12 +855,12 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.read_stream(fh, offset, 128) {
+        match self.read_stream(ino, fh, offset, 128) {
             Ok(entries) => {
                 for entry in entries {
                     let name = OsStr::from_bytes(&entry.name);
@@ -790,12 +878,12 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.read_stream(fh, offset, 64) {
+        match self.read_stream(ino, fh, offset, 64) {
             Ok(entries) => {
                 let engine = self.backend.engine();
                 for entry in entries {

@@ -1019,3 +1019,40 @@ fn a_reader_part_way_through_a_dropped_listing_neither_skips_nor_repeats() {
         }
     }
 }
+
+/// The kernel opens directories without asking the mount (no OPENDIR): a directory removed
+/// while a handle is open on it still answers `fstat` through that handle, with no links, as
+/// on a local file system; by rmdir and by a rename over it.
+#[test]
+fn a_removed_directory_still_open_answers_fstat() {
+    skip_without_fuse!();
+    let tmp = test_dir("removeddir");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    let Some(m) = mount(&dir, &mnt, &[]) else {
+        return;
+    };
+    fs::create_dir(m.path("gone")).unwrap();
+    fs::create_dir(m.path("over")).unwrap();
+    fs::create_dir(m.path("from")).unwrap();
+    let gone = fs::File::open(m.path("gone")).unwrap();
+    let over = fs::File::open(m.path("over")).unwrap();
+    let ino = gone.metadata().unwrap().ino();
+    fs::remove_dir(m.path("gone")).unwrap();
+    fs::rename(m.path("from"), m.path("over")).unwrap();
+    for (handle, what) in [(&gone, "rmdir"), (&over, "rename over it")] {
+        let meta = handle
+            .metadata()
+            .unwrap_or_else(|e| panic!("{what}: fstat: {e}"));
+        assert!(meta.is_dir(), "{what}");
+        assert_eq!(meta.nlink(), 0, "{what}");
+    }
+    assert_eq!(gone.metadata().unwrap().ino(), ino);
+    // The name is gone, and the directory that took the other's name is a live one.
+    assert!(fs::metadata(m.path("gone")).is_err());
+    assert!(fs::metadata(m.path("over")).unwrap().nlink() >= 2);
+    assert_ne!(
+        fs::metadata(m.path("over")).unwrap().ino(),
+        over.metadata().unwrap().ino()
+    );
+}

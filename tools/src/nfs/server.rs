@@ -13,7 +13,6 @@
 //! a server restarted after a crash — gets the first call's outcome, not a second effect.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::io::Cursor;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -29,7 +28,8 @@ use smlog::constants::{
 };
 use smlog::internals::machines::acl::ACL_ACCESS;
 use smlog::serve::{
-    permitted, st_blocks, time_of, Caller, DirStream, ListingKey, MAY_EXEC, MAY_READ, MAY_WRITE,
+    permitted, st_blocks, time_of, Caller, DirStream, DirStreams, ListingKey, MAY_EXEC, MAY_READ,
+    MAY_WRITE,
 };
 use smlog::{
     Durability, Engine, FileKind, FsError, Ino, NewAttrs, Outcome, RenameFlags, RequestKey,
@@ -82,33 +82,7 @@ pub struct Server<V: Volume> {
     id: u64,
     /// The write verifier: new at every start.
     verifier: [u8; 8],
-    streams: Mutex<Streams>,
-}
-
-#[derive(Debug, Default)]
-struct Streams {
-    by_dir: HashMap<Ino, (u64, DirStream)>,
-    clock: u64,
-}
-
-impl Streams {
-    /// Drops the least recently read listings (never `keep`'s) while more names than
-    /// [`LISTED_NAMES_MAX`] are kept.
-    fn trim(&mut self, keep: Ino) {
-        let mut held: usize = self.by_dir.values().map(|(_, s)| s.names_held()).sum();
-        while held > LISTED_NAMES_MAX {
-            let oldest = self
-                .by_dir
-                .iter()
-                .filter(|(ino, _)| **ino != keep)
-                .min_by_key(|(_, (used, _))| *used)
-                .map(|(ino, _)| *ino);
-            let Some(oldest) = oldest else { return };
-            if let Some((_, stream)) = self.by_dir.remove(&oldest) {
-                held -= stream.names_held();
-            }
-        }
-    }
+    streams: Mutex<DirStreams>,
 }
 
 impl<V: Volume> Server<V> {
@@ -124,7 +98,11 @@ impl<V: Volume> Server<V> {
             config,
             id,
             verifier,
-            streams: Mutex::new(Streams::default()),
+            streams: Mutex::new(DirStreams::new(
+                ListingKey::of_volume(id),
+                DIR_STREAMS_MAX,
+                LISTED_NAMES_MAX,
+            )),
         }
     }
 
@@ -1439,29 +1417,17 @@ impl<V: Volume> Server<V> {
         if cookie != 0 && verf != self.cookie_verifier() {
             return Err(nfsstat3::NFS3ERR_BAD_COOKIE);
         }
+        // A cookie is a position in the volume's listing order, good on any stream of the
+        // directory (on any node, after any restart): whatever the cookie, a directory not
+        // read lately gets a new stream.
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        streams.clock += 1;
-        let clock = streams.clock;
-        if !streams.by_dir.contains_key(&dir.ino) {
-            // A cookie is a position in the volume's listing order, good on any stream of
-            // the directory (on any node, after any restart): a directory not read lately
-            // gets a new stream, whatever the cookie.
-            if streams.by_dir.len() >= DIR_STREAMS_MAX {
-                let oldest = streams
-                    .by_dir
-                    .iter()
-                    .min_by_key(|(_, (used, _))| *used)
-                    .map(|(ino, _)| *ino);
-                if let Some(oldest) = oldest {
-                    streams.by_dir.remove(&oldest);
-                }
-            }
-            let stream = DirStream::new(dir.ino, ListingKey::of_volume(self.id));
-            streams.by_dir.insert(dir.ino, (clock, stream));
-        }
-        let (used, stream) = streams.by_dir.get_mut(&dir.ino).expect("inserted above");
-        *used = clock;
-        let result = Self::read_entries(&self.engine(), stream, cookie, budget, cost);
+        let result = Self::read_entries(
+            &self.engine(),
+            streams.stream(dir.ino),
+            cookie,
+            budget,
+            cost,
+        );
         streams.trim(dir.ino);
         result
     }
