@@ -133,6 +133,19 @@ pub fn permitted(attr: &Stat, acl: Option<&[u8]>, caller: &Caller, want: u32) ->
     bits & want == want
 }
 
+/// The setuid and setgid bits of `mode` that a change of a file's contents (a write, a
+/// truncation, an fallocate) by someone without `CAP_FSETID` revokes, or a chown by anyone
+/// (`in_group` true for root there): setuid; setgid when group execute is set too, or when
+/// the one who changes it is outside the file's group (`in_group` false; Linux's
+/// `setattr_should_drop_sgid`).
+pub fn privileges_to_drop(mode: u32, in_group: bool) -> u32 {
+    let mut drop = mode & libc::S_ISUID;
+    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !in_group) {
+        drop |= libc::S_ISGID;
+    }
+    drop
+}
+
 /// One entry of a directory stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamEntry {

@@ -26,7 +26,8 @@ use nix::sys::signal::{SigSet, Signal};
 use smlog::constants::{NAME_SIZE_BYTES_MAX, WRITE_SIZE_BYTES_MAX};
 use smlog::io::Device;
 use smlog::serve::{
-    st_blocks, system_time, time_of, DirStream, DirStreams, ListingKey, STAT_BLOCK_SIZE_BYTES,
+    privileges_to_drop, st_blocks, system_time, time_of, DirStream, DirStreams, ListingKey,
+    STAT_BLOCK_SIZE_BYTES,
 };
 use smlog::{
     Durability, Engine, FallocMode, FileKind, Ino, NewAttrs, RenameFlags, SetAttrChanges, Stat,
@@ -269,8 +270,53 @@ pub struct SmlogFs<B: Backend> {
     /// directory, which a listing the kernel keeps needs. New at each mount (the kernel
     /// keeps no listing across one), and secret, so nobody can choose names that collide.
     listing_key: ListingKey,
+    /// The kernel leaves revoking setuid and setgid to the mount (FUSE_HANDLE_KILLPRIV_V2).
+    kill_privileges: bool,
     next_fh: AtomicU64,
     said_stopped: AtomicBool,
+}
+
+/// Whether the caller of `req` is in group `gid`: its own group, or one of its
+/// supplementary groups (from /proc, read only here: a setgid file without group execute).
+fn in_group(req: &Request, gid: u32) -> bool {
+    if req.gid() == gid {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", req.pid())) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .is_some_and(|groups| {
+            groups
+                .split_whitespace()
+                .any(|g| g.parse::<u32>() == Ok(gid))
+        })
+}
+
+/// Whether process `pid` holds inode `ino` open for writing (from /proc's fdinfo, which
+/// asks nothing of this mount): then an empty SETATTR from it is the kernel revoking before
+/// its write, not a chown. An inode of the same number on another file system, open for
+/// writing, reads as this one: that only makes a non-owner's chown(-1, -1) answer OK (and
+/// change nothing) where Linux answers EPERM.
+fn writing(pid: u32, ino: u64) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            return false;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(str::trim)
+        };
+        let same = field("ino:").and_then(|v| v.parse::<u64>().ok()) == Some(ino);
+        let flags = field("flags:").and_then(|v| u32::from_str_radix(v, 8).ok());
+        same && flags.is_some_and(|f| f & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32)
+    })
 }
 
 /// A listing key no one can guess: from the random keys the standard library seeds its
@@ -381,6 +427,7 @@ impl<B: Backend> SmlogFs<B> {
             dirs: Mutex::new(DirStreams::new(key, DIR_STREAMS_MAX, LISTED_NAMES_MAX)),
             removed_dirs: Mutex::new(HashMap::new()),
             listing_key: key,
+            kill_privileges: false,
             next_fh: AtomicU64::new(1),
             said_stopped: AtomicBool::new(false),
         }
@@ -398,6 +445,35 @@ impl<B: Backend> SmlogFs<B> {
             }
         }
         Errno::from_i32(error.errno())
+    }
+
+    /// Revokes the setuid and setgid bits of file `ino` that a change of its contents by
+    /// `req` (without CAP_FSETID) revokes ([`privileges_to_drop`]), where the kernel leaves
+    /// that to the mount. Its own transaction, before the change (as the kernel did it).
+    fn revoke_privileges(&self, req: &Request, ino: Ino) -> std::result::Result<(), Errno> {
+        if !self.kill_privileges {
+            return Ok(());
+        }
+        let attr = self
+            .backend
+            .engine()
+            .getattr(ino)
+            .map_err(|e| self.errno(e))?;
+        if attr.kind != FileKind::File || attr.mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+            return Ok(());
+        }
+        let drop = privileges_to_drop(attr.mode, in_group(req, attr.gid));
+        if drop == 0 {
+            return Ok(());
+        }
+        let changes = SetAttrChanges {
+            mode: Some(attr.mode & 0o7777 & !drop),
+            ..SetAttrChanges::default()
+        };
+        self.backend
+            .setattr(ino, changes)
+            .map(|_| ())
+            .map_err(|e| self.errno(e))
     }
 
     /// The attributes of directory `name` in `parent`, which a change is about to remove,
@@ -527,6 +603,13 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         }
         // Each is optional: a kernel without one serves without it.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // setuid and setgid are revoked here (`revoke_privileges`), not by the kernel:
+        // then the kernel may remember that a file has nothing to revoke (S_NOSEC) instead
+        // of asking for its `security.capability` before every write (a round trip per
+        // write, 8% of what dbench sends).
+        self.kill_privileges = config
+            .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_ok();
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         if self.writeback_cache
@@ -581,7 +664,7 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -597,7 +680,7 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let changes = SetAttrChanges {
+        let mut changes = SetAttrChanges {
             mode: mode.map(|m| m & 0o7777),
             uid,
             gid,
@@ -605,6 +688,46 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
             atime: atime.map(time_or_now),
             mtime: mtime.map(time_or_now),
         };
+        // The kernel leaves revoking setuid and setgid to us: at a chown of a file (by
+        // anyone), and at a truncation by someone without CAP_FSETID (FUSE does not pass
+        // the kernel's word on that here: root stands for it). In the same transaction.
+        // chown(path, -1, -1) revokes them too, and arrives with nothing to change (as does
+        // the kernel's own revoking before a write, which the same rule then answers).
+        let nothing = [mode, uid, gid].iter().all(Option::is_none)
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none();
+        let chown = uid.is_some() || gid.is_some() || nothing;
+        if self.kill_privileges && mode.is_none() && (chown || size.is_some()) {
+            match self.backend.engine().getattr(Ino(ino.0)) {
+                // A chown revokes them on anything but a directory; a truncation, on a
+                // regular file.
+                Ok(attr) if attr.kind != FileKind::Dir => {
+                    let root = req.uid() == 0;
+                    let mut drop = if chown {
+                        privileges_to_drop(attr.mode, root || in_group(req, attr.gid))
+                    } else if !root && attr.kind == FileKind::File {
+                        privileges_to_drop(attr.mode, in_group(req, attr.gid))
+                    } else {
+                        0
+                    };
+                    if nothing && drop != 0 && !root && req.uid() != attr.uid {
+                        // Not the owner: the kernel revoking before this caller's write
+                        // (the write revokes them), or chown(-1, -1), which Linux refuses
+                        // a non-owner when there is something to revoke.
+                        if !writing(req.pid(), ino.0) {
+                            return reply.error(Errno::EPERM);
+                        }
+                        drop = 0;
+                    }
+                    if drop != 0 {
+                        changes.mode = Some(attr.mode & 0o7777 & !drop);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return reply.error(self.errno(e)),
+            }
+        }
         self.reply_attr(self.backend.setattr(Ino(ino.0), changes), reply);
     }
 
@@ -766,16 +889,22 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // The kernel sets this for a writer without CAP_FSETID.
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(errno) = self.revoke_privileges(req, Ino(ino.0)) {
+                return reply.error(errno);
+            }
+        }
         match self.backend.write(Ino(ino.0), offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.errno(e)),
@@ -931,7 +1060,7 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -939,6 +1068,13 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        // As ext4 does (`file_modified`): FUSE says nothing of CAP_FSETID here, so root
+        // stands for it.
+        if req.uid() != 0 {
+            if let Err(errno) = self.revoke_privileges(req, Ino(ino.0)) {
+                return reply.error(errno);
+            }
+        }
         let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let mode = match mode & !libc::FALLOC_FL_KEEP_SIZE {
             0 => FallocMode::Allocate { keep_size },
@@ -957,7 +1093,7 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     /// descriptors, the ranges and the flags.
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         _fh_in: FileHandle,
         offset_in: u64,
@@ -970,6 +1106,12 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
     ) {
         if flags.bits() != 0 {
             return reply.error(Errno::EINVAL);
+        }
+        // A write to the destination (`file_modified`), root standing for CAP_FSETID.
+        if req.uid() != 0 && len > 0 {
+            if let Err(errno) = self.revoke_privileges(req, Ino(ino_out.0)) {
+                return reply.error(errno);
+            }
         }
         let chunk = if self.shared {
             smlog_cluster::command::WRITE_BYTES_MAX

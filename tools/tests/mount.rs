@@ -1056,3 +1056,59 @@ fn a_removed_directory_still_open_answers_fstat() {
         over.metadata().unwrap().ino()
     );
 }
+
+/// The mount, not the kernel, revokes setuid and setgid (FUSE_HANDLE_KILLPRIV_V2, so the
+/// kernel asks for no `security.capability` before each write): as ext4 does, at a write,
+/// truncation or fallocate by someone other than root, at any chown, and not at root's
+/// write; a non-owner's chown(-1, -1) of such a file is refused.
+#[test]
+fn setuid_and_setgid_are_revoked_as_on_ext4() {
+    skip_without_fuse!();
+    if !program_exists("setpriv") {
+        eprintln!("skipped: setpriv is missing (util-linux)");
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: acting as another user needs root");
+        return;
+    }
+    let tmp = test_dir("killpriv");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    sh(tmp.path(), "chmod 755 .");
+    let Some(m) = mount(&dir, &mnt, &["-o", "allow_other,default_permissions"]) else {
+        return;
+    };
+    sh(&mnt, "chmod 777 .");
+    let as_user = |script: &str| {
+        run_output(
+            Command::new("setpriv")
+                .args(["--reuid=1000", "--regid=1000", "--clear-groups", "sh", "-c"])
+                .arg(script)
+                .current_dir(&mnt),
+        )
+    };
+    let mode = |name: &str| fs::metadata(m.path(name)).unwrap().mode() & 0o7777;
+    // Root's files, writable by all.
+    for name in ["w", "t", "f", "r", "c", "n", "g"] {
+        fs::write(m.path(name), b"x").unwrap();
+    }
+    sh(&mnt, "chmod 6777 w t f r c n && chmod 2767 g");
+    let out = as_user("echo more >> w && truncate -s 1 t && fallocate -l 8192 f");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!((mode("w"), mode("t"), mode("f")), (0o777, 0o777, 0o777));
+    // setgid without group execute: kept at a write by a member of the group.
+    sh(&mnt, "chgrp 1000 g && chmod 2767 g");
+    assert!(as_user("echo more >> g").status.success());
+    assert_eq!(mode("g"), 0o2767);
+    // Root's write keeps them; root's chown revokes them.
+    fs::write(m.path("r"), b"root writes").unwrap();
+    assert_eq!(mode("r"), 0o6777);
+    sh(&mnt, "chown 0:0 c");
+    assert_eq!(mode("c"), 0o777);
+    // A non-owner's chown(-1, -1): refused, nothing changes.
+    let out = as_user("python3 -c 'import os; os.chown(\"n\", -1, -1)'");
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(mode("n"), 0o6777);
+}

@@ -28,8 +28,8 @@ use smlog::constants::{
 };
 use smlog::internals::machines::acl::ACL_ACCESS;
 use smlog::serve::{
-    permitted, st_blocks, time_of, Caller, DirStream, DirStreams, ListingKey, MAY_EXEC, MAY_READ,
-    MAY_WRITE,
+    permitted, privileges_to_drop, st_blocks, time_of, Caller, DirStream, DirStreams, ListingKey,
+    MAY_EXEC, MAY_READ, MAY_WRITE,
 };
 use smlog::{
     Durability, Engine, FileKind, FsError, Ino, NewAttrs, Outcome, RenameFlags, RequestKey,
@@ -1674,17 +1674,6 @@ struct Request {
     key: RequestKey,
     /// The call's outcome is unknown: it gets no reply.
     unanswered: Cell<bool>,
-}
-
-/// The setuid and setgid bits of `mode` a write, a truncation or a chown revokes: setuid;
-/// setgid when group execute is set too, or when the one who writes is outside the file's
-/// group (`in_group` false; Linux's `setattr_should_drop_sgid`).
-fn privileges_to_drop(mode: u32, in_group: bool) -> u32 {
-    let mut drop = mode & libc::S_ISUID;
-    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !in_group) {
-        drop |= libc::S_ISGID;
-    }
-    drop
 }
 
 /// The key of the second transaction a request may run (the attributes after a create,
