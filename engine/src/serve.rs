@@ -198,26 +198,46 @@ const LAST_NAME_OFFSET: u64 = ((1 << HASH_BITS) << RANK_BITS) | ((1 << RANK_BITS
 /// it ([`ListingKey`]), and a stream lists names in offset order. So an offset means the same
 /// on every stream of the directory under one key: a reader may go on with another stream
 /// (a kernel's cached listing dropped under it, an NFS client moved to another server) and
-/// neither skips nor repeats an entry that stayed. A pass (a read from offset 0) takes the
-/// directory's names once; an entry removed since is not returned, an entry added since is
-/// not (POSIX leaves both unspecified). A stream that starts past 0 takes them at its first
-/// read. Names whose hashes are equal (54 bits) are ranked by name; a pair of them, one
+/// neither skips nor repeats an entry that stayed. A stream keeps the directory's names
+/// from its last read at offset 0, and takes them again whenever the directory changed
+/// since: an entry removed meanwhile is not returned, one added may be (POSIX leaves both
+/// unspecified), one replaced by a rename is returned as what it names now. (Listing a
+/// huge directory while it changes takes its names again at every read.) Names whose hashes are equal (54 bits) are ranked by name; a pair of them, one
 /// removed between two passes, can shift the other's offset (a directory needs about 2^27
 /// names before two of them share a hash).
 #[derive(Debug)]
 pub struct DirStream {
     dir: Ino,
     key: ListingKey,
-    /// This pass's names, in offset order (`None` before the first read).
-    names: Option<Vec<Listed>>,
+    /// The names, in offset order, and the directory's stamp when they were taken (`None`
+    /// before the first read).
+    names: Option<(Stamp, Vec<Listed>)>,
+}
+
+/// What moves when a directory's entries change: its times, size and links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    mtime: Time,
+    ctime: Time,
+    size: u64,
+    nlink: u32,
+}
+
+impl Stamp {
+    fn of(attr: &Stat) -> Stamp {
+        Stamp {
+            mtime: attr.mtime,
+            ctime: attr.ctime,
+            size: attr.size,
+            nlink: attr.nlink,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Listed {
     offset: u64,
     name: Vec<u8>,
-    ino: Ino,
-    kind: FileKind,
 }
 
 impl DirStream {
@@ -232,7 +252,7 @@ impl DirStream {
 
     /// How many names the stream holds (its pass's).
     pub fn names_held(&self) -> usize {
-        self.names.as_ref().map_or(0, Vec::len)
+        self.names.as_ref().map_or(0, |(_, names)| names.len())
     }
 
     /// Up to `limit` entries after `offset` (0: the start). An offset that no name can have
@@ -264,25 +284,33 @@ impl DirStream {
                 name: b"..".to_vec(),
             });
         }
-        if offset == 0 || self.names.is_none() {
-            self.names = Some(self.take_names(engine)?);
+        // The names are taken again at a pass's start and whenever the directory changed
+        // since they were taken (its times, size or links moved): a stream shared by
+        // readers, or one a reader moves to, never answers from a list older than its
+        // reader's pass. The stamp is read first, so a change racing the read of the
+        // names is seen at the next read.
+        let stamp = Stamp::of(&engine.getattr(self.dir)?);
+        let stale = self.names.as_ref().is_none_or(|(taken, _)| *taken != stamp);
+        if offset == 0 || stale {
+            self.names = Some((stamp, self.take_names(engine)?));
         }
-        let names = self.names.as_deref().unwrap_or_default();
+        let names = self.names.as_ref().map_or(&[][..], |(_, names)| &names[..]);
         let first = names.partition_point(|listed| listed.offset <= offset);
         for listed in &names[first..] {
             if out.len() >= limit {
                 break;
             }
-            // Removed since the pass began (or replaced): not returned.
-            match engine.lookup_ino(self.dir, &listed.name) {
-                Ok(ino) if ino == listed.ino => {}
-                Ok(_) | Err(FsError::NotFound) => continue,
+            // Removed since the names were taken: not returned; replaced (a rename over
+            // it): returned as what it names now.
+            let (ino, kind) = match engine.lookup(self.dir, &listed.name) {
+                Ok(attr) => (attr.ino, attr.kind),
+                Err(FsError::NotFound) => continue,
                 Err(e) => return Err(e),
-            }
+            };
             out.push(StreamEntry {
                 offset: listed.offset,
-                ino: listed.ino,
-                kind: listed.kind,
+                ino,
+                kind,
                 name: listed.name.clone(),
             });
         }
@@ -298,8 +326,6 @@ impl DirStream {
             .map(|entry| Listed {
                 offset: self.key.hash(&entry.name),
                 name: entry.name,
-                ino: entry.ino,
-                kind: entry.kind,
             })
             .collect();
         rank_equal_hashes(&mut names)?;
@@ -415,8 +441,6 @@ mod tests {
         Listed {
             offset,
             name: name.as_bytes().to_vec(),
-            ino: Ino(9),
-            kind: FileKind::File,
         }
     }
 

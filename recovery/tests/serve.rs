@@ -75,23 +75,40 @@ fn a_directory_stream_survives_changes_between_reads() {
         .unwrap();
     engine.create(dir, b"a", FILE, Durability::Async).unwrap();
     engine.create(dir, b"e", FILE, Durability::Async).unwrap();
+    // The stream goes on with the names as they are now (it sees the directory changed):
+    // the unread ones less the removed one, and the new ones past the cursor.
     let rest = stream.read(&engine, cursor, 100).unwrap();
+    let rest_names = names(&rest);
     let mut expected = unread.clone();
     expected.remove(1);
-    assert_eq!(names(&rest), expected, "the pass's names, less the removed");
+    let stayed: Vec<&String> = rest_names
+        .iter()
+        .filter(|n| *n != "a" && *n != "e")
+        .collect();
+    assert_eq!(stayed, expected.iter().collect::<Vec<_>>());
+    assert!(rest.iter().all(|e| e.offset > cursor));
 
-    // A new stream of the directory, from the same cursor, gives what is after it now: the
-    // same stayed entries with the same offsets, and perhaps the new ones.
+    // A new stream of the directory, from the same cursor, gives the same entries with the
+    // same offsets.
     let mut other = DirStream::new(dir, KEY);
     let elsewhere = other.read(&engine, cursor, 100).unwrap();
-    let stayed: Vec<&StreamEntry> = elsewhere
-        .iter()
-        .filter(|e| e.name != b"a" && e.name != b"e")
-        .collect();
-    assert_eq!(stayed.len(), rest.len());
-    for (a, b) in stayed.iter().zip(&rest) {
-        assert_eq!((&a.name, a.offset, a.ino), (&b.name, b.offset, b.ino));
-    }
+    assert_eq!(elsewhere, rest);
+    // A name replaced by a rename over it is listed as what it names now.
+    let target = expected[0].clone();
+    let replacement = engine.create(dir, b"tmp", FILE, Durability::Async).unwrap();
+    engine
+        .rename(
+            dir,
+            b"tmp",
+            dir,
+            target.as_bytes(),
+            Default::default(),
+            Durability::Async,
+        )
+        .unwrap();
+    let after = stream.read(&engine, cursor, 100).unwrap();
+    let renamed = after.iter().find(|e| e.name == target.as_bytes()).unwrap();
+    assert_eq!(renamed.ino, replacement.ino);
     // A pass from the start takes the names again: the new ones are in it.
     let again = stream.read(&engine, 0, 100).unwrap();
     let mut listed: Vec<String> = names(&again[2..]);
@@ -121,8 +138,9 @@ fn a_directory_stream_survives_changes_between_reads() {
     );
 }
 
-/// Readers that change streams at random points while names come and go: each pass returns
-/// every name that stayed through it exactly once, and nothing that was never there.
+/// Readers that change streams at random points while names come and go, to a new stream or
+/// to one left from an earlier pass (whose names are older than the reader's pass): each pass
+/// returns every name that stayed through it exactly once, and nothing that was never there.
 #[test]
 fn readers_that_move_between_streams_neither_skip_nor_repeat_a_name_that_stayed() {
     let device = Arc::new(SimDevice::new(2));
@@ -146,6 +164,7 @@ fn readers_that_move_between_streams_neither_skip_nor_repeat_a_name_that_stayed(
     for _ in 0..300 {
         add(&mut present, &mut rng);
     }
+    let mut old: Vec<DirStream> = Vec::new();
     for pass in 0..40 {
         let before = present.clone();
         let mut ever = before.clone();
@@ -177,9 +196,16 @@ fn readers_that_move_between_streams_neither_skip_nor_repeat_a_name_that_stayed(
                 }
             }
             if rng.gen_bool(0.3) {
-                stream = DirStream::new(dir, KEY);
+                let next = if !old.is_empty() && rng.gen_bool(0.5) {
+                    old.swap_remove(rng.gen_range(0..old.len()))
+                } else {
+                    DirStream::new(dir, KEY)
+                };
+                old.push(std::mem::replace(&mut stream, next));
             }
         }
+        old.push(stream);
+        old.truncate(8);
         let stayed: BTreeSet<&String> = before.intersection(&present).collect();
         let mut counts = std::collections::BTreeMap::new();
         for name in &seen {

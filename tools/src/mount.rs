@@ -272,6 +272,8 @@ pub struct SmlogFs<B: Backend> {
     listing_key: ListingKey,
     /// The kernel leaves revoking setuid and setgid to the mount (FUSE_HANDLE_KILLPRIV_V2).
     kill_privileges: bool,
+    /// The kernel opens directories itself when OPENDIR answers ENOSYS (Linux 5.1+).
+    no_opendir: bool,
     next_fh: AtomicU64,
     said_stopped: AtomicBool,
 }
@@ -295,16 +297,18 @@ fn in_group(req: &Request, gid: u32) -> bool {
         })
 }
 
-/// Whether process `pid` holds inode `ino` open for writing (from /proc's fdinfo, which
+/// Whether process `pid` may hold inode `ino` open for writing (from /proc's fdinfo, which
 /// asks nothing of this mount): then an empty SETATTR from it is the kernel revoking before
-/// its write, not a chown. An inode of the same number on another file system, open for
-/// writing, reads as this one: that only makes a non-owner's chown(-1, -1) answer OK (and
-/// change nothing) where Linux answers EPERM.
+/// its write, not a chown. Where fdinfo cannot tell (not readable by this process, no `ino:`
+/// line before Linux 5.14, a pid from another namespace), yes: the write's own flag revokes,
+/// and a non-owner's chown(-1, -1) answers OK, changing nothing, where Linux says EPERM. So
+/// does an inode of the same number open for writing on another file system.
 fn writing(pid: u32, ino: u64) -> bool {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return false;
+        return true;
     };
-    fds.flatten().any(|fd| {
+    let mut told = false;
+    let found = fds.flatten().any(|fd| {
         let Ok(info) = std::fs::read_to_string(fd.path()) else {
             return false;
         };
@@ -313,10 +317,14 @@ fn writing(pid: u32, ino: u64) -> bool {
                 .find_map(|line| line.strip_prefix(name))
                 .map(str::trim)
         };
-        let same = field("ino:").and_then(|v| v.parse::<u64>().ok()) == Some(ino);
+        let Some(fd_ino) = field("ino:").and_then(|v| v.parse::<u64>().ok()) else {
+            return false;
+        };
+        told = true;
         let flags = field("flags:").and_then(|v| u32::from_str_radix(v, 8).ok());
-        same && flags.is_some_and(|f| f & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32)
-    })
+        fd_ino == ino && flags.is_some_and(|f| f & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32)
+    });
+    found || !told
 }
 
 /// A listing key no one can guess: from the random keys the standard library seeds its
@@ -428,6 +436,7 @@ impl<B: Backend> SmlogFs<B> {
             removed_dirs: Mutex::new(HashMap::new()),
             listing_key: key,
             kill_privileges: false,
+            no_opendir: false,
             next_fh: AtomicU64::new(1),
             said_stopped: AtomicBool::new(false),
         }
@@ -610,6 +619,10 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         self.kill_privileges = config
             .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
             .is_ok();
+        // Whether the kernel takes ENOSYS for "open directories yourself" (`opendir`).
+        self.no_opendir = config
+            .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            .is_ok();
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         if self.writeback_cache
@@ -689,8 +702,9 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
             mtime: mtime.map(time_or_now),
         };
         // The kernel leaves revoking setuid and setgid to us: at a chown of a file (by
-        // anyone), and at a truncation by someone without CAP_FSETID (FUSE does not pass
-        // the kernel's word on that here: root stands for it). In the same transaction.
+        // anyone), and at a truncation by someone without CAP_FSETID (the kernel says so
+        // in FATTR_KILL_SUIDGID, which fuser 0.18 does not pass on: root stands for it).
+        // In the same transaction.
         // chown(path, -1, -1) revokes them too, and arrives with nothing to change (as does
         // the kernel's own revoking before a write, which the same rule then answers).
         let nothing = [mode, uid, gid].iter().all(Option::is_none)
@@ -958,8 +972,13 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
             // directory. Reads come with handle 0 and share the directory's stream; a reader
             // part way through a dropped listing goes on from its offsets, which mean the
             // same on every stream (`DirStream`). A directory removed while open is
-            // answered from `removed_dirs`.
-            return reply.error(Errno::ENOSYS);
+            // answered from `removed_dirs`. A kernel before Linux 5.1 takes ENOSYS for a
+            // failure: it gets handle 0 and the same flags instead, and a RELEASEDIR.
+            if self.no_opendir {
+                return reply.error(Errno::ENOSYS);
+            }
+            let flags = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
+            return reply.opened(FileHandle(0), flags);
         }
         match self.backend.engine().getattr(Ino(ino.0)) {
             Ok(attr) if attr.kind == FileKind::Dir => {
@@ -1041,6 +1060,10 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        if fh.0 == 0 {
+            // Opened without a stream of its own, nor the engine's hold (`opendir`).
+            return reply.ok();
+        }
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams.remove(&fh.0);
         drop(streams);

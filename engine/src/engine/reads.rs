@@ -33,12 +33,6 @@ impl<D: Device> Engine<D> {
         inner.store.attr(ino)
     }
 
-    /// The inode `name` in directory `parent` names (a lookup without the attributes).
-    pub fn lookup_ino(&self, parent: Ino, name: &[u8]) -> Result<Ino, FsError> {
-        let name = Name::new(name)?;
-        self.view().store.meta.lookup(parent, &name)
-    }
-
     /// Up to `limit` entries of directory `ino` in name order, after `after` (exclusive;
     /// `None` from the start). A name is a cursor that survives concurrent changes.
     pub fn readdir(
