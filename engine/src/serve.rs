@@ -200,8 +200,9 @@ const LAST_NAME_OFFSET: u64 = ((1 << HASH_BITS) << RANK_BITS) | ((1 << RANK_BITS
 /// (a kernel's cached listing dropped under it, an NFS client moved to another server) and
 /// neither skips nor repeats an entry that stayed. A stream keeps the directory's names
 /// from its last read at offset 0, and takes them again whenever the directory changed
-/// since: an entry removed meanwhile is not returned, one added may be (POSIX leaves both
-/// unspecified), one replaced by a rename is returned as what it names now. (Listing a
+/// since (so between changes a read looks nothing up): an entry removed meanwhile is not
+/// returned, one added may be (POSIX leaves both unspecified), one replaced by a rename is
+/// returned as what it names now. (Listing a
 /// huge directory while it changes takes its names again at every read.) Names whose hashes are equal (54 bits) are ranked by name; a pair of them, one
 /// removed between two passes, can shift the other's offset (a directory needs about 2^27
 /// names before two of them share a hash).
@@ -238,6 +239,8 @@ impl Stamp {
 struct Listed {
     offset: u64,
     name: Vec<u8>,
+    ino: Ino,
+    kind: FileKind,
 }
 
 impl DirStream {
@@ -296,21 +299,13 @@ impl DirStream {
         }
         let names = self.names.as_ref().map_or(&[][..], |(_, names)| &names[..]);
         let first = names.partition_point(|listed| listed.offset <= offset);
-        for listed in &names[first..] {
-            if out.len() >= limit {
-                break;
-            }
-            // Removed since the names were taken: not returned; replaced (a rename over
-            // it): returned as what it names now.
-            let (ino, kind) = match engine.lookup(self.dir, &listed.name) {
-                Ok(attr) => (attr.ino, attr.kind),
-                Err(FsError::NotFound) => continue,
-                Err(e) => return Err(e),
-            };
+        // The stamp has not moved since the names were taken: they are the directory's
+        // (no lookup per name).
+        for listed in names[first..].iter().take(limit.saturating_sub(out.len())) {
             out.push(StreamEntry {
                 offset: listed.offset,
-                ino,
-                kind,
+                ino: listed.ino,
+                kind: listed.kind,
                 name: listed.name.clone(),
             });
         }
@@ -326,6 +321,8 @@ impl DirStream {
             .map(|entry| Listed {
                 offset: self.key.hash(&entry.name),
                 name: entry.name,
+                ino: entry.ino,
+                kind: entry.kind,
             })
             .collect();
         rank_equal_hashes(&mut names)?;
@@ -441,6 +438,8 @@ mod tests {
         Listed {
             offset,
             name: name.as_bytes().to_vec(),
+            ino: Ino(9),
+            kind: FileKind::File,
         }
     }
 
