@@ -62,6 +62,20 @@ pub trait Device: Send + Sync + fmt::Debug + 'static {
     fn write_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError>;
     /// Writes `buf` at `offset` and makes it durable, the sync ordered after the write.
     fn write_durable_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError>;
+    /// [`Device::write_durable_at`], calling `meanwhile` exactly once, while the write is
+    /// in flight where the device can (its caller's other work then overlaps the device's);
+    /// a device that writes synchronously calls it first. The log wakes the committers of
+    /// the batch before while this one is written.
+    fn write_durable_at_meanwhile(
+        &self,
+        file: FileId,
+        offset: u64,
+        buf: &[u8],
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<(), IoError> {
+        meanwhile();
+        self.write_durable_at(file, offset, buf)
+    }
     /// Makes every completed write to the file durable (fdatasync).
     fn sync(&self, file: FileId) -> Result<(), IoError>;
     /// Renames `from` to `to`, replacing `to`. Durable after [`Device::sync_dir`].
@@ -463,6 +477,15 @@ macro_rules! forward_device {
             }
             fn write_durable_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
                 (**self).write_durable_at(file, offset, buf)
+            }
+            fn write_durable_at_meanwhile(
+                &self,
+                file: FileId,
+                offset: u64,
+                buf: &[u8],
+                meanwhile: &mut dyn FnMut(),
+            ) -> Result<(), IoError> {
+                (**self).write_durable_at_meanwhile(file, offset, buf, meanwhile)
             }
             fn sync(&self, file: FileId) -> Result<(), IoError> {
                 (**self).sync(file)

@@ -117,7 +117,8 @@ fn wait_failure(unsubmitted_count: usize, reaped_count: usize, entry_count: usiz
 }
 
 /// Pushes `entries`, submits them and waits for as many completions; returns their results
-/// in submission order (by `user_data`, which must be the entry's index).
+/// in submission order (by `user_data`, which must be the entry's index). Once the kernel
+/// has taken the entries, `meanwhile` (if still there) is taken and called before the wait.
 ///
 /// It never returns while the kernel may still use a buffer of an entry: an error is
 /// returned only when the kernel took none of them. If waiting keeps failing once it took
@@ -134,6 +135,7 @@ unsafe fn submit_and_reap<const N: usize>(
     op: IoOp,
     path: &Path,
     offset: u64,
+    meanwhile: &mut Option<&mut dyn FnMut()>,
 ) -> Result<[i32; N], IoError> {
     let fail = |e: &std::io::Error| IoError::new(op, path, offset, IoErrorKind::from_io(e));
     assert!(ring.submission().is_empty(), "a ring is handed out empty");
@@ -144,6 +146,11 @@ unsafe fn submit_and_reap<const N: usize>(
         ring.submission()
             .push_multiple(&entries)
             .map_err(|_| IoError::new(op, path, offset, IoErrorKind::Other(libc::EBUSY)))?;
+    }
+    if meanwhile.is_some() && ring.submit().is_ok() && ring.submission().is_empty() {
+        if let Some(meanwhile) = meanwhile.take() {
+            meanwhile();
+        }
     }
     let mut results = [0i32; N];
     let mut reaped = 0usize;
@@ -206,8 +213,9 @@ impl UringDevice {
                     .build()
                     .user_data(0);
                 // SAFETY: `rest` is borrowed mutably for the whole call and outlives it.
-                let [result] =
-                    unsafe { submit_and_reap(ring, [entry], IoOp::Read, &open.path, at)? };
+                let [result] = unsafe {
+                    submit_and_reap(ring, [entry], IoOp::Read, &open.path, at, &mut None)?
+                };
                 if is_retry(result) {
                     continue;
                 }
@@ -234,6 +242,7 @@ impl UringDevice {
         offset: u64,
         buf: &[u8],
         durable: bool,
+        meanwhile: &mut Option<&mut dyn FnMut()>,
     ) -> Result<(), IoError> {
         check(IoOp::Write, &open.path, offset, buf)?;
         let fd = types::Fd(open.file.as_raw_fd());
@@ -255,8 +264,9 @@ impl UringDevice {
                         .build()
                         .user_data(0);
                     // SAFETY: `rest` is borrowed for the whole call and outlives it.
-                    let [w] =
-                        unsafe { submit_and_reap(ring, [write], IoOp::Write, &open.path, at)? };
+                    let [w] = unsafe {
+                        submit_and_reap(ring, [write], IoOp::Write, &open.path, at, meanwhile)?
+                    };
                     if w == -libc::EOPNOTSUPP || (w == -libc::EINVAL && done == 0) {
                         // This kernel or file system refuses RWF_DSYNC: link a sync instead.
                         self.dsync.store(false, Ordering::Relaxed);
@@ -271,7 +281,14 @@ impl UringDevice {
                     let write = write.flags(squeue::Flags::IO_LINK);
                     // SAFETY: `rest` is borrowed for the whole call and outlives it.
                     let [w, s] = unsafe {
-                        submit_and_reap(ring, [write, sync], IoOp::Write, &open.path, at)?
+                        submit_and_reap(
+                            ring,
+                            [write, sync],
+                            IoOp::Write,
+                            &open.path,
+                            at,
+                            meanwhile,
+                        )?
                     };
                     if w > 0 && (w as usize) == rest.len() {
                         // The write is complete; the linked sync ran after it.
@@ -286,8 +303,9 @@ impl UringDevice {
                     w
                 } else {
                     // SAFETY: `rest` is borrowed for the whole call and outlives it.
-                    let [w] =
-                        unsafe { submit_and_reap(ring, [write], IoOp::Write, &open.path, at)? };
+                    let [w] = unsafe {
+                        submit_and_reap(ring, [write], IoOp::Write, &open.path, at, meanwhile)?
+                    };
                     w
                 };
                 if is_retry(written) {
@@ -318,7 +336,7 @@ fn sync_retrying(ring: &mut IoUring, fd: types::Fd, path: &Path) -> Result<(), I
             .build()
             .user_data(0);
         // SAFETY: fsync points at no buffer.
-        let [result] = unsafe { submit_and_reap(ring, [sync], IoOp::Sync, path, 0)? };
+        let [result] = unsafe { submit_and_reap(ring, [sync], IoOp::Sync, path, 0, &mut None)? };
         if result == 0 {
             return Ok(());
         }
@@ -344,11 +362,29 @@ impl Device for UringDevice {
     }
     fn write_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         let open = self.dir.file(file)?;
-        self.write(&open, offset, buf, false)
+        self.write(&open, offset, buf, false, &mut None)
     }
     fn write_durable_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         let open = self.dir.file(file)?;
-        self.write(&open, offset, buf, true)
+        self.write(&open, offset, buf, true, &mut None)
+    }
+    fn write_durable_at_meanwhile(
+        &self,
+        file: FileId,
+        offset: u64,
+        buf: &[u8],
+        meanwhile: &mut dyn FnMut(),
+    ) -> Result<(), IoError> {
+        let mut pending = Some(meanwhile);
+        let result = self
+            .dir
+            .file(file)
+            .and_then(|open| self.write(&open, offset, buf, true, &mut pending));
+        // Called once, whatever happened: after the write when it could not be overlapped.
+        if let Some(meanwhile) = pending.take() {
+            meanwhile();
+        }
+        result
     }
     fn sync(&self, file: FileId) -> Result<(), IoError> {
         let open = self.dir.file(file)?;
@@ -403,5 +439,44 @@ mod tests {
         assert_eq!(error.kind, IoErrorKind::UnexpectedEof);
         let error = device.write_at(file, 100, &out).unwrap_err();
         assert_eq!(error.kind, IoErrorKind::Unaligned);
+    }
+
+    #[test]
+    fn the_work_meanwhile_runs_once_whether_or_not_the_write_succeeds() {
+        let dir = test_dir();
+        let device = match UringDevice::open(dir.path(), DeviceOptions::default()) {
+            Ok(device) => device,
+            Err(e) if e.op == IoOp::Setup => {
+                eprintln!("skipped: io_uring unavailable here: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let file = device.open("f", true).unwrap();
+        device.set_len(file, 1 << 20).unwrap();
+        let mut out = AlignedBuf::new_zeroed(3 * 4096);
+        out.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i % 251) as u8);
+        let mut calls = 0;
+        device
+            .write_durable_at_meanwhile(file, 8192, &out, &mut || calls += 1)
+            .unwrap();
+        assert_eq!(calls, 1);
+        let mut back = AlignedBuf::new_zeroed(out.len());
+        device.read_at(file, 8192, &mut back).unwrap();
+        assert_eq!(&out[..], &back[..]);
+        // Refused before anything is submitted: still called, once.
+        let error = device
+            .write_durable_at_meanwhile(file, 100, &out, &mut || calls += 1)
+            .unwrap_err();
+        assert_eq!(error.kind, IoErrorKind::Unaligned);
+        assert_eq!(calls, 2);
+        // A file that is not open: called once too.
+        device.close(file);
+        assert!(device
+            .write_durable_at_meanwhile(file, 0, &out, &mut || calls += 1)
+            .is_err());
+        assert_eq!(calls, 3);
     }
 }

@@ -14,16 +14,20 @@
 //! crash, at most [`BATCHES_IN_FLIGHT_MAX`] batches past the durable tail can be partly on
 //! disk; recovery scrubs that much past the tail.
 //!
-//! Committers waiting on batch `n` sleep on condition variable `n % (K + 1)`: a batch
-//! becoming durable wakes its own committers and, when records wait, one more thread to
-//! lead them, never the whole crowd.
+//! Committers waiting on batch `n` sleep on futex word `n % (K + 1)`, without the lock: a
+//! batch becoming durable wakes its own committers and, when records wait, one more thread
+//! to lead them, never the whole crowd. A woken committer reads the durable LSN from an
+//! atomic and returns without taking the lock. A leader that goes on to write the next
+//! batch wakes the committers of the one before while the device writes (the wake-ups of a
+//! batch's committers cost more than its write on a 2-core machine, so they must not sit
+//! between one write and the next).
 //!
 //! A failed write or sync is fail-stop: the log records the failure, wakes every waiter
 //! with it, and refuses every later append and wait.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::segment::{self, Preparer};
 use super::{LogError, Lsn};
@@ -46,8 +50,22 @@ use crate::ids::TxnId;
 /// thread to wake.
 const LEADER_EXTRA_BATCHES_MAX: u32 = 2;
 
-/// Condition variables: one per batch that may be in flight, plus the filling one.
+/// Wait queues (futex words): one per batch that may be in flight, plus the filling one.
 const WAIT_QUEUE_COUNT: usize = BATCHES_IN_FLIGHT_MAX + 1;
+const _: () = assert!(WAIT_QUEUE_COUNT <= u8::BITS as usize);
+
+/// Wait queues to wake once the lock is released: every sleeper of the queues in `all`,
+/// one sleeper of those in `one`. Their words were advanced under the lock, with the change
+/// the sleepers wait for, so a sleeper that had not yet gone to sleep returns at once.
+#[derive(Clone, Copy, Debug, Default)]
+struct Wakes {
+    all: u8,
+    one: u8,
+}
+
+fn queue_of(batch_seq: u64) -> usize {
+    (batch_seq % WAIT_QUEUE_COUNT as u64) as usize
+}
 
 /// A record to append.
 #[derive(Clone, Copy, Debug)]
@@ -166,8 +184,12 @@ struct Shared<D: Device> {
     epoch: u32,
     batch_size_bytes_max: usize,
     state: Mutex<WriterState>,
-    /// Committers of batch `n` wait on `waiters[n % WAIT_QUEUE_COUNT]`.
-    waiters: [Condvar; WAIT_QUEUE_COUNT],
+    /// Committers of batch `n` sleep on `wait_words[n % WAIT_QUEUE_COUNT]`; a wake-up first
+    /// adds one to the word, under the lock.
+    wait_words: [AtomicU32; WAIT_QUEUE_COUNT],
+    /// `WriterState::durable_lsn`, stored under the lock whenever it advances: a woken
+    /// committer reads it without the lock.
+    durable_lsn: AtomicU64,
     appended_lsn: AtomicU64,
 }
 
@@ -306,7 +328,8 @@ impl<D: Device> Log<D> {
                 epoch,
                 batch_size_bytes_max,
                 state: Mutex::new(state),
-                waiters: std::array::from_fn(|_| Condvar::new()),
+                wait_words: std::array::from_fn(|_| AtomicU32::new(0)),
+                durable_lsn: AtomicU64::new(tail.next_lsn.get() - 1),
                 appended_lsn: AtomicU64::new(tail.next_lsn.get() - 1),
             }),
             preparer,
@@ -405,13 +428,17 @@ impl<D: Device> Log<D> {
                 continue;
             }
             if state.slot_free() {
-                state = self.lead(state);
-                self.hand_off(&state);
+                let mut wakes = Wakes::default();
+                state = self.lead(state, &mut wakes);
+                self.hand_off(&state, &mut wakes);
+                drop(state);
+                self.wake(wakes);
             } else {
                 // Wait with the filling batch's committers until a slot frees.
                 let seq = state.fill_seq;
-                state = self.wait_on(state, seq);
+                self.sleep(state, seq);
             }
+            state = self.lock();
         }
         let mut lsn = state.next_lsn;
         let mut chain = state.chain;
@@ -481,6 +508,9 @@ impl<D: Device> Log<D> {
     /// Waits until every record up to `lsn` is durable, leading its batch when a slot is
     /// free.
     pub fn wait_durable(&self, lsn: Lsn) -> Result<(), LogError> {
+        if self.durable(lsn) {
+            return Ok(());
+        }
         let mut state = self.lock();
         loop {
             if state.durable_lsn >= lsn {
@@ -490,25 +520,38 @@ impl<D: Device> Log<D> {
             assert!(lsn < state.next_lsn, "waiting for LSN {lsn} never appended");
             let in_fill = lsn >= state.fill.first_lsn;
             if in_fill && state.slot_free() {
-                state = self.lead(state);
+                let mut wakes = Wakes::default();
+                state = self.lead(state, &mut wakes);
                 // If records are waiting and a slot is free, write them at once rather than
                 // hand the batch to a thread that has yet to wake up; a few times at most,
-                // so no caller waits long after its own record is durable.
+                // so no caller waits long after its own record is durable. Each of these
+                // writes wakes the committers of the batch before it while it is written.
                 let mut extra = 0;
                 while extra < LEADER_EXTRA_BATCHES_MAX
                     && state.fill.record_count > 0
                     && state.slot_free()
                     && state.failed.is_none()
                 {
-                    state = self.lead(state);
+                    state = self.lead(state, &mut wakes);
                     extra += 1;
                 }
-                self.hand_off(&state);
+                self.hand_off(&state, &mut wakes);
+                drop(state);
+                self.wake(wakes);
             } else {
                 let seq = state.batch_of(lsn);
-                state = self.wait_on(state, seq);
+                self.sleep(state, seq);
             }
+            if self.durable(lsn) {
+                return Ok(());
+            }
+            state = self.lock();
         }
+    }
+
+    /// Whether `lsn` is known durable, read without the lock.
+    fn durable(&self, lsn: Lsn) -> bool {
+        self.shared.durable_lsn.load(Ordering::Acquire) >= lsn.get()
     }
 
     /// Appends and waits until the records are durable.
@@ -562,7 +605,8 @@ impl<D: Device> Log<D> {
             check_usable(&state)?;
             if let Some(newest) = state.in_flight.back() {
                 let seq = newest.batch_seq;
-                state = self.wait_on(state, seq);
+                self.sleep(state, seq);
+                state = self.lock();
                 continue;
             }
             if state.fill.record_count > 0
@@ -574,9 +618,13 @@ impl<D: Device> Log<D> {
                     // plainly, and fails nothing.
                     self.check_room(&state, 0, true)?;
                 }
-                state = self.lead(state);
-                check_usable(&state)?;
-                self.hand_off(&state);
+                let mut wakes = Wakes::default();
+                state = self.lead(state, &mut wakes);
+                self.hand_off(&state, &mut wakes);
+                let usable = check_usable(&state);
+                drop(state);
+                self.wake(wakes);
+                usable?;
             }
             return Ok(lsn);
         }
@@ -585,8 +633,10 @@ impl<D: Device> Log<D> {
     /// Writes a final durable mark ([`Log::write_mark`]) and closes the log.
     pub fn close(self) -> Result<Lsn, LogError> {
         let lsn = self.write_mark()?;
-        self.lock().closed = true;
-        self.shared.waiters.iter().for_each(Condvar::notify_all);
+        let mut state = self.lock();
+        state.closed = true;
+        self.wake_everyone();
+        drop(state);
         Ok(lsn)
     }
 
@@ -673,28 +723,67 @@ impl<D: Device> Log<D> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sleeps with the committers of batch `batch_seq` until it becomes durable, a slot
-    /// frees for the filling batch, or the log stops; returns with the lock held again.
-    fn wait_on<'a>(
-        &'a self,
-        state: MutexGuard<'a, WriterState>,
-        batch_seq: u64,
-    ) -> MutexGuard<'a, WriterState> {
-        self.shared.waiters[(batch_seq % WAIT_QUEUE_COUNT as u64) as usize]
-            .wait(state)
-            .unwrap_or_else(|e| e.into_inner())
+    /// Releases the lock and sleeps with the committers of batch `batch_seq` until it
+    /// becomes durable, a slot frees for the filling batch, or the log stops (or, rarely,
+    /// until another batch of the same queue does: the caller checks again).
+    fn sleep(&self, state: MutexGuard<'_, WriterState>, batch_seq: u64) {
+        let word = &self.shared.wait_words[queue_of(batch_seq)];
+        // Read under the lock: a wake-up for any change after this moment first moves it.
+        let seen = word.load(Ordering::Acquire);
+        drop(state);
+        atomic_wait::wait(word, seen);
+    }
+
+    /// Moves the word of the queue of batch `batch_seq` (call with the lock held, after the
+    /// change its sleepers wait for) and adds the queue to `wakes`, its sleepers woken all
+    /// or one.
+    fn announce(&self, wakes: &mut Wakes, batch_seq: u64, all: bool) {
+        let queue = queue_of(batch_seq);
+        self.shared.wait_words[queue].fetch_add(1, Ordering::Release);
+        if all {
+            wakes.all |= 1 << queue;
+        } else {
+            wakes.one |= 1 << queue;
+        }
+    }
+
+    /// Wakes the sleepers `wakes` names (best without the lock held).
+    fn wake(&self, wakes: Wakes) {
+        for (queue, word) in self.shared.wait_words.iter().enumerate() {
+            let bit = 1 << queue;
+            if wakes.all & bit != 0 {
+                atomic_wait::wake_all(word);
+            } else if wakes.one & bit != 0 {
+                atomic_wait::wake_one(word);
+            }
+        }
+    }
+
+    /// Wakes every sleeper of every queue (the log failed or closed; call with the lock
+    /// held, after the change).
+    fn wake_everyone(&self) {
+        for word in &self.shared.wait_words {
+            word.fetch_add(1, Ordering::Release);
+            atomic_wait::wake_all(word);
+        }
     }
 
     /// When records wait in the filling batch and a slot is free, wakes one of their
     /// committers to lead it.
-    fn hand_off(&self, state: &WriterState) {
+    fn hand_off(&self, state: &WriterState, wakes: &mut Wakes) {
         if state.fill.record_count > 0 && state.slot_free() && state.failed.is_none() {
-            self.shared.waiters[(state.fill_seq % WAIT_QUEUE_COUNT as u64) as usize].notify_one();
+            self.announce(wakes, state.fill_seq, false);
         }
     }
 
-    /// Seals the filling batch and writes it; returns with the lock held again.
-    fn lead<'a>(&'a self, mut state: MutexGuard<'a, WriterState>) -> MutexGuard<'a, WriterState> {
+    /// Seals the filling batch and writes it, waking the sleepers in `wakes` while the
+    /// device writes; returns with the lock held again, and the committers of the batches
+    /// that became durable in `wakes` (the caller wakes them, or the next write does).
+    fn lead<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriterState>,
+        wakes: &mut Wakes,
+    ) -> MutexGuard<'a, WriterState> {
         assert!(state.slot_free());
         let shared = &*self.shared;
         let spare = state
@@ -778,11 +867,17 @@ impl<D: Device> Log<D> {
             } else {
                 (SEGMENT_HEADER_SIZE_BYTES, batch.segment_offset)
             };
-            let written = shared.device.write_durable_at(
-                file,
-                offset,
-                &batch.buf[from..start + padded_bytes],
-            );
+            let bytes = &batch.buf[from..start + padded_bytes];
+            let written = if wakes.all | wakes.one == 0 {
+                // Nothing to overlap: one submit-and-wait, not a submit and then a wait.
+                shared.device.write_durable_at(file, offset, bytes)
+            } else {
+                shared
+                    .device
+                    .write_durable_at_meanwhile(file, offset, bytes, &mut || {
+                        self.wake(std::mem::take(wakes))
+                    })
+            };
             if let Err(error) = written {
                 if opened {
                     shared.device.close(file);
@@ -830,7 +925,7 @@ impl<D: Device> Log<D> {
         if state.failed.is_some() {
             // Nothing after a failure is acknowledged: durable_lsn stays where it is.
             state.in_flight.retain(|b| !b.done);
-            shared.waiters.iter().for_each(Condvar::notify_all);
+            self.wake_everyone();
             return state;
         }
         // The durable LSN advances over the batches that are all complete, oldest first;
@@ -838,7 +933,10 @@ impl<D: Device> Log<D> {
         while state.in_flight.front().is_some_and(|b| b.done) {
             let done = state.in_flight.pop_front().expect("front exists");
             state.durable_lsn = state.durable_lsn.max(done.last_lsn);
-            shared.waiters[(done.batch_seq % WAIT_QUEUE_COUNT as u64) as usize].notify_all();
+            shared
+                .durable_lsn
+                .store(state.durable_lsn.get(), Ordering::Release);
+            self.announce(wakes, done.batch_seq, true);
         }
         // Segment files no batch can write to any more are closed.
         let oldest = state.oldest_segment_in_use();
