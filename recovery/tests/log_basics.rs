@@ -219,3 +219,77 @@ fn many_committers_on_io_uring_all_recover() {
         assert_eq!(records, acked, "in flight {in_flight}");
     }
 }
+
+/// Committers that come and go: each thread commits a different number of times and stops,
+/// so the batch after a durable one waits (gathers) for committers that never come back,
+/// and gatherers race with committers that write the batch first. Every commit returns, in
+/// time; a lost hand-off would leave committers asleep for good (the watchdog fails it).
+#[test]
+fn committers_that_come_and_go_are_never_left_asleep() {
+    use rand::{Rng, SeedableRng};
+    use smlog::io::uring::UringDevice;
+    use smlog::io::DeviceOptions;
+    let dir = tempfile::Builder::new()
+        .prefix("smlog-come-and-go-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for round in 0..40u64 {
+            let counts: Vec<u64> = (0..rng.gen_range(2..24))
+                .map(|_| rng.gen_range(1..120))
+                .collect();
+            let total: u64 = counts.iter().sum();
+            let run = |log: Arc<smlog::Log<Box<dyn smlog::io::Device>>>| {
+                let first = log.last_lsn();
+                let threads: Vec<_> = counts
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &count)| {
+                        let log = Arc::clone(&log);
+                        std::thread::spawn(move || {
+                            for i in 0..count {
+                                let payload = payload_for(t as u64, i);
+                                log.append_durable(&[record_for(t as u64, i, &payload)])
+                                    .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                threads.into_iter().for_each(|t| t.join().unwrap());
+                assert_eq!(log.durable_lsn(), first + total, "round {round}");
+            };
+            let device: Box<dyn smlog::io::Device> = if round % 2 == 0 {
+                Box::new(SimDevice::new(round))
+            } else {
+                let dir = path.join(format!("round-{round}"));
+                match UringDevice::open(
+                    &dir,
+                    DeviceOptions {
+                        create_dir: true,
+                        ..DeviceOptions::default()
+                    },
+                ) {
+                    Ok(device) => Box::new(device),
+                    Err(error) => {
+                        eprintln!("io_uring rounds skipped: {error}");
+                        continue;
+                    }
+                }
+            };
+            run(Arc::new(
+                smlog::Log::create(
+                    Arc::new(device),
+                    smlog::log::writer::CreateOptions::default(),
+                )
+                .unwrap(),
+            ));
+        }
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("committers left asleep (or a round failed)");
+}

@@ -8,6 +8,13 @@
 //! the next. When no slot is free, records gather in the filling batch until one frees: the
 //! batch size follows the load, and no thread ever sleeps to wait for company.
 //!
+//! With one batch in flight, the batch after one that became durable waits a moment
+//! ([`GATHER_WAIT`] at most) for that batch's committers, just woken, to come back with their
+//! next records: one committer yields the processor to them (the gatherer) while the others
+//! sleep; the batch is written once as many committers wait for it as were woken, or at the
+//! deadline. Otherwise the committers split into two halves that take turns, and each flush
+//! (serial on the devices measured) carries half of them.
+//!
 //! Batches may complete out of order; the durable LSN advances only over batches that are
 //! all complete. Each batch carries the durable LSN as it was when the batch was sealed
 //! (the durable mark), so any batch on disk vouches for everything durable before it. At a
@@ -28,6 +35,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::segment::{self, Preparer};
 use super::{LogError, Lsn};
@@ -49,6 +57,13 @@ use crate::ids::TxnId;
 /// are waiting and a slot is free: the device stays busy without waiting for another
 /// thread to wake.
 const LEADER_EXTRA_BATCHES_MAX: u32 = 2;
+
+/// With one batch in flight, how long at most the filling batch waits, once the batch
+/// before became durable, for that batch's committers (woken) to come back with their next
+/// records before it is written. Without it the batches alternate between two halves of
+/// the committers, each written with half of them; the device's flushes are serial, so a
+/// flush that carries everyone is worth a short wait.
+const GATHER_WAIT: Duration = Duration::from_micros(50);
 
 /// Wait queues (futex words): one per batch that may be in flight, plus the filling one.
 const WAIT_QUEUE_COUNT: usize = BATCHES_IN_FLIGHT_MAX + 1;
@@ -122,8 +137,19 @@ struct InFlight {
     segment_seq: SegmentSeq,
     /// Last LSN in it (first - 1 for an empty batch).
     last_lsn: Lsn,
+    /// Committers waiting for it when it was sealed.
+    waiters: u32,
     /// Its write completed.
     done: bool,
+}
+
+/// The filling batch waiting for the committers of the batch before (see [`GATHER_WAIT`]).
+#[derive(Clone, Copy, Debug)]
+struct Gather {
+    /// Written once this many committers wait for it...
+    waiters: u32,
+    /// ... or at this moment.
+    deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -136,6 +162,14 @@ struct WriterState {
     in_flight: VecDeque<InFlight>,
     /// How many may be in flight at once (1 ..= [`BATCHES_IN_FLIGHT_MAX`]).
     in_flight_limit: usize,
+    /// Committers waiting for the filling batch (each `wait_durable` call counted once).
+    fill_waiters: u32,
+    /// Set when a batch became durable with no other in flight; cleared when the filling
+    /// batch is sealed.
+    gather: Option<Gather>,
+    /// The filling batch (by sequence number) a committer is yielding the processor for
+    /// while it gathers; that committer writes it or sees another do so.
+    gatherer: Option<u64>,
     next_lsn: Lsn,
     chain: u32,
     durable_lsn: Lsn,
@@ -153,6 +187,19 @@ impl WriterState {
     /// Whether another batch may be written now.
     fn slot_free(&self) -> bool {
         self.in_flight.len() < self.in_flight_limit
+    }
+
+    /// Whether a committer yields the processor for the filling batch (and will write it,
+    /// unless another does first). A gatherer of a batch since sealed does not count: the
+    /// filling batch after it must be handed to one of its own committers.
+    fn gathered_by_another(&self) -> bool {
+        self.gatherer == Some(self.fill_seq)
+    }
+
+    /// Whether the filling batch should wait for more committers before it is written.
+    fn gathering(&self) -> bool {
+        self.gather
+            .is_some_and(|g| self.fill_waiters < g.waiters && Instant::now() < g.deadline)
     }
 
     /// The oldest segment a batch in flight or the filling batch writes to.
@@ -290,6 +337,9 @@ impl<D: Device> Log<D> {
             spares: (0..BATCHES_IN_FLIGHT_MAX).map(|_| buffer()).collect(),
             in_flight: VecDeque::with_capacity(BATCHES_IN_FLIGHT_MAX),
             in_flight_limit: BATCHES_IN_FLIGHT_DEFAULT,
+            fill_waiters: 0,
+            gather: None,
+            gatherer: None,
             next_lsn: tail.next_lsn,
             chain: tail.chain,
             durable_lsn: tail.next_lsn - 1,
@@ -512,6 +562,7 @@ impl<D: Device> Log<D> {
             return Ok(());
         }
         let mut state = self.lock();
+        let mut counted = false;
         loop {
             if state.durable_lsn >= lsn {
                 return Ok(());
@@ -519,7 +570,19 @@ impl<D: Device> Log<D> {
             check_usable(&state)?;
             assert!(lsn < state.next_lsn, "waiting for LSN {lsn} never appended");
             let in_fill = lsn >= state.fill.first_lsn;
-            if in_fill && state.slot_free() {
+            if in_fill && !counted {
+                state.fill_waiters += 1;
+                counted = true;
+            }
+            if in_fill && state.slot_free() && state.gathering() {
+                if state.gathered_by_another() {
+                    let seq = state.fill_seq;
+                    self.sleep(state, seq);
+                } else {
+                    state = self.gather(state, &mut Wakes::default());
+                    continue;
+                }
+            } else if in_fill && state.slot_free() {
                 let mut wakes = Wakes::default();
                 state = self.lead(state, &mut wakes);
                 // If records are waiting and a slot is free, write them at once rather than
@@ -532,6 +595,13 @@ impl<D: Device> Log<D> {
                     && state.slot_free()
                     && state.failed.is_none()
                 {
+                    if state.gathering() {
+                        if state.gathered_by_another() {
+                            break;
+                        }
+                        state = self.gather(state, &mut wakes);
+                        continue;
+                    }
                     state = self.lead(state, &mut wakes);
                     extra += 1;
                 }
@@ -768,10 +838,33 @@ impl<D: Device> Log<D> {
         }
     }
 
+    /// Releases the lock, wakes `wakes` and yields the processor once as the gatherer of
+    /// the filling batch, so the committers it waits for can run; returns with the lock.
+    fn gather<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriterState>,
+        wakes: &mut Wakes,
+    ) -> MutexGuard<'a, WriterState> {
+        let gathering = state.fill_seq;
+        state.gatherer = Some(gathering);
+        drop(state);
+        self.wake(std::mem::take(wakes));
+        std::thread::yield_now();
+        let mut state = self.lock();
+        if state.gatherer == Some(gathering) {
+            state.gatherer = None;
+        }
+        state
+    }
+
     /// When records wait in the filling batch and a slot is free, wakes one of their
-    /// committers to lead it.
+    /// committers to lead it (or to gather it, when no one does).
     fn hand_off(&self, state: &WriterState, wakes: &mut Wakes) {
-        if state.fill.record_count > 0 && state.slot_free() && state.failed.is_none() {
+        if state.fill.record_count > 0
+            && state.slot_free()
+            && state.failed.is_none()
+            && !state.gathered_by_another()
+        {
             self.announce(wakes, state.fill_seq, false);
         }
     }
@@ -844,12 +937,15 @@ impl<D: Device> Log<D> {
             }
             .encode(&mut batch.buf[..SEGMENT_HEADER_SIZE_BYTES]);
         }
+        let waiters = std::mem::take(&mut state.fill_waiters);
         state.in_flight.push_back(InFlight {
             batch_seq,
             segment_seq: batch.segment_seq,
             last_lsn: next_lsn - 1,
+            waiters,
             done: false,
         });
+        state.gather = None;
         let file = state.files.get(&batch.segment_seq).copied();
         drop(state);
 
@@ -930,6 +1026,7 @@ impl<D: Device> Log<D> {
         }
         // The durable LSN advances over the batches that are all complete, oldest first;
         // their committers wake.
+        let mut woken = 0;
         while state.in_flight.front().is_some_and(|b| b.done) {
             let done = state.in_flight.pop_front().expect("front exists");
             state.durable_lsn = state.durable_lsn.max(done.last_lsn);
@@ -937,6 +1034,14 @@ impl<D: Device> Log<D> {
                 .durable_lsn
                 .store(state.durable_lsn.get(), Ordering::Release);
             self.announce(wakes, done.batch_seq, true);
+            woken += done.waiters;
+        }
+        // With one batch in flight, the next waits a moment for those just woken.
+        if state.in_flight_limit == 1 && state.in_flight.is_empty() && woken > 1 {
+            state.gather = Some(Gather {
+                waiters: state.fill_waiters + woken,
+                deadline: Instant::now() + GATHER_WAIT,
+            });
         }
         // Segment files no batch can write to any more are closed.
         let oldest = state.oldest_segment_in_use();
