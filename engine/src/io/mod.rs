@@ -64,8 +64,9 @@ pub trait Device: Send + Sync + fmt::Debug + 'static {
     fn write_durable_at(&self, file: FileId, offset: u64, buf: &[u8]) -> Result<(), IoError>;
     /// [`Device::write_durable_at`], calling `meanwhile` exactly once, while the write is
     /// in flight where the device can (its caller's other work then overlaps the device's);
-    /// a device that writes synchronously calls it first. The log wakes the committers of
-    /// the batch before while this one is written.
+    /// a device that writes synchronously calls it first. It may run before the write's
+    /// outcome is known, and also when the write then fails. The log wakes the committers
+    /// of the batch before while this one is written.
     fn write_durable_at_meanwhile(
         &self,
         file: FileId,

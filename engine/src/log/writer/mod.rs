@@ -3,13 +3,13 @@
 //! Appenders encode their records straight into the batch being filled (one aligned buffer),
 //! under one mutex. A thread that needs its record durable, finding it in the filling batch
 //! and a free slot among the batches that may be in flight (one by default, at most
-//! [`BATCHES_IN_FLIGHT_MAX`]), becomes that batch's leader: it seals the batch, installs a spare buffer as the next one, and writes
-//! the sealed batch with one durable write (write + fdatasync) while the others keep filling
-//! the next. When no slot is free, records gather in the filling batch until one frees: the
-//! batch size follows the load, and no thread ever sleeps to wait for company.
+//! [`BATCHES_IN_FLIGHT_MAX`]), becomes that batch's leader: it seals the batch, installs a
+//! spare buffer as the next one, and writes the sealed batch with one durable write (write +
+//! fdatasync) while the others keep filling the next. When no slot is free, records gather
+//! in the filling batch until one frees: the batch size follows the load.
 //!
 //! With one batch in flight, the batch after one that became durable waits a moment
-//! ([`GATHER_WAIT`] at most) for that batch's committers, just woken, to come back with their
+//! (`GATHER_WAIT` at most) for that batch's committers, just woken, to come back with their
 //! next records: one committer yields the processor to them (the gatherer) while the others
 //! sleep; the batch is written once as many committers wait for it as were woken, or at the
 //! deadline. Otherwise the committers split into two halves that take turns, and each flush
@@ -21,9 +21,9 @@
 //! crash, at most [`BATCHES_IN_FLIGHT_MAX`] batches past the durable tail can be partly on
 //! disk; recovery scrubs that much past the tail.
 //!
-//! Committers waiting on batch `n` sleep on futex word `n % (K + 1)`, without the lock: a
-//! batch becoming durable wakes its own committers and, when records wait, one more thread
-//! to lead them, never the whole crowd. A woken committer reads the durable LSN from an
+//! Committers waiting on batch `n` sleep on futex word `n % (BATCHES_IN_FLIGHT_MAX + 1)`,
+//! without the lock: a batch becoming durable wakes its own committers and, when records
+//! wait, one more thread to lead (or gather) them, never the whole crowd. A woken committer reads the durable LSN from an
 //! atomic and returns without taking the lock. A leader that goes on to write the next
 //! batch wakes the committers of the one before while the device writes (the wake-ups of a
 //! batch's committers cost more than its write on a 2-core machine, so they must not sit
@@ -72,7 +72,8 @@ const _: () = assert!(WAIT_QUEUE_COUNT <= u8::BITS as usize);
 /// Wait queues to wake once the lock is released: every sleeper of the queues in `all`,
 /// one sleeper of those in `one`. Their words were advanced under the lock, with the change
 /// the sleepers wait for, so a sleeper that had not yet gone to sleep returns at once.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Debug, Default)]
+#[must_use = "announced sleepers must be woken"]
 struct Wakes {
     all: u8,
     one: u8,
@@ -137,7 +138,8 @@ struct InFlight {
     segment_seq: SegmentSeq,
     /// Last LSN in it (first - 1 for an empty batch).
     last_lsn: Lsn,
-    /// Committers waiting for it when it was sealed.
+    /// Committers waiting for it when it was sealed (those whose `wait_durable` found their
+    /// LSN in it while it was filling).
     waiters: u32,
     /// Its write completed.
     done: bool,
@@ -167,8 +169,9 @@ struct WriterState {
     /// Set when a batch became durable with no other in flight; cleared when the filling
     /// batch is sealed.
     gather: Option<Gather>,
-    /// The filling batch (by sequence number) a committer is yielding the processor for
-    /// while it gathers; that committer writes it or sees another do so.
+    /// The filling batch (by sequence number) a thread is yielding the processor for while
+    /// it gathers (a committer of it, or the leader of the batch before); that thread writes
+    /// it or sees another do so.
     gatherer: Option<u64>,
     next_lsn: Lsn,
     chain: u32,
@@ -192,14 +195,19 @@ impl WriterState {
     /// Whether a committer yields the processor for the filling batch (and will write it,
     /// unless another does first). A gatherer of a batch since sealed does not count: the
     /// filling batch after it must be handed to one of its own committers.
-    fn gathered_by_another(&self) -> bool {
+    fn has_gatherer(&self) -> bool {
         self.gatherer == Some(self.fill_seq)
     }
 
     /// Whether the filling batch should wait for more committers before it is written.
     fn gathering(&self) -> bool {
-        self.gather
-            .is_some_and(|g| self.fill_waiters < g.waiters && Instant::now() < g.deadline)
+        // A batch three quarters full is written: the appenders that fill it up would write
+        // it themselves.
+        let filled = self.fill.used_bytes >= self.fill.capacity_bytes / 4 * 3;
+        !filled
+            && self
+                .gather
+                .is_some_and(|g| self.fill_waiters < g.waiters && Instant::now() < g.deadline)
     }
 
     /// The oldest segment a batch in flight or the filling batch writes to.
@@ -575,7 +583,7 @@ impl<D: Device> Log<D> {
                 counted = true;
             }
             if in_fill && state.slot_free() && state.gathering() {
-                if state.gathered_by_another() {
+                if state.has_gatherer() {
                     let seq = state.fill_seq;
                     self.sleep(state, seq);
                 } else {
@@ -590,14 +598,23 @@ impl<D: Device> Log<D> {
                 // so no caller waits long after its own record is durable. Each of these
                 // writes wakes the committers of the batch before it while it is written.
                 let mut extra = 0;
+                let mut excused = false;
                 while extra < LEADER_EXTRA_BATCHES_MAX
                     && state.fill.record_count > 0
                     && state.slot_free()
                     && state.failed.is_none()
                 {
                     if state.gathering() {
-                        if state.gathered_by_another() {
+                        if state.has_gatherer() {
                             break;
+                        }
+                        if extra == 0 && !excused {
+                            // This leader was counted among the committers of its own batch,
+                            // but it gathers instead of coming back with a record.
+                            excused = true;
+                            if let Some(gather) = &mut state.gather {
+                                gather.waiters = gather.waiters.saturating_sub(1);
+                            }
                         }
                         state = self.gather(state, &mut wakes);
                         continue;
@@ -863,7 +880,7 @@ impl<D: Device> Log<D> {
         if state.fill.record_count > 0
             && state.slot_free()
             && state.failed.is_none()
-            && !state.gathered_by_another()
+            && !state.has_gatherer()
         {
             self.announce(wakes, state.fill_seq, false);
         }
