@@ -400,6 +400,18 @@ mod tests {
     use super::*;
     use crate::io::AlignedBuf;
 
+    /// The device on `dir`, or `None` (with one line saying so) where io_uring is refused.
+    fn open_or_skip(dir: &tempfile::TempDir) -> Option<UringDevice> {
+        match UringDevice::open(dir.path(), DeviceOptions::default()) {
+            Ok(device) => Some(device),
+            Err(e) if e.op == IoOp::Setup => {
+                eprintln!("skipped: io_uring unavailable here: {e}");
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     fn test_dir() -> tempfile::TempDir {
         tempfile::Builder::new()
             .prefix("smlog-uring-")
@@ -419,13 +431,8 @@ mod tests {
     #[test]
     fn durable_write_reads_back_through_o_direct() {
         let dir = test_dir();
-        let device = match UringDevice::open(dir.path(), DeviceOptions::default()) {
-            Ok(device) => device,
-            Err(e) if e.op == IoOp::Setup => {
-                eprintln!("skipped: io_uring unavailable here: {e}");
-                return;
-            }
-            Err(e) => panic!("{e}"),
+        let Some(device) = open_or_skip(&dir) else {
+            return;
         };
         let file = device.open("f", true).unwrap();
         device.set_len(file, 1 << 20).unwrap();
@@ -444,13 +451,8 @@ mod tests {
     #[test]
     fn the_work_meanwhile_runs_once_whether_or_not_the_write_succeeds() {
         let dir = test_dir();
-        let device = match UringDevice::open(dir.path(), DeviceOptions::default()) {
-            Ok(device) => device,
-            Err(e) if e.op == IoOp::Setup => {
-                eprintln!("skipped: io_uring unavailable here: {e}");
-                return;
-            }
-            Err(e) => panic!("{e}"),
+        let Some(device) = open_or_skip(&dir) else {
+            return;
         };
         let file = device.open("f", true).unwrap();
         device.set_len(file, 1 << 20).unwrap();
