@@ -193,6 +193,45 @@ fn a_full_mount_says_so_and_frees_space_at_once() {
     assert_fsck_clean(&dir);
 }
 
+/// An unlinked file's space is held while it is open (the kernel opens files without
+/// telling the mount, so the hold follows the kernel's own count of the inode) and comes
+/// back once it is closed, before any unmount.
+#[test]
+fn an_unlinked_open_file_holds_its_space_until_closed() {
+    skip_without_fuse!();
+    let tmp = test_dir("held");
+    let dir = tmp.path().join("engine");
+    let mnt = tmp.path().join("mnt");
+    let Some(m) = mount(&dir, &mnt, &["--capacity", "8M"]) else {
+        return;
+    };
+    let chunk = vec![5u8; 6 << 20];
+    fs::write(m.path("a"), &chunk).unwrap();
+    sh(&mnt, "sync");
+    let a = fs::File::open(m.path("a")).unwrap();
+    fs::remove_file(m.path("a")).unwrap();
+    let held = fs::write(m.path("b"), &chunk);
+    assert_eq!(
+        errno_of(held),
+        Some(libc::ENOSPC),
+        "the open file's space was freed"
+    );
+    fs::remove_file(m.path("b")).unwrap();
+    assert_eq!(std::io::read_to_string(&a).unwrap().len(), chunk.len());
+    drop(a);
+    // The kernel gives the inode back (FORGET) after the close returns: wait for it.
+    let mut tries = 0;
+    while let Err(e) = fs::write(m.path("b"), &chunk) {
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+        tries += 1;
+        assert!(tries < 100, "the closed file's space never came back");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(fs::read(m.path("b")).unwrap(), chunk);
+    m.unmount();
+    assert_fsck_clean(&dir);
+}
+
 /// On a small host file system, df on the mount tells the host's free space, not the
 /// engine's 64 GiB capacity. (A 200 MiB tmpfs made by the test, room for the log's first
 /// segments; root only.)
