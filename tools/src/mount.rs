@@ -1047,6 +1047,11 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if self.no_open {
+            // No handle was given out (`open`, `create`): the hold is the kernel's count's
+            // (`told`), which a stray RELEASE must not undo.
+            return reply.ok();
+        }
         self.reply_empty(self.backend.engine().release(Ino(ino.0)), reply);
     }
 
