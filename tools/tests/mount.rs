@@ -165,6 +165,19 @@ fn dbench_runs_on_a_mount_and_leaves_it_clean() {
     m.unmount();
 }
 
+/// Writes `bytes` to `path`, waiting (10 s at most, else fails saying `never`) while it
+/// gets ENOSPC: the space of a file the kernel let go comes back once its FORGET has been
+/// handled, which may still be at work on another of the mount's threads.
+fn write_when_room(path: &Path, bytes: &[u8], never: &str) {
+    let mut tries = 0;
+    while let Err(e) = fs::write(path, bytes) {
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+        tries += 1;
+        assert!(tries < 100, "{never}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// `--capacity` makes a small disk: df tells it, a write past it is ENOSPC, and the space
 /// a delete frees is usable as soon as the kernel lets the file go.
 #[test]
@@ -187,15 +200,12 @@ fn a_full_mount_says_so_and_frees_space_when_a_file_goes() {
     fs::remove_file(m.path("a")).unwrap();
     fs::remove_file(m.path("b")).unwrap();
     // The space comes back as the kernel forgets the files, which it tells the mount as
-    // each unlink returns; the FORGET may still be at work on another of the mount's
-    // threads when the first writes of `c` arrive.
-    let mut tries = 0;
-    while let Err(e) = fs::write(m.path("c"), &chunk) {
-        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-        tries += 1;
-        assert!(tries < 100, "the removed files' space never came back");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // each unlink returns.
+    write_when_room(
+        &m.path("c"),
+        &chunk,
+        "the removed files' space never came back",
+    );
     sh(&mnt, "sync");
     assert_eq!(fs::read(m.path("c")).unwrap(), chunk);
     m.unmount();
@@ -231,14 +241,12 @@ fn an_unlinked_open_file_holds_its_space_until_closed() {
     fs::remove_file(m.path("b")).unwrap();
     assert_eq!(std::io::read_to_string(&a).unwrap().len(), chunk.len());
     drop(a);
-    // The kernel gives the inode back (FORGET) after the close returns: wait for it.
-    let mut tries = 0;
-    while let Err(e) = fs::write(m.path("b"), &chunk) {
-        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
-        tries += 1;
-        assert!(tries < 100, "the closed file's space never came back");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // The kernel gives the inode back (FORGET) as the close returns.
+    write_when_room(
+        &m.path("b"),
+        &chunk,
+        "the closed file's space never came back",
+    );
     assert_eq!(fs::read(m.path("b")).unwrap(), chunk);
     m.unmount();
     assert_fsck_clean(&dir);
