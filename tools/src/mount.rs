@@ -568,12 +568,17 @@ impl<B: Backend> SmlogFs<B> {
             }
             refs.remove(&ino).is_some_and(|gone| gone.held)
         };
-        // Outside the table's lock: reclaiming an orphan is a transaction. A failure leaves
-        // the orphan to the next recovery (and says so if the engine stopped).
+        // Outside the table's lock: reclaiming an orphan is a transaction.
         if release {
-            if let Err(e) = self.backend.engine().release(Ino(ino)) {
-                let _ = self.errno(e);
-            }
+            self.let_go(ino);
+        }
+    }
+
+    /// Ends the engine's hold on `ino` taken for the kernel (`told`). A failure leaves the
+    /// orphan to the next recovery (and says so if the engine stopped).
+    fn let_go(&self, ino: u64) {
+        if let Err(e) = self.backend.engine().release(Ino(ino)) {
+            let _ = self.errno(e);
         }
     }
 
@@ -718,9 +723,7 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
                 .collect()
         };
         for ino in held {
-            if let Err(e) = self.backend.engine().release(Ino(ino)) {
-                let _ = self.errno(e);
-            }
+            self.let_go(ino);
         }
         if let Err(e) = self.backend.sync() {
             eprintln!("smlog mount: the final sync failed: {e}");
@@ -1143,15 +1146,14 @@ impl<B: Backend> Filesystem for SmlogFs<B> {
                         continue;
                     };
                     let name = OsStr::from_bytes(&entry.name);
-                    let stat = attr;
-                    let attr = file_attr(&stat);
+                    let fuse_attr = file_attr(&attr);
                     let ino = INodeNo(entry.ino.get());
-                    if reply.add(ino, entry.offset, name, &self.ttl, &attr, GENERATION) {
+                    if reply.add(ino, entry.offset, name, &self.ttl, &fuse_attr, GENERATION) {
                         break;
                     }
                     // Every entry the kernel takes is a lookup, but for "." and "..".
                     if entry.name != b"." && entry.name != b".." {
-                        self.told(&stat);
+                        self.told(&attr);
                     }
                 }
                 reply.ok();

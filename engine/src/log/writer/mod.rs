@@ -27,10 +27,10 @@
 //! Committers waiting on batch `n` sleep on futex word `n % (BATCHES_IN_FLIGHT_MAX + 1)`,
 //! without the lock: a batch becoming durable wakes its own committers and, when records
 //! wait, one more thread to lead (or gather) them, never the whole crowd. A woken committer
-//! reads the durable LSN from an atomic and returns without taking the lock. A leader that goes on to write the next
-//! batch wakes the committers of the one before while the device writes (the wake-ups of a
-//! batch's committers cost more than its write on a 2-core machine, so they must not sit
-//! between one write and the next).
+//! reads the durable LSN from an atomic and returns without taking the lock. A leader that
+//! goes on to write the next batch wakes the committers of the one before while the device
+//! writes (the wake-ups of a batch's committers cost more than its write on a 2-core
+//! machine, so they must not sit between one write and the next).
 //!
 //! A failed write or sync is fail-stop: the log records the failure, wakes every waiter
 //! with it, and refuses every later append and wait.
