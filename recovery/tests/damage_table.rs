@@ -187,6 +187,96 @@ fn row_1_a_batch_in_the_next_segment_vouches_for_a_damaged_end_of_segment() {
     }
 }
 
+/// A first segment whose last batch is a mark (an empty batch) after 60 one-block records,
+/// then a record too large for the rest of it, which starts the second segment, then
+/// `after` more records there. Returns the mark's offset.
+fn first_segment_ending_in_a_mark(device: &Arc<SimDevice>, after: u64) -> u64 {
+    let log = log_with(device, 60);
+    log.write_mark().unwrap();
+    let big = vec![9u8; 3 * BLOCK_SIZE_BYTES];
+    log.append_durable(&[record_for(0, 61, &big)]).unwrap();
+    for lsn in 62..62 + after {
+        let payload = payload_for(0, lsn);
+        log.append_durable(&[record_for(0, lsn, &payload)]).unwrap();
+    }
+    drop(log);
+    let mark = batch_offset(61);
+    let image = device.durable_image(FIRST_SEGMENT).unwrap();
+    let header = &image[mark as usize..mark as usize + 16];
+    assert_eq!(header[4..8], smlog::format::BATCH_MAGIC.to_le_bytes());
+    assert_eq!(header[12..16], 0u32.to_le_bytes(), "not a mark");
+    let mut segments = Vec::new();
+    scan(&**device, RecoveryMode::Strict, |r| {
+        segments.push((r.lsn.get(), r.segment_seq))
+    })
+    .unwrap();
+    assert_eq!(segments.len() as u64, 61 + after);
+    assert_eq!(segments[59], (60, SegmentSeq(1)));
+    assert_eq!(segments[60], (61, SegmentSeq(2)));
+    mark
+}
+
+/// A mark at the end of a segment holds no record: when it cannot be read but the next
+/// segment continues the log exactly (LSN, chain, epoch), nothing is lost and nothing is
+/// damage. Torture found a second recovery refusing such a log (seed 6540134398596785709),
+/// after a first one had read past the mark; with no later batch to vouch, the reader used
+/// to call the mark a torn tail and drop the durable record after it.
+#[test]
+fn an_unreadable_mark_before_a_segment_that_continues_the_log_loses_nothing() {
+    for after in [0, 3] {
+        let device = Arc::new(SimDevice::new(16 + after));
+        let mark = first_segment_ending_in_a_mark(&device, after);
+        device.make_unreadable(FIRST_SEGMENT, mark + 512);
+        for mode in [RecoveryMode::Strict, RecoveryMode::TornTail] {
+            assert_eq!(
+                lsns(&device, mode).unwrap(),
+                (1..=61 + after).collect::<Vec<_>>(),
+                "{after} records after the segment's first, {mode:?}"
+            );
+        }
+        // Recovery and a second recovery agree, and the log goes on.
+        let (log, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
+        assert_eq!(report.tail.next_lsn, Lsn(62 + after));
+        let payload = payload_for(0, 62 + after);
+        log.append_durable(&[record_for(0, 62 + after, &payload)])
+            .unwrap();
+        drop(log);
+        let (_, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
+        assert_eq!(report.tail.next_lsn, Lsn(63 + after));
+        assert_eq!(records.len() as u64, 62 + after);
+    }
+}
+
+/// The same mark rotted: no batch header of this log there, and the next segment
+/// continues the log, so the reader moves on without calling it damage.
+#[test]
+fn a_rotted_mark_before_a_segment_that_continues_the_log_loses_nothing() {
+    let device = Arc::new(SimDevice::new(18));
+    let mark = first_segment_ending_in_a_mark(&device, 2);
+    device.poke(FIRST_SEGMENT, mark + 20, &[0x5A; 8]);
+    assert_eq!(
+        lsns(&device, RecoveryMode::Strict).unwrap(),
+        (1..=63).collect::<Vec<_>>()
+    );
+}
+
+/// The record batch before the mark is not a mark: when it cannot be read, the next
+/// segment does not continue the log (it starts one LSN later) and a batch there vouches
+/// for the lost record, so it is corruption, never the end.
+#[test]
+fn an_unreadable_last_record_batch_of_a_segment_is_still_corruption() {
+    let device = Arc::new(SimDevice::new(19));
+    first_segment_ending_in_a_mark(&device, 2);
+    device.make_unreadable(FIRST_SEGMENT, batch_offset(60) + 512);
+    match lsns(&device, RecoveryMode::TornTail) {
+        Err(LogError::Corrupt { lsn, why, .. }) => {
+            assert_eq!(lsn, Lsn(60));
+            assert!(why.contains("EIO"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn row_2_a_resurrected_batch_contradicted_by_the_next_is_corruption() {
     let device = Arc::new(SimDevice::new(5));

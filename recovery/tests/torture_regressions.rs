@@ -78,3 +78,17 @@ fn a_misread_never_hides_the_batch_that_vouches_for_damage() {
 fn a_verdict_on_damage_never_rests_on_one_misdirected_read() {
     torture(17_659_808_514_678_311_959, "all");
 }
+
+/// A misdirected read of a segment's last batch let the first recovery move to the next
+/// segment, which continues the log (the batches it skipped were marks); a sector under
+/// the last mark was unreadable, and the second recovery, reading the place right, called
+/// it damage vouched for by a later batch and refused the log. An unreadable place where
+/// the next segment continues the log exactly loses nothing now (its own test is in
+/// `damage_table`).
+#[test]
+fn an_unreadable_mark_at_a_segments_end_is_not_damage() {
+    torture(
+        6_540_134_398_596_785_709,
+        "crash,io-error,recovery-crash,steps,damage",
+    );
+}

@@ -14,6 +14,11 @@
 //! | 3 | no batch of this segment's incarnation starts here (zeros, or stale bytes of a recycled segment), or the batch or segment header here was written by an older writer epoch than the batch before it (a discarded tail come back: it reuses the LSNs and chain values of the history that replaced it) | the clean end of the log |
 //! | 4 | a batch of this incarnation starts here but is not whole, or the place is unreadable | a torn tail |
 //!
+//! Before the table: where no batch that continues the log starts at a place but the next
+//! segment's header does (the LSN, the CRC chain, the epoch), the writer left the rest of
+//! this segment unused or wrote only marks in it, and reading goes on there: nothing that
+//! place holds (zeros, stale bytes, a mark that cannot be read) is a record.
+//!
 //! A batch's `durable_lsn` is what was durable when it was sealed, so a batch past the
 //! damage that vouches for it proves the damaged bytes were durable once; without such a
 //! batch the damage is in a write that was never acknowledged.
@@ -363,46 +368,51 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                 continue;
             }
             let (seq, offset) = (self.segment_seq, self.offset);
-            let header_here = match self.header_at(seq, offset) {
-                Ok(decoded) => decoded,
-                Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
-                    return self.damage(offset, format!("unreadable: {e}"), true);
-                }
-                Err(e) => return Err(e.into()),
+            let found = match self.header_at(seq, offset) {
+                Ok(Ok(h)) if self.continues(h.first_lsn, h.prev_crc, h.epoch) => Ok(h),
+                other => Err(other),
             };
-            let header = match header_here {
-                Ok(h) if self.continues(h.first_lsn, h.prev_crc, h.epoch) => h,
-                Ok(h) if h.epoch < self.last_epoch => {
-                    // An older writer's batch after a newer one's: stale bytes of an
-                    // abandoned history (a discarded tail brought back), never a
-                    // continuation, even when its LSN and chain fit.
-                    let why = format!(
-                        "batch of writer epoch {}, older than the batch before it ({})",
-                        h.epoch, self.last_epoch
-                    );
+            let header = match found {
+                Ok(header) => header,
+                Err(other) => {
+                    let (why, evidence) = match other {
+                        // An older writer's batch after a newer one's: stale bytes of an
+                        // abandoned history (a discarded tail brought back), never a
+                        // continuation, even when its LSN and chain fit.
+                        Ok(Ok(h)) if h.epoch < self.last_epoch => (
+                            format!(
+                                "batch of writer epoch {}, older than the batch before it ({})",
+                                h.epoch, self.last_epoch
+                            ),
+                            false,
+                        ),
+                        Ok(Ok(h)) => (
+                            format!(
+                                "batch claims LSN {} chain {:#010x}, expected LSN {} chain {:#010x}",
+                                h.first_lsn, h.prev_crc, self.expected_lsn, self.chain
+                            ),
+                            true,
+                        ),
+                        // Only a batch header of this incarnation is evidence that the last
+                        // write reached this place; zeros and stale bytes of a recycled
+                        // segment are the clean end.
+                        Ok(Err(why)) => (why, false),
+                        // A truncated file is row 0, whatever follows it.
+                        Err(e) if e.kind == IoErrorKind::UnexpectedEof => {
+                            return self.damage(offset, format!("unreadable: {e}"), true);
+                        }
+                        Err(e) if e.kind == IoErrorKind::Io => (format!("unreadable: {e}"), true),
+                        Err(e) => return Err(e.into()),
+                    };
+                    // No batch that continues the log starts here. Where the next segment
+                    // does, nothing here was a record (see `segment_continues_next`).
                     if self.segment_continues_next()? {
+                        // A new place: damage there gets its own re-read.
+                        self.reread = false;
+                        self.verify = false;
                         continue;
                     }
-                    return self.damage(offset, why, false);
-                }
-                Ok(h) => {
-                    let why = format!(
-                        "batch claims LSN {} chain {:#010x}, expected LSN {} chain {:#010x}",
-                        h.first_lsn, h.prev_crc, self.expected_lsn, self.chain
-                    );
-                    if self.segment_continues_next()? {
-                        continue;
-                    }
-                    return self.damage(offset, why, true);
-                }
-                Err(why) => {
-                    if self.segment_continues_next()? {
-                        continue;
-                    }
-                    // Only a batch header of this incarnation is evidence that the last
-                    // write reached this place; zeros and stale bytes of a recycled segment
-                    // are the clean end.
-                    return self.damage(offset, why, false);
+                    return self.damage(offset, why, evidence);
                 }
             };
             match self.read_batch(&header) {
@@ -444,8 +454,15 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         self.truncated_len = None;
     }
 
-    /// Whether the next segment starts exactly where this one stopped (the writer leaves the
-    /// rest of a segment unused when a batch does not fit).
+    /// Whether the next segment starts exactly where this one stopped: its header continues
+    /// the LSN, the CRC chain and the epoch read so far. The writer leaves the rest of a
+    /// segment unused when a batch does not fit, and a mark (an empty batch) may come last;
+    /// when the next segment continues the log, no record lies between, so what the reader
+    /// finds at its place in this one (zeros, a mark it cannot read, a misdirected read)
+    /// loses nothing. A misdirected read cannot fake a continuation (a header names its
+    /// segment's incarnation), and recovery zeroes the start of the next segment at every
+    /// tail it fixes, so a header of an abandoned history does not stay (unless that zeroing
+    /// was lost too).
     fn segment_continues_next(&mut self) -> Result<bool, LogError> {
         let next = self.segment_seq + 1;
         match self.segment_header(next)? {
