@@ -260,6 +260,64 @@ fn a_rotted_mark_before_a_segment_that_continues_the_log_loses_nothing() {
     );
 }
 
+/// A header of an abandoned history in the next segment (a writer started it, its work
+/// was lost in a crash, recovery fixed the tail in the segment before and zeroed it, and
+/// the zeroing was undone) continues the log as it was before recovery's mark. A newer
+/// writer's acknowledged records follow that mark in the first segment; when the mark
+/// cannot be read, the reader must not take the old header's way out and drop them.
+#[test]
+fn a_stale_next_segment_never_hides_a_newer_writers_records() {
+    let device = Arc::new(SimDevice::new(20));
+    drop(log_with(&device, 50));
+    let image = device.durable_image(FIRST_SEGMENT).unwrap();
+    let at = batch_offset(50) as usize;
+    let first_epoch = smlog::format::BatchHeader::decode(&image[at..at + 64])
+        .unwrap()
+        .epoch;
+    let mut chain = 0;
+    scan(&*device, RecoveryMode::Strict, |r| chain = r.crc).unwrap();
+    // A newer writer: recovery's mark where the first one stopped, then three records.
+    let (log, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
+    assert_eq!(report.tail.segment_offset, batch_offset(51));
+    for lsn in 51..=53 {
+        let payload = payload_for(1, lsn);
+        log.append_durable(&[record_for(1, lsn, &payload[..payload.len().min(200)])])
+            .unwrap();
+    }
+    drop(log);
+    // The second segment as the first writer left it: its header, then zeros.
+    let second = segment_file_name(SegmentSeq(2));
+    let file = device.open(&second, true).unwrap();
+    let zeros = smlog::io::AlignedBuf::new_zeroed(SEGMENT_SIZE_BYTES as usize);
+    device.write_durable_at(file, 0, &zeros).unwrap();
+    device.close(file);
+    device.sync_dir().unwrap();
+    let mut header = vec![0u8; SEGMENT_HEADER_SIZE_BYTES];
+    smlog::format::SegmentHeader {
+        epoch: first_epoch,
+        log_id: report.meta.log_id,
+        segment_seq: SegmentSeq(2),
+        first_lsn: Lsn(51),
+        segment_size_bytes: SEGMENT_SIZE_BYTES,
+        prev_crc: chain,
+    }
+    .encode(&mut header);
+    device.poke(&second, 0, &header);
+    assert_eq!(
+        lsns(&device, RecoveryMode::Strict).unwrap(),
+        (1..=53).collect::<Vec<_>>(),
+        "the stale header is harmless while the mark is read"
+    );
+    device.make_unreadable(FIRST_SEGMENT, batch_offset(51) + 512);
+    match lsns(&device, RecoveryMode::TornTail) {
+        Err(LogError::Corrupt { lsn, why, .. }) => {
+            assert_eq!(lsn, Lsn(51));
+            assert!(why.contains("EIO"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The record batch before the mark is not a mark: when it cannot be read, the next
 /// segment does not continue the log (it starts one LSN later) and a batch there vouches
 /// for the lost record, so it is corruption, never the end.

@@ -2,6 +2,7 @@
 //! batch vouches for what came before.
 
 use crate::constants::{BLOCK_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES};
+use crate::format::SegmentHeader;
 use crate::ids::SegmentSeq;
 use crate::io::{Device, IoErrorKind};
 use crate::log::{LogError, Lsn};
@@ -95,6 +96,58 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             }
         }
         Ok(Found::Nothing)
+    }
+
+    /// Whether a batch of the current segment from `from` to its end, valid for its place,
+    /// shows that a writer went on in this segment after the one that wrote `next` (the
+    /// next segment's header, which continues the log): a batch of a newer epoch, one of
+    /// the same epoch that holds an LSN from `next.first_lsn` on, or one that says such an
+    /// LSN was durable. In
+    /// one history none can be there: a writer starts a segment only when its batch does not
+    /// fit in the one before, and a new writer resumes where the last one's durable work
+    /// ends. A header of an abandoned history can come back, though (recovery zeroes the
+    /// start of the next segment past every tail it fixes, and a resurrected old write can
+    /// undo that): then this segment holds the newer writer's records, and the reader must
+    /// not leave it. Every read is confirmed, as in [`Self::look_ahead`].
+    pub(super) fn written_on_here(
+        &mut self,
+        from: u64,
+        next: &SegmentHeader,
+    ) -> Result<bool, LogError> {
+        let verify = std::mem::replace(&mut self.verify, true);
+        self.drop_cache();
+        let found = self.written_on_here_from(from, next);
+        self.drop_cache();
+        self.verify = verify;
+        found
+    }
+
+    fn written_on_here_from(&mut self, from: u64, next: &SegmentHeader) -> Result<bool, LogError> {
+        let seq = self.segment_seq;
+        let mut at = from;
+        while at + BLOCK_SIZE_BYTES as u64 <= self.meta.segment_size_bytes {
+            match self.header_at(seq, at) {
+                Ok(Ok(h)) => {
+                    let newer = h.epoch > next.epoch;
+                    // An older writer's records past the tail a later recovery fixed are
+                    // stale bytes of its unfinished work, no evidence; its mark that they
+                    // were durable is.
+                    let holds = h.epoch == next.epoch
+                        && h.record_count > 0
+                        && h.first_lsn + u64::from(h.record_count) > next.first_lsn;
+                    let vouches = h.durable_lsn >= next.first_lsn;
+                    if newer || holds || vouches {
+                        return Ok(true);
+                    }
+                }
+                Ok(Err(_)) => {}
+                Err(e) if e.kind == IoErrorKind::Io => {}
+                Err(e) if e.kind == IoErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e.into()),
+            }
+            at += BLOCK_SIZE_BYTES as u64;
+        }
+        Ok(false)
     }
 
     /// Classifies damage at `offset` of the current segment (table in the module docs).

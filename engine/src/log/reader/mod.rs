@@ -15,9 +15,10 @@
 //! | 4 | a batch of this incarnation starts here but is not whole, or the place is unreadable | a torn tail |
 //!
 //! Before the table: where no batch that continues the log starts at a place but the next
-//! segment's header does (the LSN, the CRC chain, the epoch), the writer left the rest of
-//! this segment unused or wrote only marks in it, and reading goes on there: nothing that
-//! place holds (zeros, stale bytes, a mark that cannot be read) is a record.
+//! segment's header does (the LSN, the CRC chain, the epoch), and no batch after the place
+//! in this segment shows that a writer went on here (`written_on_here`), the writer left
+//! the rest of this segment unused or wrote only marks in it, and reading goes on there:
+//! nothing that place holds (zeros, stale bytes, a mark that cannot be read) is a record.
 //!
 //! A batch's `durable_lsn` is what was durable when it was sealed, so a batch past the
 //! damage that vouches for it proves the damaged bytes were durable once; without such a
@@ -406,7 +407,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     };
                     // No batch that continues the log starts here. Where the next segment
                     // does, nothing here was a record (see `segment_continues_next`).
-                    if self.segment_continues_next()? {
+                    if self.segment_continues_next(offset)? {
                         // A new place: damage there gets its own re-read.
                         self.reread = false;
                         self.verify = false;
@@ -454,24 +455,25 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         self.truncated_len = None;
     }
 
-    /// Whether the next segment starts exactly where this one stopped: its header continues
-    /// the LSN, the CRC chain and the epoch read so far. The writer leaves the rest of a
-    /// segment unused when a batch does not fit, and a mark (an empty batch) may come last;
-    /// when the next segment continues the log, no record lies between, so what the reader
-    /// finds at its place in this one (zeros, a mark it cannot read, a misdirected read)
-    /// loses nothing. A misdirected read cannot fake a continuation (a header names its
-    /// segment's incarnation), and recovery zeroes the start of the next segment at every
-    /// tail it fixes, so a header of an abandoned history does not stay (unless that zeroing
-    /// was lost too).
-    fn segment_continues_next(&mut self) -> Result<bool, LogError> {
+    /// Whether the log goes on in the next segment from `from` in this one, where no batch
+    /// that continues it starts: the next segment's header continues the LSN, the CRC chain
+    /// and the epoch read so far, and nothing from `from` to this segment's end shows that a
+    /// writer went on here after the one that started the next ([`Self::written_on_here`]).
+    /// The writer leaves the rest of a segment unused when a batch does not fit, and a mark
+    /// (an empty batch) may come last, so then no record lies between: what the reader finds
+    /// at `from` (zeros, a mark it cannot read, a misdirected read) loses nothing. A
+    /// misdirected read cannot fake the next header (it names its segment's incarnation).
+    fn segment_continues_next(&mut self, from: u64) -> Result<bool, LogError> {
         let next = self.segment_seq + 1;
-        match self.segment_header(next)? {
-            Ok(h) if self.continues(h.first_lsn, h.prev_crc, h.epoch) => {
-                self.next_segment();
-                Ok(true)
-            }
-            _ => Ok(false),
+        let header = match self.segment_header(next)? {
+            Ok(h) if self.continues(h.first_lsn, h.prev_crc, h.epoch) => h,
+            _ => return Ok(false),
+        };
+        if self.written_on_here(from, &header)? {
+            return Ok(false);
         }
+        self.next_segment();
+        Ok(true)
     }
 
     /// Whether a batch or segment that starts at `first_lsn` after chain value `prev_crc`,
