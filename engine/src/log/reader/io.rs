@@ -98,7 +98,8 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         let Some(ahead) = self.read_ahead.as_mut() else {
             return;
         };
-        if ahead.pending || self.chunk.len == 0 {
+        // Confirmed reads are of places the scan may not go on from.
+        if ahead.pending || self.chunk.len == 0 || self.verify {
             return;
         }
         let size = self.meta.segment_size_bytes;
@@ -289,6 +290,31 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             offset,
             IoErrorKind::Unstable,
         ))
+    }
+
+    /// Runs `read` with every read confirmed, on a chunk of its own: what the scan had read
+    /// stays cached, and the read-ahead stays on course, for when the scan goes on.
+    pub(super) fn aside<T>(&mut self, read: impl FnOnce(&mut Self) -> T) -> T {
+        let window = self.chunk_head_bytes + self.chunk_window_bytes;
+        let buf = self
+            .aside_buf
+            .take()
+            .unwrap_or_else(|| AlignedBuf::new_zeroed(window));
+        let kept = std::mem::replace(
+            &mut self.chunk,
+            Chunk {
+                buf,
+                base: self.chunk_head_bytes,
+                segment_seq: SegmentSeq(0),
+                start: 0,
+                len: 0,
+            },
+        );
+        let verify = std::mem::replace(&mut self.verify, true);
+        let result = read(self);
+        self.verify = verify;
+        self.aside_buf = Some(std::mem::replace(&mut self.chunk, kept).buf);
+        result
     }
 
     pub(super) fn drop_cache(&mut self) {

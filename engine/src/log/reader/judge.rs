@@ -108,18 +108,15 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
     /// ends. A header of an abandoned history can come back, though (recovery zeroes the
     /// start of the next segment past every tail it fixes, and a resurrected old write can
     /// undo that): then this segment holds the newer writer's records, and the reader must
-    /// not leave it. Every read is confirmed, as in [`Self::look_ahead`].
+    /// not leave it. Every read is confirmed, as in [`Self::look_ahead`], on a chunk of its
+    /// own ([`Self::aside`]): at every segment change, the next segment's first chunk,
+    /// already read, stays.
     pub(super) fn written_on_here(
         &mut self,
         from: u64,
         next: &SegmentHeader,
     ) -> Result<bool, LogError> {
-        let verify = std::mem::replace(&mut self.verify, true);
-        self.drop_cache();
-        let found = self.written_on_here_from(from, next);
-        self.drop_cache();
-        self.verify = verify;
-        found
+        self.aside(|reader| reader.written_on_here_from(from, next))
     }
 
     fn written_on_here_from(&mut self, from: u64, next: &SegmentHeader) -> Result<bool, LogError> {

@@ -178,6 +178,8 @@ pub struct LogReader<'d, D: Device + ?Sized> {
     verify: bool,
     /// The later reads of a confirmed read.
     verify_buf: Option<AlignedBuf>,
+    /// The chunk's buffer while a side read has the chunk ([`Self::aside`]).
+    aside_buf: Option<AlignedBuf>,
     /// Length of the current segment's file when it is shorter than a segment.
     truncated_len: Option<u64>,
     segment_first_lsn: BTreeMap<SegmentSeq, Lsn>,
@@ -240,6 +242,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             reread: false,
             verify: false,
             verify_buf: None,
+            aside_buf: None,
             truncated_len: None,
             segment_first_lsn: BTreeMap::new(),
             stats: ScanStats::default(),
