@@ -98,7 +98,8 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         let Some(ahead) = self.read_ahead.as_mut() else {
             return;
         };
-        // Confirmed reads are of places the scan may not go on from.
+        // Confirmed reads never take the read-ahead (a verdict rests on no single read), and
+        // a side chunk (`aside`) must not steer it away from where the scan is.
         if ahead.pending || self.chunk.len == 0 || self.verify {
             return;
         }

@@ -109,8 +109,8 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
     /// start of the next segment past every tail it fixes, and a resurrected old write can
     /// undo that): then this segment holds the newer writer's records, and the reader must
     /// not leave it. Every read is confirmed, as in [`Self::look_ahead`], on a chunk of its
-    /// own ([`Self::aside`]): at every segment change, the next segment's first chunk,
-    /// already read, stays.
+    /// own ([`Self::aside`]): what the reader holds of the next segment, its header just
+    /// read, stays cached.
     pub(super) fn written_on_here(
         &mut self,
         from: u64,

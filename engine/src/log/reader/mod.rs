@@ -178,7 +178,7 @@ pub struct LogReader<'d, D: Device + ?Sized> {
     verify: bool,
     /// The later reads of a confirmed read.
     verify_buf: Option<AlignedBuf>,
-    /// The chunk's buffer while a side read has the chunk ([`Self::aside`]).
+    /// The side chunk's buffer, kept between side reads ([`Self::aside`]).
     aside_buf: Option<AlignedBuf>,
     /// Length of the current segment's file when it is shorter than a segment.
     truncated_len: Option<u64>,
