@@ -32,22 +32,13 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
 
     /// Looks past damage at (seq, offset) for proof that the expected LSN was durable. A
     /// misdirected read can hide the proof as it can fake damage, so every read of the
-    /// search is confirmed ([`Self::read_chunk`]), and nothing read
-    /// before it began counts (the cache is dropped on both sides).
+    /// search is confirmed ([`Self::read_chunk`]), on a chunk of its own ([`Self::aside`]):
+    /// nothing read before it began counts.
     pub(super) fn look_ahead(&mut self, seq: SegmentSeq, offset: u64) -> Result<Found, LogError> {
-        let verify = std::mem::replace(&mut self.verify, true);
-        self.drop_cache();
-        let found = self.look_ahead_from(seq, offset);
-        self.drop_cache();
-        self.verify = verify;
-        found
+        self.aside(|reader| reader.look_ahead_from(seq, offset))
     }
 
-    pub(super) fn look_ahead_from(
-        &mut self,
-        seq: SegmentSeq,
-        offset: u64,
-    ) -> Result<Found, LogError> {
+    fn look_ahead_from(&mut self, seq: SegmentSeq, offset: u64) -> Result<Found, LogError> {
         let expected = self.expected_lsn;
         let size = self.meta.segment_size_bytes;
         let last = self.present.last().copied().unwrap_or(seq);
