@@ -40,6 +40,21 @@ fn lsns(device: &SimDevice, mode: RecoveryMode) -> Result<Vec<u64>, LogError> {
     Ok(lsns)
 }
 
+/// Asserts that a torn-tail scan refuses the log with corruption at `lsn`, saying `why`.
+fn assert_corrupt_at(device: &SimDevice, lsn: Lsn, why: &str) {
+    match lsns(device, RecoveryMode::TornTail) {
+        Err(LogError::Corrupt {
+            lsn: found,
+            why: said,
+            ..
+        }) => {
+            assert_eq!(found, lsn);
+            assert!(said.contains(why), "{said}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn torn_tail_is_discarded_and_can_never_come_back() {
     let device = Arc::new(SimDevice::new(1));
@@ -178,13 +193,7 @@ fn row_1_a_batch_in_the_next_segment_vouches_for_a_damaged_end_of_segment() {
     })
     .unwrap();
     device.poke(FIRST_SEGMENT, offset.unwrap(), &[0xAB; 64]);
-    match lsns(&device, RecoveryMode::TornTail) {
-        Err(LogError::Corrupt { lsn, why, .. }) => {
-            assert_eq!(lsn, last_in_first);
-            assert!(why.contains("at segment 2"), "{why}");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_corrupt_at(&device, last_in_first, "at segment 2");
 }
 
 /// A first segment whose last batch is a mark (an empty batch) after 60 one-block records,
@@ -309,13 +318,7 @@ fn a_stale_next_segment_never_hides_a_newer_writers_records() {
         "the stale header is harmless while the mark is read"
     );
     device.make_unreadable(FIRST_SEGMENT, batch_offset(51) + 512);
-    match lsns(&device, RecoveryMode::TornTail) {
-        Err(LogError::Corrupt { lsn, why, .. }) => {
-            assert_eq!(lsn, Lsn(51));
-            assert!(why.contains("EIO"), "{why}");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_corrupt_at(&device, Lsn(51), "EIO");
 }
 
 /// The record batch before the mark is not a mark: when it cannot be read, the next
@@ -326,13 +329,7 @@ fn an_unreadable_last_record_batch_of_a_segment_is_still_corruption() {
     let device = Arc::new(SimDevice::new(19));
     first_segment_ending_in_a_mark(&device, 2);
     device.make_unreadable(FIRST_SEGMENT, batch_offset(60) + 512);
-    match lsns(&device, RecoveryMode::TornTail) {
-        Err(LogError::Corrupt { lsn, why, .. }) => {
-            assert_eq!(lsn, Lsn(60));
-            assert!(why.contains("EIO"), "{why}");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_corrupt_at(&device, Lsn(60), "EIO");
 }
 
 #[test]
@@ -453,13 +450,7 @@ fn unreadable_sector_before_the_mark_is_an_error() {
     let device = Arc::new(SimDevice::new(10));
     drop(log_with(&device, 10));
     device.make_unreadable(FIRST_SEGMENT, batch_offset(3) + 512);
-    match lsns(&device, RecoveryMode::TornTail) {
-        Err(LogError::Corrupt { lsn, why, .. }) => {
-            assert_eq!(lsn, Lsn(3));
-            assert!(why.contains("EIO"), "{why}");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_corrupt_at(&device, Lsn(3), "EIO");
 }
 
 #[test]
