@@ -317,8 +317,13 @@ fn a_stale_next_segment_never_hides_a_newer_writers_records() {
         (1..=53).collect::<Vec<_>>(),
         "the stale header is harmless while the mark is read"
     );
+    // The mark cannot be read: the first segment's records after it are the newer
+    // writer's (`written_on_here`), so the reader stays and reads them (row 1b).
     device.make_unreadable(FIRST_SEGMENT, batch_offset(51) + 512);
-    assert_corrupt_at(&device, Lsn(51), "EIO");
+    assert_eq!(
+        lsns(&device, RecoveryMode::Strict).unwrap(),
+        (1..=53).collect::<Vec<_>>()
+    );
 }
 
 /// The record batch before the mark is not a mark: when it cannot be read, the next
@@ -330,6 +335,143 @@ fn an_unreadable_last_record_batch_of_a_segment_is_still_corruption() {
     first_segment_ending_in_a_mark(&device, 2);
     device.make_unreadable(FIRST_SEGMENT, batch_offset(60) + 512);
     assert_corrupt_at(&device, Lsn(60), "EIO");
+}
+
+/// 20 records, a mark, then 10 more records (every batch one block); with `reopened`, the
+/// log is closed after the mark and recovered (recovery writes a mark of its own, a second
+/// one in a row) before the 10. Returns the first mark's offset.
+fn records_around_marks(device: &Arc<SimDevice>, reopened: bool) -> u64 {
+    let mut log = log_with(device, 20);
+    log.write_mark().unwrap();
+    if reopened {
+        drop(log);
+        log = recover(device, RecoveryOptions::default()).unwrap().0;
+    }
+    for lsn in 21..=30 {
+        let payload = payload_for(0, lsn);
+        log.append_durable(&[record_for(0, lsn, &payload[..payload.len().min(200)])])
+            .unwrap();
+    }
+    drop(log);
+    batch_offset(21)
+}
+
+/// Row 1b: a mark (an empty batch) holds no record, so when it cannot be read, or rotted,
+/// and the batch after it continues the log exactly, nothing was lost: every mode reads
+/// every record, and recovery goes on. (The batches after it vouch for the mark's LSN, so
+/// before row 1b this was corruption, and salvage resumed at the vouching batch, past the
+/// readable one right after the mark.)
+#[test]
+fn row_1b_a_damaged_mark_between_batches_loses_nothing() {
+    for (seed, unreadable) in [(31, true), (32, false)] {
+        let device = Arc::new(SimDevice::new(seed));
+        let mark = records_around_marks(&device, false);
+        if unreadable {
+            device.make_unreadable(FIRST_SEGMENT, mark + 512);
+        } else {
+            device.poke(FIRST_SEGMENT, mark + 20, &[0x5A; 8]);
+        }
+        for mode in [
+            RecoveryMode::Strict,
+            RecoveryMode::TornTail,
+            RecoveryMode::Salvage,
+        ] {
+            assert_eq!(
+                lsns(&device, mode).unwrap(),
+                (1..=30).collect::<Vec<_>>(),
+                "unreadable {unreadable}, {mode:?}"
+            );
+        }
+        // Recovery, an append, and a second recovery agree.
+        let (log, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
+        assert_eq!(report.tail.next_lsn, Lsn(31));
+        let payload = payload_for(0, 31);
+        log.append_durable(&[record_for(0, 31, &payload[..payload.len().min(200)])])
+            .unwrap();
+        drop(log);
+        let (_, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
+        assert_eq!(report.tail.next_lsn, Lsn(32));
+        assert_eq!(records.len(), 31);
+    }
+}
+
+/// Row 1b over several blocks: two marks in a row (the second a newer writer's), both
+/// unreadable.
+#[test]
+fn row_1b_two_damaged_marks_in_a_row_lose_nothing() {
+    let device = Arc::new(SimDevice::new(33));
+    let mark = records_around_marks(&device, true);
+    device.make_unreadable(FIRST_SEGMENT, mark);
+    device.make_unreadable(FIRST_SEGMENT, mark + BLOCK_SIZE_BYTES as u64);
+    assert_eq!(
+        lsns(&device, RecoveryMode::Strict).unwrap(),
+        (1..=30).collect::<Vec<_>>()
+    );
+}
+
+/// Row 1b is for marks only: a damaged batch that held records is followed by one that
+/// starts past them, so it is still corruption where a later batch vouches for it.
+#[test]
+fn row_1b_a_damaged_record_batch_between_marks_is_still_corruption() {
+    let device = Arc::new(SimDevice::new(34));
+    let log = log_with(&device, 20);
+    log.write_mark().unwrap();
+    for lsn in 21..=25 {
+        let payload = payload_for(0, lsn);
+        log.append_durable(&[record_for(0, lsn, &payload[..payload.len().min(200)])])
+            .unwrap();
+        if lsn == 21 {
+            log.write_mark().unwrap();
+        }
+    }
+    drop(log);
+    // The record batch after the first mark.
+    device.make_unreadable(FIRST_SEGMENT, batch_offset(22) + 512);
+    assert_corrupt_at(&device, Lsn(21), "EIO");
+}
+
+/// Row 1b reads on only at a batch no newer writer contradicts. Here a first writer's
+/// mark and a two-block batch of LSNs 21-25 were lost, so recovery ended the log at 20 and
+/// wrote its mark there; the newer writer logged 21-30 after it, one block each. The old
+/// batch then comes back over the newer 21 and 22 (resurrected writes) and the newer mark
+/// cannot be read. The old batch continues the log exactly, but the newer writer's batch
+/// after it begins at 23, an LSN the old one holds: the damage is the newer writer's lost
+/// records, named at LSN 21 (where they begin), not a continuation.
+#[test]
+fn row_1b_a_batch_a_newer_writer_contradicts_is_not_read_on() {
+    let device = Arc::new(SimDevice::new(35));
+    let log = log_with(&device, 20);
+    log.write_mark().unwrap();
+    let mark = batch_offset(21);
+    let payloads: Vec<Vec<u8>> = (21..=25).map(|_| vec![0x21; 1000]).collect();
+    let records: Vec<_> = (21..=25)
+        .zip(&payloads)
+        .map(|(lsn, payload)| record_for(0, lsn, payload))
+        .collect();
+    log.append_durable(&records).unwrap();
+    drop(log);
+    let old_at = (mark + BLOCK_SIZE_BYTES as u64) as usize;
+    let image = device.durable_image(FIRST_SEGMENT).unwrap();
+    let old = image[old_at..old_at + 2 * BLOCK_SIZE_BYTES].to_vec();
+    assert_eq!(
+        smlog::format::BatchHeader::decode(&old[..64])
+            .unwrap()
+            .record_count,
+        5
+    );
+    device.poke(FIRST_SEGMENT, mark, &[0u8; 3 * BLOCK_SIZE_BYTES]);
+    let (log, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
+    assert_eq!(report.tail.next_lsn, Lsn(21));
+    assert_eq!(report.tail.segment_offset, mark);
+    for lsn in 21..=30 {
+        let payload = payload_for(1, lsn);
+        log.append_durable(&[record_for(1, lsn, &payload[..payload.len().min(200)])])
+            .unwrap();
+    }
+    drop(log);
+    device.poke(FIRST_SEGMENT, old_at as u64, &old);
+    device.make_unreadable(FIRST_SEGMENT, mark + 512);
+    assert_corrupt_at(&device, Lsn(21), "EIO");
 }
 
 #[test]
@@ -606,9 +748,10 @@ fn row_3_a_discarded_batch_that_comes_back_where_it_fits_is_still_stale() {
     drop(log);
     let image = device.durable_image(FIRST_SEGMENT).unwrap();
     let stale = image[12288..12288 + BLOCK_SIZE_BYTES].to_vec();
-    // The mark is damaged; nothing vouches for LSN 2, so recovery ends the log at 8192,
+    // The mark and the batch after it are lost (with the batch readable, row 1b would read
+    // on past the mark); nothing vouches for LSN 2, so recovery ends the log at 8192,
     // zeroes what follows and writes its own mark there.
-    device.poke(FIRST_SEGMENT, 8192, &[0u8; BLOCK_SIZE_BYTES]);
+    device.poke(FIRST_SEGMENT, 8192, &[0u8; 2 * BLOCK_SIZE_BYTES]);
     let (log, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(report.tail.next_lsn, Lsn(2));

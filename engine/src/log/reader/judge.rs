@@ -9,6 +9,15 @@ use crate::log::{LogError, Lsn};
 
 use super::{Damage, LogReader, ScanItem};
 
+/// What the damage table makes of a place.
+pub(super) enum Judged {
+    /// Yield this (a torn tail, corruption, or the clean end).
+    Item(Option<ScanItem>),
+    /// Read on: the place again (each read confirmed), or from where the verdict moved the
+    /// reader.
+    Again,
+}
+
 pub(super) enum Found {
     /// A batch, valid for its own place, vouching for the damaged LSN.
     Vouch {
@@ -138,20 +147,98 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         Ok(false)
     }
 
+    /// Where reading goes on in this segment past damage at `offset` that held no record
+    /// (row 1b): the first batch header after it, valid for its place, when that batch
+    /// continues the log exactly (the LSN, the CRC chain, the epoch). In one history only
+    /// marks (empty batches of one block, which carry the expected LSN and chain on) lie
+    /// between the batch that ends before the expected LSN and the one that holds it, so the
+    /// damage was a mark or marks (unreadable, rotted, or torn beside a later batch that
+    /// completed), and reading on loses nothing.
+    ///
+    /// Not when the place holds a header valid for it, of the batch's epoch or newer, that
+    /// does not continue the log (evidence of other records there: row 2), nor when the
+    /// first valid header after the place does not continue it. And not when a newer writer
+    /// than that batch's began at one of its LSNs (a later batch of this segment, or the next
+    /// segment's header): that writer's recovery did not find the batch durable, so it is an
+    /// abandoned history's, come back past a mark of the newer one that is now damaged. An
+    /// unreadable next segment header proves nothing either way, so it refuses too. Every
+    /// read is confirmed, on a chunk of its own ([`Self::aside`]).
+    ///
+    /// Not covered: the newer writer's claim may lie only in later segments, or in places
+    /// that are damaged too; then the batch is read as if it continued the log, and the
+    /// newer writer's batches after it are judged where they fail to continue it (rows 1 and
+    /// 2: corruption, not a silent loss, where any of them vouches).
+    fn after_lost_marks(&mut self, offset: u64) -> Result<Option<u64>, LogError> {
+        self.aside(|reader| reader.after_lost_marks_from(offset))
+    }
+
+    fn after_lost_marks_from(&mut self, offset: u64) -> Result<Option<u64>, LogError> {
+        let seq = self.segment_seq;
+        let size = self.meta.segment_size_bytes;
+        let block = BLOCK_SIZE_BYTES as u64;
+        match self.header_at(seq, offset) {
+            // Row 2's evidence (or a batch that continues, no damage at all).
+            Ok(Ok(h)) if h.epoch >= self.last_epoch => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind == IoErrorKind::Io => {}
+            Err(e) if e.kind == IoErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        // The first batch header after the place, valid for its own, must continue the log.
+        let mut at = offset + block;
+        let batch = loop {
+            if at + 2 * block > size {
+                return Ok(None);
+            }
+            match self.header_at(seq, at) {
+                Ok(Ok(h)) if self.continues(h.first_lsn, h.prev_crc, h.epoch) => break h,
+                Ok(Ok(_)) => return Ok(None),
+                Ok(Err(_)) => {}
+                Err(e) if e.kind == IoErrorKind::Io => {}
+                Err(e) if e.kind == IoErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+            at += block;
+        };
+        if batch.record_count == 0 {
+            // A mark: reading on from it is reading on from the damaged place.
+            return Ok(Some(at));
+        }
+        let end = batch.first_lsn + u64::from(batch.record_count);
+        let claims = |epoch: u32, first_lsn: Lsn| epoch > batch.epoch && first_lsn < end;
+        let mut later = at + block;
+        while later + block <= size {
+            match self.header_at(seq, later) {
+                Ok(Ok(h)) if claims(h.epoch, h.first_lsn) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind == IoErrorKind::Io => {}
+                Err(e) if e.kind == IoErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e.into()),
+            }
+            later += block;
+        }
+        match self.segment_header(seq + 1) {
+            Ok(Ok(h)) if claims(h.epoch, h.first_lsn) => Ok(None),
+            Ok(_) => Ok(Some(at)),
+            Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Classifies damage at `offset` of the current segment (table in the module docs).
     pub(super) fn damage(
         &mut self,
         offset: u64,
         why: String,
         evidence: bool,
-    ) -> Result<Option<ScanItem>, LogError> {
+    ) -> Result<Judged, LogError> {
         if !self.reread {
             // A misdirected read is transient: read the place again, each read confirmed,
             // before judging it.
             self.reread = true;
             self.verify = true;
             self.drop_cache();
-            return self.next_item();
+            return Ok(Judged::Again);
         }
         self.reread = false;
         let verdict = self.judge(offset, why, evidence);
@@ -160,12 +247,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
     }
 
     /// The verdict on damage at `offset` of the current segment, read with confirmed reads.
-    pub(super) fn judge(
-        &mut self,
-        offset: u64,
-        why: String,
-        evidence: bool,
-    ) -> Result<Option<ScanItem>, LogError> {
+    fn judge(&mut self, offset: u64, why: String, evidence: bool) -> Result<Judged, LogError> {
         let seq = self.segment_seq;
         let mut damage = Damage {
             segment_seq: seq,
@@ -183,7 +265,14 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                 damage.why, self.meta.segment_size_bytes
             );
             self.finished = true;
-            return Ok(Some(ScanItem::Corrupt(damage)));
+            return Ok(Judged::Item(Some(ScanItem::Corrupt(damage))));
+        }
+        // Row 1b: only marks were lost here; reading goes on at the batch that continues.
+        if offset >= SEGMENT_HEADER_SIZE_BYTES as u64 && self.started {
+            if let Some(at) = self.after_lost_marks(offset)? {
+                self.offset = at;
+                return Ok(Judged::Again);
+            }
         }
         // Row 1: a later batch vouches for this LSN.
         if let Found::Vouch {
@@ -205,7 +294,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             self.expected_lsn = first_lsn;
             self.chain = prev_crc;
             self.drop_cache();
-            return Ok(Some(ScanItem::Corrupt(damage)));
+            return Ok(Judged::Item(Some(ScanItem::Corrupt(damage))));
         }
         // Row 2: the batch here was written after the one before it (by the same or a newer
         // writer) yet does not continue it: what came before is not what was durable.
@@ -222,7 +311,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     self.expected_lsn = h.first_lsn;
                     self.chain = h.prev_crc;
                     self.drop_cache();
-                    return Ok(Some(ScanItem::Corrupt(damage)));
+                    return Ok(Judged::Item(Some(ScanItem::Corrupt(damage))));
                 }
             }
         }
@@ -237,9 +326,9 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         self.finished = true;
         // Row 3: nothing of this incarnation here: the clean end.
         if !evidence {
-            return Ok(None);
+            return Ok(Judged::Item(None));
         }
         // Row 4: a torn tail.
-        Ok(Some(ScanItem::TornTail(damage)))
+        Ok(Judged::Item(Some(ScanItem::TornTail(damage))))
     }
 }

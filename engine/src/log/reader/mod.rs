@@ -9,6 +9,7 @@
 //! | # | evidence | verdict |
 //! |---|---|---|
 //! | 0 | the segment's file is shorter than a segment (segments are created whole), or a segment file is missing below one that exists, or the first live one is missing (segments are created in order and never removed from the middle) | corruption: truncated or removed from outside ([`LogError::MissingSegment`]) |
+//! | 1b | no header valid here of the last batch's epoch or newer, and the first batch header after this place in the segment, valid for its own, continues the log exactly (LSN, CRC chain, epoch), and no newer writer began at one of its LSNs later in the segment or in the next segment's header | only marks (empty batches) can lie between the batch before and that one: reading goes on there, nothing lost |
 //! | 1 | a later batch of this log, valid for its own place, vouches for the LSN (`durable_lsn` >= it) | corruption; reading resumes there |
 //! | 2 | the batch here is valid for this place, was written by the same or a newer writer epoch than the batch before it, yet does not continue it (LSN or CRC chain) | corruption: what came before is not what that writer saw durable |
 //! | 3 | no batch of this segment's incarnation starts here (zeros, or stale bytes of a recycled segment), or the batch or segment header here was written by an older writer epoch than the batch before it (a discarded tail come back: it reuses the LSNs and chain values of the history that replaced it) | the clean end of the log |
@@ -28,7 +29,7 @@ mod io;
 mod judge;
 
 use io::{Chunk, ReadAhead};
-use judge::Found;
+use judge::{Found, Judged};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -298,6 +299,16 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
 
     /// Reads the next item: a record, damage, or `None` at the end of the log.
     pub fn next_item(&mut self) -> Result<Option<ScanItem>, LogError> {
+        // What the damage table says about a place: an item to yield, or read on (the place
+        // is read again, or reading goes on past it).
+        macro_rules! judged {
+            ($damage:expr) => {
+                match $damage? {
+                    Judged::Item(item) => return Ok(item),
+                    Judged::Again => continue,
+                }
+            };
+        }
         loop {
             if let Some(record) = self.queue.pop_front() {
                 return Ok(Some(ScanItem::Record(record)));
@@ -318,7 +329,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                             "segment header of writer epoch {}, older than the last batch's {}",
                             h.epoch, self.last_epoch
                         );
-                        return self.damage(0, why, false);
+                        judged!(self.damage(0, why, false))
                     }
                     Ok(h)
                         if self.segment_seq == self.meta.first_segment_seq
@@ -340,7 +351,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                         );
                         // A header of this incarnation that does not continue the log: written
                         // here, so evidence of a write.
-                        return self.damage(0, why, true);
+                        judged!(self.damage(0, why, true))
                     }
                     Err(why) => {
                         if !self.present.contains(&self.segment_seq) {
@@ -363,7 +374,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                         }
                         // Zeros or stale bytes of a recycled segment are no evidence of a
                         // write; a later batch may still prove the header was durable.
-                        return self.damage(0, why, false);
+                        judged!(self.damage(0, why, false))
                     }
                 }
             }
@@ -403,7 +414,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                         Ok(Err(why)) => (why, false),
                         // A truncated file is row 0, whatever follows it.
                         Err(e) if e.kind == IoErrorKind::UnexpectedEof => {
-                            return self.damage(offset, format!("unreadable: {e}"), true);
+                            judged!(self.damage(offset, format!("unreadable: {e}"), true))
                         }
                         Err(e) if e.kind == IoErrorKind::Io => (format!("unreadable: {e}"), true),
                         Err(e) => return Err(e.into()),
@@ -416,7 +427,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                         self.verify = false;
                         continue;
                     }
-                    return self.damage(offset, why, evidence);
+                    judged!(self.damage(offset, why, evidence))
                 }
             };
             match self.read_batch(&header) {
@@ -425,9 +436,9 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
                     self.verify = false;
                     self.accept_batch(&header, records);
                 }
-                Ok(Err(why)) => return self.damage(offset, why, true),
+                Ok(Err(why)) => judged!(self.damage(offset, why, true)),
                 Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
-                    return self.damage(offset, format!("unreadable: {e}"), true);
+                    judged!(self.damage(offset, format!("unreadable: {e}"), true))
                 }
                 Err(e) => return Err(e.into()),
             }
