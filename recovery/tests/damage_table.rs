@@ -430,13 +430,14 @@ fn row_1b_a_damaged_record_batch_between_marks_is_still_corruption() {
     assert_corrupt_at(&device, Lsn(21), "EIO");
 }
 
-/// Row 1b reads on only at a batch no newer writer contradicts. Here a first writer's
-/// mark and a two-block batch of LSNs 21-25 were lost, so recovery ended the log at 20 and
-/// wrote its mark there; the newer writer logged 21-30 after it, one block each. The old
-/// batch then comes back over the newer 21 and 22 (resurrected writes) and the newer mark
-/// cannot be read. The old batch continues the log exactly, but the newer writer's batch
-/// after it begins at 23, an LSN the old one holds: the damage is the newer writer's lost
-/// records, named at LSN 21 (where they begin), not a continuation.
+/// Row 1b reads on only at a batch proved durable. Here a first writer's mark and a
+/// two-block batch of LSNs 21-25 were lost, so recovery ended the log at 20 and wrote its
+/// mark there; the newer writer logged 21-30 after it, one block each. The old batch then
+/// comes back over the newer 21 and 22 (resurrected writes over what was lost) and the
+/// newer mark cannot be read. The old batch continues the log exactly, but no batch
+/// continues it (the newer writer's next begins at 23, an LSN the old one holds): the
+/// damage is the newer writer's lost records, named at LSN 21 where they begin, and the
+/// old records are never read.
 #[test]
 fn row_1b_a_batch_a_newer_writer_contradicts_is_not_read_on() {
     let device = Arc::new(SimDevice::new(35));
@@ -748,10 +749,10 @@ fn row_3_a_discarded_batch_that_comes_back_where_it_fits_is_still_stale() {
     drop(log);
     let image = device.durable_image(FIRST_SEGMENT).unwrap();
     let stale = image[12288..12288 + BLOCK_SIZE_BYTES].to_vec();
-    // The mark and the batch after it are lost (with the batch readable, row 1b would read
-    // on past the mark); nothing vouches for LSN 2, so recovery ends the log at 8192,
-    // zeroes what follows and writes its own mark there.
-    device.poke(FIRST_SEGMENT, 8192, &[0u8; 2 * BLOCK_SIZE_BYTES]);
+    // The mark is damaged; nothing vouches for LSN 2 (nor for the batch after the mark:
+    // row 1b), so recovery ends the log at 8192, zeroes what follows and writes its own
+    // mark there.
+    device.poke(FIRST_SEGMENT, 8192, &[0u8; BLOCK_SIZE_BYTES]);
     let (log, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(report.tail.next_lsn, Lsn(2));
@@ -764,6 +765,13 @@ fn row_3_a_discarded_batch_that_comes_back_where_it_fits_is_still_stale() {
     // The discarded batch comes back over the zeros (fault 5): its place, LSN and chain
     // fit after the new mark.
     device.poke(FIRST_SEGMENT, 12288, &stale);
+    for mode in [RecoveryMode::Strict, RecoveryMode::TornTail] {
+        assert_eq!(lsns(&device, mode).unwrap(), vec![1], "{mode}");
+    }
+    // And when recovery's mark rots too, only that mark said the batch after it is stale:
+    // nothing vouches for the batch (row 1b reads on past a damaged mark only to a batch
+    // proved durable), so it stays out.
+    device.poke(FIRST_SEGMENT, 8192 + 20, &[0x5A; 8]);
     for mode in [RecoveryMode::Strict, RecoveryMode::TornTail] {
         assert_eq!(lsns(&device, mode).unwrap(), vec![1], "{mode}");
     }

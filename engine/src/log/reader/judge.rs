@@ -149,25 +149,25 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
 
     /// Where reading goes on in this segment past damage at `offset` that held no record
     /// (row 1b): the first batch header after it, valid for its place, when that batch
-    /// continues the log exactly (the LSN, the CRC chain, the epoch). In one history only
-    /// marks (empty batches of one block, which carry the expected LSN and chain on) lie
-    /// between the batch that ends before the expected LSN and the one that holds it, so the
-    /// damage was a mark or marks (unreadable, rotted, or torn beside a later batch that
-    /// completed), and reading on loses nothing.
+    /// continues the log exactly (the LSN, the CRC chain, the epoch) and is proved durable.
+    /// In one history only marks (empty batches of one block, which carry the expected LSN
+    /// and chain on) lie between the batch that ends before the expected LSN and the one
+    /// that holds it, so the damage was a mark or marks (unreadable, rotted), and reading on
+    /// loses nothing.
     ///
-    /// Not when the place holds a header valid for it, of the batch's epoch or newer, that
-    /// does not continue the log (evidence of other records there: row 2), nor when the
-    /// first valid header after the place does not continue it. And not when a newer writer
-    /// than that batch's began at one of its LSNs (a later batch of this segment, or the next
-    /// segment's header): that writer's recovery did not find the batch durable, so it is an
-    /// abandoned history's, come back past a mark of the newer one that is now damaged. An
-    /// unreadable next segment header proves nothing either way, so it refuses too. Every
-    /// read is confirmed, on a chunk of its own ([`Self::aside`]).
+    /// Across histories that does not hold: a batch of an abandoned history (never durable,
+    /// or discarded by a recovery) can lie past a newer writer's mark, or come back over
+    /// recovery's zeroing, and continue the log as exactly. So the batch must be proved
+    /// durable, in its own bytes: reading on from it, batch after batch in this segment,
+    /// each continuing the one before (LSN, chain, epoch), until one says that everything
+    /// before it was durable (`durable_lsn`), with at least one record between. Its chain
+    /// value covers those records' bytes, so its writer saw them durable, and a later
+    /// recovery found them. Without that proof (the batch is the segment's last, or what
+    /// follows it does not continue it) the place goes on to the table, as any damage.
     ///
-    /// Not covered: the newer writer's claim may lie only in later segments, or in places
-    /// that are damaged too; then the batch is read as if it continued the log, and the
-    /// newer writer's batches after it are judged where they fail to continue it (rows 1 and
-    /// 2: corruption, not a silent loss, where any of them vouches).
+    /// Not when the place holds a header valid for it, of the last batch's epoch or newer,
+    /// that does not continue the log (evidence of other records there: row 2). Every read
+    /// is confirmed, on a chunk of its own ([`Self::aside`]).
     fn after_lost_marks(&mut self, offset: u64) -> Result<Option<u64>, LogError> {
         self.aside(|reader| reader.after_lost_marks_from(offset))
     }
@@ -184,45 +184,52 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             Err(e) if e.kind == IoErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e.into()),
         }
-        // The first batch header after the place, valid for its own, must continue the log.
-        let mut at = offset + block;
-        let batch = loop {
-            if at + 2 * block > size {
+        // The first batch header after the place, valid for its own.
+        let mut found = offset + block;
+        loop {
+            if found + 2 * block > size {
                 return Ok(None);
             }
-            match self.header_at(seq, at) {
-                Ok(Ok(h)) if self.continues(h.first_lsn, h.prev_crc, h.epoch) => break h,
-                Ok(Ok(_)) => return Ok(None),
+            match self.header_at(seq, found) {
+                Ok(Ok(_)) => break,
                 Ok(Err(_)) => {}
                 Err(e) if e.kind == IoErrorKind::Io => {}
                 Err(e) if e.kind == IoErrorKind::UnexpectedEof => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
-            at += block;
-        };
-        if batch.record_count == 0 {
-            // A mark: reading on from it is reading on from the damaged place.
-            return Ok(Some(at));
+            found += block;
         }
-        let end = batch.first_lsn + u64::from(batch.record_count);
-        let claims = |epoch: u32, first_lsn: Lsn| epoch > batch.epoch && first_lsn < end;
-        let mut later = at + block;
-        while later + block <= size {
-            match self.header_at(seq, later) {
-                Ok(Ok(h)) if claims(h.epoch, h.first_lsn) => return Ok(None),
-                Ok(_) => {}
-                Err(e) if e.kind == IoErrorKind::Io => {}
-                Err(e) if e.kind == IoErrorKind::UnexpectedEof => break,
+        // From it, the batches that continue the log, to one that vouches for them.
+        let (mut lsn, mut chain, mut epoch) = (self.expected_lsn, self.chain, self.last_epoch);
+        let mut at = found;
+        while at + 2 * block <= size {
+            let header = match self.header_at(seq, at) {
+                Ok(Ok(h)) if h.first_lsn == lsn && h.prev_crc == chain && h.epoch >= epoch => h,
+                Ok(_) => return Ok(None),
+                Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
+                    return Ok(None)
+                }
                 Err(e) => return Err(e.into()),
+            };
+            if lsn > self.expected_lsn && header.durable_lsn + 1 >= lsn {
+                return Ok(Some(found));
             }
-            later += block;
+            let records = match self.decode_batch(seq, at, &header, lsn, chain) {
+                Ok(Ok(records)) => records,
+                Ok(Err(_)) => return Ok(None),
+                Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(last) = records.last() {
+                chain = last.crc;
+            }
+            lsn += records.len() as u64;
+            epoch = header.epoch;
+            at += header.padded_size_bytes() as u64;
         }
-        match self.segment_header(seq + 1) {
-            Ok(Ok(h)) if claims(h.epoch, h.first_lsn) => Ok(None),
-            Ok(_) => Ok(Some(at)),
-            Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(None)
     }
 
     /// Classifies damage at `offset` of the current segment (table in the module docs).

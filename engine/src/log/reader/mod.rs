@@ -9,7 +9,7 @@
 //! | # | evidence | verdict |
 //! |---|---|---|
 //! | 0 | the segment's file is shorter than a segment (segments are created whole), or a segment file is missing below one that exists, or the first live one is missing (segments are created in order and never removed from the middle) | corruption: truncated or removed from outside ([`LogError::MissingSegment`]) |
-//! | 1b | no header valid here of the last batch's epoch or newer, and the first batch header after this place in the segment, valid for its own, continues the log exactly (LSN, CRC chain, epoch), and no newer writer began at one of its LSNs later in the segment or in the next segment's header | only marks (empty batches) can lie between the batch before and that one: reading goes on there, nothing lost |
+//! | 1b | no header valid here of the last batch's epoch or newer; the first batch header after this place in the segment, valid for its own, continues the log exactly (LSN, CRC chain, epoch), and reading on from it, batch after batch in the segment each continuing the last, reaches one whose `durable_lsn` covers every record before it (at least one) | only marks (empty batches) can lie between the batch before and that one, and that batch was durable: reading goes on there, nothing lost |
 //! | 1 | a later batch of this log, valid for its own place, vouches for the LSN (`durable_lsn` >= it) | corruption; reading resumes there |
 //! | 2 | the batch here is valid for this place, was written by the same or a newer writer epoch than the batch before it, yet does not continue it (LSN or CRC chain) | corruption: what came before is not what that writer saw durable |
 //! | 3 | no batch of this segment's incarnation starts here (zeros, or stale bytes of a recycled segment), or the batch or segment header here was written by an older writer epoch than the batch before it (a discarded tail come back: it reuses the LSNs and chain values of the history that replaced it) | the clean end of the log |
@@ -501,11 +501,21 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
 
     /// Reads and checks every record of a batch whose header is valid here.
     fn read_batch(&mut self, header: &BatchHeader) -> Result<Result<Vec<Record>, String>, IoError> {
-        let seq = self.segment_seq;
-        let offset = self.offset;
+        let (seq, offset) = (self.segment_seq, self.offset);
+        self.decode_batch(seq, offset, header, self.expected_lsn, self.chain)
+    }
+
+    /// Reads and checks every record of the batch at (`seq`, `offset`) whose header is valid
+    /// there, its first record at `expected_lsn` after chain value `chain`.
+    fn decode_batch(
+        &mut self,
+        seq: SegmentSeq,
+        offset: u64,
+        header: &BatchHeader,
+        expected_lsn: Lsn,
+        mut chain: u32,
+    ) -> Result<Result<Vec<Record>, String>, IoError> {
         let used = header.used_bytes as usize;
-        let expected_lsn = self.expected_lsn;
-        let mut chain = self.chain;
         let bytes = self.bytes(seq, offset, used)?;
         let mut at = BATCH_HEADER_SIZE_BYTES;
         let mut records = Vec::with_capacity(header.record_count as usize);
