@@ -317,13 +317,8 @@ fn a_stale_next_segment_never_hides_a_newer_writers_records() {
         (1..=53).collect::<Vec<_>>(),
         "the stale header is harmless while the mark is read"
     );
-    // The mark cannot be read: the first segment's records after it are the newer
-    // writer's (`written_on_here`), so the reader stays and reads them (row 1b).
     device.make_unreadable(FIRST_SEGMENT, batch_offset(51) + 512);
-    assert_eq!(
-        lsns(&device, RecoveryMode::Strict).unwrap(),
-        (1..=53).collect::<Vec<_>>()
-    );
+    assert_corrupt_at(&device, Lsn(51), "EIO");
 }
 
 /// The record batch before the mark is not a mark: when it cannot be read, the next
@@ -337,82 +332,83 @@ fn an_unreadable_last_record_batch_of_a_segment_is_still_corruption() {
     assert_corrupt_at(&device, Lsn(60), "EIO");
 }
 
-/// 20 records, a mark, then 10 more records (every batch one block); with `reopened`, the
-/// log is closed after the mark and recovered (recovery writes a mark of its own, a second
-/// one in a row) before the 10. Returns the first mark's offset.
-fn records_around_marks(device: &Arc<SimDevice>, reopened: bool) -> u64 {
-    let mut log = log_with(device, 20);
-    log.write_mark().unwrap();
-    if reopened {
-        drop(log);
-        log = recover(device, RecoveryOptions::default()).unwrap().0;
-    }
-    for lsn in 21..=30 {
-        let payload = payload_for(0, lsn);
-        log.append_durable(&[record_for(0, lsn, &payload[..payload.len().min(200)])])
-            .unwrap();
-    }
-    drop(log);
-    batch_offset(21)
-}
-
-/// Row 1b: a mark (an empty batch) holds no record, so when it cannot be read, or rotted,
-/// and the batch after it continues the log exactly, nothing was lost: every mode reads
-/// every record, and recovery goes on. (The batches after it vouch for the mark's LSN, so
-/// before row 1b this was corruption, and salvage resumed at the vouching batch, past the
-/// readable one right after the mark.)
+/// A damaged mark between record batches is corruption (row 1: the batches after it vouch
+/// for its LSN), not something the reader reads past, although in one history a mark holds
+/// no record: the same bytes arise when recovery's mark is damaged and a history it
+/// discarded comes back after it (next test), and reading on would bring that back.
 #[test]
-fn row_1b_a_damaged_mark_between_batches_loses_nothing() {
+fn row_1_a_damaged_mark_between_record_batches_is_corruption() {
     for (seed, unreadable) in [(31, true), (32, false)] {
         let device = Arc::new(SimDevice::new(seed));
-        let mark = records_around_marks(&device, false);
+        let log = log_with(&device, 20);
+        log.write_mark().unwrap();
+        for lsn in 21..=30 {
+            let payload = payload_for(0, lsn);
+            log.append_durable(&[record_for(0, lsn, &payload[..payload.len().min(200)])])
+                .unwrap();
+        }
+        drop(log);
+        let mark = batch_offset(21);
         if unreadable {
             device.make_unreadable(FIRST_SEGMENT, mark + 512);
         } else {
             device.poke(FIRST_SEGMENT, mark + 20, &[0x5A; 8]);
         }
-        for mode in [
-            RecoveryMode::Strict,
-            RecoveryMode::TornTail,
-            RecoveryMode::Salvage,
-        ] {
-            assert_eq!(
-                lsns(&device, mode).unwrap(),
-                (1..=30).collect::<Vec<_>>(),
-                "unreadable {unreadable}, {mode:?}"
-            );
-        }
-        // Recovery, an append, and a second recovery agree.
-        let (log, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
-        assert_eq!(report.tail.next_lsn, Lsn(31));
-        let payload = payload_for(0, 31);
-        log.append_durable(&[record_for(0, 31, &payload[..payload.len().min(200)])])
-            .unwrap();
-        drop(log);
-        let (_, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
-        assert_eq!(report.tail.next_lsn, Lsn(32));
-        assert_eq!(records.len(), 31);
+        let why = if unreadable {
+            "EIO"
+        } else {
+            "says LSN 21 was durable"
+        };
+        assert_corrupt_at(&device, Lsn(21), why);
     }
 }
 
-/// Row 1b over several blocks: two marks in a row (the second a newer writer's), both
-/// unreadable.
+/// Recovery discards what it cannot prove durable, zeroes it and writes a mark with a new
+/// epoch in front of it. Here a writer's last record (21) and the next batch (22, which
+/// says 21 was durable) were written after a mark; the second write was lost and the mark
+/// rotted, so recovery ended the log at 20 and discarded 21. Later both writes come back
+/// over the zeros (resurrected) and recovery's own mark rots: the bytes now read as a
+/// damaged mark followed by a history that continues the log exactly and vouches for
+/// itself. They are refused as corruption, never read as the log (which would bring back
+/// a record an earlier recovery discarded).
 #[test]
-fn row_1b_two_damaged_marks_in_a_row_lose_nothing() {
-    let device = Arc::new(SimDevice::new(33));
-    let mark = records_around_marks(&device, true);
-    device.make_unreadable(FIRST_SEGMENT, mark);
-    device.make_unreadable(FIRST_SEGMENT, mark + BLOCK_SIZE_BYTES as u64);
+fn a_discarded_history_past_recoverys_damaged_mark_is_refused_never_read() {
+    let device = Arc::new(SimDevice::new(36));
+    let log = log_with(&device, 20);
+    log.close().unwrap();
+    let (log, _, _) = recover(&device, RecoveryOptions::default()).unwrap();
+    // The first writer's closing mark at 21's place, recovery's at the next block.
+    for lsn in 21..=22 {
+        let payload = payload_for(1, lsn);
+        log.append_durable(&[record_for(1, lsn, &payload[..payload.len().min(200)])])
+            .unwrap();
+    }
+    drop(log);
+    let (first_mark, last) = (batch_offset(21), batch_offset(24));
+    let image = device.durable_image(FIRST_SEGMENT).unwrap();
+    let history = image[batch_offset(23) as usize..last as usize + BLOCK_SIZE_BYTES].to_vec();
+    let vouching = smlog::format::BatchHeader::decode(&history[BLOCK_SIZE_BYTES..][..64]).unwrap();
     assert_eq!(
-        lsns(&device, RecoveryMode::Strict).unwrap(),
-        (1..=30).collect::<Vec<_>>()
+        (vouching.first_lsn, vouching.durable_lsn),
+        (Lsn(22), Lsn(21))
     );
+    // The write of 22 is lost and the first mark rots: nothing vouches for 21.
+    device.poke(FIRST_SEGMENT, last, &[0u8; BLOCK_SIZE_BYTES]);
+    device.poke(FIRST_SEGMENT, first_mark + 20, &[0x5A; 8]);
+    let (log, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
+    assert_eq!(records.len(), 20);
+    assert_eq!(report.tail.segment_offset, first_mark);
+    drop(log);
+    // The discarded history comes back, and recovery's mark rots.
+    device.poke(FIRST_SEGMENT, batch_offset(23), &history);
+    device.poke(FIRST_SEGMENT, first_mark + 20, &[0x5A; 8]);
+    assert_corrupt_at(&device, Lsn(21), "says LSN 21 was durable");
 }
 
-/// Row 1b is for marks only: a damaged batch that held records is followed by one that
-/// starts past them, so it is still corruption where a later batch vouches for it.
+/// A damaged batch that held records is followed by one that starts past them: corruption
+/// where a later batch vouches for it.
 #[test]
-fn row_1b_a_damaged_record_batch_between_marks_is_still_corruption() {
+fn row_1_a_damaged_record_batch_between_marks_is_corruption() {
     let device = Arc::new(SimDevice::new(34));
     let log = log_with(&device, 20);
     log.write_mark().unwrap();
@@ -427,51 +423,6 @@ fn row_1b_a_damaged_record_batch_between_marks_is_still_corruption() {
     drop(log);
     // The record batch after the first mark.
     device.make_unreadable(FIRST_SEGMENT, batch_offset(22) + 512);
-    assert_corrupt_at(&device, Lsn(21), "EIO");
-}
-
-/// Row 1b reads on only at a batch proved durable. Here a first writer's mark and a
-/// two-block batch of LSNs 21-25 were lost, so recovery ended the log at 20 and wrote its
-/// mark there; the newer writer logged 21-30 after it, one block each. The old batch then
-/// comes back over the newer 21 and 22 (resurrected writes over what was lost) and the
-/// newer mark cannot be read. The old batch continues the log exactly, but no batch
-/// continues it (the newer writer's next begins at 23, an LSN the old one holds): the
-/// damage is the newer writer's lost records, named at LSN 21 where they begin, and the
-/// old records are never read.
-#[test]
-fn row_1b_a_batch_a_newer_writer_contradicts_is_not_read_on() {
-    let device = Arc::new(SimDevice::new(35));
-    let log = log_with(&device, 20);
-    log.write_mark().unwrap();
-    let mark = batch_offset(21);
-    let payloads: Vec<Vec<u8>> = (21..=25).map(|_| vec![0x21; 1000]).collect();
-    let records: Vec<_> = (21..=25)
-        .zip(&payloads)
-        .map(|(lsn, payload)| record_for(0, lsn, payload))
-        .collect();
-    log.append_durable(&records).unwrap();
-    drop(log);
-    let old_at = (mark + BLOCK_SIZE_BYTES as u64) as usize;
-    let image = device.durable_image(FIRST_SEGMENT).unwrap();
-    let old = image[old_at..old_at + 2 * BLOCK_SIZE_BYTES].to_vec();
-    assert_eq!(
-        smlog::format::BatchHeader::decode(&old[..64])
-            .unwrap()
-            .record_count,
-        5
-    );
-    device.poke(FIRST_SEGMENT, mark, &[0u8; 3 * BLOCK_SIZE_BYTES]);
-    let (log, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
-    assert_eq!(report.tail.next_lsn, Lsn(21));
-    assert_eq!(report.tail.segment_offset, mark);
-    for lsn in 21..=30 {
-        let payload = payload_for(1, lsn);
-        log.append_durable(&[record_for(1, lsn, &payload[..payload.len().min(200)])])
-            .unwrap();
-    }
-    drop(log);
-    device.poke(FIRST_SEGMENT, old_at as u64, &old);
-    device.make_unreadable(FIRST_SEGMENT, mark + 512);
     assert_corrupt_at(&device, Lsn(21), "EIO");
 }
 
@@ -749,9 +700,8 @@ fn row_3_a_discarded_batch_that_comes_back_where_it_fits_is_still_stale() {
     drop(log);
     let image = device.durable_image(FIRST_SEGMENT).unwrap();
     let stale = image[12288..12288 + BLOCK_SIZE_BYTES].to_vec();
-    // The mark is damaged; nothing vouches for LSN 2 (nor for the batch after the mark:
-    // row 1b), so recovery ends the log at 8192, zeroes what follows and writes its own
-    // mark there.
+    // The mark is damaged; nothing vouches for LSN 2, so recovery ends the log at 8192,
+    // zeroes what follows and writes its own mark there.
     device.poke(FIRST_SEGMENT, 8192, &[0u8; BLOCK_SIZE_BYTES]);
     let (log, report, records) = recover(&device, RecoveryOptions::default()).unwrap();
     assert_eq!(records.len(), 1);
@@ -768,9 +718,8 @@ fn row_3_a_discarded_batch_that_comes_back_where_it_fits_is_still_stale() {
     for mode in [RecoveryMode::Strict, RecoveryMode::TornTail] {
         assert_eq!(lsns(&device, mode).unwrap(), vec![1], "{mode}");
     }
-    // And when recovery's mark rots too, only that mark said the batch after it is stale:
-    // nothing vouches for the batch (row 1b reads on past a damaged mark only to a batch
-    // proved durable), so it stays out.
+    // And when recovery's mark rots too (only that mark said the batch after it is
+    // stale), nothing vouches for LSN 2: the batch stays out.
     device.poke(FIRST_SEGMENT, 8192 + 20, &[0x5A; 8]);
     for mode in [RecoveryMode::Strict, RecoveryMode::TornTail] {
         assert_eq!(lsns(&device, mode).unwrap(), vec![1], "{mode}");

@@ -13,8 +13,7 @@ use super::{Damage, LogReader, ScanItem};
 pub(super) enum Judged {
     /// Yield this (a torn tail, corruption, or the clean end).
     Item(Option<ScanItem>),
-    /// Read on: the place again (each read confirmed), or from where the verdict moved the
-    /// reader.
+    /// Read the place again, each read confirmed.
     Again,
 }
 
@@ -147,91 +146,6 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
         Ok(false)
     }
 
-    /// Where reading goes on in this segment past damage at `offset` that held no record
-    /// (row 1b): the first batch header after it, valid for its place, when that batch
-    /// continues the log exactly (the LSN, the CRC chain, the epoch) and is proved durable.
-    /// In one history only marks (empty batches of one block, which carry the expected LSN
-    /// and chain on) lie between the batch that ends before the expected LSN and the one
-    /// that holds it, so the damage was a mark or marks (unreadable, rotted), and reading on
-    /// loses nothing.
-    ///
-    /// Across histories that does not hold: a batch of an abandoned history (never durable,
-    /// or discarded by a recovery) can lie past a newer writer's mark, or come back over
-    /// recovery's zeroing, and continue the log as exactly. So the batch must be proved
-    /// durable, in its own bytes: reading on from it, batch after batch in this segment,
-    /// each continuing the one before (LSN, chain, epoch), until one says that everything
-    /// before it was durable (`durable_lsn`), with at least one record between. Its chain
-    /// value covers those records' bytes, so its writer saw them durable, and a later
-    /// recovery found them. Without that proof (the batch is the segment's last, or what
-    /// follows it does not continue it) the place goes on to the table, as any damage.
-    ///
-    /// Not when the place holds a header valid for it, of the last batch's epoch or newer,
-    /// that does not continue the log (evidence of other records there: row 2). Every read
-    /// is confirmed, on a chunk of its own ([`Self::aside`]).
-    fn after_lost_marks(&mut self, offset: u64) -> Result<Option<u64>, LogError> {
-        self.aside(|reader| reader.after_lost_marks_from(offset))
-    }
-
-    fn after_lost_marks_from(&mut self, offset: u64) -> Result<Option<u64>, LogError> {
-        let seq = self.segment_seq;
-        let size = self.meta.segment_size_bytes;
-        let block = BLOCK_SIZE_BYTES as u64;
-        match self.header_at(seq, offset) {
-            // Row 2's evidence (or a batch that continues, no damage at all).
-            Ok(Ok(h)) if h.epoch >= self.last_epoch => return Ok(None),
-            Ok(_) => {}
-            Err(e) if e.kind == IoErrorKind::Io => {}
-            Err(e) if e.kind == IoErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        // The first batch header after the place, valid for its own.
-        let mut found = offset + block;
-        loop {
-            if found + 2 * block > size {
-                return Ok(None);
-            }
-            match self.header_at(seq, found) {
-                Ok(Ok(_)) => break,
-                Ok(Err(_)) => {}
-                Err(e) if e.kind == IoErrorKind::Io => {}
-                Err(e) if e.kind == IoErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-            found += block;
-        }
-        // From it, the batches that continue the log, to one that vouches for them.
-        let (mut lsn, mut chain, mut epoch) = (self.expected_lsn, self.chain, self.last_epoch);
-        let mut at = found;
-        while at + 2 * block <= size {
-            let header = match self.header_at(seq, at) {
-                Ok(Ok(h)) if h.first_lsn == lsn && h.prev_crc == chain && h.epoch >= epoch => h,
-                Ok(_) => return Ok(None),
-                Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
-                    return Ok(None)
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if lsn > self.expected_lsn && header.durable_lsn + 1 >= lsn {
-                return Ok(Some(found));
-            }
-            let records = match self.decode_batch(seq, at, &header, lsn, chain) {
-                Ok(Ok(records)) => records,
-                Ok(Err(_)) => return Ok(None),
-                Err(e) if matches!(e.kind, IoErrorKind::Io | IoErrorKind::UnexpectedEof) => {
-                    return Ok(None)
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(last) = records.last() {
-                chain = last.crc;
-            }
-            lsn += records.len() as u64;
-            epoch = header.epoch;
-            at += header.padded_size_bytes() as u64;
-        }
-        Ok(None)
-    }
-
     /// Classifies damage at `offset` of the current segment (table in the module docs).
     pub(super) fn damage(
         &mut self,
@@ -241,7 +155,7 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
     ) -> Result<Judged, LogError> {
         if !self.reread {
             // A misdirected read is transient: read the place again, each read confirmed,
-            // before judging it.
+            // before judging it (the caller's loop does, so no verdict recurses).
             self.reread = true;
             self.verify = true;
             self.drop_cache();
@@ -273,13 +187,6 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
             );
             self.finished = true;
             return Ok(Judged::Item(Some(ScanItem::Corrupt(damage))));
-        }
-        // Row 1b: only marks were lost here; reading goes on at the batch that continues.
-        if offset >= SEGMENT_HEADER_SIZE_BYTES as u64 && self.started {
-            if let Some(at) = self.after_lost_marks(offset)? {
-                self.offset = at;
-                return Ok(Judged::Again);
-            }
         }
         // Row 1: a later batch vouches for this LSN.
         if let Found::Vouch {

@@ -9,7 +9,6 @@
 //! | # | evidence | verdict |
 //! |---|---|---|
 //! | 0 | the segment's file is shorter than a segment (segments are created whole), or a segment file is missing below one that exists, or the first live one is missing (segments are created in order and never removed from the middle) | corruption: truncated or removed from outside ([`LogError::MissingSegment`]) |
-//! | 1b | no header valid here of the last batch's epoch or newer; the first batch header after this place in the segment, valid for its own, continues the log exactly (LSN, CRC chain, epoch), and reading on from it, batch after batch in the segment each continuing the last, reaches one whose `durable_lsn` covers every record before it (at least one) | only marks (empty batches) can lie between the batch before and that one, and that batch was durable: reading goes on there, nothing lost |
 //! | 1 | a later batch of this log, valid for its own place, vouches for the LSN (`durable_lsn` >= it) | corruption; reading resumes there |
 //! | 2 | the batch here is valid for this place, was written by the same or a newer writer epoch than the batch before it, yet does not continue it (LSN or CRC chain) | corruption: what came before is not what that writer saw durable |
 //! | 3 | no batch of this segment's incarnation starts here (zeros, or stale bytes of a recycled segment), or the batch or segment header here was written by an older writer epoch than the batch before it (a discarded tail come back: it reuses the LSNs and chain values of the history that replaced it) | the clean end of the log |
@@ -20,6 +19,11 @@
 //! in this segment shows that a writer went on here (`written_on_here`), the writer left
 //! the rest of this segment unused or wrote only marks in it, and reading goes on there:
 //! nothing that place holds (zeros, stale bytes, a mark that cannot be read) is a record.
+//!
+//! A damaged mark between record batches is corruption (row 1), not read past, though in
+//! one history a mark holds no record: recovery's mark, damaged, with the history it
+//! discarded come back after it reads the same (`damage_table.rs`,
+//! `a_discarded_history_past_recoverys_damaged_mark_is_refused_never_read`).
 //!
 //! A batch's `durable_lsn` is what was durable when it was sealed, so a batch past the
 //! damage that vouches for it proves the damaged bytes were durable once; without such a
@@ -299,8 +303,8 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
 
     /// Reads the next item: a record, damage, or `None` at the end of the log.
     pub fn next_item(&mut self) -> Result<Option<ScanItem>, LogError> {
-        // What the damage table says about a place: an item to yield, or read on (the place
-        // is read again, or reading goes on past it).
+        // What the damage table makes of a place: an item to yield, or read on (the place is
+        // read again, each read confirmed).
         macro_rules! judged {
             ($damage:expr) => {
                 match $damage? {
@@ -501,21 +505,11 @@ impl<'d, D: Device + ?Sized> LogReader<'d, D> {
 
     /// Reads and checks every record of a batch whose header is valid here.
     fn read_batch(&mut self, header: &BatchHeader) -> Result<Result<Vec<Record>, String>, IoError> {
-        let (seq, offset) = (self.segment_seq, self.offset);
-        self.decode_batch(seq, offset, header, self.expected_lsn, self.chain)
-    }
-
-    /// Reads and checks every record of the batch at (`seq`, `offset`) whose header is valid
-    /// there, its first record at `expected_lsn` after chain value `chain`.
-    fn decode_batch(
-        &mut self,
-        seq: SegmentSeq,
-        offset: u64,
-        header: &BatchHeader,
-        expected_lsn: Lsn,
-        mut chain: u32,
-    ) -> Result<Result<Vec<Record>, String>, IoError> {
+        let seq = self.segment_seq;
+        let offset = self.offset;
         let used = header.used_bytes as usize;
+        let expected_lsn = self.expected_lsn;
+        let mut chain = self.chain;
         let bytes = self.bytes(seq, offset, used)?;
         let mut at = BATCH_HEADER_SIZE_BYTES;
         let mut records = Vec::with_capacity(header.record_count as usize);

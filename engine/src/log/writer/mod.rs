@@ -703,9 +703,8 @@ impl<D: Device> Log<D> {
     /// covers every record: from then on, damage to any record is corruption, never a torn
     /// tail. Recovery writes one at the tail it found, so that bytes it discarded (and
     /// zeroed) cannot come back as a continuation of the log even if the zeroing is lost
-    /// (while the mark is readable; past an unreadable one, the reader reads on at the batch
-    /// after it only when that batch continues the log and no newer writer contradicts it,
-    /// and leaves the segment for the next only when nothing newer follows the mark in it).
+    /// (while the mark is readable; past an unreadable one, the reader leaves the segment
+    /// for the next only when nothing newer follows the mark in it).
     pub fn write_mark(&self) -> Result<Lsn, LogError> {
         let lsn = self.sync()?;
         let mut state = self.lock();
