@@ -18,13 +18,19 @@ use smlog_recovery::{scan, RecoveryOptions};
 
 const FIRST_SEGMENT: &str = "00000000000000000001.seg";
 
+/// Appends record `lsn` of `cycle` (its payload cut to 200 bytes) in a durable batch of
+/// its own, one block.
+fn append_one_block(log: &SimLog, cycle: u64, lsn: u64) {
+    let payload = payload_for(cycle, lsn);
+    log.append_durable(&[record_for(cycle, lsn, &payload[..payload.len().min(200)])])
+        .unwrap();
+}
+
 /// A log with `count` records, one durable batch each (each batch one block).
 fn log_with(device: &Arc<SimDevice>, count: u64) -> SimLog {
     let log = create(device);
     for lsn in 1..=count {
-        let payload = payload_for(0, lsn);
-        log.append_durable(&[record_for(0, lsn, &payload[..payload.len().min(200)])])
-            .unwrap();
+        append_one_block(&log, 0, lsn);
     }
     log
 }
@@ -289,9 +295,7 @@ fn a_stale_next_segment_never_hides_a_newer_writers_records() {
     let (log, report, _) = recover(&device, RecoveryOptions::default()).unwrap();
     assert_eq!(report.tail.segment_offset, batch_offset(51));
     for lsn in 51..=53 {
-        let payload = payload_for(1, lsn);
-        log.append_durable(&[record_for(1, lsn, &payload[..payload.len().min(200)])])
-            .unwrap();
+        append_one_block(&log, 1, lsn);
     }
     drop(log);
     // The second segment as the first writer left it: its header, then zeros.
@@ -343,9 +347,7 @@ fn row_1_a_damaged_mark_between_record_batches_is_corruption() {
         let log = log_with(&device, 20);
         log.write_mark().unwrap();
         for lsn in 21..=30 {
-            let payload = payload_for(0, lsn);
-            log.append_durable(&[record_for(0, lsn, &payload[..payload.len().min(200)])])
-                .unwrap();
+            append_one_block(&log, 0, lsn);
         }
         drop(log);
         let mark = batch_offset(21);
@@ -379,9 +381,7 @@ fn a_discarded_history_past_recoverys_damaged_mark_is_refused_never_read() {
     let (log, _, _) = recover(&device, RecoveryOptions::default()).unwrap();
     // The first writer's closing mark at 21's place, recovery's at the next block.
     for lsn in 21..=22 {
-        let payload = payload_for(1, lsn);
-        log.append_durable(&[record_for(1, lsn, &payload[..payload.len().min(200)])])
-            .unwrap();
+        append_one_block(&log, 1, lsn);
     }
     drop(log);
     let (first_mark, last) = (batch_offset(21), batch_offset(24));
@@ -413,9 +413,7 @@ fn row_1_a_damaged_record_batch_between_marks_is_corruption() {
     let log = log_with(&device, 20);
     log.write_mark().unwrap();
     for lsn in 21..=25 {
-        let payload = payload_for(0, lsn);
-        log.append_durable(&[record_for(0, lsn, &payload[..payload.len().min(200)])])
-            .unwrap();
+        append_one_block(&log, 0, lsn);
         if lsn == 21 {
             log.write_mark().unwrap();
         }
