@@ -499,6 +499,9 @@ fn closing_writes_a_mark_so_damage_to_the_last_batch_is_corruption() {
 fn lost_write_in_the_middle_is_detected() {
     let device = Arc::new(SimDevice::new(8));
     let log = log_with(&device, 4);
+    // The write that is lost is counted from here: no segment preparer's write may take
+    // its number (the log needs no new segment).
+    log.stop_preparing();
     device.set_faults(FaultConfig {
         lose_write_at_op: Some(3),
         ..FaultConfig::default()
@@ -583,6 +586,9 @@ fn wrong_version_and_not_a_log_are_typed_errors() {
 fn failed_sync_stops_the_log_and_nothing_after_it_is_acknowledged() {
     let device = Arc::new(SimDevice::new(13));
     let log = log_with(&device, 3);
+    // The sync that fails is counted from here: no segment preparer's sync may take it
+    // (the log needs no new segment).
+    log.stop_preparing();
     device.set_faults(FaultConfig {
         fail_sync_at_op: Some(1),
         ..FaultConfig::default()
